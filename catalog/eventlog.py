@@ -1,0 +1,200 @@
+"""The durable event log behind the bus: channels, per-channel offsets, an epoch.
+
+Every message published in blockhub is appended here first, so that a subscriber
+can replay what it missed and a restart loses nothing.  SQLite by default (one
+file, WAL), PostgreSQL by URL.  Offsets increase by one per channel with no gap;
+``seq`` orders all messages of the log and lets a process tail what other
+processes (a CLI ingest, an Airflow task) appended.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from catalog.store import make_engine
+
+_meta = MetaData()
+
+_info = Table(
+    "log_info", _meta, Column("key", String(32), primary_key=True), Column("value", Text)
+)
+_channels = Table(
+    "log_channels",
+    _meta,
+    Column("name", String(200), primary_key=True),
+    Column("last_offset", BigInteger, nullable=False),
+)
+_messages = Table(
+    "log_messages",
+    _meta,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(200), nullable=False, index=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("source", Text, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One published message, as stored and as sent to subscribers."""
+
+    seq: int
+    channel: str
+    offset: int
+    epoch: str
+    ts: datetime
+    type: str
+    data: dict[str, Any]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": "message",
+            "channel": self.channel,
+            "offset": self.offset,
+            "epoch": self.epoch,
+            "ts": self.ts.isoformat(),
+            "event": self.type,
+            "data": self.data,
+            "source": self.source,
+        }
+
+
+class Publisher(Protocol):
+    """What the ingest flow needs to announce something: append one message."""
+
+    def __call__(
+        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+    ) -> Any: ...
+
+
+class EventLog:
+    """Append-only, per-channel ordered message log."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        _meta.create_all(self.engine)
+        with self.engine.begin() as c:
+            epoch = c.scalar(select(_info.c.value).where(_info.c.key == "epoch"))
+            if epoch is None:
+                epoch = uuid.uuid4().hex[:12]
+                c.execute(insert(_info).values(key="epoch", value=epoch))
+        self.epoch: str = epoch
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def append(
+        self,
+        channel: str,
+        type: str,
+        data: dict[str, Any],
+        source: dict[str, Any] | None = None,
+    ) -> Message:
+        ts = datetime.now(UTC)
+        with self.engine.begin() as c:
+            # The row update takes the write lock, so offsets are allocated one at a time.
+            offset = c.scalar(
+                update(_channels)
+                .where(_channels.c.name == channel)
+                .values(last_offset=_channels.c.last_offset + 1)
+                .returning(_channels.c.last_offset)
+            )
+            if offset is None:
+                offset = 1
+                c.execute(insert(_channels).values(name=channel, last_offset=1))
+            seq = c.execute(
+                insert(_messages).values(
+                    channel=channel,
+                    offset=offset,
+                    ts=ts,
+                    type=type,
+                    data=json.dumps(data, ensure_ascii=False, default=str),
+                    source=json.dumps(source or {}, ensure_ascii=False),
+                )
+            ).inserted_primary_key
+            assert seq is not None
+        return Message(int(seq[0]), channel, int(offset), self.epoch, ts, type, data, source or {})
+
+    __call__ = append
+
+    def _message(self, row: Any) -> Message:
+        ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
+        return Message(
+            seq=row.seq,
+            channel=row.channel,
+            offset=row.offset,
+            epoch=self.epoch,
+            ts=ts,
+            type=row.type,
+            data=json.loads(row.data),
+            source=json.loads(row.source) if row.source else {},
+        )
+
+    def read(self, channel: str, after: int = 0, limit: int = 1000) -> list[Message]:
+        """Messages of one channel with offset > ``after``, in offset order."""
+        q = (
+            select(_messages)
+            .where(_messages.c.channel == channel, _messages.c.offset > after)
+            .order_by(_messages.c.offset)
+            .limit(limit)
+        )
+        with self.engine.connect() as c:
+            return [self._message(r) for r in c.execute(q)]
+
+    def tail(self, after_seq: int, limit: int = 1000) -> list[Message]:
+        """Messages of every channel with seq > ``after_seq``, in append order."""
+        q = select(_messages).where(_messages.c.seq > after_seq).order_by(_messages.c.seq).limit(limit)
+        with self.engine.connect() as c:
+            return [self._message(r) for r in c.execute(q)]
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as c:
+            return int(c.scalar(select(func.coalesce(func.max(_messages.c.seq), 0))) or 0)
+
+    def head(self, channel: str) -> int:
+        """The latest offset of a channel (0 when nothing was ever published)."""
+        with self.engine.connect() as c:
+            v = c.scalar(select(_channels.c.last_offset).where(_channels.c.name == channel))
+            return int(v or 0)
+
+    def first_retained(self, channel: str) -> int:
+        """The oldest offset still held for a channel (head + 1 when none is held)."""
+        with self.engine.connect() as c:
+            v = c.scalar(select(func.min(_messages.c.offset)).where(_messages.c.channel == channel))
+        return int(v) if v is not None else self.head(channel) + 1
+
+    def trim(self, channel: str, keep_last: int) -> int:
+        """Drop all but the newest ``keep_last`` messages of a channel; returns how many."""
+        head = self.head(channel)
+        with self.engine.begin() as c:
+            res = c.execute(
+                delete(_messages).where(
+                    _messages.c.channel == channel, _messages.c.offset <= head - keep_last
+                )
+            )
+            return int(res.rowcount or 0)

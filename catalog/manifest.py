@@ -1,0 +1,246 @@
+"""Dataset manifests: the YAML a steward writes to describe and source a dataset.
+
+A manifest is parsed into :class:`Manifest`; every problem is reported with the
+file, the dotted field path and what is allowed (:class:`ManifestError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from catalog.errors import ManifestError
+from catalog.types import parse_type
+
+SharingType = Literal["unconditional", "conditional", "none"]
+Classification = Literal["general", "important", "core"]
+PersonalKind = Literal["phone", "id_number", "name", "address", "email", "plate", "other"]
+SyncMode = Literal["append", "merge", "replace"]
+SchemaPolicy = Literal["evolve", "freeze"]
+BlockKind = Literal["region", "enterprise", "address"]
+
+CLASSIFICATION_RANK: dict[str, int] = {"general": 0, "important": 1, "core": 2}
+
+_ID = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+Identifier = Annotated[str, Field(pattern=_ID.pattern, description="lower-case a-z, 0-9, _")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Steward(_Model):
+    name: str
+    email: str | None = None
+    phone: str | None = None
+
+
+class Sharing(_Model):
+    type: SharingType
+    legal_basis: str | None = Field(
+        default=None, description="required when type is 'none': the law or rule that forbids sharing"
+    )
+    conditions: str | None = Field(default=None, description="what an applicant must state")
+
+    @model_validator(mode="after")
+    def _none_needs_basis(self) -> Sharing:
+        if self.type == "none" and not (self.legal_basis or "").strip():
+            raise ValueError("sharing type 'none' must cite its legal_basis")
+        return self
+
+
+class Column(_Model):
+    name: Identifier
+    type: str
+    description: str = ""
+    pii: PersonalKind | None = Field(default=None, description="personal-data kind, masked for consumers")
+    classification: Classification | None = None
+    nullable: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        parse_type(v)
+        return v.strip().lower()
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return parse_type(self.type)
+
+
+class BlockKey(_Model):
+    column: Identifier
+    kind: BlockKind = "region"
+
+
+class Source(_Model):
+    connector: str = Field(description="registered connector name, e.g. postgres, csv, parquet")
+    options: dict[str, Any] = Field(default_factory=dict)
+    cursor: Identifier | None = Field(default=None, description="column whose max value is the watermark")
+    mode: SyncMode = "append"
+    schema_policy: SchemaPolicy = "evolve"
+
+
+class Manifest(_Model):
+    id: Identifier
+    title: str
+    description: str = ""
+    agency: Identifier
+    steward: Steward
+    sharing: Sharing
+    classification: Classification
+    tags: list[str] = Field(default_factory=list)
+    columns: list[Column] = Field(min_length=1)
+    primary_key: list[Identifier] = Field(default_factory=list)
+    block_keys: list[BlockKey] = Field(default_factory=list)
+    source: Source
+    schedule: str | None = Field(default=None, description="cron expression or @hourly/@daily")
+    update_frequency: str | None = Field(default=None, description="e.g. 1h, 1d: older means stale")
+    expectations: str | None = Field(default=None, description="expectation suite name in expectations/")
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> Manifest:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate column names: {', '.join(dupes)}")
+        known = set(names)
+        for label, refs in (
+            ("primary_key", self.primary_key),
+            ("block_keys", [b.column for b in self.block_keys]),
+            ("source.cursor", [self.source.cursor] if self.source.cursor else []),
+        ):
+            missing = [r for r in refs if r not in known]
+            if missing:
+                raise ValueError(f"{label} names unknown column(s) {missing}; columns are {names}")
+        if self.source.mode == "merge" and not self.primary_key:
+            raise ValueError("source.mode 'merge' needs a primary_key")
+        return self
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        pk = set(self.primary_key)
+        return pa.schema(
+            [
+                pa.field(c.name, c.arrow_type, nullable=c.nullable and c.name not in pk)
+                for c in self.columns
+            ]
+        )
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def personal_columns(self) -> dict[str, str]:
+        return {c.name: c.pii for c in self.columns if c.pii}
+
+
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node):
+                node = node[item]
+                if isinstance(node, dict) and "name" in node:
+                    label = f"[{item}:{node['name']}]"
+            parts.append(label)
+        else:
+            if item.startswith("function-after") or item in {"literal_error"}:
+                continue
+            parts.append(("." if parts else "") + item)
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "(manifest)"
+
+
+def _problem(err: Any, data: Any) -> dict[str, Any]:
+    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and "[" in x and "]" in x))
+    msg: str = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "string_pattern_mismatch":
+        msg = "must start with a-z and hold only a-z, 0-9 and _ (2 to 63 characters)"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    problem: dict[str, Any] = {"field": _field_path(loc, data), "message": msg}
+    expected = (err.get("ctx") or {}).get("expected")
+    if expected:
+        problem["allowed"] = expected
+    return problem
+
+
+def parse_manifest(data: Any, *, file: str = "<manifest>") -> Manifest:
+    """Validate manifest data (already parsed from YAML)."""
+    if not isinstance(data, dict):
+        raise ManifestError(file, [{"field": "(manifest)", "message": "must be a YAML mapping"}])
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        raise ManifestError(file, [_problem(err, data) for err in e.errors()]) from None
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read and validate one manifest file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ManifestError(str(p), [{"field": "(file)", "message": e.strerror or str(e)}]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ManifestError(str(p), [{"field": where, "message": f"not valid YAML: {e}"}]) from None
+    return parse_manifest(data, file=str(p))
+
+
+def load_manifests(folder: str | os.PathLike[str]) -> list[Manifest]:
+    """Every ``*.yaml``/``*.yml`` manifest in a folder, sorted by file name."""
+    root = Path(folder)
+    files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+    return [load_manifest(f) for f in files]
+
+
+def resolve_secrets(options: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Replace ``${NAME}`` references in option strings with values from ``env``.
+
+    Manifests never hold secrets themselves; the edge (CLI, DAG task) passes the
+    environment it trusts.  A missing variable is an error naming it.
+    """
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, str):
+
+            def repl(m: re.Match[str]) -> str:
+                name = m.group(1)
+                if name not in env:
+                    raise ManifestError(
+                        "<environment>",
+                        [{"field": name, "message": "referenced by source.options but not set"}],
+                    )
+                return env[name]
+
+            return _ENV_REF.sub(repl, value)
+        if isinstance(value, dict):
+            return {k: sub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        return value
+
+    result: dict[str, Any] = sub(options)
+    return result

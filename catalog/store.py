@@ -1,0 +1,557 @@
+"""The catalog store: agencies, principals, datasets, runs, versions and cursors.
+
+SQLAlchemy 2 on a SQLite file by default, PostgreSQL by URL.  Methods return
+frozen dataclasses, never live ORM objects, so callers hold no session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from catalog.errors import Conflict, DatasetNotFound, NotFound, Unauthenticated, VersionNotFound
+from catalog.manifest import Manifest
+
+Role = Literal["admin", "steward", "operator", "developer"]
+RunStatus = Literal["running", "succeeded", "failed", "unchanged"]
+ROLES: tuple[str, ...] = ("admin", "steward", "operator", "developer")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AgencyRow(Base):
+    __tablename__ = "agencies"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PrincipalRow(Base):
+    __tablename__ = "principals"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
+    title: Mapped[str] = mapped_column(String(400))
+    sharing: Mapped[str] = mapped_column(String(16))
+    classification: Mapped[str] = mapped_column(String(16))
+    manifest_json: Mapped[str] = mapped_column(Text)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    trigger: Mapped[str] = mapped_column(String(32), default="manual")
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_written: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_written: Mapped[int] = mapped_column(BigInteger, default=0)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class VersionRow(Base):
+    __tablename__ = "versions"
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(BigInteger)
+    metadata_location: Mapped[str] = mapped_column(Text)
+    rows_added: Mapped[int] = mapped_column(BigInteger)
+    total_rows: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    cursor_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    committed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class Agency:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    agency_id: str
+    name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: str
+    agency_id: str
+    title: str
+    sharing: str
+    classification: str
+    manifest: Manifest
+    registered_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    dataset_id: str
+    trigger: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    rows_read: int
+    rows_written: int
+    bytes_written: int
+    version: int | None
+    error: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dataset": self.dataset_id,
+            "trigger": self.trigger,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "duration_s": self.duration_s,
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+            "bytes_written": self.bytes_written,
+            "version": self.version,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Version:
+    dataset_id: str
+    version: int
+    snapshot_id: int
+    metadata_location: str
+    rows_added: int
+    total_rows: int
+    run_id: str | None
+    cursor: Any
+    committed_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset_id,
+            "version": self.version,
+            "snapshot_id": str(self.snapshot_id),
+            "rows_added": self.rows_added,
+            "total_rows": self.total_rows,
+            "run_id": self.run_id,
+            "cursor": self.cursor,
+            "committed_at": self.committed_at.isoformat(),
+        }
+
+
+def _run(r: RunRow) -> Run:
+    return Run(
+        id=r.id,
+        dataset_id=r.dataset_id,
+        trigger=r.trigger,
+        status=r.status,
+        started_at=_aware(r.started_at) or utcnow(),
+        finished_at=_aware(r.finished_at),
+        rows_read=r.rows_read,
+        rows_written=r.rows_written,
+        bytes_written=r.bytes_written,
+        version=r.version,
+        error=r.error,
+    )
+
+
+def _version(v: VersionRow) -> Version:
+    return Version(
+        dataset_id=v.dataset_id,
+        version=v.version,
+        snapshot_id=v.snapshot_id,
+        metadata_location=v.metadata_location,
+        rows_added=v.rows_added,
+        total_rows=v.total_rows,
+        run_id=v.run_id,
+        cursor=json.loads(v.cursor_json) if v.cursor_json else None,
+        committed_at=_aware(v.committed_at) or utcnow(),
+    )
+
+
+def _dataset(d: DatasetRow) -> DatasetRecord:
+    return DatasetRecord(
+        id=d.id,
+        agency_id=d.agency_id,
+        title=d.title,
+        sharing=d.sharing,
+        classification=d.classification,
+        manifest=Manifest.model_validate_json(d.manifest_json),
+        registered_at=_aware(d.registered_at) or utcnow(),
+        updated_at=_aware(d.updated_at) or utcnow(),
+    )
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the catalog URL; SQLite gets WAL and a busy timeout for concurrent runs."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class CatalogStore:
+    """Typed access to the catalog tables."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # -- agencies and principals -------------------------------------------------
+
+    def upsert_agency(self, agency_id: str, name: str) -> Agency:
+        with self.session() as s:
+            row = s.get(AgencyRow, agency_id)
+            if row is None:
+                row = AgencyRow(id=agency_id, name=name)
+                s.add(row)
+            else:
+                row.name = name
+            return Agency(row.id, row.name)
+
+    def get_agency(self, agency_id: str) -> Agency:
+        with self.session() as s:
+            row = s.get(AgencyRow, agency_id)
+            if row is None:
+                raise NotFound(f"no agency {agency_id!r}", agency=agency_id)
+            return Agency(row.id, row.name)
+
+    def list_agencies(self) -> list[Agency]:
+        with self.session() as s:
+            return [Agency(r.id, r.name) for r in s.scalars(select(AgencyRow).order_by(AgencyRow.id))]
+
+    def create_principal(self, principal_id: str, agency_id: str, name: str, role: str) -> Principal:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
+        with self.session() as s:
+            if s.get(AgencyRow, agency_id) is None:
+                raise NotFound(f"no agency {agency_id!r}", agency=agency_id)
+            if s.get(PrincipalRow, principal_id) is not None:
+                raise Conflict(f"principal {principal_id!r} exists", principal=principal_id)
+            s.add(PrincipalRow(id=principal_id, agency_id=agency_id, name=name, role=role))
+        return Principal(principal_id, agency_id, name, role)
+
+    def get_principal(self, principal_id: str) -> Principal:
+        with self.session() as s:
+            r = s.get(PrincipalRow, principal_id)
+            if r is None:
+                raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
+            return Principal(r.id, r.agency_id, r.name, r.role)
+
+    def issue_token(
+        self, principal_id: str, *, label: str = "", ttl: timedelta | None = timedelta(days=90)
+    ) -> str:
+        """Create a token and return it in clear text: the only time it is ever shown."""
+        token_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(24)
+        with self.session() as s:
+            if s.get(PrincipalRow, principal_id) is None:
+                raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
+            s.add(
+                TokenRow(
+                    id=token_id,
+                    principal_id=principal_id,
+                    secret_sha256=_hash(secret),
+                    label=label,
+                    expires_at=utcnow() + ttl if ttl else None,
+                )
+            )
+        return f"bh_{token_id}_{secret}"
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.session() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None:
+                raise NotFound(f"no token {token_id!r}", token=token_id)
+            row.revoked_at = row.revoked_at or utcnow()
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a token belongs to; Unauthenticated if unknown, expired or revoked."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "bh":
+            raise Unauthenticated("malformed token")
+        _, token_id, secret = parts
+        with self.session() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None or not secrets.compare_digest(row.secret_sha256, _hash(secret)):
+                raise Unauthenticated("unknown token")
+            if row.revoked_at is not None:
+                raise Unauthenticated("token revoked")
+            expires = _aware(row.expires_at)
+            if expires is not None and expires <= utcnow():
+                raise Unauthenticated("token expired")
+            p = s.get(PrincipalRow, row.principal_id)
+            assert p is not None
+            return Principal(p.id, p.agency_id, p.name, p.role)
+
+    # -- datasets -----------------------------------------------------------------
+
+    def register_dataset(self, manifest: Manifest) -> DatasetRecord:
+        """Create or update a dataset from its manifest (the owning agency must exist)."""
+        with self.session() as s:
+            if s.get(AgencyRow, manifest.agency) is None:
+                raise NotFound(
+                    f"dataset {manifest.id!r} names agency {manifest.agency!r}, which is not registered",
+                    agency=manifest.agency,
+                )
+            row = s.get(DatasetRow, manifest.id)
+            doc = manifest.model_dump_json()
+            if row is None:
+                row = DatasetRow(id=manifest.id)
+                s.add(row)
+            elif row.agency_id != manifest.agency:
+                raise Conflict(
+                    f"dataset {manifest.id!r} belongs to {row.agency_id!r}",
+                    dataset=manifest.id,
+                    agency=row.agency_id,
+                )
+            row.agency_id = manifest.agency
+            row.title = manifest.title
+            row.sharing = manifest.sharing.type
+            row.classification = manifest.classification
+            row.manifest_json = doc
+            row.updated_at = utcnow()
+            s.flush()
+            return _dataset(row)
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord:
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset_id)
+            if row is None:
+                raise DatasetNotFound(dataset_id)
+            return _dataset(row)
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        with self.session() as s:
+            return [_dataset(r) for r in s.scalars(select(DatasetRow).order_by(DatasetRow.id))]
+
+    # -- runs ---------------------------------------------------------------------
+
+    def start_run(self, dataset_id: str, trigger: str = "manual") -> Run:
+        with self.session() as s:
+            if s.get(DatasetRow, dataset_id) is None:
+                raise DatasetNotFound(dataset_id)
+            row = RunRow(
+                id=str(uuid.uuid4()), dataset_id=dataset_id, trigger=trigger, status="running"
+            )
+            s.add(row)
+            s.flush()
+            return _run(row)
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        rows_read: int = 0,
+        rows_written: int = 0,
+        bytes_written: int = 0,
+        version: int | None = None,
+        error: str | None = None,
+    ) -> Run:
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise NotFound(f"no run {run_id!r}", run=run_id)
+            row.status = status
+            row.finished_at = utcnow()
+            row.rows_read = rows_read
+            row.rows_written = rows_written
+            row.bytes_written = bytes_written
+            row.version = version
+            row.error = error
+            s.flush()
+            return _run(row)
+
+    def get_run(self, run_id: str) -> Run:
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise NotFound(f"no run {run_id!r}", run=run_id)
+            return _run(row)
+
+    def list_runs(self, dataset_id: str | None = None, limit: int = 50) -> list[Run]:
+        q = select(RunRow).order_by(RunRow.started_at.desc()).limit(limit)
+        if dataset_id:
+            q = q.where(RunRow.dataset_id == dataset_id)
+        with self.session() as s:
+            return [_run(r) for r in s.scalars(q)]
+
+    # -- versions and cursors -------------------------------------------------------
+
+    def record_version(
+        self,
+        dataset_id: str,
+        *,
+        snapshot_id: int,
+        metadata_location: str,
+        rows_added: int,
+        total_rows: int,
+        run_id: str | None,
+        cursor: Any,
+        committed_at: datetime,
+    ) -> Version:
+        """Record a lake snapshot as the dataset's next version (idempotent per snapshot)."""
+        with self.session() as s:
+            existing = s.scalars(
+                select(VersionRow).where(
+                    VersionRow.dataset_id == dataset_id, VersionRow.snapshot_id == snapshot_id
+                )
+            ).first()
+            if existing is not None:
+                return _version(existing)
+            last = s.scalar(
+                select(func.max(VersionRow.version)).where(VersionRow.dataset_id == dataset_id)
+            )
+            row = VersionRow(
+                dataset_id=dataset_id,
+                version=(last or 0) + 1,
+                snapshot_id=snapshot_id,
+                metadata_location=metadata_location,
+                rows_added=rows_added,
+                total_rows=total_rows,
+                run_id=run_id,
+                cursor_json=json.dumps(cursor) if cursor is not None else None,
+                committed_at=committed_at,
+            )
+            s.add(row)
+            s.flush()
+            return _version(row)
+
+    def versions(self, dataset_id: str) -> list[Version]:
+        with self.session() as s:
+            q = (
+                select(VersionRow)
+                .where(VersionRow.dataset_id == dataset_id)
+                .order_by(VersionRow.version)
+            )
+            return [_version(v) for v in s.scalars(q)]
+
+    def get_version(self, dataset_id: str, version: int | None = None) -> Version:
+        """A given version, or the latest when ``version`` is None."""
+        with self.session() as s:
+            q = select(VersionRow).where(VersionRow.dataset_id == dataset_id)
+            if version is None:
+                q = q.order_by(VersionRow.version.desc()).limit(1)
+            else:
+                q = q.where(VersionRow.version == version)
+            row = s.scalars(q).first()
+            if row is None:
+                if version is None:
+                    raise NotFound(
+                        f"dataset {dataset_id!r} has not been published yet", dataset=dataset_id
+                    )
+                raise VersionNotFound(dataset_id, version)
+            return _version(row)
+
+    def latest_versions(self) -> dict[str, Version]:
+        """The latest version of every published dataset."""
+        with self.session() as s:
+            latest = (
+                select(VersionRow.dataset_id, func.max(VersionRow.version).label("v"))
+                .group_by(VersionRow.dataset_id)
+                .subquery()
+            )
+            q = select(VersionRow).join(
+                latest,
+                (VersionRow.dataset_id == latest.c.dataset_id) & (VersionRow.version == latest.c.v),
+            )
+            return {v.dataset_id: _version(v) for v in s.scalars(q)}

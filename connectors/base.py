@@ -1,0 +1,94 @@
+"""What a connector is, and how connectors are found.
+
+A connector reads one source: ``discover()`` says its Arrow schema, ``read()``
+yields Arrow record batches, optionally only the rows past a cursor.  It never
+writes the lake or the catalog.  Connectors are registered under the entry-point
+group ``blockhub.connectors``; the built-in ones register exactly the way a
+third-party package would (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from decimal import Decimal
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from catalog.errors import ConnectorError
+
+ENTRY_POINT_GROUP = "blockhub.connectors"
+
+# JSON-able cursor values: ISO text for times, numbers and strings as they are.
+CursorValue = int | float | str | None
+
+
+class Connector(ABC):
+    """One source of one dataset."""
+
+    name: ClassVar[str]
+
+    def __init__(self, options: dict[str, Any], *, batch_rows: int = 100_000) -> None:
+        self.options = options
+        self.batch_rows = batch_rows
+
+    @abstractmethod
+    def discover(self) -> pa.Schema:
+        """The Arrow schema of what :meth:`read` yields."""
+
+    @abstractmethod
+    def read(self, cursor: str | None = None, since: CursorValue = None) -> Iterator[pa.RecordBatch]:
+        """Yield the source's rows; with a cursor column and ``since``, only rows past it."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def option(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        if key in self.options:
+            return self.options[key]
+        if required:
+            raise ConnectorError(
+                f"connector {self.name!r} needs option {key!r} in source.options",
+                connector=self.name,
+                option=key,
+            )
+        return default
+
+
+def cursor_value(value: Any) -> CursorValue:
+    """A cursor's Python value as JSON (kept in the lake's snapshot summary)."""
+    if value is None or isinstance(value, int | float | str):
+        return value
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot use a {type(value).__name__} as a cursor")
+
+
+def available() -> dict[str, str]:
+    """Registered connector names and the object each points to."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def get_connector(name: str) -> type[Connector]:
+    """The connector class registered under ``name``."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Connector)):
+                raise ConnectorError(f"{ep.value} is not a Connector", connector=name)
+            return cls
+    raise ConnectorError(
+        f"no connector {name!r}; registered: {', '.join(sorted(available())) or 'none'}",
+        connector=name,
+    )

@@ -1,0 +1,67 @@
+"""DuckDB connections with extensions loaded offline from the PyPI extension wheels.
+
+DuckDB would download extensions at run time; here every extension comes from a
+``duckdb-extension-<name>`` wheel.  DuckDB takes an extension's entry point from
+its file name, and some wheels ship the file under another name than the
+entry point (``postgres`` is ``postgres_scanner``), so we load through a link
+with the right name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+DUCKDB_VERSION = "v" + duckdb.__version__
+_ENTRY_NAME = {"postgres": "postgres_scanner", "mysql": "mysql_scanner"}
+_BUILTIN = {"parquet", "json", "icu", "core_functions"}
+
+
+def extension_path(name: str) -> Path:
+    """Path DuckDB can LOAD for an extension shipped in ``duckdb-extension-<name>``."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            f"DuckDB extension {name!r} is not installed: pip install duckdb-extension-{name}=="
+            f"{duckdb.__version__}"
+        )
+    shipped = Path(spec.origin).parent / "extensions" / DUCKDB_VERSION / f"{name}.duckdb_extension"
+    if not shipped.exists():
+        raise RuntimeError(f"{shipped} is missing: the extension wheel does not match duckdb")
+    entry = _ENTRY_NAME.get(name, name)
+    if entry == name:
+        return shipped
+    links = Path(tempfile.gettempdir()) / f"blockhub-duckdb-ext-{os.getuid()}" / DUCKDB_VERSION
+    links.mkdir(parents=True, exist_ok=True)
+    link = links / f"{entry}.duckdb_extension"
+    if not link.exists() or link.resolve() != shipped.resolve():
+        tmp = links / f".{entry}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(shipped)
+        tmp.replace(link)
+    return link
+
+
+def connect(
+    *extensions: str, database: str = ":memory:", config: dict[str, str] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the named extensions loaded and nothing fetched online."""
+    cfg = {
+        "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+        **(config or {}),
+    }
+    con = duckdb.connect(database, config=cfg)
+    needed = list(extensions)
+    if "iceberg" in needed and "avro" not in needed:
+        needed.insert(0, "avro")
+    for name in needed:
+        if name in _BUILTIN:
+            continue
+        con.execute(f"LOAD '{extension_path(name)}'")
+    con.execute("SET TimeZone='UTC'")
+    return con

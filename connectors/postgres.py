@@ -1,0 +1,101 @@
+"""PostgreSQL source, read through DuckDB's postgres scanner into Arrow batches.
+
+A full read of a table uses the scanner's parallel binary COPY; an incremental
+read sends its ``WHERE cursor > ...`` to the server as SQL (``postgres_query``)
+so that PostgreSQL can use its index: DuckDB's ATTACH scan would not push the
+filter down and would read the whole table (measured, see docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import duckdb
+import pyarrow as pa
+
+from catalog.errors import ConnectorError
+from connectors.base import Connector, CursorValue
+from connectors.duck import connect
+from connectors.sql import incremental, quote_ident, quote_literal
+
+_PASSWORD = re.compile(r"(password\s*=\s*)(\S+)|(://[^:/@]+:)([^@]+)(@)", re.IGNORECASE)
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password replaced, for messages and logs."""
+    return _PASSWORD.sub(lambda m: (m.group(1) or m.group(3)) + "***" + (m.group(5) or ""), dsn)
+
+
+class PostgresConnector(Connector):
+    """Options: ``dsn`` (libpq string or URL), and ``table`` (``schema.table``) or ``query``."""
+
+    name = "postgres"
+    extension = "postgres"
+    attach_type = "postgres"
+
+    def __init__(self, options: dict[str, object], *, batch_rows: int = 100_000) -> None:
+        super().__init__(options, batch_rows=batch_rows)
+        self.dsn: str = str(self.option("dsn", required=True))
+        self.table: str | None = self.option("table")
+        self.query: str | None = self.option("query")
+        if bool(self.table) == bool(self.query):
+            raise ConnectorError(
+                f"connector {self.name!r} needs exactly one of options 'table' or 'query'",
+                connector=self.name,
+            )
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            try:
+                con = connect(self.extension)
+                con.execute(
+                    f"ATTACH {quote_literal(self.dsn)} AS src (TYPE {self.attach_type}, READ_ONLY)"
+                )
+            except duckdb.Error as e:
+                raise self._error("cannot connect", e) from None
+            self._con = con
+        return self._con
+
+    def _error(self, what: str, e: Exception) -> ConnectorError:
+        msg = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return ConnectorError(
+            f"{self.name} source {redact(self.dsn)}: {what}: {msg}", connector=self.name
+        )
+
+    def _table_ref(self) -> str:
+        assert self.table
+        parts = self.table.split(".")
+        return ".".join(quote_ident(p) for p in parts)
+
+    def _server_sql(self, cursor: str | None, since: CursorValue) -> str:
+        base = self.query or f"SELECT * FROM {self._table_ref()}"
+        return incremental(base, cursor, since)
+
+    def _duck_sql(self, cursor: str | None, since: CursorValue) -> str:
+        if self.table and (cursor is None or since is None):
+            schema_table = self.table if "." in self.table else f"public.{self.table}"
+            schema, table = schema_table.split(".", 1)
+            return f"SELECT * FROM src.{quote_ident(schema)}.{quote_ident(table)}"
+        return f"SELECT * FROM postgres_query('src', {quote_literal(self._server_sql(cursor, since))})"
+
+    def discover(self) -> pa.Schema:
+        con = self._connect()
+        try:
+            return con.execute(f"SELECT * FROM ({self._duck_sql(None, None)}) LIMIT 0").arrow().schema
+        except duckdb.Error as e:
+            raise self._error("cannot read schema", e) from None
+
+    def read(self, cursor: str | None = None, since: CursorValue = None) -> Iterator[pa.RecordBatch]:
+        con = self._connect()
+        try:
+            reader = con.execute(self._duck_sql(cursor, since)).fetch_record_batch(self.batch_rows)
+            yield from reader
+        except duckdb.Error as e:
+            raise self._error("read failed", e) from None
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None

@@ -1,0 +1,326 @@
+"""The ingest flow: extract → publish → notify, as plain functions.
+
+The embedded runner (:func:`run_ingest`) and the Airflow DAG call the same three
+steps.  A run is a transaction: ``extract`` only stages files; ``publish`` makes
+them visible in one Iceberg commit that also carries the new cursor; the cursor
+of the next run is read back from the table's current snapshot, so a crash at
+any point leaves the last good version readable and the next run resumes
+without loss or duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from catalog.errors import ConnectorError, HubError, SchemaDrift
+from catalog.eventlog import Publisher
+from catalog.lake import Lake, StagedFile
+from catalog.manifest import Manifest, resolve_secrets
+from catalog.store import CatalogStore, Run, Version
+from connectors.base import Connector, CursorValue, cursor_value, get_connector
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What ``extract`` hands to ``publish``: staged files and the cursor they reach."""
+
+    dataset_id: str
+    run_id: str
+    files: list[StagedFile]
+    rows_read: int
+    cursor: CursorValue
+    previous_cursor: CursorValue
+    seconds: float = 0.0
+    bytes_written: int = field(default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id,
+            "run_id": self.run_id,
+            "files": [[f.path, f.rows, f.bytes] for f in self.files],
+            "rows_read": self.rows_read,
+            "cursor": self.cursor,
+            "previous_cursor": self.previous_cursor,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Staged:
+        files = [StagedFile(p, int(r), int(b)) for p, r, b in d["files"]]
+        return cls(
+            dataset_id=d["dataset_id"],
+            run_id=d["run_id"],
+            files=files,
+            rows_read=int(d["rows_read"]),
+            cursor=d["cursor"],
+            previous_cursor=d["previous_cursor"],
+            seconds=float(d.get("seconds", 0.0)),
+            bytes_written=sum(f.bytes for f in files),
+        )
+
+
+def target_schema(manifest: Manifest, source: pa.Schema) -> pa.Schema:
+    """The lake schema for a source: the manifest's columns, plus new source columns
+    when the schema policy is ``evolve``.  A missing declared column, or a new one
+    under ``freeze``, is a :class:`SchemaDrift` that lists the difference."""
+    declared = manifest.arrow_schema
+    missing = [n for n in declared.names if n not in source.names]
+    extra = [f for f in source if f.name not in declared.names]
+    if missing:
+        raise SchemaDrift(
+            f"dataset {manifest.id!r}: source lacks declared column(s) {', '.join(missing)}",
+            dataset=manifest.id,
+            missing=missing,
+        )
+    if extra and manifest.source.schema_policy == "freeze":
+        raise SchemaDrift(
+            f"dataset {manifest.id!r}: source has undeclared column(s) "
+            f"{', '.join(f.name for f in extra)} and schema_policy is 'freeze'",
+            dataset=manifest.id,
+            added=[f"{f.name}: {f.type}" for f in extra],
+        )
+    evolved = [pa.field(f.name, _lake_type(f.type)) for f in extra]
+    return pa.schema([*declared, *evolved])
+
+
+def _lake_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC" if t.tz else None)
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    return t
+
+
+def _conform(dataset: str, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    cols = []
+    for f in schema:
+        col = batch.column(batch.schema.get_field_index(f.name))
+        try:
+            cols.append(col.cast(f.type) if col.type != f.type else col)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise SchemaDrift(
+                f"dataset {dataset!r}: column {f.name!r} of type {col.type} cannot be read as "
+                f"{f.type}: {e}",
+                dataset=dataset,
+                column=f.name,
+            ) from None
+        if not f.nullable and col.null_count:
+            raise SchemaDrift(
+                f"dataset {dataset!r}: key column {f.name!r} has {col.null_count} null value(s)",
+                dataset=dataset,
+                column=f.name,
+            )
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def extract(
+    manifest: Manifest,
+    *,
+    lake: Lake,
+    run_id: str,
+    env: Mapping[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    connector: Connector | None = None,
+) -> Staged:
+    """Read the source past the table's cursor and stage the rows as Parquet files."""
+    started = time.perf_counter()
+    src = manifest.source
+    if connector is None:
+        cls = get_connector(src.connector)
+        connector = cls(resolve_secrets(src.options, dict(env or {})))
+    with connector:
+        schema = target_schema(manifest, connector.discover())
+        lake.ensure_table(
+            manifest.id,
+            schema,
+            identifier_fields=manifest.primary_key or None,
+            policy=src.schema_policy,
+        )
+        current = lake.current(manifest.id)
+        previous = current.cursor if current else None
+        since = previous if src.mode != "replace" else None
+        cursor_col = src.cursor
+        high: list[CursorValue] = [previous if src.mode != "replace" else None]
+        counted = [0]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in connector.read(cursor_col if since is not None else None, since):
+                if batch.num_rows == 0:
+                    continue
+                batch = _conform(manifest.id, batch, schema)
+                if cursor_col is not None:
+                    top = pc.max(batch.column(batch.schema.get_field_index(cursor_col))).as_py()
+                    if top is not None:
+                        value = cursor_value(top)
+                        if high[0] is None or _greater(value, high[0]):
+                            high[0] = value
+                counted[0] += batch.num_rows
+                if progress is not None:
+                    progress(batch.num_rows)
+                yield batch
+
+        files = lake.stage(manifest.id, run_id, batches(), schema)
+    return Staged(
+        dataset_id=manifest.id,
+        run_id=run_id,
+        files=files,
+        rows_read=counted[0],
+        cursor=high[0],
+        previous_cursor=previous,
+        seconds=time.perf_counter() - started,
+        bytes_written=sum(f.bytes for f in files),
+    )
+
+
+def _greater(a: CursorValue, b: CursorValue) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a > b
+    return str(a) > str(b)
+
+
+def publish(
+    staged: Staged, manifest: Manifest, *, lake: Lake, store: CatalogStore
+) -> Version | None:
+    """Commit staged files as the dataset's next version; None when there was nothing new."""
+    if not staged.files and manifest.source.mode != "replace":
+        return None
+    snap = lake.commit(
+        manifest.id,
+        staged.files,
+        mode=manifest.source.mode,
+        cursor=staged.cursor,
+        run_id=staged.run_id,
+        key=manifest.primary_key or None,
+    )
+    return store.record_version(
+        manifest.id,
+        snapshot_id=snap.snapshot_id,
+        metadata_location=snap.metadata_location,
+        rows_added=snap.added_rows if manifest.source.mode != "merge" else staged.rows_read,
+        total_rows=snap.total_rows,
+        run_id=staged.run_id,
+        cursor=snap.cursor,
+        committed_at=snap.committed_at,
+    )
+
+
+def dataset_channel(dataset_id: str) -> str:
+    return f"dataset:{dataset_id}"
+
+
+def notify(version: Version, manifest: Manifest, publisher: Publisher) -> None:
+    """Announce a committed version on the dataset's channel."""
+    publisher(
+        dataset_channel(manifest.id),
+        "dataset.updated",
+        {
+            "dataset": manifest.id,
+            "version": version.version,
+            "snapshot_id": str(version.snapshot_id),
+            "rows_added": version.rows_added,
+            "total_rows": version.total_rows,
+            "committed_at": version.committed_at.isoformat(),
+            "run_id": version.run_id,
+        },
+        {"agency": manifest.agency, "dataset": manifest.id, "version": version.version},
+    )
+
+
+def reconcile(
+    manifest: Manifest, *, lake: Lake, store: CatalogStore, publisher: Publisher | None
+) -> list[Version]:
+    """Bring the catalog in line with the lake after a crash.
+
+    A run killed between its lake commit and its catalog update left a snapshot the
+    catalog does not know: record it as a version (and announce it, late rather
+    than never).  Runs still marked running are closed.
+    """
+    if not lake.exists(manifest.id):
+        return []
+    known = {v.snapshot_id for v in store.versions(manifest.id)}
+    recovered: list[Version] = []
+    for snap in lake.snapshots(manifest.id):
+        if snap.snapshot_id in known:
+            continue
+        v = store.record_version(
+            manifest.id,
+            snapshot_id=snap.snapshot_id,
+            metadata_location=snap.metadata_location,
+            rows_added=snap.added_rows,
+            total_rows=snap.total_rows,
+            run_id=snap.run_id,
+            cursor=snap.cursor,
+            committed_at=snap.committed_at,
+        )
+        recovered.append(v)
+        if publisher is not None:
+            notify(v, manifest, publisher)
+    committed_runs = {v.run_id: v for v in store.versions(manifest.id)}
+    for run in store.list_runs(manifest.id, limit=20):
+        if run.status != "running":
+            continue
+        v = committed_runs.get(run.id)
+        if v is not None:
+            store.finish_run(run.id, "succeeded", rows_written=v.rows_added, version=v.version)
+        else:
+            store.finish_run(run.id, "failed", error="interrupted before commit; nothing published")
+    return recovered
+
+
+def run_ingest(
+    manifest: Manifest,
+    *,
+    store: CatalogStore,
+    lake: Lake,
+    publisher: Publisher | None,
+    env: Mapping[str, str] | None = None,
+    trigger: str = "manual",
+    progress: ProgressFn | None = None,
+    connector: Connector | None = None,
+) -> Run:
+    """One whole ingest run of a dataset, recorded in the catalog.  Never raises for a
+    source or data problem: the run is recorded as failed with the reason."""
+    reconcile(manifest, lake=lake, store=store, publisher=publisher)
+    run = store.start_run(manifest.id, trigger)
+    staged: Staged | None = None
+    try:
+        staged = extract(
+            manifest, lake=lake, run_id=run.id, env=env, progress=progress, connector=connector
+        )
+        version = publish(staged, manifest, lake=lake, store=store)
+    except HubError as e:
+        if staged is not None:
+            lake.discard(staged.files)
+        log.warning("ingest of %s failed: %s", manifest.id, e.message)
+        return store.finish_run(
+            run.id, "failed", rows_read=staged.rows_read if staged else 0, error=e.message
+        )
+    except Exception as e:  # an unexpected failure is still a recorded run
+        if staged is not None:
+            lake.discard(staged.files)
+        log.exception("ingest of %s failed", manifest.id)
+        err = ConnectorError(f"{type(e).__name__}: {e}", connector=manifest.source.connector)
+        return store.finish_run(run.id, "failed", error=err.message)
+    if version is None:
+        return store.finish_run(run.id, "unchanged", rows_read=staged.rows_read)
+    if publisher is not None:
+        notify(version, manifest, publisher)
+    return store.finish_run(
+        run.id,
+        "succeeded",
+        rows_read=staged.rows_read,
+        rows_written=version.rows_added,
+        bytes_written=staged.bytes_written,
+        version=version.version,
+    )

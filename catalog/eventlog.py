@@ -35,9 +35,7 @@ from catalog.store import make_engine
 
 _meta = MetaData()
 
-_info = Table(
-    "log_info", _meta, Column("key", String(32), primary_key=True), Column("value", Text)
-)
+_info = Table("log_info", _meta, Column("key", String(32), primary_key=True), Column("value", Text))
 _channels = Table(
     "log_channels",
     _meta,
@@ -168,7 +166,12 @@ class EventLog:
 
     def tail(self, after_seq: int, limit: int = 1000) -> list[Message]:
         """Messages of every channel with seq > ``after_seq``, in append order."""
-        q = select(_messages).where(_messages.c.seq > after_seq).order_by(_messages.c.seq).limit(limit)
+        q = (
+            select(_messages)
+            .where(_messages.c.seq > after_seq)
+            .order_by(_messages.c.seq)
+            .limit(limit)
+        )
         with self.engine.connect() as c:
             return [self._message(r) for r in c.execute(q)]
 

@@ -10,6 +10,7 @@ snapshot, and the cursor that belongs to that snapshot is read back from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -71,10 +72,8 @@ class Lake:
         self.catalog: Catalog = SqlCatalog(
             "blockhub", uri=catalog_uri, warehouse=warehouse, **(properties or {})
         )
-        try:
+        with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace(namespace)
-        except NamespaceAlreadyExistsError:
-            pass
 
     def _ident(self, dataset_id: str) -> str:
         return f"{self.namespace}.{dataset_id}"
@@ -123,8 +122,7 @@ class Lake:
                 added=[f"{f.name}: {f.type}" for f in added],
             )
         with table.update_schema() as upd:
-            for f in added:
-                upd.add_column(f.name, _iceberg_type(f.type))
+            upd.union_by_name(pa.schema(added))
         return self.catalog.load_table(ident)
 
     # -- staging -------------------------------------------------------------------
@@ -288,16 +286,3 @@ def _uri(location: str, path: str, base: str) -> str:
     if scheme in ("", "file"):
         return path
     return f"{scheme}://{path}"
-
-
-def _iceberg_type(dtype: pa.DataType) -> Any:
-    from pyiceberg.io.pyarrow import pyarrow_to_schema
-
-    schema = pyarrow_to_schema(pa.schema([pa.field("x", dtype)]), name_mapping=_one_field_mapping())
-    return schema.find_field("x").field_type
-
-
-def _one_field_mapping() -> Any:
-    from pyiceberg.table.name_mapping import MappedField, NameMapping
-
-    return NameMapping([MappedField(field_id=1, names=["x"])])

@@ -46,7 +46,8 @@ class Steward(_Model):
 class Sharing(_Model):
     type: SharingType
     legal_basis: str | None = Field(
-        default=None, description="required when type is 'none': the law or rule that forbids sharing"
+        default=None,
+        description="required when type is 'none': the law or rule that forbids sharing",
     )
     conditions: str | None = Field(default=None, description="what an applicant must state")
 
@@ -61,7 +62,9 @@ class Column(_Model):
     name: Identifier
     type: str
     description: str = ""
-    pii: PersonalKind | None = Field(default=None, description="personal-data kind, masked for consumers")
+    pii: PersonalKind | None = Field(
+        default=None, description="personal-data kind, masked for consumers"
+    )
     classification: Classification | None = None
     nullable: bool = True
 
@@ -84,7 +87,9 @@ class BlockKey(_Model):
 class Source(_Model):
     connector: str = Field(description="registered connector name, e.g. postgres, csv, parquet")
     options: dict[str, Any] = Field(default_factory=dict)
-    cursor: Identifier | None = Field(default=None, description="column whose max value is the watermark")
+    cursor: Identifier | None = Field(
+        default=None, description="column whose max value is the watermark"
+    )
     mode: SyncMode = "append"
     schema_policy: SchemaPolicy = "evolve"
 
@@ -104,7 +109,9 @@ class Manifest(_Model):
     source: Source
     schedule: str | None = Field(default=None, description="cron expression or @hourly/@daily")
     update_frequency: str | None = Field(default=None, description="e.g. 1h, 1d: older means stale")
-    expectations: str | None = Field(default=None, description="expectation suite name in expectations/")
+    expectations: str | None = Field(
+        default=None, description="expectation suite name in expectations/"
+    )
 
     @model_validator(mode="after")
     def _columns_consistent(self) -> Manifest:
@@ -199,7 +206,9 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
-        raise ManifestError(str(p), [{"field": "(file)", "message": e.strerror or str(e)}]) from None
+        raise ManifestError(
+            str(p), [{"field": "(file)", "message": e.strerror or str(e)}]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

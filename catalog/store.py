@@ -316,9 +316,13 @@ class CatalogStore:
 
     def list_agencies(self) -> list[Agency]:
         with self.session() as s:
-            return [Agency(r.id, r.name) for r in s.scalars(select(AgencyRow).order_by(AgencyRow.id))]
+            return [
+                Agency(r.id, r.name) for r in s.scalars(select(AgencyRow).order_by(AgencyRow.id))
+            ]
 
-    def create_principal(self, principal_id: str, agency_id: str, name: str, role: str) -> Principal:
+    def create_principal(
+        self, principal_id: str, agency_id: str, name: str, role: str
+    ) -> Principal:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
         with self.session() as s:
@@ -389,7 +393,8 @@ class CatalogStore:
         with self.session() as s:
             if s.get(AgencyRow, manifest.agency) is None:
                 raise NotFound(
-                    f"dataset {manifest.id!r} names agency {manifest.agency!r}, which is not registered",
+                    f"dataset {manifest.id!r} names agency {manifest.agency!r}, "
+                    "which is not registered",
                     agency=manifest.agency,
                 )
             row = s.get(DatasetRow, manifest.id)

@@ -40,7 +40,9 @@ class Connector(ABC):
         """The Arrow schema of what :meth:`read` yields."""
 
     @abstractmethod
-    def read(self, cursor: str | None = None, since: CursorValue = None) -> Iterator[pa.RecordBatch]:
+    def read(
+        self, cursor: str | None = None, since: CursorValue = None
+    ) -> Iterator[pa.RecordBatch]:
         """Yield the source's rows; with a cursor column and ``since``, only rows past it."""
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -50,7 +50,7 @@ def connect(
     *extensions: str, database: str = ":memory:", config: dict[str, str] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the named extensions loaded and nothing fetched online."""
-    cfg = {
+    cfg: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": "false",
         "autoload_known_extensions": "false",
         **(config or {}),

@@ -46,7 +46,9 @@ class FileConnector(Connector):
     def discover(self) -> pa.Schema:
         return self._run(f"SELECT * FROM ({self._relation_sql()}) LIMIT 0").arrow().schema
 
-    def read(self, cursor: str | None = None, since: CursorValue = None) -> Iterator[pa.RecordBatch]:
+    def read(
+        self, cursor: str | None = None, since: CursorValue = None
+    ) -> Iterator[pa.RecordBatch]:
         path = str(self.option("path", required=True))
         if not any(ch in path for ch in "*?[") and not Path(path).exists():
             raise ConnectorError(f"{self.name} source {path}: file not found", connector=self.name)

@@ -78,16 +78,22 @@ class PostgresConnector(Connector):
             schema_table = self.table if "." in self.table else f"public.{self.table}"
             schema, table = schema_table.split(".", 1)
             return f"SELECT * FROM src.{quote_ident(schema)}.{quote_ident(table)}"
-        return f"SELECT * FROM postgres_query('src', {quote_literal(self._server_sql(cursor, since))})"
+        return (
+            f"SELECT * FROM postgres_query('src', {quote_literal(self._server_sql(cursor, since))})"
+        )
 
     def discover(self) -> pa.Schema:
         con = self._connect()
         try:
-            return con.execute(f"SELECT * FROM ({self._duck_sql(None, None)}) LIMIT 0").arrow().schema
+            return (
+                con.execute(f"SELECT * FROM ({self._duck_sql(None, None)}) LIMIT 0").arrow().schema
+            )
         except duckdb.Error as e:
             raise self._error("cannot read schema", e) from None
 
-    def read(self, cursor: str | None = None, since: CursorValue = None) -> Iterator[pa.RecordBatch]:
+    def read(
+        self, cursor: str | None = None, since: CursorValue = None
+    ) -> Iterator[pa.RecordBatch]:
         con = self._connect()
         try:
             reader = con.execute(self._duck_sql(cursor, since)).fetch_record_batch(self.batch_rows)

@@ -270,9 +270,11 @@ def reconcile(
     for run in store.list_runs(manifest.id, limit=20):
         if run.status != "running":
             continue
-        v = committed_runs.get(run.id)
-        if v is not None:
-            store.finish_run(run.id, "succeeded", rows_written=v.rows_added, version=v.version)
+        done = committed_runs.get(run.id)
+        if done is not None:
+            store.finish_run(
+                run.id, "succeeded", rows_written=done.rows_added, version=done.version
+            )
         else:
             store.finish_run(run.id, "failed", error="interrupted before commit; nothing published")
     return recovered

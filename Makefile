@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` runs blockhub, `make test` runs the checks.
+# Each creates the virtual environment and installs the project first (pinned by constraints.txt).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo tour serve test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/blockhub demo
+
+tour: $(STAMP)
+	$(BIN)/blockhub demo --tour
+
+serve: $(STAMP)
+	$(BIN)/blockhub serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) blockhub-data .pytest_cache .mypy_cache .ruff_cache

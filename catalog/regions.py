@@ -1,0 +1,149 @@
+"""GB/T 2260 administrative divisions: the keys that tie agency datasets to a block.
+
+Block data is "everything the agencies know about one place", so region codes have to
+be checked and walked (district → city → province) the same way everywhere.  The table
+is the committed ``catalog/data/gbt2260.csv`` (source and date in
+``catalog/data/README.md``), read once and cached; nothing here touches the network.
+
+Codes come in two widths: 6 digits (province ``520000``, city ``520100``, county
+``520102``) and 12 digits (the first 6 are the county; ``520102000000`` is the county
+itself, ``520102018000`` a township).  Every function accepts either width.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Literal, get_args
+
+import pyarrow as pa
+
+RegionLevel = Literal["province", "city", "county", "township"]
+_LEVELS: frozenset[str] = frozenset(get_args(RegionLevel))
+
+_DATA_PACKAGE = "catalog.data"
+_DATA_FILE = "gbt2260.csv"
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """One division; ``parent`` is ``None`` only for provinces."""
+
+    code: str
+    name: str
+    level: RegionLevel
+    parent: str | None
+
+
+def normalize_code(code: str) -> str | None:
+    """The code as stored in the table, or ``None`` if it is not 6 or 12 ASCII digits.
+
+    A 12-digit code whose last 6 digits are zero is a county or above and maps to its
+    6-digit form; other 12-digit codes are kept (townships are stored with 12 digits).
+    """
+    code = code.strip()
+    if not code.isascii() or not code.isdigit():
+        return None
+    if len(code) == 6:
+        return code
+    if len(code) == 12:
+        return code[:6] if code.endswith("000000") else code
+    return None
+
+
+@cache
+def _table() -> dict[str, Region]:
+    """Parse the CSV once per process; callers get copies or single lookups."""
+    regions: dict[str, Region] = {}
+    text = resources.files(_DATA_PACKAGE).joinpath(_DATA_FILE).read_text(encoding="utf-8")
+    for row in csv.DictReader(text.splitlines()):
+        level = row["level"]
+        if level not in _LEVELS:
+            raise ValueError(f"{_DATA_FILE}: unknown level {level!r} for {row['code']}")
+        regions[row["code"]] = Region(
+            code=row["code"],
+            name=row["name"],
+            level=level,  # type: ignore[arg-type]  # checked against _LEVELS above
+            parent=row["parent"] or None,
+        )
+    return regions
+
+
+@cache
+def _children_index() -> dict[str, tuple[Region, ...]]:
+    index: dict[str, list[Region]] = {}
+    for region in _table().values():
+        if region.parent is not None:
+            index.setdefault(region.parent, []).append(region)
+    return {code: tuple(sorted(kids, key=lambda r: r.code)) for code, kids in index.items()}
+
+
+def load_regions() -> dict[str, Region]:
+    """Every known division keyed by its stored code (a fresh dict over a cached parse)."""
+    return dict(_table())
+
+
+def get_region(code: str) -> Region | None:
+    """The division for a 6- or 12-digit code, or ``None`` if it is not in the table."""
+    key = normalize_code(code)
+    return None if key is None else _table().get(key)
+
+
+def _require(code: str) -> Region:
+    region = get_region(code)
+    if region is None:
+        raise KeyError(f"unknown region code {code!r}")
+    return region
+
+
+def region_exists(code: str) -> bool:
+    """True if ``code`` (6 or 12 digits) names a current division in the table.
+
+    Village-level 12-digit codes are not in the table and answer ``False``.
+    """
+    return get_region(code) is not None
+
+
+def ancestors(code: str) -> list[Region]:
+    """The divisions above ``code``, province first (for building 省市区 address prefixes).
+
+    Raises ``KeyError`` for an unknown code.
+    """
+    table = _table()
+    chain: list[Region] = []
+    parent = _require(code).parent
+    while parent is not None:
+        region = table[parent]
+        chain.append(region)
+        parent = region.parent
+    chain.reverse()
+    return chain
+
+
+def children(code: str) -> list[Region]:
+    """The divisions directly under ``code``, ordered by code (``[]`` for a leaf).
+
+    Raises ``KeyError`` for an unknown code.
+    """
+    return list(_children_index().get(_require(code).code, ()))
+
+
+def full_name(code: str) -> str:
+    """Names from the province down, concatenated: ``520102`` → ``贵州省贵阳市南明区``."""
+    return "".join(r.name for r in [*ancestors(code), _require(code)])
+
+
+@cache
+def region_codes_table() -> pa.Table:
+    """The whole table as Arrow (code, name, level, parent), e.g. to join in DuckDB."""
+    rows = list(_table().values())
+    return pa.table(
+        {
+            "code": pa.array([r.code for r in rows], pa.string()),
+            "name": pa.array([r.name for r in rows], pa.string()),
+            "level": pa.array([r.level for r in rows], pa.string()),
+            "parent": pa.array([r.parent for r in rows], pa.string()),
+        }
+    )

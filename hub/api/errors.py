@@ -1,0 +1,79 @@
+"""One JSON error body for every failure the API reports.
+
+``{"ok": false, "status": 404, "code": "dataset_not_found", "error": "no dataset 'x'",
+"detail": {...}}`` — the same fields go out on the websocket as ``{"type": "error", ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from catalog.errors import HubError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(
+    status: int, code: str, message: str, detail: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"ok": False, "status": status, "code": code, "error": message}
+    if detail:
+        body["detail"] = detail
+    return body
+
+
+def hub_error_body(err: HubError) -> dict[str, Any]:
+    return error_body(err.status, err.code, err.message, err.detail)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(HubError)
+    async def _hub(_: Request, exc: HubError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(hub_error_body(exc), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        msg = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return JSONResponse(
+            error_body(422, "invalid_request", msg, {"problems": problems}), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(exc.status_code, code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(
+            error_body(500, "internal_error", "internal error; see the server log"),
+            status_code=500,
+        )

@@ -1,0 +1,177 @@
+"""Datasets: list, describe, versions, runs, and trigger an ingest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from catalog.errors import AccessDenied, NotFound
+from catalog.policy import can_manage, can_read
+from catalog.store import DatasetRecord, Principal, Run, Version
+from hub.api.deps import HubDep, PrincipalDep
+from hub.context import Hub
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+class VersionOut(BaseModel):
+    dataset: str
+    version: int
+    snapshot_id: str
+    rows_added: int
+    total_rows: int
+    run_id: str | None
+    cursor: Any
+    committed_at: datetime
+
+    @classmethod
+    def of(cls, v: Version) -> VersionOut:
+        return cls.model_validate(v.to_dict())
+
+
+class RunOut(BaseModel):
+    id: str
+    dataset: str
+    trigger: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    rows_read: int
+    rows_written: int
+    bytes_written: int
+    version: int | None
+    error: str | None
+
+    @classmethod
+    def of(cls, r: Run) -> RunOut:
+        return cls.model_validate(r.to_dict())
+
+
+class ColumnOut(BaseModel):
+    name: str
+    type: str
+    description: str
+    pii: str | None
+    classification: str | None
+
+
+class DatasetSummary(BaseModel):
+    id: str
+    title: str
+    agency: str
+    sharing: str
+    classification: str
+    tags: list[str]
+    latest_version: int | None
+
+
+class DatasetDetail(DatasetSummary):
+    description: str
+    steward: dict[str, Any]
+    columns: list[ColumnOut]
+    primary_key: list[str]
+    block_keys: list[dict[str, str]]
+    schedule: str | None
+    update_frequency: str | None
+    source_connector: str
+    sync_mode: str
+    versions: list[VersionOut]
+    runs: list[RunOut]
+
+
+def _summary(d: DatasetRecord, latest: Version | None) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "title": d.title,
+        "agency": d.agency_id,
+        "sharing": d.sharing,
+        "classification": d.classification,
+        "tags": list(d.manifest.tags),
+        "latest_version": latest.version if latest else None,
+    }
+
+
+def _readable(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
+    record = hub.store.get_dataset(dataset_id)
+    if not can_read(principal, record):
+        raise AccessDenied(f"you may not read dataset {dataset_id!r}", dataset=dataset_id)
+    return record
+
+
+@router.get("", response_model=list[DatasetSummary], summary="Datasets you may read")
+def list_datasets(hub: HubDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    latest = hub.store.latest_versions()
+    return [
+        _summary(d, latest.get(d.id)) for d in hub.store.list_datasets() if can_read(principal, d)
+    ]
+
+
+@router.get("/{dataset_id}", response_model=DatasetDetail, summary="Describe a dataset")
+def describe_dataset(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    d = _readable(hub, principal, dataset_id)
+    m = d.manifest
+    versions = hub.store.versions(d.id)
+    return {
+        **_summary(d, versions[-1] if versions else None),
+        "description": m.description,
+        "steward": m.steward.model_dump(exclude_none=True),
+        "columns": [
+            c.model_dump(include={"name", "type", "description", "pii", "classification"})
+            for c in m.columns
+        ],
+        "primary_key": m.primary_key,
+        "block_keys": [b.model_dump() for b in m.block_keys],
+        "schedule": m.schedule,
+        "update_frequency": m.update_frequency,
+        "source_connector": m.source.connector,
+        "sync_mode": m.source.mode,
+        "versions": [VersionOut.of(v) for v in versions[-20:]],
+        "runs": [RunOut.of(r) for r in hub.store.list_runs(d.id, limit=10)],
+    }
+
+
+@router.get("/{dataset_id}/versions", response_model=list[VersionOut], summary="Published versions")
+def list_versions(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> list[VersionOut]:
+    _readable(hub, principal, dataset_id)
+    return [VersionOut.of(v) for v in hub.store.versions(dataset_id)]
+
+
+@router.get("/{dataset_id}/runs", response_model=list[RunOut], summary="Ingest runs, newest first")
+def list_runs(
+    dataset_id: str, hub: HubDep, principal: PrincipalDep, limit: int = 50
+) -> list[RunOut]:
+    _readable(hub, principal, dataset_id)
+    return [RunOut.of(r) for r in hub.store.list_runs(dataset_id, limit=min(limit, 500))]
+
+
+@router.post(
+    "/{dataset_id}/ingest",
+    response_model=RunOut,
+    summary="Run an ingest now (steward of the owning agency, or admin)",
+)
+async def ingest_now(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> RunOut:
+    record = hub.store.get_dataset(dataset_id)
+    if not can_manage(principal, record.agency_id):
+        raise AccessDenied(
+            f"only a steward of {record.agency_id!r} may run ingests of {dataset_id!r}",
+            dataset=dataset_id,
+        )
+    run = await run_in_threadpool(hub.ingest, dataset_id, trigger=f"api:{principal.id}")
+    return RunOut.of(run)
+
+
+runs_router = APIRouter(prefix="/v1/runs", tags=["datasets"])
+
+
+@runs_router.get("/{run_id}", response_model=RunOut, summary="One ingest run")
+def get_run(run_id: str, hub: HubDep, principal: PrincipalDep) -> RunOut:
+    run = hub.store.get_run(run_id)
+    record = hub.store.get_dataset(run.dataset_id)
+    if not can_read(principal, record):
+        raise NotFound(f"no run {run_id!r}", run=run_id)
+    return RunOut.of(run)

@@ -1,0 +1,111 @@
+"""SQL over the datasets the caller may read, streamed in the format asked for."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from catalog.errors import InvalidRequest
+from catalog.store import Principal
+from hub.api.deps import HubDep, PrincipalDep
+from hub.context import Hub
+from hub.encoders import ENCODERS, MEDIA_TYPES, Format
+
+router = APIRouter(prefix="/v1", tags=["query"])
+
+_ACCEPT = {v.split(";")[0]: k for k, v in MEDIA_TYPES.items()}
+
+
+class QueryRequest(BaseModel):
+    sql: str = Field(
+        description="one SELECT over dataset names",
+        examples=["SELECT count(*) FROM hotline_tickets"],
+    )
+    versions: dict[str, int] = Field(
+        default_factory=dict,
+        description="dataset → version to read (time travel); latest by default",
+    )
+    format: Format | None = Field(
+        default=None, description="json (default), ndjson, csv, arrow, parquet"
+    )
+    max_rows: int | None = Field(default=None, gt=0, description="cap on returned rows")
+
+
+def _format(asked: str | None, accept: str | None) -> str:
+    if asked:
+        return asked
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip()
+        if media in _ACCEPT:
+            return _ACCEPT[media]
+    return "json"
+
+
+def _parse_versions(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, number = item.partition("=")
+        if not number.isdigit():
+            raise InvalidRequest(f"version must look like dataset=3, not {item!r}", value=item)
+        out[name] = int(number)
+    return out
+
+
+async def _answer(
+    hub: Hub, principal: Principal, req: QueryRequest, accept: str | None
+) -> StreamingResponse:
+    fmt = _format(req.format, accept)
+    s = hub.settings
+    max_rows = min(req.max_rows or s.query_max_rows, s.query_max_rows)
+    result = await run_in_threadpool(
+        hub.exchange.query,
+        req.sql,
+        principal,
+        versions=req.versions,
+        max_rows=max_rows,
+        timeout_s=s.query_timeout_s,
+    )
+    headers = {
+        "X-Blockhub-Versions": ",".join(f"{k}={v}" for k, v in result.versions.items()),
+        "X-Blockhub-Classification": result.classification,
+    }
+    if fmt == "parquet":
+        headers["Content-Disposition"] = 'attachment; filename="result.parquet"'
+    return StreamingResponse(ENCODERS[fmt](result), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "Rows, streamed. JSON: `{ok, columns, rows, row_count, truncated, query_ms, "
+        "versions, classification}`; other formats carry versions in `X-Blockhub-Versions`.",
+        "content": {m: {} for m in MEDIA_TYPES.values()},
+    }
+}
+
+
+@router.post("/query", summary="Run SQL (body)", responses=_RESPONSES)
+async def query_post(
+    req: QueryRequest,
+    hub: HubDep,
+    principal: PrincipalDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    return await _answer(hub, principal, req, accept)
+
+
+@router.get("/query", summary="Run SQL (query string)", responses=_RESPONSES)
+async def query_get(
+    hub: HubDep,
+    principal: PrincipalDep,
+    sql: Annotated[str, Query(description="one SELECT over dataset names")],
+    version: Annotated[list[str], Query(description="dataset=N, repeatable")] = [],  # noqa: B006
+    format: Format | None = None,
+    max_rows: Annotated[int | None, Query(gt=0)] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    req = QueryRequest(sql=sql, versions=_parse_versions(version), format=format, max_rows=max_rows)
+    return await _answer(hub, principal, req, accept)

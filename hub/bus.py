@@ -1,0 +1,228 @@
+"""The in-process event bus: fan-out of the durable event log to live subscribers.
+
+Publishing appends to the :class:`~catalog.eventlog.EventLog` (the only source
+of truth) and wakes the tailer; the tailer also polls, so messages appended by
+other processes (a CLI ingest, an Airflow task) reach this process's
+subscribers too.  Each subscription tracks the last offset it delivered per
+channel: a message that is not the next one (a gap, or a replay request) makes
+it read the missing range from the log, so delivery is in order with no gap and
+no duplicate, live or after reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from catalog.eventlog import EventLog, Message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A control notice for one subscriber, e.g. history no longer retained."""
+
+    type: str
+    channel: str
+    data: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "channel": self.channel, **self.data}
+
+
+class SlowConsumer(Exception):
+    """A subscriber's queue overflowed: it is dropped rather than slowing others."""
+
+
+class Subscription:
+    """One consumer's view of some channels, with per-channel delivered offsets."""
+
+    def __init__(self, bus: Bus, queue_size: int) -> None:
+        self._bus = bus
+        self._queue: asyncio.Queue[Message | Notice] = asyncio.Queue(queue_size)
+        self.last: dict[str, int] = {}
+        self._filling: set[str] = set()
+        self.overflowed = False
+
+    async def add(self, channel: str, since: int | None = None) -> int:
+        """Subscribe to a channel; replay from after ``since`` (None: live only).
+        Returns the channel's current head offset."""
+        head = await asyncio.to_thread(self._bus.log.head, channel)
+        start = head if since is None else max(0, since)
+        self.last[channel] = start
+        self._bus._register(channel, self)
+        if start < head:
+            self._schedule_fill(channel)
+        return head
+
+    def remove(self, channel: str) -> None:
+        self.last.pop(channel, None)
+        self._bus._unregister(channel, self)
+
+    def close(self) -> None:
+        for channel in list(self.last):
+            self.remove(channel)
+
+    def _put(self, item: Message | Notice) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # A full queue means the reader is behind, not blocked: its next get() raises.
+            self.overflowed = True
+
+    def offer(self, msg: Message) -> None:
+        """Called by the tailer for each new message of a subscribed channel."""
+        last = self.last.get(msg.channel)
+        if last is None or msg.offset <= last or msg.channel in self._filling:
+            return
+        if msg.offset == last + 1:
+            self.last[msg.channel] = msg.offset
+            self._put(msg)
+        else:
+            self._schedule_fill(msg.channel)
+
+    def _schedule_fill(self, channel: str) -> None:
+        if channel in self._filling:
+            return
+        self._filling.add(channel)
+        self._bus._spawn(self._fill(channel))
+
+    async def _fill(self, channel: str) -> None:
+        """Read from the log everything after the last delivered offset, up to its head."""
+        try:
+            while channel in self.last and not self.overflowed:
+                after = self.last[channel]
+                first = await asyncio.to_thread(self._bus.log.first_retained, channel)
+                if after + 1 < first:
+                    self._put(
+                        Notice(
+                            "history_gap",
+                            channel,
+                            {"requested_after": after, "first_available": first},
+                        )
+                    )
+                    after = first - 1
+                    self.last[channel] = after
+                batch = await asyncio.to_thread(self._bus.log.read, channel, after, 500)
+                for msg in batch:
+                    if self.last.get(channel) != msg.offset - 1:
+                        break
+                    self.last[channel] = msg.offset
+                    self._put(msg)
+                if len(batch) < 500:
+                    head = await asyncio.to_thread(self._bus.log.head, channel)
+                    if self.last.get(channel, head) >= head:
+                        break
+        finally:
+            self._filling.discard(channel)
+
+    async def get(self) -> Message | Notice:
+        item = await self._queue.get()
+        if self.overflowed:
+            raise SlowConsumer()
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Message | Notice]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Message | Notice]:
+        while True:
+            yield await self.get()
+
+
+class Bus:
+    """Fan-out of one event log to subscriptions in this process."""
+
+    def __init__(self, log: EventLog, *, poll_s: float = 0.2, queue_size: int = 10_000) -> None:
+        self.log = log
+        self.poll_s = poll_s
+        self.queue_size = queue_size
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._seq = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._seq = await asyncio.to_thread(self.log.last_seq)
+        self._task = asyncio.create_task(self._tail(), name="blockhub-bus-tail")
+
+    async def stop(self) -> None:
+        for t in [self._task, *self._tasks]:
+            if t is not None:
+                t.cancel()
+        for t in [self._task, *self._tasks]:
+            if t is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        self._task = None
+
+    def subscription(self) -> Subscription:
+        return Subscription(self, self.queue_size)
+
+    def subscribers(self, channel: str) -> int:
+        return len(self._subs.get(channel, ()))
+
+    def _register(self, channel: str, sub: Subscription) -> None:
+        self._subs[channel].add(sub)
+
+    def _unregister(self, channel: str, sub: Subscription) -> None:
+        subs = self._subs.get(channel)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[channel]
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def publish(
+        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+    ) -> Message:
+        """Append to the log and wake the tailer (safe to call from any thread)."""
+        msg = self.log.append(channel, type, data, source)
+        self.nudge()
+        return msg
+
+    __call__ = publish
+
+    async def publish_async(
+        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+    ) -> Message:
+        msg = await asyncio.to_thread(self.log.append, channel, type, data, source)
+        self.nudge()
+        return msg
+
+    def nudge(self) -> None:
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _tail(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+            try:
+                while True:
+                    msgs = await asyncio.to_thread(self.log.tail, self._seq, 1000)
+                    for msg in msgs:
+                        self._seq = msg.seq
+                        for sub in list(self._subs.get(msg.channel, ())):
+                            sub.offer(msg)
+                    if len(msgs) < 1000:
+                        break
+            except Exception:  # a failing read must not kill delivery for good
+                log.exception("event log tail failed; retrying")
+                await asyncio.sleep(self.poll_s)

@@ -1,0 +1,365 @@
+"""The ``blockhub`` command line.
+
+The CLI is the operator's console on the hub's own machine: it acts with full
+rights, as ``psql`` does for a database superuser (``--as`` shows what another
+principal would see).  Errors print one line naming what is wrong, never a
+traceback (set ``BLOCKHUB_DEBUG=1`` for one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from catalog.errors import HubError, InvalidRequest
+from catalog.manifest import load_manifest
+from catalog.store import Principal, Run
+from hub.context import Hub
+from hub.settings import Settings
+
+app = typer.Typer(
+    name="blockhub",
+    help="blockhub: gather agency data into a versioned lake, share it, stream it live.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+agency_app = typer.Typer(help="Agencies.", no_args_is_help=True)
+principal_app = typer.Typer(help="People and apps within agencies.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (shown once, stored hashed).", no_args_is_help=True)
+app.add_typer(agency_app, name="agency")
+app.add_typer(principal_app, name="principal")
+app.add_typer(token_app, name="token")
+
+out = Console()
+err = Console(stderr=True)
+
+CLI_PRINCIPAL = Principal(id="cli", agency_id="_local", name="local operator", role="admin")
+
+
+class _State:
+    settings: Settings | None = None
+    hub: Hub | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def _main(
+    home: Annotated[
+        Path | None, typer.Option(help="state folder (default $BLOCKHUB_HOME or ./blockhub-data)")
+    ] = None,
+) -> None:
+    state.settings = Settings(home=home) if home else Settings()
+
+
+def settings() -> Settings:
+    return state.settings or Settings()
+
+
+def hub() -> Hub:
+    if state.hub is None:
+        state.hub = Hub.open(settings())
+    return state.hub
+
+
+def _principal(as_id: str | None) -> Principal:
+    return hub().store.get_principal(as_id) if as_id else CLI_PRINCIPAL
+
+
+# -- agencies, principals, tokens ------------------------------------------------------
+
+
+@agency_app.command("add")
+def agency_add(agency_id: str, name: str) -> None:
+    """Create or rename an agency."""
+    a = hub().store.upsert_agency(agency_id, name)
+    out.print(f"agency [bold]{a.id}[/] {a.name}")
+
+
+@agency_app.command("list")
+def agency_list() -> None:
+    t = Table("id", "name")
+    for a in hub().store.list_agencies():
+        t.add_row(a.id, a.name)
+    out.print(t)
+
+
+@principal_app.command("add")
+def principal_add(
+    principal_id: str,
+    agency: Annotated[str, typer.Option(help="agency id")],
+    role: Annotated[str, typer.Option(help="admin, steward, operator or developer")],
+    name: Annotated[str | None, typer.Option(help="display name")] = None,
+) -> None:
+    """Create a principal (a person or an app) in an agency."""
+    try:
+        p = hub().store.create_principal(principal_id, agency, name or principal_id, role)
+    except ValueError as e:
+        raise InvalidRequest(str(e)) from None
+    out.print(f"principal [bold]{p.id}[/] ({p.role}) in {p.agency_id}")
+
+
+@token_app.command("issue")
+def token_issue(
+    principal_id: str,
+    days: Annotated[int, typer.Option(help="days until it expires (0: never)")] = 90,
+    label: Annotated[str, typer.Option(help="what the token is for")] = "",
+) -> None:
+    """Issue a token; it is printed once and stored only as a hash."""
+    token = hub().store.issue_token(
+        principal_id, label=label, ttl=timedelta(days=days) if days else None
+    )
+    err.print("[dim]store this token now; it cannot be shown again[/]")
+    print(token)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token by its id (the part after ``bh_``, before the next ``_``)."""
+    hub().store.revoke_token(token_id)
+    out.print(f"token {token_id} revoked")
+
+
+# -- datasets ------------------------------------------------------------------------
+
+
+@app.command()
+def validate(paths: list[Path]) -> None:
+    """Check manifest files without registering them."""
+    failed = 0
+    for p in _manifest_paths(paths):
+        try:
+            m = load_manifest(p)
+            out.print(f"[green]ok[/] {p} ({m.id})")
+        except HubError as e:
+            failed += 1
+            err.print(f"[red]invalid[/] {e.message}")
+    if failed:
+        raise typer.Exit(2)
+
+
+def _manifest_paths(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        else:
+            files.append(p)
+    return files
+
+
+@app.command()
+def register(paths: list[Path]) -> None:
+    """Register (or update) datasets from manifest files or folders."""
+    for p in _manifest_paths(paths):
+        record = hub().store.register_dataset(load_manifest(p))
+        out.print(f"registered [bold]{record.id}[/] ({record.sharing}, {record.classification})")
+
+
+@app.command("datasets")
+def list_datasets() -> None:
+    """Registered datasets and their latest version."""
+    latest = hub().store.latest_versions()
+    t = Table("id", "title", "agency", "sharing", "class", "version", "rows")
+    for d in hub().store.list_datasets():
+        v = latest.get(d.id)
+        t.add_row(
+            d.id,
+            d.title,
+            d.agency_id,
+            d.sharing,
+            d.classification,
+            str(v.version) if v else "-",
+            f"{v.total_rows:,}" if v else "-",
+        )
+    out.print(t)
+
+
+def _run_line(run: Run) -> str:
+    color = {"succeeded": "green", "unchanged": "cyan", "failed": "red"}.get(run.status, "yellow")
+    text = (
+        f"[{color}]{run.status}[/] {run.dataset_id} run {run.id[:8]}: "
+        f"read {run.rows_read:,}, wrote {run.rows_written:,}"
+    )
+    if run.version:
+        text += f" → version {run.version}"
+    if run.duration_s is not None:
+        text += f" in {run.duration_s:.2f} s"
+    if run.error:
+        text += f"\n  [red]{run.error}[/]"
+    return text
+
+
+@app.command()
+def ingest(
+    datasets: Annotated[list[str] | None, typer.Argument(help="dataset ids")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every registered dataset")] = False,
+) -> None:
+    """Run an ingest now: read the source past the cursor, publish one new version."""
+    h = hub()
+    ids = [d.id for d in h.store.list_datasets()] if all_ else list(datasets or [])
+    if not ids:
+        raise InvalidRequest("name datasets to ingest, or --all")
+    failed = False
+    for dataset_id in ids:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.completed:,} rows"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(dataset_id, total=None)
+
+            def advance(rows: int, bar: Progress = bar, task: TaskID = task) -> None:
+                bar.advance(task, rows)
+
+            run = h.ingest(dataset_id, trigger="cli", progress=advance)
+        out.print(_run_line(run))
+        failed = failed or run.status == "failed"
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    dataset: Annotated[str | None, typer.Argument()] = None,
+    limit: Annotated[int, typer.Option()] = 20,
+) -> None:
+    """Recent ingest runs."""
+    t = Table("run", "dataset", "status", "started", "s", "read", "written", "version", "error")
+    for r in hub().store.list_runs(dataset, limit=limit):
+        t.add_row(
+            r.id[:8],
+            r.dataset_id,
+            r.status,
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{r.duration_s:.2f}" if r.duration_s is not None else "",
+            f"{r.rows_read:,}",
+            f"{r.rows_written:,}",
+            str(r.version or ""),
+            (r.error or "")[:80],
+        )
+    out.print(t)
+
+
+@app.command()
+def versions(dataset: str) -> None:
+    """Published versions of a dataset (each one an Iceberg snapshot)."""
+    hub().store.get_dataset(dataset)
+    t = Table("version", "snapshot", "added", "total", "committed", "cursor")
+    for v in hub().store.versions(dataset):
+        t.add_row(
+            str(v.version),
+            str(v.snapshot_id),
+            f"{v.rows_added:,}",
+            f"{v.total_rows:,}",
+            v.committed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(v.cursor),
+        )
+    out.print(t)
+
+
+@app.command()
+def query(
+    sql: str,
+    at: Annotated[list[str] | None, typer.Option(help="dataset=N: read version N")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    limit: Annotated[int, typer.Option(help="rows to print at most")] = 1000,
+    as_: Annotated[str | None, typer.Option("--as", help="run as this principal")] = None,
+) -> None:
+    """Run SQL over published datasets: blockhub query "SELECT count(*) FROM hotline_tickets"."""
+    versions: dict[str, int] = {}
+    for item in at or []:
+        name, _, number = item.partition("=")
+        if not number.isdigit():
+            raise InvalidRequest(f"--at wants dataset=N, not {item!r}")
+        versions[name] = int(number)
+    result = hub().exchange.query(sql, _principal(as_), versions=versions, max_rows=limit)
+    table = result.to_table()
+    if fmt == "json":
+        print(
+            json.dumps(
+                {**result.meta(), "rows": table.to_pylist()}, ensure_ascii=False, default=str
+            )
+        )
+        return
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, sys.stdout.buffer)
+        return
+    t = Table(*table.column_names)
+    for row in table.to_pylist():
+        t.add_row(*("" if v is None else str(v) for v in row.values()))
+    out.print(t)
+    versions_text = ", ".join(f"{k} v{v}" for k, v in result.versions.items())
+    more = " (truncated)" if result.truncated else ""
+    err.print(f"[dim]{result.row_count:,} rows{more} in {result.query_ms} ms · {versions_text}[/]")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+) -> None:
+    """Serve the REST API and the websocket."""
+    from hub.server import serve as serve_app
+
+    s = settings()
+    h = hub()
+    h.register_manifests()
+    serve_app(h, host or s.host, port if port is not None else s.port)
+
+
+@app.command()
+def demo(
+    tour: Annotated[bool, typer.Option("--tour", help="run the guided tour and exit")] = False,
+    rows: Annotated[int, typer.Option(help="hotline tickets in the first load")] = 20_000,
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+) -> None:
+    """Build the sample world of Guiyang, ingest it, and serve it (or tour it and exit)."""
+    from hub.demo import run_demo
+
+    run_demo(settings(), tour=tour, rows=rows, port=port, console=out)
+
+
+def main() -> None:
+    try:
+        app()
+    except HubError as e:
+        err.print(f"[red]error:[/] {e.message}")
+        if os.environ.get("BLOCKHUB_DEBUG"):
+            raise
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # never a traceback to a user, unless asked for
+        if os.environ.get("BLOCKHUB_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] unexpected {type(e).__name__}: {e}")
+        err.print("[dim]set BLOCKHUB_DEBUG=1 for the traceback[/]")
+        sys.exit(1)
+    finally:
+        if state.hub is not None:
+            state.hub.close()

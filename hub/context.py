@@ -1,0 +1,87 @@
+"""The objects a blockhub process works with, built once from settings at the edge."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from catalog.eventlog import EventLog
+from catalog.lake import Lake
+from catalog.manifest import Manifest, load_manifests
+from catalog.store import CatalogStore, Run
+from hub.bus import Bus
+from hub.exchange import Exchange
+from hub.settings import Settings
+from pipelines.ingest import ProgressFn, run_ingest
+
+
+def local_root(warehouse: str) -> str | None:
+    """The local folder of a file:// warehouse (DuckDB's sandbox allows only it)."""
+    parsed = urlparse(warehouse)
+    if parsed.scheme in ("", "file"):
+        return str(Path(parsed.path).resolve())
+    return None
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    store: CatalogStore
+    lake: Lake
+    log: EventLog
+    bus: Bus
+    _exchange: Exchange | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Hub:
+        st = settings.open_storage()
+        bus = Bus(st.log, poll_s=settings.bus_poll_s)
+        return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus)
+
+    @property
+    def exchange(self) -> Exchange:
+        if self._exchange is None:
+            self._exchange = Exchange(
+                self.store,
+                lake_root=local_root(self.settings.lake_warehouse),
+                batch_rows=self.settings.batch_rows,
+            )
+        return self._exchange
+
+    def register_manifests(self, folder: Path | None = None) -> list[Manifest]:
+        """Register every manifest of a folder (the settings' folder by default)."""
+        root = folder or self.settings.manifests
+        if root is None:
+            return []
+        manifests = load_manifests(root)
+        for m in manifests:
+            self.store.register_dataset(m)
+        return manifests
+
+    def ingest(
+        self,
+        dataset_id: str,
+        *,
+        trigger: str = "manual",
+        progress: ProgressFn | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Run:
+        manifest = self.store.get_dataset(dataset_id).manifest
+        return run_ingest(
+            manifest,
+            store=self.store,
+            lake=self.lake,
+            publisher=self.bus.publish,
+            env=dict(os.environ) if env is None else env,
+            trigger=trigger,
+            progress=progress,
+        )
+
+    def close(self) -> None:
+        if self._exchange is not None:
+            self._exchange.close()
+        self.store.dispose()
+        self.log.dispose()

@@ -1,0 +1,130 @@
+"""Parse and check user SQL before it runs: one read-only query over granted datasets.
+
+The check is a whitelist of shapes, not a blacklist of words: exactly one
+statement, a query (SELECT / set operation), every table reference a bare name
+that is a CTE of the query or a dataset the caller may read, and no function
+that reaches outside the query (file readers, scans, system catalogs).  DuckDB's
+own sandbox (no external access outside the lake, locked configuration) stays on
+underneath as a second wall.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from catalog.errors import AccessDenied, QueryRejected
+
+_FORBIDDEN_FUNC = re.compile(
+    r"^(read_.*|.*_scan|scan_.*|glob|query|query_table|getenv|getvariable|sniff_csv|"
+    r"parquet_.*|iceberg_.*|delta_.*|duckdb_.*|pragma_.*|sqlite_.*|postgres_.*|mysql_.*|"
+    r"load|install|which_secret|json_execute_serialized_sql|current_setting|checkpoint|"
+    r"force_checkpoint|enable_.*|disable_.*|set_.*|import_.*|export_.*|"
+    r"summary|test_all_types|range_.*)$",
+    re.IGNORECASE,
+)
+_WRITES = (
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Command,
+    exp.Pragma,
+    exp.Set,
+    exp.Copy,
+    exp.Merge,
+    exp.Use,
+    exp.Transaction,
+)
+
+
+@dataclass(frozen=True)
+class CheckedQuery:
+    """A query that passed the checks, with the datasets it reads."""
+
+    tree: exp.Query
+    datasets: tuple[str, ...]
+
+    def render(self, view_name: Callable[[str], str]) -> str:
+        """DuckDB SQL with each dataset reference replaced by ``view_name(dataset)``."""
+        names = set(self.datasets)
+        ctes = _cte_names(self.tree)
+
+        def swap(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Table) and node.name in names and node.name not in ctes:
+                new = node.copy()
+                if not new.args.get("alias"):
+                    new.set("alias", exp.TableAlias(this=exp.to_identifier(node.name)))
+                new.set("this", exp.to_identifier(view_name(node.name), quoted=True))
+                return new
+            return node
+
+        return self.tree.transform(swap, copy=True).sql(dialect="duckdb")
+
+
+def _func_name(f: exp.Func) -> str:
+    if isinstance(f, exp.Anonymous):
+        return str(f.name)
+    return f.sql_name()
+
+
+def _cte_names(tree: exp.Query) -> set[str]:
+    return {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+
+
+def check_sql(sql: str, readable: Collection[str], known: Collection[str] = ()) -> CheckedQuery:
+    """Check ``sql`` against the names the caller may read; raise QueryRejected with why
+    (AccessDenied for a dataset that exists in ``known`` but is not readable)."""
+    if len(sql) > 100_000:
+        raise QueryRejected("query text is longer than 100,000 characters")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except ParseError as e:
+        first = str(e).splitlines()[0] if str(e) else "syntax error"
+        raise QueryRejected(f"cannot parse query: {first}") from None
+    if len(statements) != 1:
+        raise QueryRejected(f"send exactly one statement (got {len(statements)})")
+    tree = statements[0]
+    if not isinstance(tree, exp.Query):
+        raise QueryRejected(
+            f"only SELECT queries are allowed, not {tree.key.upper()}", statement=tree.key
+        )
+    for node in tree.walk():
+        if isinstance(node, _WRITES):
+            raise QueryRejected(f"{node.key.upper()} is not allowed in a query", statement=node.key)
+        if isinstance(node, exp.Func):
+            name = _func_name(node)
+            if _FORBIDDEN_FUNC.match(name):
+                raise QueryRejected(f"function {name}() is not allowed", function=name)
+    ctes = _cte_names(tree)
+    used: list[str] = []
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise QueryRejected(
+                "table functions are not allowed; name a dataset", expression=table.sql()[:200]
+            )
+        if table.args.get("db") or table.args.get("catalog"):
+            raise QueryRejected(
+                f"qualified name {table.sql()!r} is not allowed; name a dataset", table=table.sql()
+            )
+        if table.args.get("when") is not None:
+            raise QueryRejected("AT (VERSION ...) is not supported; ask for a version instead")
+        name = table.name
+        if name in ctes:
+            continue
+        if name not in readable:
+            if name in known:
+                raise AccessDenied(
+                    f"you may not read dataset {name!r}; its sharing rules apply", dataset=name
+                )
+            raise QueryRejected(f"no dataset {name!r} that you may read", dataset=name)
+        if name not in used:
+            used.append(name)
+    return CheckedQuery(tree=tree, datasets=tuple(used))

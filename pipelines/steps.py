@@ -1,0 +1,104 @@
+"""The ingest flow split into steps that can run in separate processes (Airflow tasks).
+
+Each step takes and returns small JSON-able payloads (what Airflow passes between
+tasks as XCom), opens storage from settings, and records a failure in the run
+before re-raising it so that the orchestrator retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from catalog.errors import HubError
+from catalog.manifest import Manifest, load_manifest
+from pipelines.config import Storage, StorageSettings
+from pipelines.ingest import Staged, extract, notify, publish, reconcile
+
+
+def _open(manifest_path: str, settings: StorageSettings | None) -> tuple[Manifest, Storage]:
+    manifest = load_manifest(manifest_path)
+    storage = (settings or StorageSettings()).open_storage()
+    return manifest, storage
+
+
+def _fail(storage: Storage, run_id: str, err: Exception) -> None:
+    message = err.message if isinstance(err, HubError) else f"{type(err).__name__}: {err}"
+    storage.store.finish_run(run_id, "failed", error=message)
+
+
+def extract_step(
+    manifest_path: str,
+    *,
+    trigger: str,
+    env: Mapping[str, str],
+    settings: StorageSettings | None = None,
+) -> dict[str, Any]:
+    """Register the manifest, close interrupted runs, start a run and stage the new rows."""
+    manifest, st = _open(manifest_path, settings)
+    try:
+        st.store.register_dataset(manifest)
+        reconcile(manifest, lake=st.lake, store=st.store, publisher=st.log.append)
+        run = st.store.start_run(manifest.id, trigger)
+        try:
+            staged = extract(manifest, lake=st.lake, run_id=run.id, env=env)
+        except Exception as e:
+            _fail(st, run.id, e)
+            raise
+        return staged.to_dict()
+    finally:
+        st.close()
+
+
+def publish_step(
+    manifest_path: str, staged: Mapping[str, Any], *, settings: StorageSettings | None = None
+) -> dict[str, Any] | None:
+    """Commit what was staged; returns the new version, or None when nothing was new."""
+    manifest, st = _open(manifest_path, settings)
+    s = Staged.from_dict(staged)
+    try:
+        try:
+            version = publish(s, manifest, lake=st.lake, store=st.store)
+        except Exception as e:
+            st.lake.discard(s.files)
+            _fail(st, s.run_id, e)
+            raise
+        if version is None:
+            st.store.finish_run(s.run_id, "unchanged", rows_read=s.rows_read)
+            return None
+        st.store.finish_run(
+            s.run_id,
+            "succeeded",
+            rows_read=s.rows_read,
+            rows_written=version.rows_added,
+            bytes_written=s.bytes_written,
+            version=version.version,
+        )
+        return version.to_dict()
+    finally:
+        st.close()
+
+
+def notify_step(
+    manifest_path: str,
+    version: Mapping[str, Any] | None,
+    *,
+    settings: StorageSettings | None = None,
+) -> int | None:
+    """Announce the version on the event log; returns the message offset."""
+    if version is None:
+        return None
+    manifest, st = _open(manifest_path, settings)
+    try:
+        v = st.store.get_version(manifest.id, int(version["version"]))
+        offsets: list[int] = []
+
+        def publisher(
+            channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+        ) -> None:
+            offsets.append(st.log.append(channel, type, data, source).offset)
+
+        notify(v, manifest, publisher)
+        return offsets[0]
+    finally:
+        st.close()

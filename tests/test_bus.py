@@ -1,0 +1,108 @@
+"""The bus over the durable log: order, replay, gaps, retention, slow consumers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from catalog.eventlog import EventLog, Message
+from hub.bus import Bus, Notice, SlowConsumer
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> EventLog:
+    return EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+
+
+async def take(sub: object, n: int) -> list[Message | Notice]:
+    out = []
+    for _ in range(n):
+        out.append(await asyncio.wait_for(sub.get(), 5))  # type: ignore[attr-defined]
+    return out
+
+
+def test_offsets_increase_per_channel_and_survive_reopen(log: EventLog, tmp_path: Path) -> None:
+    assert [log.append("a", "x", {"i": i}).offset for i in range(3)] == [1, 2, 3]
+    assert log.append("b", "x", {}).offset == 1
+    again = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+    assert again.epoch == log.epoch
+    assert [m.data["i"] for m in again.read("a", after=1)] == [1, 2]
+    assert again.append("a", "x", {}).offset == 4
+
+
+def test_live_replay_and_no_duplicates(log: EventLog) -> None:
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.02)
+        await bus.start()
+        for i in range(5):
+            bus.publish("dataset:t", "e", {"i": i})
+        sub = bus.subscription()
+        await sub.add("dataset:t", since=2)  # replay 3..5, then live
+        for i in range(5, 8):
+            await bus.publish_async("dataset:t", "e", {"i": i})
+        got = await take(sub, 6)
+        assert [m.offset for m in got if isinstance(m, Message)] == [3, 4, 5, 6, 7, 8]
+        await asyncio.sleep(0.1)
+        assert sub._queue.empty()  # nothing twice
+        live = bus.subscription()
+        await live.add("dataset:t")  # live only: starts after the head
+        bus.publish("dataset:t", "e", {"i": 8})
+        assert [m.offset for m in await take(live, 1)] == [9]  # type: ignore[union-attr]
+        await bus.stop()
+
+    asyncio.run(main())
+
+
+def test_messages_from_another_process_reach_subscribers(log: EventLog, tmp_path: Path) -> None:
+    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")  # e.g. a CLI ingest
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.02)
+        await bus.start()
+        sub = bus.subscription()
+        await sub.add("dataset:t")
+        await asyncio.to_thread(other.append, "dataset:t", "dataset.updated", {"version": 1})
+        (msg,) = await take(sub, 1)
+        assert isinstance(msg, Message) and msg.data == {"version": 1}
+        await bus.stop()
+
+    asyncio.run(main())
+
+
+def test_history_beyond_retention_is_announced(log: EventLog) -> None:
+    for i in range(10):
+        log.append("c", "e", {"i": i})
+    assert log.trim("c", keep_last=3) == 7
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.02)
+        await bus.start()
+        sub = bus.subscription()
+        await sub.add("c", since=2)
+        got = await take(sub, 4)
+        assert isinstance(got[0], Notice) and got[0].type == "history_gap"
+        assert got[0].data == {"requested_after": 2, "first_available": 8}
+        assert [m.offset for m in got[1:]] == [8, 9, 10]  # type: ignore[union-attr]
+        await bus.stop()
+
+    asyncio.run(main())
+
+
+def test_slow_consumer_is_dropped_not_waited_for(log: EventLog) -> None:
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.02, queue_size=5)
+        await bus.start()
+        slow, fast = bus.subscription(), bus.subscription()
+        await slow.add("d")
+        await fast.add("d")
+        for i in range(8):
+            await bus.publish_async("d", "e", {"i": i})
+            await fast.get()
+        with pytest.raises(SlowConsumer):
+            for _ in range(8):
+                await asyncio.wait_for(slow.get(), 1)
+        await bus.stop()
+
+    asyncio.run(main())

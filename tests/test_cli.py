@@ -1,0 +1,59 @@
+"""The CLI as a user meets it: real subprocesses, messages instead of tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import manifest_dict
+
+BLOCKHUB = str(Path(sys.executable).parent / "blockhub")
+
+
+def run(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BLOCKHUB_HOME": str(home), "COLUMNS": "200"}
+    env.pop("BLOCKHUB_DEBUG", None)
+    return subprocess.run(
+        [BLOCKHUB, *args], env=env, capture_output=True, text=True, timeout=240, check=check
+    )
+
+
+def test_demo_tour_runs_end_to_end(tmp_path: Path) -> None:
+    out = run("demo", "--tour", "--rows", "3000", home=tmp_path, check=True).stdout
+    assert "version 1" in out and "version 2" in out
+    assert "time travel: version 1 has 3,000 rows" in out
+    assert "gets 403" in out
+    assert "dataset:hotline_tickets #3 dataset.updated: version 3" in out
+
+
+def test_bad_manifest_names_file_and_field_without_traceback(tmp_path: Path) -> None:
+    data = manifest_dict(classification="secret")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    res = run("validate", str(path), home=tmp_path / "h")
+    assert res.returncode == 2
+    assert str(path) in res.stderr and "classification" in res.stderr
+    assert "'general', 'important' or 'core'" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    res = run("register", str(path), home=tmp_path / "h")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_admin_flow_and_query(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    run("agency", "add", "gy_12345", "贵阳市12345热线", home=home, check=True)
+    run(
+        "principal", "add", "wm", "--agency", "gy_12345", "--role", "steward", home=home, check=True
+    )
+    token = run("token", "issue", "wm", home=home, check=True).stdout.strip()
+    assert token.startswith("bh_")
+    res = run("principal", "add", "x", "--agency", "gy_12345", "--role", "boss", home=home)
+    assert res.returncode == 2 and "allowed: admin, steward, operator, developer" in res.stderr
+    res = run("query", "SELECT * FROM read_csv('/etc/passwd')", home=home)
+    assert res.returncode == 2 and "not allowed" in res.stderr
+    res = run("ingest", "nope", home=home)
+    assert res.returncode == 2 and "no dataset 'nope'" in res.stderr

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -118,3 +120,41 @@ def make_manifest(tmp_path: Path) -> Callable[..., Manifest]:
         return parse_manifest(data, file=str(path))
 
     return make
+
+
+def ticket_rows(first: int, n: int) -> pa.Table:
+    """``n`` small tickets with ids from ``first``, shaped like :func:`manifest_dict`."""
+    ids = range(first, first + n)
+    return pa.table(
+        {
+            "ticket_id": pa.array(ids, pa.int64()),
+            "district_code": [("520102", "520103")[i % 2] for i in ids],
+            "category": ["噪音扰民"] * n,
+            "caller_phone": ["13812345678"] * n,
+            "amount": pa.array([None] * n, pa.decimal128(12, 2)),
+            "updated_at": pa.array(
+                [1_700_000_000_000_000 + i for i in ids], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+
+
+@pytest.fixture
+def tickets_file(tmp_path: Path) -> Path:
+    """A Parquet export of 50 tickets (a source that needs no server)."""
+    path = tmp_path / "exports" / "tickets-1.parquet"
+    path.parent.mkdir()
+    pq.write_table(ticket_rows(1, 50), path)
+    return path
+
+
+def publish_file(hub: Hub, path: Path, ident: str, **overrides: Any) -> Manifest:
+    """Register a dataset over the Parquet files next to ``path`` and ingest it once."""
+    source = {"connector": "parquet", "options": {"path": str(path.parent / "*.parquet")}}
+    m = parse_manifest(
+        manifest_dict(id=ident, source={**source, "cursor": "updated_at"}, **overrides)
+    )
+    hub.store.register_dataset(m)
+    run = hub.ingest(ident)
+    assert run.status == "succeeded", run.error
+    return m

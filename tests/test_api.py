@@ -6,51 +6,24 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from catalog.manifest import parse_manifest
 from hub.api.app import create_app
 from hub.context import Hub
-from tests.conftest import manifest_dict
+from tests.conftest import publish_file
 
 
 @pytest.fixture
-def client(hub: Hub, tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
-    table = pa.table(
-        {
-            "ticket_id": pa.array(range(1, 51), pa.int64()),
-            "district_code": ["520102", "520103"] * 25,
-            "category": ["噪音扰民"] * 50,
-            "caller_phone": ["13812345678"] * 50,
-            "amount": pa.array([None] * 50, pa.decimal128(12, 2)),
-            "updated_at": pa.array(
-                [1_700_000_000_000_000 + i for i in range(50)], pa.timestamp("us", tz="UTC")
-            ),
-        }
-    )
-    pq.write_table(table, tmp_path / "tickets.parquet")
+def client(hub: Hub, tickets_file: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
     for ident, sharing in [
         ("open_tickets", {"type": "unconditional"}),
         ("closed_tickets", {"type": "conditional"}),
     ]:
-        m = parse_manifest(
-            manifest_dict(
-                id=ident,
-                sharing=sharing,
-                source={
-                    "connector": "parquet",
-                    "options": {"path": str(tmp_path / "tickets.parquet")},
-                    "cursor": "updated_at",
-                },
-            )
-        )
-        hub.store.register_dataset(m)
-        assert hub.ingest(ident).status == "succeeded"
+        publish_file(hub, tickets_file, ident, sharing=sharing)
     with TestClient(create_app(hub.settings, hub=hub)) as c:
         yield c
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
 from hub.api.routes import datasets, query
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.settings import Settings
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
 
 DESCRIPTION = """\
 blockhub exchange API. Every endpoint but `/healthz` needs `Authorization: Bearer <token>`.
@@ -42,6 +46,10 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
     app.include_router(ws_router)
+
+    # The dashboard is static code with no data in it; everything it shows comes through
+    # the authenticated API with the operator's own token.
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no authentication, no data)")
     def healthz() -> dict[str, bool]:

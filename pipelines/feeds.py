@@ -176,14 +176,14 @@ def check_events(manifest: Manifest, events: list[Any]) -> Checked:
             for (i, _), v in zip(objects, values, strict=True):
                 try:
                     pieces.append(pa.array([v]).cast(field.type))
-                except _CAST_ERRORS as e:
-                    bad.setdefault(i, []).append(_reason(v, field.name, field.type, e))
+                except _CAST_ERRORS as err:
+                    bad.setdefault(i, []).append(_reason(v, field.name, field.type, err))
                     pieces.append(pa.nulls(1, field.type))
             arr = pa.concat_arrays(pieces) if pieces else pa.nulls(0, field.type)
         if not field.nullable and arr.null_count:
-            for (i, e), v in zip(objects, values, strict=True):
+            for (i, event), v in zip(objects, values, strict=True):
                 if v is None:
-                    missing = "missing" if field.name not in e else "null"
+                    missing = "missing" if field.name not in event else "null"
                     bad.setdefault(i, []).append(f"{field.name}: key column is {missing}")
         columns.append(arr)
     table = pa.Table.from_arrays(columns, schema=schema) if objects else schema.empty_table()

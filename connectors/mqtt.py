@@ -1,9 +1,10 @@
 """An MQTT subscriber for live feeds (paho-mqtt 2.x, its own network thread).
 
 The subscriber hands each message's topic and payload to a callback *inside*
-paho's ``on_message``: for QoS 1 and 2 paho acknowledges the message only after
-the callback returns, so a callback that makes the events durable before it
-returns means the broker redelivers anything the hub did not keep.  The session
+paho's ``on_message``: for QoS 1 paho sends the PUBACK only after the callback
+returns, so a callback that makes the events durable before it returns means the
+broker redelivers anything the hub did not keep.  (QoS 2 is acknowledged by paho
+on receipt, before the callback: QoS 1 is the feeds' default for that reason.)  The session
 is persistent (``clean_session=False`` under a stable client id), so the broker
 also queues QoS ≥ 1 messages published while the hub is down.
 """

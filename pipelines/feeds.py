@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from catalog.errors import HubError, InvalidRequest, ManifestError
@@ -316,8 +317,11 @@ def flush_feed(
             len(checked.errors),
             checked.errors[0].reason,
         )
+    table = checked.table
+    if manifest.source.mode == "merge":
+        table = last_per_key(table, manifest.primary_key)
     run = store.start_run(manifest.id, "feed")
-    files = lake.stage(manifest.id, run.id, _batches(checked.table), schema)
+    files = lake.stage(manifest.id, run.id, _batches(table), schema)
     staged = Staged(
         dataset_id=manifest.id,
         run_id=run.id,
@@ -344,6 +348,18 @@ def flush_feed(
         version=version.version,
     )
     return version
+
+
+def last_per_key(table: pa.Table, key: list[str]) -> pa.Table:
+    """The last event of each key, in arrival order: an upsert takes one row per key."""
+    if table.num_rows < 2:
+        return table
+    idx = "__blockhub_row"
+    numbered = table.append_column(idx, pa.array(range(table.num_rows), pa.int64()))
+    last = numbered.group_by(key, use_threads=False).aggregate([(idx, "max")])
+    keep = pc.sort_indices(last.column(f"{idx}_max"))
+    rows = pc.take(last.column(f"{idx}_max"), keep)
+    return table.take(rows)
 
 
 def _batches(table: pa.Table) -> Iterable[pa.RecordBatch]:

@@ -3,6 +3,7 @@ delivery on the websocket, micro-batch flushes to the lake, and restarts that lo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -23,11 +24,19 @@ import yaml
 from websockets.sync.client import connect
 
 from catalog.errors import ManifestError
+from catalog.eventlog import append_many
 from catalog.manifest import Manifest
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings
-from pipelines.feeds import check_events, feed_channel, feed_options, parse_batch
+from pipelines.feeds import (
+    EVENT_TYPE,
+    check_events,
+    feed_channel,
+    feed_options,
+    flush_feed,
+    parse_batch,
+)
 
 MQTT = ("127.0.0.1", 1883)
 ROOT = Path(__file__).resolve().parents[1]
@@ -407,3 +416,31 @@ def test_killed_hub_loses_no_accepted_event(
     assert mqtt_keys == [("GYAQ03", 17), ("GYAQ03", 18), ("GYAQ03", 19), ("GYAQ03", 20)]
     table = pa.Table.from_pylist(pushed)
     assert table.num_rows == 10
+
+
+def test_merge_feed_keeps_the_last_event_per_key(
+    hub: Hub, aq_feed: Callable[..., Manifest]
+) -> None:
+    base = aq_feed("push")
+    m = base.model_copy(update={"source": base.source.model_copy(update={"mode": "merge"})})
+    hub.store.register_dataset(m)
+    events = [reading(hour=1, aqi=50), reading(hour=2), reading(hour=1, aqi=61)]
+    checked = check_events(m, events)
+    append_many(hub.log, feed_channel(m.id), EVENT_TYPE, checked.records)
+    flush = functools.partial(
+        flush_feed,
+        m,
+        lake=hub.lake,
+        store=hub.store,
+        read=hub.log.read,
+        epoch=hub.log.epoch,
+        publisher=hub.bus.publish,
+    )
+    assert flush() is not None
+    append_many(hub.log, feed_channel(m.id), EVENT_TYPE, [checked.records[1] | {"aqi": 70}])
+    v2 = flush()
+    assert v2 is not None and v2.total_rows == 2
+    assert flush() is None  # nothing past the committed offset
+    rows = {r["measured_at"].hour: r["aqi"] for r in _lake_rows(hub, m.id)}
+    assert rows == {17: 61, 18: 70}
+    assert [r.trigger for r in hub.store.list_runs(m.id)] == ["feed", "feed"]

@@ -151,16 +151,20 @@ class FeedRunner:
         if feed.manifest.source.connector != "mqtt":
             return
         opts = feed.options
-        secrets = resolve_secrets({"username": opts.username, "password": opts.password}, self.env)
+        # Topics may name a deployment prefix from the environment, like secrets do.
+        resolved = resolve_secrets(
+            {"username": opts.username, "password": opts.password, "topics": opts.topics},
+            self.env,
+        )
         sub = MqttSubscriber(
             host=opts.host,
             port=opts.port,
-            topics=opts.topics,
+            topics=resolved["topics"],
             qos=opts.qos,
             client_id=opts.client_id or self._client_id(feed.id),
             on_payload=lambda topic, payload: self._on_mqtt(feed, topic, payload),
-            username=secrets["username"],
-            password=secrets["password"],
+            username=resolved["username"],
+            password=resolved["password"],
         )
         sub.start()
         feed.subscriber = sub

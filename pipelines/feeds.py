@@ -61,8 +61,9 @@ class FeedOptions(BaseModel):
     flush_seconds: float = Field(default=5.0, gt=0, le=3600)
 
 
-def feed_options(manifest: Manifest) -> FeedOptions:
-    """The feed options of a manifest; a :class:`ManifestError` names the bad field."""
+def feed_options(manifest: Manifest, *, file: str | None = None) -> FeedOptions:
+    """The feed options of a manifest; a :class:`ManifestError` names the file and field."""
+    where = file or f"<dataset {manifest.id}>"
     try:
         opts = FeedOptions.model_validate(manifest.source.options)
     except ValidationError as e:
@@ -73,7 +74,7 @@ def feed_options(manifest: Manifest) -> FeedOptions:
             }
             for err in e.errors()
         ]
-        raise ManifestError(f"<dataset {manifest.id}>", problems) from None
+        raise ManifestError(where, problems) from None
     problems = []
     if manifest.source.connector == "mqtt" and not opts.topics:
         problems.append({"field": "source.options.topics", "message": "an mqtt feed needs topics"})
@@ -89,7 +90,7 @@ def feed_options(manifest: Manifest) -> FeedOptions:
             {"field": "source.mode", "message": "a feed appends or merges; it cannot replace"}
         )
     if problems:
-        raise ManifestError(f"<dataset {manifest.id}>", problems)
+        raise ManifestError(where, problems)
     return opts
 
 

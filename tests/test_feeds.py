@@ -444,3 +444,25 @@ def test_merge_feed_keeps_the_last_event_per_key(
     rows = {r["measured_at"].hour: r["aqi"] for r in _lake_rows(hub, m.id)}
     assert rows == {17: 61, 18: 70}
     assert [r.trigger for r in hub.store.list_runs(m.id)] == ["feed", "feed"]
+
+
+def test_a_feed_is_not_pulled_and_its_options_are_validated_by_the_cli(
+    hub: Hub, aq_feed: Callable[..., Manifest], tmp_path: Path
+) -> None:
+    hub.store.register_dataset(aq_feed("push"))
+    run = hub.ingest("aq_push")
+    assert run.status == "failed"
+    assert run.error is not None and "a push feed is not pulled" in run.error
+    bad = aq_feed("mqtt", flush_seconds=-1)
+    path = tmp_path / "bad_feed.yaml"
+    path.write_text(yaml.safe_dump(bad.model_dump(mode="json"), allow_unicode=True))
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "blockhub"), "validate", str(path)],
+        env={**os.environ, "BLOCKHUB_HOME": str(tmp_path / "h")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert str(path) in res.stderr and "source.options.flush_seconds" in res.stderr
+    assert "Traceback" not in res.stderr

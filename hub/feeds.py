@@ -162,7 +162,7 @@ class FeedRunner:
             topics=resolved["topics"],
             qos=opts.qos,
             client_id=opts.client_id or self._client_id(feed.id),
-            on_payload=lambda topic, payload: self._on_mqtt(feed, topic, payload),
+            on_batch=lambda messages: self._on_mqtt(feed, messages),
             username=resolved["username"],
             password=resolved["password"],
         )
@@ -195,23 +195,31 @@ class FeedRunner:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(feed.wake.set)
 
-    def _on_mqtt(self, feed: Feed, topic: str, payload: bytes) -> None:
-        """A message from the broker (paho's thread): keep its valid events, log the rest.
-        Returning acknowledges it, so the events are in the log before that."""
-        try:
-            doc: Any = orjson.loads(payload)
-        except orjson.JSONDecodeError as e:
-            feed.rejected += 1
-            log.warning("feed %s: message on %s is not JSON (%s); dropped", feed.id, topic, e)
+    def _on_mqtt(self, feed: Feed, messages: list[tuple[str, bytes]]) -> None:
+        """Messages from the broker (the subscriber's worker thread): keep their valid events
+        in one log transaction, log the rest.  Returning lets the messages be acknowledged."""
+        events: list[Any] = []
+        origin: list[tuple[str, int]] = []  # (topic, index within its message) of each event
+        for topic, payload in messages:
+            try:
+                doc: Any = orjson.loads(payload)
+            except orjson.JSONDecodeError as e:
+                feed.rejected += 1
+                log.warning("feed %s: message on %s is not JSON (%s); dropped", feed.id, topic, e)
+                continue
+            batch = doc if isinstance(doc, list) else [doc]
+            events += batch
+            origin += [(topic, i) for i in range(len(batch))]
+        if not events:
             return
-        events = doc if isinstance(doc, list) else [doc]
         checked = check_events(feed.manifest, events)
         for err in checked.errors:
             feed.rejected += 1
+            topic, index = origin[err.index]
             log.warning(
                 "feed %s: event %d of a message on %s rejected: %s",
                 feed.id,
-                err.index,
+                index,
                 topic,
                 err.reason,
             )

@@ -37,6 +37,7 @@ from pipelines.feeds import (
     flush_feed,
     parse_batch,
 )
+from tests.conftest import manifest_dict
 
 MQTT = ("127.0.0.1", 1883)
 ROOT = Path(__file__).resolve().parents[1]
@@ -466,3 +467,22 @@ def test_a_feed_is_not_pulled_and_its_options_are_validated_by_the_cli(
     assert res.returncode == 2
     assert str(path) in res.stderr and "source.options.flush_seconds" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.airflow
+def test_feeds_get_no_airflow_dag(tmp_path: Path, aq_feed: Callable[..., Manifest]) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    for m in (aq_feed("push"), aq_feed("mqtt")):
+        (folder / f"{m.id}.yaml").write_text(yaml.safe_dump(m.model_dump(mode="json")))
+    ticket = manifest_dict(source={"connector": "csv", "options": {"path": "/x.csv"}})
+    (folder / "tickets.yaml").write_text(yaml.safe_dump(ticket, allow_unicode=True))
+    code = (
+        "import pipelines.dags.blockhub_datasets as d; "
+        "print(sorted(k for k in vars(d) if k.startswith('blockhub_ingest_')))"
+    )
+    env = {**os.environ, "BLOCKHUB_MANIFESTS": str(folder), "AIRFLOW_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "['blockhub_ingest_tickets']"

@@ -97,8 +97,10 @@ class FeedRunner:
                 await t
         if flush:
             for feed in self.feeds.values():
-                with contextlib.suppress(Exception):
+                try:
                     await self._flush(feed)
+                except Exception:  # the events stay in the log; the next start flushes them
+                    log.exception("feed %s: final flush failed", feed.id)
         self.feeds.clear()
 
     async def _rescan(self) -> None:

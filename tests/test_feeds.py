@@ -486,3 +486,27 @@ def test_feeds_get_no_airflow_dag(tmp_path: Path, aq_feed: Callable[..., Manifes
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "['blockhub_ingest_tickets']"
+
+
+def test_a_broker_that_is_down_does_not_stop_the_hub(
+    hub: Hub,
+    tokens: dict[str, str],
+    aq_feed: Callable[..., Manifest],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub.store.register_dataset(aq_feed("mqtt", port=free_port(), password="${AQ_MQTT_SECRET}"))
+    hub.store.register_dataset(aq_feed("push"))
+    monkeypatch.setenv("AQ_MQTT_SECRET", "never-logged-secret")
+    port = free_port()
+    auth = {"Authorization": f"Bearer {tokens['admin']}"}
+    with serving(hub, port):
+        base = f"http://127.0.0.1:{port}/v1/feeds"
+        assert httpx.get(f"{base}/aq_live", headers=auth).json()["running"] is False
+        r = httpx.post(f"{base}/aq_push/events", headers=auth, json=[reading()])
+        assert r.status_code == 202
+        too_many = [reading(hour=h % 24) for h in range(10_001)]
+        r = httpx.post(f"{base}/aq_push/events", headers=auth, json=too_many, timeout=60)
+        assert r.status_code == 413 and r.json()["code"] == "too_large"
+    assert "feed aq_live not started: mqtt broker 127.0.0.1:" in caplog.text
+    assert "never-logged-secret" not in caplog.text

@@ -1,8 +1,8 @@
 """Live feeds, the pure parts: what a feed manifest says, event validation, micro-batch flush.
 
 A feed is a dataset whose source pushes events (``source.connector: mqtt`` or ``push``;
-docs/feeds.md).  Accepted events are appended one message each to the durable event
-log on channel ``feed:<id>`` *before* they are acknowledged; :func:`flush_feed` then
+docs/feeds.md).  Accepted events are appended, one message per event, to the durable
+event log on channel ``feed:<id>`` *before* they are acknowledged; :func:`flush_feed` then
 moves what the log holds past the table's committed offset into the lake in one
 commit that records the new offset, exactly like an ingest run records its cursor.
 So a crash between acknowledgement and flush loses nothing, and a flush that is
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -219,8 +220,6 @@ def jsonable(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_batch(body: bytes, content_type: str) -> list[Any]:
     """A request body as a list of events: a JSON array, one JSON object, or NDJSON."""
-    import orjson
-
     text = body.strip()
     if not text:
         raise InvalidRequest("the body holds no events")

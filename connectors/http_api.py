@@ -135,6 +135,7 @@ class HttpApiConnector(Connector):
         )
         self._first: tuple[dict[str, Any], Page] | None = None
         self._remember = False
+        self._schema: pa.Schema | None = None
         self.requests = 0
 
     def _bad(self, option: str, message: str) -> ConnectorError:
@@ -290,7 +291,8 @@ class HttpApiConnector(Connector):
             first = next(self.pages())
         finally:
             self._remember = False
-        return _records_table(first.records).schema
+        self._schema = _records_table(first.records).schema
+        return self._schema
 
     def read(
         self, cursor: str | None = None, since: CursorValue = None
@@ -299,6 +301,8 @@ class HttpApiConnector(Connector):
             if not page.records:
                 continue
             table = _records_table(page.records)
+            if self._schema is not None:
+                table = _align(table, self._schema)
             if cursor and since is not None:
                 table = _after(table, cursor, since, self.url)
             yield from table.to_batches(self.batch_rows)
@@ -320,6 +324,23 @@ def _records_table(records: list[dict[str, Any]]) -> pa.Table:
         if pa.types.is_null(field.type):
             table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
     return table
+
+
+def _align(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A page in the discovered column order; a field absent from every record of the
+    page becomes a null column, and fields new on this page follow."""
+    cols, names = [], []
+    for field in schema:
+        names.append(field.name)
+        if field.name in table.column_names:
+            cols.append(table.column(field.name))
+        else:
+            cols.append(pa.chunked_array([pa.nulls(table.num_rows, field.type)]))
+    for name in table.column_names:
+        if name not in schema.names:
+            names.append(name)
+            cols.append(table.column(name))
+    return pa.Table.from_arrays(cols, names=names)
 
 
 def _after(table: pa.Table, column: str, since: CursorValue, url: str) -> pa.Table:

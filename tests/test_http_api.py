@@ -234,8 +234,11 @@ def test_rate_limit_spaces_requests(beds: tuple[BedsApi, str]) -> None:
     )
     times = api.seen["offset"]
     assert len(times) == 12
+    # 12 requests at 20/s span at least 11 × 50 ms; arrival jitter on a busy box can
+    # shorten one gap, never the whole span.
+    assert times[-1] - times[0] >= 11 * 0.05 * 0.95
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.045, gaps
+    assert sorted(gaps)[len(gaps) // 2] >= 0.045, gaps
 
 
 def test_gives_up_after_bounded_attempts_without_leaking_the_secret(
@@ -261,6 +264,19 @@ def test_refused_credentials_fail_at_once(beds: tuple[BedsApi, str]) -> None:
     ):
         c.discover()
     assert len(api.seen["page"]) == 1
+
+
+def test_a_field_missing_from_a_whole_page_reads_as_null(beds: tuple[BedsApi, str]) -> None:
+    api, base = beds
+    rows = api.rows
+    # Page 2 (records 101-200) carries no beds_free at all, as sparse APIs do.
+    api.rows = lambda since: [  # type: ignore[method-assign]
+        {k: v for k, v in r.items() if not (k == "beds_free" and 100 < r["report_id"] <= 200)}
+        for r in rows(since)
+    ]
+    table = _read({"url": f"{base}/page", "records": "data.items", "pagination": {"style": "page"}})
+    assert table.num_rows == 560
+    assert table.column("beds_free").null_count == 100
 
 
 def test_records_path_must_hold_a_list(beds: tuple[BedsApi, str]) -> None:

@@ -10,7 +10,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 from typing import Any
 
 import pyarrow as pa
@@ -23,7 +24,7 @@ from starlette.routing import Route
 
 from catalog.errors import ConnectorError
 from catalog.manifest import Manifest
-from connectors.http_api import HttpApiConnector
+from connectors.http_api import HttpApiConnector, _retry_after, dig
 from hub.context import Hub
 from hub.sampleworld import hospital_beds
 from hub.server import free_port
@@ -354,3 +355,14 @@ def test_failing_api_is_a_failed_run_and_publishes_nothing(
     assert run.status == "failed"
     assert run.error is not None and "HTTP 503" in run.error and TOKEN not in run.error
     assert hub.store.versions("hospital_beds") == []
+
+
+def test_retry_after_and_records_paths() -> None:
+    assert _retry_after("3") == 3.0
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < (_retry_after(soon) or 0) <= 30
+    assert _retry_after("not a date") is None and _retry_after(None) is None
+    doc = {"data": {"items": [{"a": 1}], "pages": [{"next": "x"}]}}
+    assert dig(doc, "data.items") == [{"a": 1}]
+    assert dig(doc, "data.pages.0.next") == "x"
+    assert dig(doc, "data.missing.deeper") is None

@@ -32,6 +32,7 @@ from catalog.manifest import load_manifest
 from catalog.store import Principal, Run
 from hub.context import Hub
 from hub.settings import Settings
+from pipelines.feeds import feed_options, is_feed
 
 app = typer.Typer(
     name="blockhub",
@@ -148,6 +149,8 @@ def validate(paths: list[Path]) -> None:
     for p in _manifest_paths(paths):
         try:
             m = load_manifest(p)
+            if is_feed(m):  # a feed's options are checked here too, not only at serve time
+                feed_options(m, file=str(p))
             out.print(f"[green]ok[/] {p} ({m.id})")
         except HubError as e:
             failed += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from catalog.store import Run
 from hub.context import Hub
-from hub.sampleworld import hotline_tickets
+from hub.sampleworld import air_readings, hotline_tickets
 from hub.server import free_port, serve, serving
 from hub.settings import Settings
 
@@ -75,6 +76,8 @@ def build_world(settings: Settings, rows: int, console: Console) -> World:
     home.mkdir(parents=True)
     s = settings.model_copy(update={"home": home, "manifests": MANIFESTS})
     os.environ["BLOCKHUB_DEMO_WORLD"] = str(home / "world")
+    # The air-quality feed's topics start with this, so that demos on one broker stay apart.
+    os.environ["BLOCKHUB_DEMO_MQTT"] = f"blockhub-demo/{uuid.uuid4().hex[:8]}/guiyang"
     hub = Hub.open(s)
     for agency_id, name in AGENCIES.items():
         hub.store.upsert_agency(agency_id, name)
@@ -168,10 +171,56 @@ def guided_tour(world: World, console: Console) -> None:
             run = world.hub.ingest("hotline_tickets", trigger="demo")
             _report(console, run)
             _print_ws(console, json.loads(ws.recv(10)))
+        live_feed_tour(world, console, port)
     console.rule("done")
     console.print(
         "Run `blockhub demo` without --tour to keep the server running and try it yourself."
     )
+
+
+def live_feed_tour(world: World, console: Console, port: int) -> None:
+    """Stations publish readings over MQTT; they arrive on the websocket at once and in the
+    lake with the next flush (skipped, saying so, when no broker listens on 127.0.0.1:1883)."""
+    import paho.mqtt.client as mqtt
+    from websockets.sync.client import connect
+
+    console.rule("用 live feed: air quality over MQTT")
+    prefix = os.environ["BLOCKHUB_DEMO_MQTT"]
+    station = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-station")
+    try:
+        station.connect("127.0.0.1", 1883)
+    except OSError as e:
+        console.print(f"no MQTT broker on 127.0.0.1:1883 ({e.strerror or e}): feed part skipped")
+        return
+    station.loop_start()
+    readings = air_readings(20, seed=SEED, start=START).to_pylist()
+    with connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+        ws.send(json.dumps({"op": "auth", "token": world.tokens["dev_hbj"]}))
+        ws.recv(10)
+        for channel in ("feed:air_quality_live", "dataset:air_quality_live"):
+            ws.send(json.dumps({"op": "subscribe", "channel": channel}))
+            ws.recv(10)
+        console.print(f"→ 20 stations publish their hourly reading on {prefix}/air/<station>")
+        for r in readings:
+            payload = {**r, "measured_at": r["measured_at"].isoformat()}
+            station.publish(f"{prefix}/air/{r['station_id']}", json.dumps(payload), qos=1)
+        events = 0
+        while True:
+            msg = json.loads(ws.recv(30))
+            if msg.get("event") == "feed.event":
+                events += 1
+                if events <= 2:
+                    d = msg["data"]
+                    console.print(
+                        f"← {msg['channel']} #{msg['offset']} feed.event: {d['station_id']} "
+                        f"AQI {d['aqi']} at {d['measured_at']}"
+                    )
+            elif msg.get("event") == "dataset.updated":
+                console.print(f"  … {events} readings arrived live, then the flush:")
+                _print_ws(console, msg)
+                break
+    station.disconnect()
+    station.loop_stop()
 
 
 def _print_ws(console: Console, msg: dict[str, object]) -> None:
@@ -208,6 +257,10 @@ Tokens (valid 7 days): {json.dumps(world.tokens, indent=2)}
        --data-urlencode "sql=SELECT count(*) FROM hotline_tickets"
   Dashboard: {base}/dashboard/ (sign in with a token above)
   OpenAPI: {base}/docs · websocket: ws://127.0.0.1:{port}/v1/ws (docs/websocket.md)
+
+Publish an air-quality reading (a live feed; docs/feeds.md):
+  mosquitto_pub -t {os.environ["BLOCKHUB_DEMO_MQTT"]}/air/GYAQ01 -q 1 -m \\
+    '{{"station_id": "GYAQ01", "measured_at": "2024-06-01T08:00:00+08:00", "aqi": 57}}'
 
 Drop another tickets-*.csv export into {world.folder / "hotline"} and run
   BLOCKHUB_HOME={world.hub.settings.home} blockhub ingest hotline_tickets

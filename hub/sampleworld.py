@@ -684,3 +684,68 @@ def district_population(seed: int = DEFAULT_SEED) -> pa.Table:
             "households": pa.array(rows["hh"], pa.int64()),
         }
     )
+
+
+# --- Hospital bed availability (an HTTP JSON API) -------------------------------------------
+
+_HOSPITAL_KINDS: tuple[tuple[str, int], ...] = (
+    ("人民医院", 900),
+    ("中医医院", 500),
+    ("妇幼保健院", 300),
+    ("第二人民医院", 400),
+)
+_WARDS: tuple[tuple[str, float], ...] = (
+    ("内科", 0.30),
+    ("外科", 0.25),
+    ("儿科", 0.12),
+    ("妇产科", 0.10),
+    ("重症医学科", 0.05),
+    ("感染科", 0.08),
+    ("急诊科", 0.10),
+)
+
+
+def hospital_beds(
+    reports: int = 1, seed: int = DEFAULT_SEED, start: datetime = DEFAULT_START
+) -> pa.Table:
+    """Bed availability as a hospitals' reporting API serves it: one row per hospital ward
+    and report, ``reports`` hourly reports from ``start``; ``report_id`` counts up in time
+    order and ``updated_at`` is the report time (the API's incremental cursor).
+
+    Four hospitals per district, seven wards each; occupancy runs high (85–98 %), as it
+    does in winter, and ICU beds are the scarcest.
+    """
+    rng = _rng(seed, 6)
+    hospital_ids: list[str] = []
+    hospital_names: list[str] = []
+    districts: list[str] = []
+    totals: list[int] = []
+    for code, name in zip(GUIYANG_DISTRICT_CODES, _district_names(), strict=True):
+        for kind, beds in _HOSPITAL_KINDS:
+            hospital_ids.append(f"H{code}{len(hospital_ids) % len(_HOSPITAL_KINDS) + 1:02d}")
+            hospital_names.append(f"贵阳市{name}{kind}")
+            districts.append(code)
+            totals.append(int(beds * rng.uniform(0.6, 1.4)))
+    wards = [w for w, _ in _WARDS]
+    shares = np.array([s for _, s in _WARDS])
+    n_h, n_w = len(hospital_ids), len(wards)
+    per_report = n_h * n_w
+    row = np.arange(reports * per_report, dtype=np.int64)
+    report_idx, rest = row // per_report, row % per_report
+    h_idx, w_idx = rest // n_w, rest % n_w
+    total = np.maximum(4, np.round(np.array(totals)[h_idx] * shares[w_idx])).astype(np.int64)
+    occupancy = np.clip(rng.normal(0.92, 0.04, row.size), 0.5, 1.0)
+    free = np.maximum(0, np.round(total * (1 - occupancy))).astype(np.int64)
+    updated = _to_us(start) // _US_PER_HOUR * _US_PER_HOUR + report_idx * _US_PER_HOUR
+    return pa.table(
+        {
+            "report_id": pa.array(row + 1, pa.int64()),
+            "hospital_id": _take(hospital_ids, h_idx),
+            "hospital_name": _take(hospital_names, h_idx),
+            "district_code": _take(districts, h_idx),
+            "ward": _take(wards, w_idx),
+            "beds_total": pa.array(total),
+            "beds_free": pa.array(free),
+            "updated_at": _timestamps(updated),
+        }
+    )

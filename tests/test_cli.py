@@ -28,6 +28,7 @@ def test_demo_tour_runs_end_to_end(tmp_path: Path) -> None:
     assert "time travel: version 1 has 3,000 rows" in out
     assert "gets 403" in out
     assert "dataset:hotline_tickets #3 dataset.updated: version 3" in out
+    assert "dataset:air_quality_live #1 dataset.updated: version 1, +20 rows" in out
 
 
 def test_bad_manifest_names_file_and_field_without_traceback(tmp_path: Path) -> None:

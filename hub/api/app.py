@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
-from hub.api.routes import datasets, query
+from hub.api.routes import datasets, feeds, query
 from hub.api.ws import router as ws_router
 from hub.context import Hub
+from hub.feeds import FeedRunner
 from hub.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
@@ -32,20 +33,24 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.bus.start()
+        await app.state.feeds.start()  # live feeds: MQTT subscribers and flushers
         try:
             yield
         finally:
+            await app.state.feeds.stop()
             await the_hub.bus.stop()
             if owned:
                 the_hub.close()
 
     app = FastAPI(title="blockhub", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.hub = the_hub
+    app.state.feeds = FeedRunner(the_hub)
     errors.install(app)
     app.include_router(datasets.router)
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
     app.include_router(ws_router)
+    app.include_router(feeds.router)
 
     # The dashboard is static code with no data in it; everything it shows comes through
     # the authenticated API with the operator's own token.

@@ -21,6 +21,7 @@ from catalog.store import Principal
 from hub.api.errors import hub_error_body
 from hub.bus import Notice, SlowConsumer, Subscription
 from hub.context import Hub
+from pipelines.feeds import is_feed
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -65,6 +66,13 @@ def check_channel(hub: Hub, principal: Principal, channel: str) -> None:
     kind, _, name = channel.partition(":")
     if kind == "dataset" and name:
         record = hub.store.get_dataset(name)
+        if not can_read(principal, record):
+            raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
+        return
+    if kind == "feed" and name:  # a feed's events: readable by whoever may read the feed
+        record = hub.store.get_dataset(name)
+        if not is_feed(record.manifest):
+            raise InvalidRequest(f"dataset {name!r} is not a feed", channel=channel)
         if not can_read(principal, record):
             raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
         return

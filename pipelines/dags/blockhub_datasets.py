@@ -68,6 +68,8 @@ def _manifest_files() -> list[Path]:
 
 for _path in _manifest_files():
     try:
+        if load_manifest(_path).source.connector in ("mqtt", "push"):
+            continue  # a live feed is fed by `blockhub serve`, not by runs (docs/feeds.md)
         _dag = build_dag(_path)
     except ManifestError as _err:  # one broken manifest must not hide the other DAGs
         logging.getLogger(__name__).error("skipping manifest: %s", _err.message)

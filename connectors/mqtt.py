@@ -68,14 +68,18 @@ class MqttSubscriber:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
             self._refused = str(rc)
             log.warning("mqtt %s:%d refused the connection: %s", self.host, self.port, rc)
             return
-        # Subscribing on every connect restores the subscriptions after a reconnect.
+        # Subscribing on every connect restores the subscriptions after a reconnect; we are
+        # "connected" only once the broker has acknowledged them (see _on_subscribe).
         client.subscribe([(t, self.qos) for t in self.topics])
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, _codes: Any, _p: Any) -> None:
         self.connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _p: Any) -> None:

@@ -209,6 +209,10 @@ def test_mqtt_events_reach_the_websocket_at_once_and_the_lake_in_micro_batches(
         assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
         ws.send(json.dumps({"op": "subscribe", "channel": "feed:aq_live"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        state_url = f"http://127.0.0.1:{port}/v1/feeds/aq_live"
+        auth = {"Authorization": f"Bearer {tokens['developer']}"}
+        # the broker keeps messages for our session only once it has acknowledged it
+        _wait(lambda: httpx.get(state_url, headers=auth).json()["mqtt_connected"])
         _publish(
             f"{topic}/GYAQ01",
             [

@@ -205,6 +205,8 @@ def _run_line(run: Run) -> str:
         text += f" in {run.duration_s:.2f} s"
     if run.error:
         text += f"\n  [red]{run.error}[/]"
+    for column, n in run.details.get("unresolved_addresses", {}).items():
+        text += f"\n  [yellow]{n:,} address(es) in {column} did not resolve to a region[/]"
     return text
 
 

@@ -321,6 +321,33 @@ def query(
 
 
 @app.command()
+def block(
+    code: Annotated[str, typer.Argument(help="region code (6/12 digits) or 18-char credit code")],
+    children: Annotated[
+        bool, typer.Option("--children", help="break every dataset down by child region")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
+    as_: Annotated[str | None, typer.Option("--as", help="answer as this principal")] = None,
+) -> None:
+    """Everything the datasets say about one block: blockhub block 520102."""
+    from hub.blocks import Blocks
+    from hub.blockview import print_block
+
+    h = hub()
+    blocks = Blocks(h.exchange, timeout_s=settings().query_timeout_s)
+    principal = _principal(as_)
+    code = code.strip()
+    if len(code) == 18 and not code.isdigit():
+        answer = blocks.enterprise(code, principal)
+    else:
+        answer = blocks.region(code, principal, with_children=children)
+    if as_json:
+        print(json.dumps(answer, ensure_ascii=False, default=str))
+        return
+    print_block(out, answer)
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="port")] = None,

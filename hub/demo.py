@@ -23,6 +23,7 @@ from rich.table import Table
 
 from catalog.store import Run
 from hub.context import Hub
+from hub.demo_blocks import BLOCK_AGENCIES, block_tour, ingest_block_datasets, write_sources
 from hub.sampleworld import hotline_tickets
 from hub.server import free_port, serve, serving
 from hub.settings import Settings
@@ -35,6 +36,7 @@ AGENCIES = {
     "gy_dsj": "贵阳市大数据发展管理局",
     "gy_12345": "贵阳市12345政务服务便民热线",
     "gy_hbj": "贵阳市生态环境局",
+    **BLOCK_AGENCIES,
 }
 PRINCIPALS = [
     ("admin", "gy_dsj", "admin", "指挥中心管理员"),
@@ -92,6 +94,8 @@ def build_world(settings: Settings, rows: int, console: Console) -> World:
     _report(console, hub.ingest("hotline_tickets", trigger="demo"))
     world.write_tickets(max(1, rows // 20))
     _report(console, hub.ingest("hotline_tickets", trigger="demo"))
+    write_sources(world.folder, seed=SEED)
+    ingest_block_datasets(hub, console)
     return world
 
 
@@ -168,6 +172,12 @@ def guided_tour(world: World, console: Console) -> None:
             run = world.hub.ingest("hotline_tickets", trigger="demo")
             _report(console, run)
             _print_ws(console, json.loads(ws.recv(10)))
+
+        def more_tickets() -> None:
+            world.write_tickets(500)
+            _report(console, world.hub.ingest("hotline_tickets", trigger="demo"))
+
+        block_tour(http, f"ws://127.0.0.1:{port}/v1/ws", world.tokens, console, more_tickets)
     console.rule("done")
     console.print(
         "Run `blockhub demo` without --tour to keep the server running and try it yourself."

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -98,7 +96,9 @@ def block_sql(
     m = record.manifest
     col = _ident(key.key_column)
     time_col = _time_column(m)
-    latest = f"max({_ident(time_col)})" if time_col else "NULL"
+    # VARCHAR so that every dataset's part has the same columns (a timestamp here, a date
+    # there) and one query can carry the whole block.
+    latest = f"CAST(max({_ident(time_col)}) AS VARCHAR)" if time_col else "NULL"
     parts = [f"SELECT 'rows' AS part, NULL AS key, count(*) AS n, {latest} AS latest, "
              "NULL AS value FROM b"]  # fmt: skip
     if child_digits:
@@ -120,18 +120,18 @@ def block_sql(
     return f"WITH b AS (SELECT * FROM {_ident(record.id)} WHERE {where})\n{body}"
 
 
-def region_where(key: BlockKey, prefix: str) -> str:
-    return f"starts_with(CAST({_ident(key.key_column)} AS VARCHAR), {_literal(prefix)})"
+def region_where(manifest: Manifest, key: BlockKey, prefix: str) -> str:
+    """Rows whose code starts with ``prefix``, written as a range (``>= '520102' AND <
+    '520103'``): DuckDB pushes a range into the Parquet scan, a ``starts_with`` it does not."""
+    col = _ident(key.key_column)
+    if key.kind == "region" and manifest.column(key.column).type != "string":
+        col = f"CAST({col} AS VARCHAR)"
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return f"{col} >= {_literal(prefix)} AND {col} < {_literal(upper)}"
 
 
 def enterprise_where(key: BlockKey, code: str) -> str:
     return f"{_ident(key.key_column)} = {_literal(code)}"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
 
 
 @dataclass
@@ -142,18 +142,65 @@ class _Part:
     rows_params: dict[str, str]
 
 
-def _run(exchange: Exchange, principal: Principal, part: _Part, timeout_s: float) -> Any:
-    """Run one dataset's query; ``None`` when the exchange says the caller may not read it."""
+@dataclass
+class _Outcome:
+    version: int | None
+    rows: list[dict[str, Any]]
+    query_ms: float
+    truncated: bool
+
+
+def _run(
+    exchange: Exchange, principal: Principal, parts: list[_Part], timeout_s: float
+) -> list[_Outcome | HubError | None]:
+    """Run the parts as one exchange query (one check, one audit record, one DuckDB plan);
+    if that fails, run them one by one so that only the failing dataset reports an error
+    and a dataset the exchange refuses (``None``) drops out silently."""
+    if len(parts) > 1:
+        union = "\nUNION ALL\n".join(
+            f"SELECT {_literal(p.record.id)} AS dataset, * FROM ({p.sql}) AS {_ident(f'_p{i}')}"
+            for i, p in enumerate(parts)
+        )
+        try:
+            result = exchange.query(union, principal, max_rows=MAX_ANSWER_ROWS, timeout_s=timeout_s)
+            rows = result.to_table().to_pylist()
+        except HubError:
+            return [_run(exchange, principal, [p], timeout_s)[0] for p in parts]
+        by_dataset: dict[str, list[dict[str, Any]]] = {p.record.id: [] for p in parts}
+        for row in rows:
+            by_dataset[row["dataset"]].append(row)
+        return [
+            _Outcome(
+                result.versions.get(p.record.id),
+                by_dataset[p.record.id],
+                result.query_ms,
+                result.truncated,
+            )
+            for p in parts
+        ]
+    part = parts[0]
     try:
         result = exchange.query(part.sql, principal, max_rows=MAX_ANSWER_ROWS, timeout_s=timeout_s)
-        return result, result.to_table().to_pylist()
+        rows = result.to_table().to_pylist()
     except AccessDenied:
-        return None
+        return [None]
     except HubError as e:
-        return e
+        return [e]
+    return [_Outcome(result.versions.get(part.record.id), rows, result.query_ms, result.truncated)]
 
 
-def _dataset_entry(part: _Part, outcome: Any) -> dict[str, Any] | None:
+def _iso(text: str | None) -> str | None:
+    """DuckDB's text of a timestamp (``2024-05-04 23:59:11+00``) as ISO 8601."""
+    if text is None:
+        return None
+    if len(text) > 10 and text[10] == " ":
+        text = text[:10] + "T" + text[11:]
+    if len(text) > 3 and text[-3] in "+-" and text[-2:].isdigit():
+        text += ":00"
+    return text
+
+
+def _dataset_entry(part: _Part, outcome: _Outcome | HubError | None) -> dict[str, Any] | None:
     record, m = part.record, part.record.manifest
     entry: dict[str, Any] = {
         "dataset": record.id,
@@ -167,8 +214,8 @@ def _dataset_entry(part: _Part, outcome: Any) -> dict[str, Any] | None:
         return None
     if isinstance(outcome, HubError):
         return {**entry, "error": outcome.to_dict()}
-    result, rows = outcome
-    entry["version"] = result.versions.get(record.id)
+    rows = outcome.rows
+    entry["version"] = outcome.version
     titles = {f.name: f for f in m.block_figures}
     figures: dict[str, dict[str, Any]] = {
         f.name: {"name": f.name, "title": f.title or f.name, "by": f.by} for f in m.block_figures
@@ -178,9 +225,9 @@ def _dataset_entry(part: _Part, outcome: Any) -> dict[str, Any] | None:
         part_name = row["part"]
         if part_name == "rows":
             entry["rows"] = int(row["n"] or 0)
-            entry["latest"] = _jsonable(row["latest"])
+            entry["latest"] = _iso(row["latest"])
         elif part_name == "child":
-            children[row["key"]] = {"rows": int(row["n"] or 0), "latest": _jsonable(row["latest"])}
+            children[row["key"]] = {"rows": int(row["n"] or 0), "latest": _iso(row["latest"])}
         elif part_name.startswith("figure:"):
             name = part_name[len("figure:") :]
             value = orjson.loads(row["value"]) if row["value"] is not None else None
@@ -195,8 +242,8 @@ def _dataset_entry(part: _Part, outcome: Any) -> dict[str, Any] | None:
             )
     entry["figures"] = list(figures.values())
     entry["rows_href"] = f"/v1/datasets/{record.id}/rows?{urlencode(part.rows_params)}"
-    entry["query_ms"] = result.query_ms
-    entry["truncated"] = result.truncated
+    entry["query_ms"] = outcome.query_ms
+    entry["truncated"] = outcome.truncated
     if children:
         entry["_children"] = children
     return entry
@@ -205,10 +252,9 @@ def _dataset_entry(part: _Part, outcome: Any) -> dict[str, Any] | None:
 class Blocks:
     """Block answers over an exchange (one per hub; stateless apart from the exchange)."""
 
-    def __init__(self, exchange: Exchange, *, timeout_s: float = 30.0, workers: int = 4) -> None:
+    def __init__(self, exchange: Exchange, *, timeout_s: float = 30.0) -> None:
         self.exchange = exchange
         self.timeout_s = timeout_s
-        self.workers = workers
 
     def _parts(
         self,
@@ -229,13 +275,7 @@ class Blocks:
     def _answer(self, principal: Principal, parts: list[_Part]) -> list[dict[str, Any]]:
         if not parts:
             return []
-        if len(parts) == 1 or self.workers <= 1:
-            outcomes = [_run(self.exchange, principal, p, self.timeout_s) for p in parts]
-        else:
-            with ThreadPoolExecutor(min(self.workers, len(parts))) as pool:
-                outcomes = list(
-                    pool.map(lambda p: _run(self.exchange, principal, p, self.timeout_s), parts)
-                )
+        outcomes = _run(self.exchange, principal, parts, self.timeout_s)
         entries = [_dataset_entry(p, o) for p, o in zip(parts, outcomes, strict=True)]
         return [e for e in entries if e is not None]
 
@@ -250,7 +290,7 @@ class Blocks:
         child_digits = max((PREFIX_DIGITS[k.level] for k in kids), default=0) or None
 
         def sql_for(record: DatasetRecord, key: BlockKey) -> str:
-            return block_sql(record, key, region_where(key, prefix), child_digits)
+            return block_sql(record, key, region_where(record.manifest, key, prefix), child_digits)
 
         def params(key: BlockKey) -> dict[str, str]:
             return {f"{key.key_column}__prefix": prefix}

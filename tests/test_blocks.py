@@ -150,7 +150,7 @@ def test_district_block_matches_hand_counts(world: World) -> None:
     assert answer["block"]["full_name"] == "贵州省贵阳市南明区"
     assert answer["block"]["parent"]["code"] == GUIYANG
     assert answer["versions"] == {
-        d: v.version for d, v in world.hub.store.latest_versions().items() if d != "regions"
+        d: v.version for d, v in world.hub.store.latest_versions().items()
     }
 
     t = [r for r in tickets.to_pylist() if r["district_code"] == NANMING]
@@ -184,6 +184,11 @@ def test_district_block_matches_hand_counts(world: World) -> None:
 
     pop = entry(answer, "district_population")
     assert pop["rows"] == 5 and figure(pop, "latest_year") == 2024
+
+    towns = [r for r in load_regions().values() if r.code.startswith(NANMING)]
+    reg = entry(answer, "regions")  # the division itself and its townships
+    assert reg["rows"] == len(towns)
+    assert figure(reg, "divisions") == dict(Counter(r.level for r in towns))
 
 
 def test_city_drill_down_and_township(world: World) -> None:
@@ -250,6 +255,7 @@ def test_no_grant_no_trace_of_a_conditional_dataset(world: World) -> None:
             assert r.status_code == 200
             assert "hotline" not in r.text and "gy_12345" not in r.text, path
             assert {d["dataset"] for d in r.json()["datasets"]} == {
+                "regions",
                 "air_readings",
                 "air_stations",
                 "enterprises",

@@ -19,6 +19,7 @@ Prints medians / p95 and the ratio to DuckDB direct.  Not a test: run it by hand
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
+from catalog.errors import Conflict
 from catalog.manifest import load_manifests
 from catalog.store import Principal
 from connectors.duck import connect
@@ -95,13 +97,17 @@ def _parquet(m, path: Path):  # type: ignore[no-untyped-def]
     return m.model_copy(update={"source": source})
 
 
-def timed(fn: Callable[[], object], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+CPU: dict[str, list[float]] = {}
+
+
+def timed(name: str, fn: Callable[[], object]) -> float:
+    """Wall ms of one call; the process's CPU ms (all threads) is kept in ``CPU[name]``.
+    On a shared machine wall time includes waiting for a core; CPU time does not."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    wall = (time.perf_counter() - t0) * 1000
+    CPU.setdefault(name, []).append((time.process_time() - c0) * 1000)
+    return wall
 
 
 def stats(ms: list[float]) -> str:
@@ -167,7 +173,8 @@ def main() -> None:
         port = free_port()
         token = None
         with serving(hub, port):
-            hub.store.create_principal("bench_http", "gy_12345", "bench", "steward")
+            with contextlib.suppress(Conflict):  # a world reused from an earlier run
+                hub.store.create_principal("bench_http", "gy_12345", "bench", "steward")
             token = hub.store.issue_token("bench_http", ttl=timedelta(hours=1))
             with httpx.Client(
                 base_url=f"http://127.0.0.1:{port}",
@@ -181,18 +188,27 @@ def main() -> None:
                 over_http()
                 # Interleave the three so that the shared machine's load hits all alike.
                 for _ in range(args.runs):
-                    rounds["duckdb"] += timed(direct, 1)
-                    rounds["blockhub"] += timed(through_blockhub, 1)
-                    rounds["http"] += timed(over_http, 1)
+                    rounds["duckdb"].append(timed("duckdb", direct))
+                    rounds["blockhub"].append(timed("blockhub", through_blockhub))
+                    rounds["http"].append(timed("http", over_http))
         base = statistics.median(rounds["duckdb"])
-        print(f"district {args.code} summary, {len(texts)} datasets, {args.runs} warm runs each:")
+        load = os.getloadavg()[0]
+        print(
+            f"district {args.code} summary, {len(texts)} datasets, {args.runs} warm runs each "
+            f"(load average {load:.1f} on {os.cpu_count()} cores):"
+        )
         for name, label in (
             ("duckdb", "DuckDB direct (same SQL, sequential)"),
             ("blockhub", "blockhub Blocks.region (in-process)"),
             ("http", "blockhub GET /v1/blocks/region (uvicorn)"),
         ):
             ratio = statistics.median(rounds[name]) / base
-            print(f"  {label:44s} {stats(rounds[name])} · {ratio:.2f}× DuckDB")
+            cpu = statistics.median(CPU[name])
+            cpu_ratio = cpu / statistics.median(CPU["duckdb"])
+            print(
+                f"  {label:44s} {stats(rounds[name])} · {ratio:.2f}× DuckDB · "
+                f"CPU median {cpu:6.1f} ms ({cpu_ratio:.2f}×)"
+            )
     finally:
         hub.close()
 

@@ -84,40 +84,63 @@ def _time_column(manifest: Manifest) -> str | None:
     return manifest.block_time or manifest.source.cursor
 
 
+@dataclass(frozen=True)
+class BlockQuery:
+    """One dataset's SQL for a block answer and how to read its rows back."""
+
+    sql: str
+    keys: int  # grouping keys: the child-region prefix first (if any), then ``by`` columns
+    child: bool
+    by_index: dict[str, int]
+
+    def grouping_id(self, key: int | None) -> int:
+        """``GROUPING(...)`` of the set grouped by key ``key`` (None: the whole block)."""
+        full = (1 << self.keys) - 1
+        return full if key is None else full & ~(1 << (self.keys - 1 - key))
+
+
+def block_query(
+    record: DatasetRecord, key: BlockKey, where: str, child_digits: int | None = None
+) -> BlockQuery:
+    """One query for one dataset's part of a block answer, one pass over its rows.
+
+    ``b`` holds the dataset's rows in the block (a figure may refer to it, e.g.
+    ``sum(population) FILTER (WHERE year = (SELECT max(year) FROM b))``); the rows are
+    aggregated once with ``GROUPING SETS``: the block, each child-region prefix, each ``by``
+    column of a figure.  Each result row is ``(g, keys, n, latest, figures)`` — the grouping
+    id, the key values, the row count, the latest record time and every figure as JSON
+    text — typed alike for every dataset, so that several datasets stack in one UNION.
+    """
+    m = record.manifest
+    keys: list[str] = []
+    if child_digits:
+        keys.append(f"substr(CAST({_ident(key.key_column)} AS VARCHAR), 1, {child_digits})")
+    by_index: dict[str, int] = {}
+    for fig in m.block_figures:
+        if fig.by and fig.by not in by_index:
+            by_index[fig.by] = len(keys)
+            keys.append(_ident(fig.by))
+    time_col = _time_column(m)
+    # VARCHAR: a timestamp in one dataset, a date in another, one column in the UNION.
+    latest = f"CAST(max({_ident(time_col)}) AS VARCHAR)" if time_col else "NULL::VARCHAR"
+    key_list = ", ".join(f"CAST({k} AS VARCHAR)" for k in keys)
+    figures = ", ".join(f"CAST(to_json({f.aggregate}) AS VARCHAR)" for f in m.block_figures)
+    grouping = f"GROUPING({', '.join(keys)})" if keys else "0"
+    sets = ", ".join(["()", *(f"({k})" for k in keys)])
+    sql = (
+        f"WITH b AS (SELECT * FROM {_ident(record.id)} WHERE {where})\n"
+        f"SELECT {grouping} AS g, [{key_list}]::VARCHAR[] AS keys, count(*) AS n, "
+        f"{latest} AS latest, [{figures}]::VARCHAR[] AS figures FROM b"
+        + (f" GROUP BY GROUPING SETS ({sets})" if keys else "")
+    )
+    return BlockQuery(sql, len(keys), bool(child_digits), by_index)
+
+
 def block_sql(
     record: DatasetRecord, key: BlockKey, where: str, child_digits: int | None = None
 ) -> str:
-    """One query for one dataset's part of a block answer.
-
-    Every part comes back as rows of ``(part, key, n, latest, value)``: ``rows`` (the block
-    total), ``child`` (per child-region prefix), ``figure:<name>`` (a declared figure, its
-    value as JSON text so that any type survives the UNION).
-    """
-    m = record.manifest
-    col = _ident(key.key_column)
-    time_col = _time_column(m)
-    # VARCHAR so that every dataset's part has the same columns (a timestamp here, a date
-    # there) and one query can carry the whole block.
-    latest = f"CAST(max({_ident(time_col)}) AS VARCHAR)" if time_col else "NULL"
-    parts = [f"SELECT 'rows' AS part, NULL AS key, count(*) AS n, {latest} AS latest, "
-             "NULL AS value FROM b"]  # fmt: skip
-    if child_digits:
-        parts.append(
-            f"SELECT 'child', substr(CAST({col} AS VARCHAR), 1, {child_digits}), count(*), "
-            f"{latest}, NULL FROM b GROUP BY 2"
-        )
-    for fig in m.block_figures:
-        value = f"CAST(to_json({fig.aggregate}) AS VARCHAR)"
-        if fig.by:
-            parts.append(
-                f"SELECT {_literal('figure:' + fig.name)}, CAST({_ident(fig.by)} AS VARCHAR), "
-                f"NULL, NULL, {value} FROM b GROUP BY 2"
-            )
-        else:
-            label = _literal("figure:" + fig.name)
-            parts.append(f"SELECT {label}, NULL, NULL, NULL, {value} FROM b")
-    body = "\nUNION ALL ".join(parts)
-    return f"WITH b AS (SELECT * FROM {_ident(record.id)} WHERE {where})\n{body}"
+    """The SQL text of :func:`block_query` (e.g. to run it elsewhere, as the benchmark does)."""
+    return block_query(record, key, where, child_digits).sql
 
 
 def region_where(manifest: Manifest, key: BlockKey, prefix: str) -> str:
@@ -138,8 +161,12 @@ def enterprise_where(key: BlockKey, code: str) -> str:
 class _Part:
     record: DatasetRecord
     key: BlockKey
-    sql: str
+    query: BlockQuery
     rows_params: dict[str, str]
+
+    @property
+    def sql(self) -> str:
+        return self.query.sql
 
 
 @dataclass
@@ -214,31 +241,34 @@ def _dataset_entry(part: _Part, outcome: _Outcome | HubError | None) -> dict[str
         return None
     if isinstance(outcome, HubError):
         return {**entry, "error": outcome.to_dict()}
-    rows = outcome.rows
     entry["version"] = outcome.version
-    titles = {f.name: f for f in m.block_figures}
+    q = part.query
     figures: dict[str, dict[str, Any]] = {
         f.name: {"name": f.name, "title": f.title or f.name, "by": f.by} for f in m.block_figures
     }
+    whole = q.grouping_id(None)
+    by_set = {q.grouping_id(i): col for col, i in q.by_index.items()}
+    child_set = q.grouping_id(0) if q.child else None
     children: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        part_name = row["part"]
-        if part_name == "rows":
+    for row in outcome.rows:
+        g, keys, values = row["g"], row["keys"], row["figures"]
+        if g == whole:
             entry["rows"] = int(row["n"] or 0)
             entry["latest"] = _iso(row["latest"])
-        elif part_name == "child":
-            children[row["key"]] = {"rows": int(row["n"] or 0), "latest": _iso(row["latest"])}
-        elif part_name.startswith("figure:"):
-            name = part_name[len("figure:") :]
-            value = orjson.loads(row["value"]) if row["value"] is not None else None
-            if titles[name].by:
-                figures[name].setdefault("values", []).append({"key": row["key"], "value": value})
-            else:
-                figures[name]["value"] = value
-    for fig in figures.values():
-        if fig["by"]:
-            fig["values"] = sorted(
-                fig.get("values", []), key=lambda v: (v["value"] is None, str(v["key"]))
+        if g == child_set:
+            children[keys[0]] = {"rows": int(row["n"] or 0), "latest": _iso(row["latest"])}
+        for declared, text in zip(m.block_figures, values, strict=True):
+            value = orjson.loads(text) if text is not None else None
+            out = figures[declared.name]
+            if declared.by is None and g == whole:
+                out["value"] = value
+            elif declared.by is not None and by_set.get(g) == declared.by:
+                key = keys[q.by_index[declared.by]]
+                out.setdefault("values", []).append({"key": key, "value": value})
+    for out in figures.values():
+        if out["by"]:
+            out["values"] = sorted(
+                out.get("values", []), key=lambda v: (v["value"] is None, str(v["key"]))
             )
     entry["figures"] = list(figures.values())
     entry["rows_href"] = f"/v1/datasets/{record.id}/rows?{urlencode(part.rows_params)}"
@@ -260,7 +290,7 @@ class Blocks:
         self,
         principal: Principal,
         kind: BlockKind,
-        sql_for: Callable[[DatasetRecord, BlockKey], str],
+        sql_for: Callable[[DatasetRecord, BlockKey], BlockQuery],
         params: Callable[[BlockKey], dict[str, str]],
     ) -> list[_Part]:
         published = self.exchange.store.latest_versions()
@@ -289,8 +319,9 @@ class Blocks:
         kids = children(region.code) if with_children else []
         child_digits = max((PREFIX_DIGITS[k.level] for k in kids), default=0) or None
 
-        def sql_for(record: DatasetRecord, key: BlockKey) -> str:
-            return block_sql(record, key, region_where(record.manifest, key, prefix), child_digits)
+        def sql_for(record: DatasetRecord, key: BlockKey) -> BlockQuery:
+            where = region_where(record.manifest, key, prefix)
+            return block_query(record, key, where, child_digits)
 
         def params(key: BlockKey) -> dict[str, str]:
             return {f"{key.key_column}__prefix": prefix}
@@ -331,8 +362,8 @@ class Blocks:
         started = time.perf_counter()
         code = check_credit_code(credit_code)
 
-        def sql_for(record: DatasetRecord, key: BlockKey) -> str:
-            return block_sql(record, key, enterprise_where(key, code))
+        def sql_for(record: DatasetRecord, key: BlockKey) -> BlockQuery:
+            return block_query(record, key, enterprise_where(key, code))
 
         def params(key: BlockKey) -> dict[str, str]:
             return {key.key_column: code}

@@ -340,8 +340,9 @@ def test_block_channels_carry_updates_in_the_block_under_the_rules(world: World)
     owner = _block_ws(world, "steward", f"block:{NANMING}")
     outsider = _block_ws(world, "env_dev", f"block:{NANMING}")
     elsewhere = _block_ws(world, "steward", "block:520103000000")  # 云岩区, 12-digit form
+    admin = _block_ws(world, "admin", f"block:{NANMING}")
     try:
-        sub = [json.loads(ws.recv(10)) for ws in (owner, outsider, elsewhere)]
+        sub = [json.loads(ws.recv(10)) for ws in (owner, outsider, elsewhere, admin)]
         assert sub[0]["channel"] == f"block:{NANMING}" and "hotline_tickets" in sub[0]["datasets"]
         assert "hotline_tickets" not in sub[1]["datasets"]
         assert sub[2]["channel"] == "block:520103"
@@ -381,8 +382,23 @@ def test_block_channels_carry_updates_in_the_block_under_the_rules(world: World)
         assert feed is not None and feed["event"] == "feed.event" and feed["offset"] == 3
         assert feed["data"]["block_rows"] == 1
         assert _recv(outsider, 1.0) is None
+
+        # Personal fields of a feed event are masked for another agency's reader.
+        world.hub.bus.publish(
+            "feed:enterprises",
+            "feed.event",
+            {"district_code": NANMING, "phone": "13812345678", "legal_rep": "张三丰"},
+        )
+        masked = _recv(outsider, 10)
+        assert masked is not None and masked["data"]["phone"] == "138****5678"
+        assert masked["data"]["legal_rep"] == "张**"
+        shown = _recv(owner, 10)  # the steward is not of the registering agency either
+        assert shown is not None and shown["data"]["phone"] == "138****5678"
+        seen = [_recv(admin, 10) for _ in range(4)]  # 2 updates, 2 feed events, in order
+        assert [m["offset"] for m in seen if m] == [1, 2, 3, 4] and _recv(admin, 0.5) is None
+        assert seen[3] is not None and seen[3]["data"]["phone"] == "13812345678"  # admin
     finally:
-        for ws in (owner, outsider, elsewhere):
+        for ws in (owner, outsider, elsewhere, admin):
             ws.close()
 
 

@@ -216,6 +216,7 @@ Tokens (valid 7 days): {json.dumps(world.tokens, indent=2)}
   curl -s -H "Authorization: Bearer $TOKEN" -G {base}/v1/query \\
        --data-urlencode "version=hotline_tickets=1" \\
        --data-urlencode "sql=SELECT count(*) FROM hotline_tickets"
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/blocks/region/520102
   OpenAPI: {base}/docs · websocket: ws://127.0.0.1:{port}/v1/ws (docs/websocket.md)
 
 Drop another tickets-*.csv export into {world.folder / "hotline"} and run

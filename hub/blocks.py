@@ -220,9 +220,11 @@ def _iso(text: str | None) -> str | None:
     """DuckDB's text of a timestamp (``2024-05-04 23:59:11+00``) as ISO 8601."""
     if text is None:
         return None
-    if len(text) > 10 and text[10] == " ":
+    if len(text) <= 10:  # a date
+        return text
+    if text[10] == " ":
         text = text[:10] + "T" + text[11:]
-    if len(text) > 3 and text[-3] in "+-" and text[-2:].isdigit():
+    if text[-3] in "+-" and text[-2:].isdigit():  # "+08" → "+08:00"
         text += ":00"
     return text
 

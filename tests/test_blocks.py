@@ -181,6 +181,7 @@ def test_district_block_matches_hand_counts(world: World) -> None:
     assert ent["rows"] == len(c)
     assert figure(ent, "active") == sum(r["status"] in ("存续", "在业") for r in c)
     assert figure(ent, "by_status") == dict(Counter(r["status"] for r in c))
+    assert ent["latest"] == max(r["established"] for r in c).isoformat()  # a date stays one
 
     pop = entry(answer, "district_population")
     assert pop["rows"] == 5 and figure(pop, "latest_year") == 2024

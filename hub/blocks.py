@@ -1,16 +1,17 @@
 """Block answers (塊數據): what every agency's datasets say about one region or enterprise.
 
 A dataset joins a block through its ``block_keys`` (catalog/manifest.py): a region-code
-column, a resolved address (``<column>_region_code``) or a credit code.  A block answer
-runs **one SQL aggregate per dataset through** :meth:`hub.exchange.Exchange.query`, so the
-caller's read rights, grants, masking and row filters apply exactly as for any query, the
-answer is audited like one, and it names the versions it read.  Datasets the caller may not
-read are never queried and never mentioned, not even by count.
+column, a resolved address (``<column>_region_code``) or a credit code.  A block answer is
+**SQL run by** :meth:`hub.exchange.Exchange.query` as the caller — one aggregate pass per
+dataset, all datasets in one query — so the caller's read rights, grants, masking and row
+filters apply exactly as for any query, the answer is audited like one, and it names the
+versions it read.  Datasets the caller may not read are never queried and never mentioned,
+not even by count.
 
 Region blocks use the structure of GB/T 2260 codes: everything under a region shares a code
 prefix (province 2 digits, city 4, county 6, township 9 of the 12), so "the block and its
-children" is ``starts_with(code, prefix)`` and a drill-down is a ``GROUP BY`` on a longer
-prefix — one scan per dataset, whatever the level.
+children" is one range filter on the key column and a drill-down is a grouping on a longer
+prefix, whatever the level.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from catalog.errors import AccessDenied, HubError, InvalidRequest, NotFound
+from catalog.errors import AccessDenied, HubError, InvalidRequest, NotFound, QueryTimeout
 from catalog.eventlog import Message
 from catalog.identifiers import is_valid_uscc
 from catalog.manifest import BlockKey, Manifest
@@ -191,6 +192,8 @@ def _run(
         try:
             result = exchange.query(union, principal, max_rows=MAX_ANSWER_ROWS, timeout_s=timeout_s)
             rows = result.to_table().to_pylist()
+        except QueryTimeout as e:  # one by one would only take longer
+            return [e for _ in parts]
         except HubError:
             return [_run(exchange, principal, [p], timeout_s)[0] for p in parts]
         by_dataset: dict[str, list[dict[str, Any]]] = {p.record.id: [] for p in parts}

@@ -302,6 +302,23 @@ def test_block_figures_equal_the_callers_own_sql(world: World) -> None:
     )
 
 
+def test_a_broken_figure_spoils_only_its_dataset(world: World) -> None:
+    manifest = world.hub.store.get_dataset("district_population").manifest
+    fig = type(manifest.block_figures[0])(name="broken", aggregate="sum(no_such_column)")
+    world.hub.store.register_dataset(
+        manifest.model_copy(update={"block_figures": [*manifest.block_figures, fig]})
+    )
+    try:
+        with world.http("env_dev") as http:
+            answer = http.get(f"/v1/blocks/region/{NANMING}").json()
+    finally:
+        world.hub.store.register_dataset(manifest)
+    pop = entry(answer, "district_population")
+    assert pop["error"]["code"] == "query_failed" and "rows" not in pop
+    assert "district_population" not in answer["versions"]
+    assert entry(answer, "enterprises")["rows"] > 0 and len(answer["datasets"]) == 5
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="personal-data masking is the exchange issue's work (Exchange.query masks pii "

@@ -79,9 +79,37 @@ class Column(_Model):
         return parse_type(self.type)
 
 
+ADDRESS_CODE_SUFFIX = "_region_code"
+
+
 class BlockKey(_Model):
     column: Identifier
     kind: BlockKind = "region"
+
+    @property
+    def key_column(self) -> str:
+        """The lake column that carries the block key: an ``address`` key is resolved at
+        ingest into the derived column ``<column>_region_code``; others are the column."""
+        return self.column + ADDRESS_CODE_SUFFIX if self.kind == "address" else self.column
+
+    @property
+    def region_like(self) -> bool:
+        """True when the key column holds GB/T 2260 region codes (region or address keys)."""
+        return self.kind in ("region", "address")
+
+
+class BlockFigure(_Model):
+    """A key figure a dataset contributes to a block answer, computed by the exchange.
+
+    ``aggregate`` is one SQL aggregate expression over the dataset's columns (e.g.
+    ``count(*) FILTER (WHERE status <> '已办结')`` or ``arg_max(aqi, measured_at)``);
+    with ``by`` it is computed per value of that column (e.g. per category).
+    """
+
+    name: Identifier
+    title: str = ""
+    aggregate: str = Field(min_length=1, max_length=2000)
+    by: Identifier | None = None
 
 
 class Source(_Model):
@@ -106,6 +134,10 @@ class Manifest(_Model):
     columns: list[Column] = Field(min_length=1)
     primary_key: list[Identifier] = Field(default_factory=list)
     block_keys: list[BlockKey] = Field(default_factory=list)
+    block_time: Identifier | None = Field(
+        default=None, description="column whose max is the latest record time in block answers"
+    )
+    block_figures: list[BlockFigure] = Field(default_factory=list)
     source: Source
     schedule: str | None = Field(default=None, description="cron expression or @hourly/@daily")
     update_frequency: str | None = Field(default=None, description="e.g. 1h, 1d: older means stale")
@@ -124,10 +156,21 @@ class Manifest(_Model):
             ("primary_key", self.primary_key),
             ("block_keys", [b.column for b in self.block_keys]),
             ("source.cursor", [self.source.cursor] if self.source.cursor else []),
+            ("block_time", [self.block_time] if self.block_time else []),
+            ("block_figures.by", [f.by for f in self.block_figures if f.by]),
         ):
             missing = [r for r in refs if r not in known]
             if missing:
                 raise ValueError(f"{label} names unknown column(s) {missing}; columns are {names}")
+        derived = [b.key_column for b in self.block_keys if b.kind == "address"]
+        clash = [d for d in derived if d in known]
+        if clash:
+            raise ValueError(
+                f"block_keys: address keys derive column(s) {clash}, which are declared columns"
+            )
+        figure_names = [f.name for f in self.block_figures]
+        if len(set(figure_names)) != len(figure_names):
+            raise ValueError("block_figures: names must be unique")
         if self.source.mode == "merge" and not self.primary_key:
             raise ValueError("source.mode 'merge' needs a primary_key")
         return self

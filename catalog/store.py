@@ -12,7 +12,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -106,6 +106,7 @@ class RunRow(Base):
     bytes_written: Mapped[int] = mapped_column(BigInteger, default=0)
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class VersionRow(Base):
@@ -164,6 +165,8 @@ class Run:
     bytes_written: int
     version: int | None
     error: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the run reports beyond its counts, e.g. ``unresolved_addresses``."""
 
     @property
     def duration_s(self) -> float | None:
@@ -185,6 +188,7 @@ class Run:
             "bytes_written": self.bytes_written,
             "version": self.version,
             "error": self.error,
+            "details": self.details,
         }
 
 
@@ -226,6 +230,7 @@ def _run(r: RunRow) -> Run:
         bytes_written=r.bytes_written,
         version=r.version,
         error=r.error,
+        details=json.loads(r.details_json) if r.details_json else {},
     )
 
 
@@ -451,11 +456,14 @@ class CatalogStore:
         bytes_written: int = 0,
         version: int | None = None,
         error: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Run:
         with self.session() as s:
             row = s.get(RunRow, run_id)
             if row is None:
                 raise NotFound(f"no run {run_id!r}", run=run_id)
+            if details:
+                row.details_json = json.dumps(details, ensure_ascii=False)
             row.status = status
             row.finished_at = utcnow()
             row.rows_read = rows_read

@@ -208,6 +208,8 @@ def _run_line(run: Run) -> str:
         text += f" in {run.duration_s:.2f} s"
     if run.error:
         text += f"\n  [red]{run.error}[/]"
+    for column, n in run.details.get("unresolved_addresses", {}).items():
+        text += f"\n  [yellow]{n:,} address(es) in {column} did not resolve to a region[/]"
     return text
 
 
@@ -319,6 +321,33 @@ def query(
     versions_text = ", ".join(f"{k} v{v}" for k, v in result.versions.items())
     more = " (truncated)" if result.truncated else ""
     err.print(f"[dim]{result.row_count:,} rows{more} in {result.query_ms} ms · {versions_text}[/]")
+
+
+@app.command()
+def block(
+    code: Annotated[str, typer.Argument(help="region code (6/12 digits) or 18-char credit code")],
+    children: Annotated[
+        bool, typer.Option("--children", help="break every dataset down by child region")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
+    as_: Annotated[str | None, typer.Option("--as", help="answer as this principal")] = None,
+) -> None:
+    """Everything the datasets say about one block: blockhub block 520102."""
+    from hub.blocks import Blocks
+    from hub.blockview import print_block
+
+    h = hub()
+    blocks = Blocks(h.exchange, timeout_s=settings().query_timeout_s)
+    principal = _principal(as_)
+    code = code.strip()
+    if len(code) == 18 and not code.isdigit():
+        answer = blocks.enterprise(code, principal)
+    else:
+        answer = blocks.region(code, principal, with_children=children)
+    if as_json:
+        print(json.dumps(answer, ensure_ascii=False, default=str))
+        return
+    print_block(out, answer)
 
 
 @app.command()

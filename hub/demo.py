@@ -24,6 +24,7 @@ from rich.table import Table
 
 from catalog.store import Run
 from hub.context import Hub
+from hub.demo_blocks import BLOCK_AGENCIES, block_tour, ingest_block_datasets, write_sources
 from hub.sampleworld import air_readings, hotline_tickets
 from hub.server import free_port, serve, serving
 from hub.settings import Settings
@@ -36,6 +37,7 @@ AGENCIES = {
     "gy_dsj": "贵阳市大数据发展管理局",
     "gy_12345": "贵阳市12345政务服务便民热线",
     "gy_hbj": "贵阳市生态环境局",
+    **BLOCK_AGENCIES,
 }
 PRINCIPALS = [
     ("admin", "gy_dsj", "admin", "指挥中心管理员"),
@@ -95,6 +97,8 @@ def build_world(settings: Settings, rows: int, console: Console) -> World:
     _report(console, hub.ingest("hotline_tickets", trigger="demo"))
     world.write_tickets(max(1, rows // 20))
     _report(console, hub.ingest("hotline_tickets", trigger="demo"))
+    write_sources(world.folder, seed=SEED)
+    ingest_block_datasets(hub, console)
     return world
 
 
@@ -172,6 +176,12 @@ def guided_tour(world: World, console: Console) -> None:
             _report(console, run)
             _print_ws(console, json.loads(ws.recv(10)))
         live_feed_tour(world, console, port)
+
+        def more_tickets() -> None:
+            world.write_tickets(500)
+            _report(console, world.hub.ingest("hotline_tickets", trigger="demo"))
+
+        block_tour(http, f"ws://127.0.0.1:{port}/v1/ws", world.tokens, console, more_tickets)
     console.rule("done")
     console.print(
         "Run `blockhub demo` without --tour to keep the server running and try it yourself."
@@ -256,6 +266,7 @@ Tokens (valid 7 days): {json.dumps(world.tokens, indent=2)}
        --data-urlencode "version=hotline_tickets=1" \\
        --data-urlencode "sql=SELECT count(*) FROM hotline_tickets"
   Dashboard: {base}/dashboard/ (sign in with a token above)
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/blocks/region/520102
   OpenAPI: {base}/docs · websocket: ws://127.0.0.1:{port}/v1/ws (docs/websocket.md)
 
 Publish an air-quality reading (a live feed; docs/feeds.md):

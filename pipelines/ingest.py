@@ -25,6 +25,7 @@ from catalog.lake import Lake, StagedFile
 from catalog.manifest import Manifest, resolve_secrets
 from catalog.store import CatalogStore, Run, Version
 from connectors.base import Connector, CursorValue, cursor_value, get_connector
+from pipelines.blockkeys import BlockKeyStep
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class Staged:
     previous_cursor: CursorValue
     seconds: float = 0.0
     bytes_written: int = field(default=0)
+    unresolved: dict[str, int] = field(default_factory=dict)
+    """Non-empty addresses per address key column that did not resolve to a region."""
+    regions: dict[str, int] = field(default_factory=dict)
+    """Rows of the increment per region code (block keys), for block channels."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +58,8 @@ class Staged:
             "cursor": self.cursor,
             "previous_cursor": self.previous_cursor,
             "seconds": self.seconds,
+            "unresolved": self.unresolved,
+            "regions": self.regions,
         }
 
     @classmethod
@@ -67,7 +74,13 @@ class Staged:
             previous_cursor=d["previous_cursor"],
             seconds=float(d.get("seconds", 0.0)),
             bytes_written=sum(f.bytes for f in files),
+            unresolved=dict(d.get("unresolved") or {}),
+            regions=dict(d.get("regions") or {}),
         )
+
+    def details(self) -> dict[str, Any]:
+        """What the run reports beyond its counts (empty when there is nothing to say)."""
+        return {"unresolved_addresses": self.unresolved} if self.unresolved else {}
 
 
 def target_schema(manifest: Manifest, source: pa.Schema) -> pa.Schema:
@@ -141,9 +154,11 @@ def extract(
         connector = cls(resolve_secrets(src.options, dict(env or {})))
     with connector:
         schema = target_schema(manifest, connector.discover())
+        keys = BlockKeyStep(manifest)
+        lake_schema = keys.schema(schema)
         lake.ensure_table(
             manifest.id,
-            schema,
+            lake_schema,
             identifier_fields=manifest.primary_key or None,
             policy=src.schema_policy,
         )
@@ -158,7 +173,7 @@ def extract(
             for batch in connector.read(cursor_col if since is not None else None, since):
                 if batch.num_rows == 0:
                     continue
-                batch = _conform(manifest.id, batch, schema)
+                batch = keys.apply(_conform(manifest.id, batch, schema))
                 if cursor_col is not None:
                     top = pc.max(batch.column(batch.schema.get_field_index(cursor_col))).as_py()
                     if top is not None:
@@ -170,7 +185,7 @@ def extract(
                     progress(batch.num_rows)
                 yield batch
 
-        files = lake.stage(manifest.id, run_id, batches(), schema)
+        files = lake.stage(manifest.id, run_id, batches(), lake_schema)
     return Staged(
         dataset_id=manifest.id,
         run_id=run_id,
@@ -180,6 +195,8 @@ def extract(
         previous_cursor=previous,
         seconds=time.perf_counter() - started,
         bytes_written=sum(f.bytes for f in files),
+        unresolved=dict(keys.unresolved),
+        regions=keys.touched(),
     )
 
 
@@ -219,8 +236,15 @@ def dataset_channel(dataset_id: str) -> str:
     return f"dataset:{dataset_id}"
 
 
-def notify(version: Version, manifest: Manifest, publisher: Publisher) -> None:
-    """Announce a committed version on the dataset's channel."""
+def notify(
+    version: Version,
+    manifest: Manifest,
+    publisher: Publisher,
+    regions: Mapping[str, int] | None = None,
+) -> None:
+    """Announce a committed version on the dataset's channel; ``regions`` (rows added per
+    region code, when the dataset has block keys) lets block channels route it."""
+    extra: dict[str, Any] = {"regions": dict(regions)} if regions else {}
     publisher(
         dataset_channel(manifest.id),
         "dataset.updated",
@@ -232,6 +256,7 @@ def notify(version: Version, manifest: Manifest, publisher: Publisher) -> None:
             "total_rows": version.total_rows,
             "committed_at": version.committed_at.isoformat(),
             "run_id": version.run_id,
+            **extra,
         },
         {"agency": manifest.agency, "dataset": manifest.id, "version": version.version},
     )
@@ -315,9 +340,11 @@ def run_ingest(
         err = ConnectorError(f"{type(e).__name__}: {e}", connector=manifest.source.connector)
         return store.finish_run(run.id, "failed", error=err.message)
     if version is None:
-        return store.finish_run(run.id, "unchanged", rows_read=staged.rows_read)
+        return store.finish_run(
+            run.id, "unchanged", rows_read=staged.rows_read, details=staged.details()
+        )
     if publisher is not None:
-        notify(version, manifest, publisher)
+        notify(version, manifest, publisher, staged.regions)
     return store.finish_run(
         run.id,
         "succeeded",
@@ -325,4 +352,5 @@ def run_ingest(
         rows_written=version.rows_added,
         bytes_written=staged.bytes_written,
         version=version.version,
+        details=staged.details(),
     )

@@ -64,7 +64,7 @@ def publish_step(
             _fail(st, s.run_id, e)
             raise
         if version is None:
-            st.store.finish_run(s.run_id, "unchanged", rows_read=s.rows_read)
+            st.store.finish_run(s.run_id, "unchanged", rows_read=s.rows_read, details=s.details())
             return None
         st.store.finish_run(
             s.run_id,
@@ -73,8 +73,9 @@ def publish_step(
             rows_written=version.rows_added,
             bytes_written=s.bytes_written,
             version=version.version,
+            details=s.details(),
         )
-        return version.to_dict()
+        return {**version.to_dict(), "regions": s.regions}
     finally:
         st.close()
 
@@ -98,7 +99,7 @@ def notify_step(
         ) -> None:
             offsets.append(st.log.append(channel, type, data, source).offset)
 
-        notify(v, manifest, publisher)
+        notify(v, manifest, publisher, version.get("regions"))
         return offsets[0]
     finally:
         st.close()

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
-from hub.api.routes import datasets, feeds, query
+from hub.api.routes import blocks, datasets, feeds, query
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.feeds import FeedRunner
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(datasets.router)
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
+    app.include_router(blocks.router)
     app.include_router(ws_router)
     app.include_router(feeds.router)
 

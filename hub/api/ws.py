@@ -18,6 +18,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from catalog.errors import AccessDenied, HubError, InvalidRequest, Unauthenticated
 from catalog.policy import can_read
 from catalog.store import Principal
+from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.errors import hub_error_body
 from hub.bus import Notice, SlowConsumer, Subscription
 from hub.context import Hub
@@ -96,6 +97,8 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscrip
         try:
             if op == "ping":
                 await ws.send_text(_dumps({"type": "pong", "id": msg.get("id")}))
+            elif is_block_op(op, channel):  # block:<code> channels (hub/api/block_channels.py)
+                await block_op(ws, hub, principal, msg)
             elif op == "subscribe" and isinstance(channel, str):
                 await asyncio.to_thread(check_channel, hub, principal, channel)
                 since = msg.get("since")
@@ -184,3 +187,4 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         for t in tasks:
             t.cancel()
         sub.close()
+        close_block_channels(ws)

@@ -46,6 +46,7 @@ class RunOut(BaseModel):
     bytes_written: int
     version: int | None
     error: str | None
+    details: dict[str, Any] = {}
 
     @classmethod
     def of(cls, r: Run) -> RunOut:

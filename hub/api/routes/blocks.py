@@ -1,0 +1,58 @@
+"""Block answers: everything the caller may read about one region or one enterprise."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
+
+from hub.api.deps import HubDep, PrincipalDep
+from hub.blocks import Blocks
+
+router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
+
+
+@router.get(
+    "/region/{code}",
+    summary="Summary of a region block (GB/T 2260 code at any level) across readable datasets",
+)
+async def region_block(
+    hub: HubDep,
+    principal: PrincipalDep,
+    code: Annotated[str, Path(description="6- or 12-digit region code, e.g. 520102")],
+    children: Annotated[
+        bool, Query(description="also break every dataset down by child region")
+    ] = False,
+) -> dict[str, Any]:
+    blocks = Blocks(hub.exchange, timeout_s=hub.settings.query_timeout_s)
+    answer: dict[str, Any] = await run_in_threadpool(
+        blocks.region, code, principal, with_children=children
+    )
+    return {"ok": True, **answer}
+
+
+@router.get(
+    "/region/{code}/children",
+    summary="The region block with its drill-down to child regions (same as ?children=true)",
+)
+async def region_block_children(
+    hub: HubDep,
+    principal: PrincipalDep,
+    code: Annotated[str, Path(description="6- or 12-digit region code")],
+) -> dict[str, Any]:
+    return await region_block(hub, principal, code, children=True)
+
+
+@router.get(
+    "/enterprise/{credit_code}",
+    summary="Summary of an enterprise block (unified social credit code) across readable datasets",
+)
+async def enterprise_block(
+    hub: HubDep,
+    principal: PrincipalDep,
+    credit_code: Annotated[str, Path(description="18-character unified social credit code")],
+) -> dict[str, Any]:
+    blocks = Blocks(hub.exchange, timeout_s=hub.settings.query_timeout_s)
+    answer: dict[str, Any] = await run_in_threadpool(blocks.enterprise, credit_code, principal)
+    return {"ok": True, **answer}

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -43,6 +44,8 @@ class Staged:
     previous_cursor: CursorValue
     seconds: float = 0.0
     bytes_written: int = field(default=0)
+    quality: dict[str, Any] | None = None
+    """The quality gate's summary once the batch was validated (pipelines.quality)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class Staged:
             "cursor": self.cursor,
             "previous_cursor": self.previous_cursor,
             "seconds": self.seconds,
+            "quality": self.quality,
         }
 
     @classmethod
@@ -67,6 +71,7 @@ class Staged:
             previous_cursor=d["previous_cursor"],
             seconds=float(d.get("seconds", 0.0)),
             bytes_written=sum(f.bytes for f in files),
+            quality=d.get("quality"),
         )
 
 
@@ -219,20 +224,28 @@ def dataset_channel(dataset_id: str) -> str:
     return f"dataset:{dataset_id}"
 
 
-def notify(version: Version, manifest: Manifest, publisher: Publisher) -> None:
-    """Announce a committed version on the dataset's channel."""
+def notify(
+    version: Version,
+    manifest: Manifest,
+    publisher: Publisher,
+    quality: Mapping[str, Any] | None = None,
+) -> None:
+    """Announce a committed version on the dataset's channel (with the gate's summary)."""
+    data: dict[str, Any] = {
+        "dataset": manifest.id,
+        "version": version.version,
+        "snapshot_id": str(version.snapshot_id),
+        "rows_added": version.rows_added,
+        "total_rows": version.total_rows,
+        "committed_at": version.committed_at.isoformat(),
+        "run_id": version.run_id,
+    }
+    if quality is not None:
+        data["quality"] = dict(quality)
     publisher(
         dataset_channel(manifest.id),
         "dataset.updated",
-        {
-            "dataset": manifest.id,
-            "version": version.version,
-            "snapshot_id": str(version.snapshot_id),
-            "rows_added": version.rows_added,
-            "total_rows": version.total_rows,
-            "committed_at": version.committed_at.isoformat(),
-            "run_id": version.run_id,
-        },
+        data,
         {"agency": manifest.agency, "dataset": manifest.id, "version": version.version},
     )
 
@@ -290,9 +303,14 @@ def run_ingest(
     trigger: str = "manual",
     progress: ProgressFn | None = None,
     connector: Connector | None = None,
+    suites_dir: Path | None = None,
 ) -> Run:
     """One whole ingest run of a dataset, recorded in the catalog.  Never raises for a
-    source or data problem: the run is recorded as failed with the reason."""
+    source or data problem: the run is recorded as failed with the reason.
+
+    With a suite in the manifest the quality gate (:mod:`pipelines.quality`) runs
+    between extract and publish; ``suites_dir`` is where suites are looked up (the
+    shipped ``expectations/suites`` by default)."""
     reconcile(manifest, lake=lake, store=store, publisher=publisher)
     run = store.start_run(manifest.id, trigger)
     staged: Staged | None = None
@@ -300,6 +318,17 @@ def run_ingest(
         staged = extract(
             manifest, lake=lake, run_id=run.id, env=env, progress=progress, connector=connector
         )
+        if manifest.expectations is not None:
+            # Imported here: pipelines.quality builds on this module's Staged.
+            from pipelines.quality import blocked_message, gate
+
+            staged = gate(
+                staged, manifest, lake=lake, store=store, publisher=publisher, suites_dir=suites_dir
+            )
+            if staged.quality is not None and staged.quality["status"] == "blocked":
+                return store.finish_run(
+                    run.id, "failed", rows_read=staged.rows_read, error=blocked_message(staged.quality)
+                )
         version = publish(staged, manifest, lake=lake, store=store)
     except HubError as e:
         if staged is not None:
@@ -317,7 +346,7 @@ def run_ingest(
     if version is None:
         return store.finish_run(run.id, "unchanged", rows_read=staged.rows_read)
     if publisher is not None:
-        notify(version, manifest, publisher)
+        notify(version, manifest, publisher, staged.quality)
     return store.finish_run(
         run.id,
         "succeeded",

@@ -1,7 +1,7 @@
 """Airflow DAGs: one per dataset manifest in ``$BLOCKHUB_MANIFESTS``.
 
 Thin wiring around the same functions the embedded runner uses
-(:mod:`pipelines.steps`): extract >> publish >> notify.  Parsing is cheap and has
+(:mod:`pipelines.steps`): extract >> validate >> publish >> notify.  Parsing is cheap and has
 no side effects: it lists manifest files and reads their id and schedule.
 """
 
@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from airflow.exceptions import AirflowFailException
 from airflow.sdk import DAG, dag, task
 
 from catalog.errors import ManifestError
@@ -42,6 +43,19 @@ def build_dag(manifest_path: Path) -> DAG:
             return extract_step(path, trigger=trigger, env=dict(os.environ))
 
         @task
+        def validate(staged: dict[str, Any]) -> dict[str, Any]:
+            from pipelines.steps import validate_step
+
+            gated = validate_step(path, staged)
+            quality = gated.get("quality") or {}
+            if quality.get("status") == "blocked":
+                # Not a transient error: retrying cannot make the batch pass.
+                raise AirflowFailException(
+                    f"quality gate blocked the batch; quarantine batch {quality['quarantine_batch']}"
+                )
+            return gated
+
+        @task
         def publish(staged: dict[str, Any]) -> dict[str, Any] | None:
             from pipelines.steps import publish_step
 
@@ -54,7 +68,7 @@ def build_dag(manifest_path: Path) -> DAG:
             return notify_step(path, version)
 
         # TaskFlow passes XComArgs where the functions declare their runtime values.
-        notify(publish(extract()))  # type: ignore[arg-type]
+        notify(publish(validate(extract())))  # type: ignore[arg-type]
 
     return ingest()
 

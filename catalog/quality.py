@@ -151,8 +151,12 @@ class QualityResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.summary(), "seconds": self.seconds, "rows_unexpected": self.rows_unexpected,
-                "results": self.document.get("results", [])}
+        return {
+            **self.summary(),
+            "seconds": self.seconds,
+            "rows_unexpected": self.rows_unexpected,
+            "results": self.document.get("results", []),
+        }
 
 
 @dataclass(frozen=True)
@@ -463,7 +467,10 @@ class QualityStore:
         if r is None:
             return None
         return Freshness(
-            r.dataset_id, _aware(r.stale_since), _aware(r.announced_at), _aware(r.checked_at) or _now()
+            r.dataset_id,
+            _aware(r.stale_since),
+            _aware(r.announced_at),
+            _aware(r.checked_at) or _now(),
         )
 
     def set_freshness(

@@ -66,7 +66,11 @@ class Validation:
 
     @property
     def failed(self) -> list[str]:
-        return [r["expectation_config"]["meta"]["blockhub_key"] for r in self.results if not r["success"]]
+        return [
+            r["expectation_config"]["meta"]["blockhub_key"]
+            for r in self.results
+            if not r["success"]
+        ]
 
     def document(self) -> dict[str, Any]:
         """A GX ``ExpectationSuiteValidationResult`` as JSON."""
@@ -142,10 +146,9 @@ class BatchValidator:
         self.columns = [n for n in names if not n.startswith("_bh_") and n != "file_row_number"]
         row_id = ident(ROW_ID) if has_id else "((file_index::BIGINT << 40) | file_row_number)"
         cols = ", ".join(ident(c) for c in self.columns)
-        self.con.execute(
-            f"CREATE VIEW {BATCH} AS SELECT {row_id} AS {ROW_ID}, {cols} FROM {src}"
-        )
-        missing = sorted({c.column for c in self.suite.row_checks} - set(self.columns) - {None})
+        self.con.execute(f"CREATE VIEW {BATCH} AS SELECT {row_id} AS {ROW_ID}, {cols} FROM {src}")
+        checked = {c.column for c in self.suite.row_checks if c.column}
+        missing = sorted(checked - set(self.columns))
         if missing:
             raise SuiteInvalid(
                 f"suite {self.suite.name!r} checks column(s) {', '.join(missing)} (of the batch: "
@@ -241,7 +244,9 @@ class BatchValidator:
             record = dict(zip(cols, values, strict=True))
             check = row_checks[bit]
             key = {k: record[k] for k in self.key_columns} if self.key_columns else {ROW_ID: row_id}
-            out[bit].append((mask_value(record[check.column or ""], self.pii.get(check.column or "")), key))
+            out[bit].append(
+                (mask_value(record[check.column or ""], self.pii.get(check.column or "")), key)
+            )
         return out
 
     def _row_result(
@@ -295,7 +300,9 @@ class BatchValidator:
             f"CASE WHEN {mask} & {1 << n} <> 0 THEN {literal(c.key)} END"
             for n, c in enumerate(self.suite.row_checks)
         )
-        return f"list_filter([{items}]::VARCHAR[], x -> x IS NOT NULL)" if items else "[]::VARCHAR[]"
+        return (
+            f"list_filter([{items}]::VARCHAR[], x -> x IS NOT NULL)" if items else "[]::VARCHAR[]"
+        )
 
     def quarantine_sql(self, *, whole_batch: bool) -> str:
         """The rows to quarantine with their row id and the rules each one broke."""

@@ -167,9 +167,8 @@ def _macro(name: str) -> RowCompiler:
 
 
 def _region(c: str, kw: Mapping[str, Any]) -> str:
-    return (
-        f"{c} IS NOT NULL AND bh_region_key(CAST({c} AS VARCHAR)) NOT IN (SELECT code FROM {REGIONS})"
-    )
+    key = f"bh_region_key(CAST({c} AS VARCHAR))"
+    return f"{c} IS NOT NULL AND {key} NOT IN (SELECT code FROM {REGIONS})"
 
 
 ROW_TYPES: dict[str, RowCompiler] = {

@@ -38,7 +38,7 @@ class Suite:
 
 
 def suite_path(name: str, folder: Path | None = None) -> Path:
-    """The file of a suite named in a manifest (``hotline_tickets`` → ``…/hotline_tickets.json``)."""
+    """The file of a suite named in a manifest: ``hotline_tickets`` → ``hotline_tickets.json``."""
     root = folder or SUITES_DIR
     candidate = Path(name)
     if candidate.suffix == ".json" and candidate.is_absolute():
@@ -47,16 +47,38 @@ def suite_path(name: str, folder: Path | None = None) -> Path:
 
 
 def _gx_normalise(data: dict[str, Any], file: str) -> dict[str, Any]:
+    """Let GX build every expectation (type known, arguments valid) and normalise the file.
+
+    ``ExpectationSuite(...)`` alone only *logs* an invalid expectation and drops it, so
+    each one is built on its own first: a typo must stop the gate, not weaken it.
+    """
     import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
 
     import expectations.custom  # noqa: F401  # registers the domain expectations with GX
 
+    def invalid(where: str, e: Exception) -> SuiteInvalid:
+        text = getattr(e, "message", None) or str(e) or type(e).__name__
+        return SuiteInvalid(f"{file}: {where}: {text.splitlines()[0]}", file=file)
+
+    for i, exp in enumerate(data["expectations"]):
+        if not isinstance(exp, dict) or not isinstance(exp.get("type"), str):
+            raise SuiteInvalid(f"{file}: expectations[{i}] needs a 'type'", file=file)
+        try:
+            ExpectationConfiguration(
+                type=exp["type"], kwargs=exp.get("kwargs") or {}, meta=exp.get("meta")
+            ).to_domain_obj()
+        except Exception as e:  # GX raises several types for a bad expectation
+            raise invalid(f"expectations[{i}] {exp['type']}", e) from None
     try:
-        suite = gx.ExpectationSuite(**data)
-    except Exception as e:  # GX raises several types for a bad suite
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SuiteInvalid(f"{file}: not a valid GX suite: {first}", file=file) from None
+        suite = gx.ExpectationSuite(**{"name": data.get("name") or Path(file).stem, **data})
+    except Exception as e:
+        raise invalid("not a valid GX suite", e) from None
     doc: dict[str, Any] = suite.to_json_dict()
+    if len(doc["expectations"]) != len(data["expectations"]):  # never run a weakened suite
+        raise SuiteInvalid(f"{file}: GX dropped some expectations of the suite", file=file)
     return doc
 
 
@@ -73,7 +95,9 @@ def _load(path: Path, mtime_ns: int) -> Suite:
         raise SuiteInvalid(f"{file}: a suite is an object with an 'expectations' list", file=file)
     doc = _gx_normalise(data, file)
     name = doc.get("name") or path.stem
-    return Suite(name=name, path=path, checks=compile_checks(doc["expectations"], suite=name), document=doc)
+    return Suite(
+        name=name, path=path, checks=compile_checks(doc["expectations"], suite=name), document=doc
+    )
 
 
 def load_suite(name: str, folder: Path | None = None) -> Suite:

@@ -327,7 +327,10 @@ def run_ingest(
             )
             if staged.quality is not None and staged.quality["status"] == "blocked":
                 return store.finish_run(
-                    run.id, "failed", rows_read=staged.rows_read, error=blocked_message(staged.quality)
+                    run.id,
+                    "failed",
+                    rows_read=staged.rows_read,
+                    error=blocked_message(staged.quality),
                 )
         version = publish(staged, manifest, lake=lake, store=store)
     except HubError as e:

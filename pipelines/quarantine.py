@@ -42,9 +42,7 @@ class ReleaseOutcome:
 def _held(qstore: QualityStore, batch_id: str, dataset_id: str) -> QuarantineBatch:
     batch = qstore.get_batch(batch_id, dataset_id)
     if batch.status != "held":
-        raise Conflict(
-            f"quarantine batch {batch_id} is {batch.status}, not held", batch=batch_id
-        )
+        raise Conflict(f"quarantine batch {batch_id} is {batch.status}, not held", batch=batch_id)
     return batch
 
 

@@ -21,7 +21,11 @@ BAD: dict[int, tuple[str, object, set[str]]] = {
             "column_values_to_be_valid_mainland_mobile(caller_phone)",
         },
     ),
-    5: ("caller_id_number", "520102199001011231", {"column_values_to_be_valid_resident_id(caller_id_number)"}),
+    5: (
+        "caller_id_number",
+        "520102199001011231",
+        {"column_values_to_be_valid_resident_id(caller_id_number)"},
+    ),
     10: (
         "district_code",
         "520199",
@@ -40,7 +44,9 @@ DUPLICATE = (30, 31)
 """Row 31 gets row 30's ticket id: both rows break uniqueness (GX flags every copy)."""
 
 
-def bad_tickets(n: int = 2000, *, seed: int = 11, first_id: int = 1) -> tuple[pa.Table, dict[int, set[str]]]:
+def bad_tickets(
+    n: int = 2000, *, seed: int = 11, first_id: int = 1
+) -> tuple[pa.Table, dict[int, set[str]]]:
     """``n`` tickets with the bad rows above; returns the table and ticket id → failures."""
     table = hotline_tickets(n, seed=seed, start=START, end=END, first_id=first_id)
     columns = {name: table.column(name).to_pylist() for name in table.column_names}

@@ -91,7 +91,11 @@ def test_drop_rows_quarantines_failing_rows_and_publishes_the_rest(
         got.setdefault(r["ticket_id"], set()).update(r["_bh_failed"])
     assert got == expected
     # Personal data is masked in what a steward lists.
-    phone_row = next(r for r in rows if "column_values_to_be_valid_mainland_mobile(caller_phone)" in r["_bh_failed"])
+    phone_row = next(
+        r
+        for r in rows
+        if "column_values_to_be_valid_mainland_mobile(caller_phone)" in r["_bh_failed"]
+    )
     assert phone_row["caller_phone"] == "238****5678"
 
     # Each expectation's result is stored, with observed values and masked samples.
@@ -206,7 +210,10 @@ def test_release_revalidates_and_discard_is_recorded(
     assert quality.get_batch(remaining.id).status == "discarded"
     assert not Path(remaining.path).exists()
     actions = quality.actions("hotline_tickets")
-    assert [(a.action, a.principal) for a in actions] == [("discard", "steward"), ("release", "steward")]
+    assert [(a.action, a.principal) for a in actions] == [
+        ("discard", "steward"),
+        ("release", "steward"),
+    ]
     # Still nothing lost: published + discarded = read.
     total = hub.store.get_version("hotline_tickets").total_rows
     assert total + gone.rows_discarded == run.rows_read

@@ -50,8 +50,9 @@ def build_dag(manifest_path: Path) -> DAG:
             quality = gated.get("quality") or {}
             if quality.get("status") == "blocked":
                 # Not a transient error: retrying cannot make the batch pass.
+                batch = quality["quarantine_batch"]
                 raise AirflowFailException(
-                    f"quality gate blocked the batch; quarantine batch {quality['quarantine_batch']}"
+                    f"quality gate blocked the batch; quarantined as {batch}"
                 )
             return gated
 

@@ -11,6 +11,7 @@ from hub.api import errors
 from hub.api.routes import datasets, query
 from hub.api.ws import router as ws_router
 from hub.context import Hub
+from hub.freshness import freshness_task
 from hub.settings import Settings
 
 DESCRIPTION = """\
@@ -29,7 +30,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.bus.start()
         try:
-            yield
+            async with freshness_task(the_hub, the_hub.settings.freshness_interval_s):
+                yield
         finally:
             await the_hub.bus.stop()
             if owned:

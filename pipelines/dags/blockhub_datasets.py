@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import DAG, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from catalog.errors import ManifestError
 from catalog.manifest import load_manifest

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -14,6 +17,8 @@ import yaml
 from catalog.manifest import Manifest, load_manifest, parse_manifest
 from catalog.quality import QualityStore
 from hub.context import Hub
+from hub.server import free_port, serving
+from pipelines.freshness import check_freshness
 from pipelines.quarantine import discard, quarantine_rows, release
 from tests.quality_data import BAD, DUPLICATE, bad_tickets
 
@@ -227,3 +232,97 @@ def _admin(hub: Hub) -> Any:
     from catalog.store import Principal
 
     return Principal("admin", "gy_dsj", "admin", "admin")
+
+
+# --- API: results, report, quarantine -------------------------------------------------
+
+
+def test_api_quality_report_and_quarantine(
+    tmp_path: Path,
+    hub: Hub,
+    tokens: dict[str, str],
+    hotline: Callable[..., Manifest],
+    live: str,
+) -> None:
+    hotline("drop-rows")
+    table, _ = bad_tickets(N)
+    _write(tmp_path, "a", table)
+    run = hub.ingest("hotline_tickets")
+    base = f"http://{live}/v1/datasets/hotline_tickets"
+    steward = {"Authorization": f"Bearer {tokens['steward']}"}
+    outsider = {"Authorization": f"Bearer {tokens['developer']}"}
+    with httpx.Client(timeout=30) as http:
+        assert http.get(f"{base}/quality").status_code == 401
+        denied = http.get(f"{base}/quality", headers=outsider)
+        assert denied.status_code == 403 and denied.json()["code"] == "forbidden"
+
+        body = http.get(f"{base}/quality", headers=steward).json()
+        assert body["latest"]["run_id"] == run.id and body["latest"]["status"] == "dropped"
+        assert body["policy"] == "drop-rows" and body["freshness"]["stale"] is False
+        assert len(body["latest"]["results"]) == 15
+
+        page = http.get(f"{base}/quality/report", headers=steward)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "valid_mainland_mobile" in page.text and "238****5678" in page.text
+        assert "23812345678" not in page.text
+
+        assert http.get(f"{base}/quarantine", headers=outsider).status_code == 403
+        listing = http.get(f"{base}/quarantine", headers=steward).json()
+        [batch] = listing["batches"]
+        rows = http.get(f"{base}/quarantine/{batch['id']}/rows", headers=steward).json()["rows"]
+        assert len(rows) == batch["rows"] == len(BAD) + len(DUPLICATE)
+        assert all(r["_bh_failed"] for r in rows)
+
+        gone = http.post(
+            f"{base}/quarantine/{batch['id']}/discard", headers=steward, json={"note": "junk"}
+        )
+        assert gone.status_code == 200 and gone.json()["principal"] == "steward"
+        again = http.post(f"{base}/quarantine/{batch['id']}/release", headers=steward, json={})
+        assert again.status_code == 409 and again.json()["code"] == "conflict"
+
+
+# --- freshness ------------------------------------------------------------------------
+
+
+def test_stale_is_announced_once_per_episode(
+    tmp_path: Path, hub: Hub, hotline: Callable[..., Manifest]
+) -> None:
+    hotline("drop-rows", update_frequency="1h")
+    good, _ = bad_tickets(N)
+    _write(tmp_path, "a", good.slice(40, 500))
+    hub.ingest("hotline_tickets")
+    published = hub.store.get_version("hotline_tickets").committed_at
+
+    def stale_events() -> int:
+        return sum(m.type == "dataset.stale" for m in hub.log.read("dataset:hotline_tickets"))
+
+    [fresh] = check_freshness(hub.store, hub.log.append, now=published + timedelta(minutes=30))
+    assert not fresh.stale and stale_events() == 0
+    [stale] = check_freshness(hub.store, hub.log.append, now=published + timedelta(hours=2))
+    assert stale.stale and stale.stale_since == published + timedelta(hours=1)
+    check_freshness(hub.store, hub.log.append, now=published + timedelta(hours=3))
+    assert stale_events() == 1  # one event per episode, not per check
+
+    _write(tmp_path, "b", good.slice(500, 100))
+    hub.ingest("hotline_tickets")
+    again = hub.store.get_version("hotline_tickets").committed_at
+    check_freshness(hub.store, hub.log.append, now=again)  # a new publish ends the episode
+    check_freshness(hub.store, hub.log.append, now=again + timedelta(hours=2))
+    assert stale_events() == 2
+
+
+def test_the_app_checks_freshness_periodically(
+    tmp_path: Path, hub: Hub, hotline: Callable[..., Manifest]
+) -> None:
+    hotline("block", update_frequency="1s")  # registered, never published
+    time.sleep(1.2)
+    hub.settings.freshness_interval_s = 0.2
+    with serving(hub, free_port()):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            events = hub.log.read("dataset:hotline_tickets")
+            if events:
+                break
+            time.sleep(0.1)
+    assert [m.type for m in events] == ["dataset.stale"]
+    assert events[0].data["last_published_at"] is None

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub.api import errors
-from hub.api.routes import datasets, query
+from hub.api.routes import datasets, quality, query
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.freshness import freshness_task
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(datasets.router)
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
+    app.include_router(quality.router)
     app.include_router(ws_router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no authentication, no data)")

@@ -30,6 +30,7 @@ from rich.table import Table
 from catalog.errors import HubError, InvalidRequest
 from catalog.manifest import load_manifest
 from catalog.store import Principal, Run
+from hub.cli_quality import register as _register_quality
 from hub.context import Hub
 from hub.settings import Settings
 
@@ -342,6 +343,9 @@ def demo(
     from hub.demo import run_demo
 
     run_demo(settings(), tour=tour, rows=rows, port=port, console=out)
+
+
+_register_quality(app, hub, out)
 
 
 def main() -> None:

@@ -33,8 +33,7 @@ def _managed(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
     record = hub.store.get_dataset(dataset_id)
     if not can_manage(principal, record.agency_id):
         raise AccessDenied(
-            f"only a steward of {record.agency_id!r} may handle the quarantine of "
-            f"{dataset_id!r}",
+            f"only a steward of {record.agency_id!r} may handle the quarantine of {dataset_id!r}",
             dataset=dataset_id,
         )
     return record

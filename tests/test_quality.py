@@ -326,3 +326,30 @@ def test_the_app_checks_freshness_periodically(
             time.sleep(0.1)
     assert [m.type for m in events] == ["dataset.stale"]
     assert events[0].data["last_published_at"] is None
+
+
+# --- the Airflow steps (the DAG's task bodies) -----------------------------------------
+
+
+def test_steps_block_a_bad_batch_between_extract_and_publish(
+    tmp_path: Path, hub: Hub, hotline: Callable[..., Manifest], settings: Any
+) -> None:
+    from pipelines.steps import extract_step, notify_step, publish_step, validate_step
+
+    manifest = hotline("block")
+    path = tmp_path / "hotline.yaml"
+    data = manifest.model_dump(mode="json", exclude_none=True)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    table, _ = bad_tickets(300)
+    _write(tmp_path, "a", table)
+
+    staged = extract_step(str(path), trigger="airflow:test", env={}, settings=settings)
+    gated = validate_step(str(path), staged, settings=settings)
+    assert gated["quality"]["status"] == "blocked" and gated["files"] == []
+    assert publish_step(str(path), gated, settings=settings) is None
+    assert notify_step(str(path), None, settings=settings) is None
+    run = hub.store.get_run(staged["run_id"])
+    assert run.status == "failed" and "quality gate blocked" in (run.error or "")
+    assert hub.store.versions("hotline_tickets") == []
+    [batch] = _quality(hub).batches("hotline_tickets")
+    assert batch.rows == 300

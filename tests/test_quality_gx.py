@@ -75,6 +75,8 @@ def test_unexpected_counts_and_keys_match_real_gx(tmp_path: Path) -> None:
                 k["ticket_id"] for k in mine["result"]["partial_unexpected_index_list"]
             )
             assert my_keys == gx_keys, etype
+            if "missing_count" in gx_result["result"]:
+                assert mine["result"]["missing_count"] == gx_result["result"]["missing_count"]
         else:
             assert mine["result"]["observed_value"] == gx_result["result"]["observed_value"]
     assert ours["success"] is theirs["success"] is False

@@ -173,3 +173,40 @@ def test_region_check_matches_python(con: Any) -> None:
     ).fetchall()
     wrong = [v for v, ok in got if ok != region_exists(v)]
     assert wrong == []
+
+
+def test_stored_results_load_into_gx_result_classes(tmp_path: Path) -> None:
+    """The result document the catalog keeps is GX's shape: GX's own classes accept it."""
+    from great_expectations.core import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    table, _ = bad_tickets(300)
+    pq.write_table(table, tmp_path / "batch.parquet")
+    with BatchValidator(
+        [str(tmp_path / "batch.parquet")], load_suite("hotline_tickets"), key_columns=["ticket_id"]
+    ) as validator:
+        doc = validator.validate().document()
+    results = [
+        ExpectationValidationResult(
+            success=r["success"],
+            expectation_config=ExpectationConfiguration(**r["expectation_config"]),
+            result=r["result"],
+            exception_info=r["exception_info"],
+        )
+        for r in doc["results"]
+    ]
+    gx_result = ExpectationSuiteValidationResult(
+        success=doc["success"],
+        results=results,
+        suite_name=doc["suite_name"],
+        statistics=doc["statistics"],
+        meta=doc["meta"],
+    )
+    described = gx_result.describe_dict()
+    assert described["statistics"]["unsuccessful_expectations"] == 9
+    assert len(described["expectations"]) == 15

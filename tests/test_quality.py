@@ -153,6 +153,22 @@ def test_block_keeps_the_last_good_version(
         "quality.failed",
     ]
 
+    # The steward accepts the batch as it is: published, and the cursor moves past it.
+    outcome = release(
+        held[0].id,
+        hub_manifest(hub),
+        store=hub.store,
+        lake=hub.lake,
+        publisher=hub.log.append,
+        principal="steward",
+        force=True,
+    )
+    assert outcome.rows_published == 500 and outcome.version == 2 and outcome.new_batch is None
+    assert hub.lake.current("hotline_tickets").cursor == held[0].cursor != first_cursor(hub)
+    assert quality.actions("hotline_tickets")[0].note == "forced: published without re-validation"
+    fourth = hub.ingest("hotline_tickets")  # nothing new past the released batch
+    assert fourth.status == "unchanged"
+
 
 def first_cursor(hub: Hub) -> Any:
     return hub.store.get_version("hotline_tickets", 1).cursor
@@ -273,6 +289,10 @@ def test_api_quality_report_and_quarantine(
         assert len(rows) == batch["rows"] == len(BAD) + len(DUPLICATE)
         assert all(r["_bh_failed"] for r in rows)
 
+        bad_body = http.post(
+            f"{base}/quarantine/{batch['id']}/release", headers=steward, json={"force": "maybe"}
+        )
+        assert bad_body.status_code == 422 and bad_body.json()["code"] == "invalid_request"
         gone = http.post(
             f"{base}/quarantine/{batch['id']}/discard", headers=steward, json={"note": "junk"}
         )
@@ -353,3 +373,36 @@ def test_steps_block_a_bad_batch_between_extract_and_publish(
     assert hub.store.versions("hotline_tickets") == []
     [batch] = _quality(hub).batches("hotline_tickets")
     assert batch.rows == 300
+
+
+def test_api_release_publishes_and_is_recorded(
+    tmp_path: Path,
+    hub: Hub,
+    tokens: dict[str, str],
+    hotline: Callable[..., Manifest],
+    live: str,
+) -> None:
+    hotline("drop-rows")
+    table, _ = bad_tickets(N)
+    _write(tmp_path, "a", table)
+    hub.ingest("hotline_tickets")
+    base = f"http://{live}/v1/datasets/hotline_tickets"
+    steward = {"Authorization": f"Bearer {tokens['steward']}"}
+    with httpx.Client(timeout=60) as http:
+        [batch] = http.get(f"{base}/quarantine", headers=steward).json()["batches"]
+        done = http.post(
+            f"{base}/quarantine/{batch['id']}/release",
+            headers=steward,
+            json={"force": True, "note": "checked by phone"},
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["rows_published"] == batch["rows"] and done.json()["version"] == 2
+        listing = http.get(f"{base}/quarantine", headers=steward).json()
+    assert listing["batches"][0]["status"] == "released"
+    [action] = listing["actions"]
+    assert (action["action"], action["principal"], action["note"]) == (
+        "release",
+        "steward",
+        "checked by phone",
+    )
+    assert hub.store.get_version("hotline_tickets").total_rows == N

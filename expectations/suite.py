@@ -60,8 +60,16 @@ def _gx_normalise(data: dict[str, Any], file: str) -> dict[str, Any]:
     import expectations.custom  # noqa: F401  # registers the domain expectations with GX
 
     def invalid(where: str, e: Exception) -> SuiteInvalid:
-        text = getattr(e, "message", None) or str(e) or type(e).__name__
-        return SuiteInvalid(f"{file}: {where}: {text.splitlines()[0]}", file=file)
+        errors = getattr(e, "errors", None)
+        if callable(errors):  # pydantic (v1 inside GX): name each bad argument once
+            fields: dict[str, str] = {}
+            for err in errors():
+                fields.setdefault(".".join(map(str, err["loc"])), err["msg"])
+            text = "; ".join(f"{k}: {v}" for k, v in fields.items())
+        else:
+            text = getattr(e, "message", None) or str(e) or type(e).__name__
+            text = text.splitlines()[0]
+        return SuiteInvalid(f"{file}: {where}: {text}", file=file)
 
     for i, exp in enumerate(data["expectations"]):
         if not isinstance(exp, dict) or not isinstance(exp.get("type"), str):

@@ -149,12 +149,23 @@ def validate(paths: list[Path]) -> None:
     for p in _manifest_paths(paths):
         try:
             m = load_manifest(p)
-            out.print(f"[green]ok[/] {p} ({m.id})")
+            suite = _check_suite(m.expectations)
+            out.print(f"[green]ok[/] {p} ({m.id}{suite})")
         except HubError as e:
             failed += 1
             err.print(f"[red]invalid[/] {e.message}")
     if failed:
         raise typer.Exit(2)
+
+
+def _check_suite(name: str | None) -> str:
+    """Load the manifest's suite as the gate would (through GX) so a typo shows up now."""
+    if name is None:
+        return ""
+    from expectations.suite import load_suite
+
+    suite = load_suite(name, settings().suites)
+    return f"; suite {suite.name}: {len(suite.checks)} expectations"
 
 
 def _manifest_paths(paths: list[Path]) -> list[Path]:

@@ -14,8 +14,10 @@ from tests.conftest import manifest_dict
 BLOCKHUB = str(Path(sys.executable).parent / "blockhub")
 
 
-def run(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BLOCKHUB_HOME": str(home), "COLUMNS": "200"}
+def run(
+    *args: str, home: Path, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BLOCKHUB_HOME": str(home), "COLUMNS": "200", **(env or {})}
     env.pop("BLOCKHUB_DEBUG", None)
     return subprocess.run(
         [BLOCKHUB, *args], env=env, capture_output=True, text=True, timeout=240, check=check

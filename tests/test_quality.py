@@ -406,3 +406,21 @@ def test_api_release_publishes_and_is_recorded(
         "checked by phone",
     )
     assert hub.store.get_version("hotline_tickets").total_rows == N
+
+
+def test_cli_validate_checks_the_suite(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    (suites / "hotline_tickets.json").write_text(
+        '{"name": "hotline_tickets", "expectations": [{"type": '
+        '"expect_column_values_to_be_valid_resident_idd", "kwargs": {"column": "x"}}]}',
+        encoding="utf-8",
+    )
+    ok = run("validate", str(DEMO), home=tmp_path / "h", check=True)
+    assert "suite hotline_tickets: 15 expectations" in ok.stdout
+    bad = run("validate", str(DEMO), home=tmp_path / "h", env={"BLOCKHUB_SUITES": str(suites)})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "hotline_tickets.json: expectations[0]" in bad.stderr
+    assert "expect_column_values_to_be_valid_resident_idd" in bad.stderr

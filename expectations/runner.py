@@ -351,9 +351,5 @@ class BatchValidator:
         reader = self.con.execute(
             f"SELECT {cols} FROM {BATCH} WHERE {ROW_ID} NOT IN (SELECT {ROW_ID} FROM findings "
             f"WHERE _bh_mask & {self.validation.failed_mask} <> 0)"
-        ).fetch_record_batch(batch_rows)
+        ).to_arrow_reader(batch_rows)
         yield from reader
-
-    def row_ids(self) -> Iterator[pa.RecordBatch]:
-        """Every row id of the batch (counting and re-release bookkeeping)."""
-        yield from self.con.execute(f"SELECT {ROW_ID} FROM {BATCH}").fetch_record_batch()

@@ -58,7 +58,7 @@ def quarantine_rows(
         rel = con.execute(
             f"SELECT * FROM read_parquet({literal(batch.path)}) ORDER BY {ident(ROW_ID)} "
             f"LIMIT {int(limit)} OFFSET {int(offset)}"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     finally:
         con.close()
     pii = manifest.personal_columns

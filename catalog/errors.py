@@ -121,3 +121,10 @@ class SchemaDrift(HubError):
 class QualityGateFailed(HubError):
     code = "quality_gate_failed"
     status = 422
+
+
+class SuiteInvalid(HubError):
+    """An expectation suite file is malformed or uses what the gate cannot run."""
+
+    code = "invalid_suite"
+    status = 422

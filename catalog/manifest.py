@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,7 @@ PersonalKind = Literal["phone", "id_number", "name", "address", "email", "plate"
 SyncMode = Literal["append", "merge", "replace"]
 SchemaPolicy = Literal["evolve", "freeze"]
 BlockKind = Literal["region", "enterprise", "address"]
+GatePolicy = Literal["block", "drop-rows", "warn"]
 
 CLASSIFICATION_RANK: dict[str, int] = {"general": 0, "important": 1, "core": 2}
 
@@ -112,6 +114,28 @@ class BlockFigure(_Model):
     by: Identifier | None = None
 
 
+class Quality(_Model):
+    """What the quality gate does when a batch breaks its suite (docs/quality.md)."""
+
+    policy: GatePolicy = Field(
+        default="block",
+        description="block: quarantine the whole batch; drop-rows: quarantine failing rows, "
+        "publish the rest; warn: publish all and flag",
+    )
+
+
+_FREQUENCY = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_frequency(text: str) -> timedelta:
+    """``30m``, ``1h``, ``1d``, ``2w`` → a timedelta; ValueError names what is allowed."""
+    m = _FREQUENCY.match(text)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a frequency; write a number and s, m, h, d or w (1h)")
+    return timedelta(seconds=int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+
+
 class Source(_Model):
     connector: str = Field(description="registered connector name, e.g. postgres, csv, parquet")
     options: dict[str, Any] = Field(default_factory=dict)
@@ -144,6 +168,18 @@ class Manifest(_Model):
     expectations: str | None = Field(
         default=None, description="expectation suite name in expectations/"
     )
+    quality: Quality = Field(default_factory=Quality, description="quality gate policy")
+
+    @field_validator("update_frequency")
+    @classmethod
+    def _frequency(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_frequency(v)
+        return v
+
+    @property
+    def freshness_window(self) -> timedelta | None:
+        return parse_frequency(self.update_frequency) if self.update_frequency else None
 
     @model_validator(mode="after")
     def _columns_consistent(self) -> Manifest:

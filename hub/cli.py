@@ -30,6 +30,7 @@ from rich.table import Table
 from catalog.errors import HubError, InvalidRequest
 from catalog.manifest import load_manifest
 from catalog.store import Principal, Run
+from hub.cli_quality import register as _register_quality
 from hub.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import feed_options, is_feed
@@ -151,12 +152,23 @@ def validate(paths: list[Path]) -> None:
             m = load_manifest(p)
             if is_feed(m):  # a feed's options are checked here too, not only at serve time
                 feed_options(m, file=str(p))
-            out.print(f"[green]ok[/] {p} ({m.id})")
+            suite = _check_suite(m.expectations)
+            out.print(f"[green]ok[/] {p} ({m.id}{suite})")
         except HubError as e:
             failed += 1
             err.print(f"[red]invalid[/] {e.message}")
     if failed:
         raise typer.Exit(2)
+
+
+def _check_suite(name: str | None) -> str:
+    """Load the manifest's suite as the gate would (through GX) so a typo shows up now."""
+    if name is None:
+        return ""
+    from expectations.suite import load_suite
+
+    suite = load_suite(name, settings().suites)
+    return f"; suite {suite.name}: {len(suite.checks)} expectations"
 
 
 def _manifest_paths(paths: list[Path]) -> list[Path]:
@@ -374,6 +386,9 @@ def demo(
     from hub.demo import run_demo
 
     run_demo(settings(), tour=tour, rows=rows, port=port, console=out)
+
+
+_register_quality(app, hub, out)
 
 
 def main() -> None:

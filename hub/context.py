@@ -78,6 +78,7 @@ class Hub:
             env=dict(os.environ) if env is None else env,
             trigger=trigger,
             progress=progress,
+            suites_dir=self.settings.suites,
         )
 
     def close(self) -> None:

@@ -18,10 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
 import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.table import Table
 
+from catalog.errors import NotFound
+from catalog.quality import QualityStore
 from catalog.store import Run
 from hub.context import Hub
 from hub.demo_blocks import BLOCK_AGENCIES, block_tour, ingest_block_datasets, write_sources
@@ -55,12 +58,15 @@ class World:
     next_id: int = 1
     clock: datetime = START
 
-    def write_tickets(self, n: int) -> Path:
-        """Write the next ``n`` tickets as one more export file of the hotline."""
+    def write_tickets(self, n: int, *, bad: int = 0) -> Path:
+        """Write the next ``n`` tickets as one more export file of the hotline; ``bad`` of
+        them get a mistyped phone number, ID number or district code (for the gate)."""
         end = self.clock + timedelta(days=max(1, n // 2000))
         table = hotline_tickets(
             n, seed=SEED + self.next_id, start=self.clock, end=end, first_id=self.next_id
         )
+        if bad:
+            table = _corrupt(table, bad)
         folder = self.folder / "hotline"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"tickets-{self.next_id:09d}.csv"
@@ -68,6 +74,36 @@ class World:
         self.next_id += n
         self.clock = end
         return path
+
+
+def _corrupt(table: pa.Table, bad: int) -> pa.Table:
+    """Typing mistakes an agency system lets through: one per row, cycling over three."""
+    mistakes = [
+        ("caller_phone", lambda v: "2" + v[1:]),  # no mobile number starts with 2
+        ("caller_id_number", lambda v: v[:-1] + ("0" if v[-1] != "0" else "1")),
+        ("district_code", lambda v: "520199"),  # not a division of Guiyang
+    ]
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    for i in range(bad):
+        row = (i * 97 + 13) % table.num_rows
+        column, typo = mistakes[i % len(mistakes)]
+        columns[column][row] = typo(columns[column][row])
+    return pa.table(columns, schema=table.schema)
+
+
+def _quality_line(console: Console, hub: Hub, run: Run) -> None:
+    try:
+        q = QualityStore(hub.store.engine).get_result(run.id)
+    except NotFound:
+        return
+    failed = ", ".join(q.summary()["failed_expectations"])
+    text = (
+        f"  quality {q.status}: {q.evaluated - q.failed}/{q.evaluated} expectations met on "
+        f"{q.rows_checked:,} rows"
+    )
+    if q.rows_quarantined:
+        text += f", {q.rows_quarantined:,} quarantined ({failed})"
+    console.print(text)
 
 
 def build_world(settings: Settings, rows: int, console: Console) -> World:
@@ -94,9 +130,13 @@ def build_world(settings: Settings, rows: int, console: Console) -> World:
             f"registered dataset [bold]{m.id}[/] ({m.title}, {m.sharing.type}, {m.classification})"
         )
     world.write_tickets(rows)
-    _report(console, hub.ingest("hotline_tickets", trigger="demo"))
+    run = hub.ingest("hotline_tickets", trigger="demo")
+    _report(console, run)
+    _quality_line(console, hub, run)
     world.write_tickets(max(1, rows // 20))
-    _report(console, hub.ingest("hotline_tickets", trigger="demo"))
+    run = hub.ingest("hotline_tickets", trigger="demo")
+    _report(console, run)
+    _quality_line(console, hub, run)
     write_sources(world.folder, seed=SEED)
     ingest_block_datasets(hub, console)
     return world
@@ -174,7 +214,31 @@ def guided_tour(world: World, console: Console) -> None:
             console.print("→ a new export file arrives; ingesting it …")
             run = world.hub.ingest("hotline_tickets", trigger="demo")
             _report(console, run)
+            _quality_line(console, world.hub, run)
             _print_ws(console, json.loads(ws.recv(10)))
+
+            console.rule("通 quality gate")
+            world.write_tickets(500, bad=3)
+            console.print("→ an export with three mistyped rows arrives; ingesting it …")
+            run = world.hub.ingest("hotline_tickets", trigger="demo")
+            _report(console, run)
+            _quality_line(console, world.hub, run)
+            _print_ws(console, json.loads(ws.recv(10)))  # quality.failed
+            _print_ws(console, json.loads(ws.recv(10)))  # dataset.updated
+        steward = {"Authorization": f"Bearer {world.tokens['steward_12345']}"}
+        held = http.get("/v1/datasets/hotline_tickets/quarantine", headers=steward).json()
+        [batch] = held["batches"]
+        rows = http.get(
+            f"/v1/datasets/hotline_tickets/quarantine/{batch['id']}/rows", headers=steward
+        ).json()["rows"]
+        for row in rows:
+            console.print(
+                f"  quarantined ticket {row['ticket_id']}: {', '.join(row['_bh_failed'])}"
+            )
+        console.print(
+            "  the steward sees them in `blockhub quarantine list hotline_tickets`, the report "
+            "at /v1/datasets/hotline_tickets/quality/report"
+        )
         live_feed_tour(world, console, port)
 
         def more_tickets() -> None:
@@ -234,8 +298,13 @@ def live_feed_tour(world: World, console: Console, port: int) -> None:
 
 
 def _print_ws(console: Console, msg: dict[str, object]) -> None:
-    if msg.get("type") == "message":
-        data = msg["data"]
+    data = msg.get("data")
+    if msg.get("event") == "quality.failed" and isinstance(data, dict):
+        console.print(
+            f"← {msg['channel']} #{msg['offset']} quality.failed: {data['rows_quarantined']:,} "
+            f"of {data['rows_checked']:,} rows quarantined ({data['policy']})"
+        )
+    elif msg.get("type") == "message":
         assert isinstance(data, dict)
         console.print(
             f"← {msg['channel']} #{msg['offset']} {msg['event']}: version {data['version']}, "

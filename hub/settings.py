@@ -17,3 +17,6 @@ class Settings(StorageSettings):
     query_max_rows: int = Field(default=5_000_000, gt=0)
     batch_rows: int = Field(default=65_536, gt=0)
     bus_poll_s: float = Field(default=0.2, gt=0)
+    freshness_interval_s: float = Field(
+        default=60.0, ge=0, description="how often datasets are checked for staleness (0: never)"
+    )

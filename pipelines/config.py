@@ -30,6 +30,9 @@ class StorageSettings(BaseSettings):
     )
     events_url: str | None = Field(default=None, description="SQLAlchemy URL of the event log")
     manifests: Path | None = Field(default=None, description="folder of dataset manifests")
+    suites: Path | None = Field(
+        default=None, description="folder of expectation suites (default: expectations/suites)"
+    )
 
     @field_validator("home")
     @classmethod

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -48,6 +49,8 @@ class Staged:
     """Non-empty addresses per address key column that did not resolve to a region."""
     regions: dict[str, int] = field(default_factory=dict)
     """Rows of the increment per region code (block keys), for block channels."""
+    quality: dict[str, Any] | None = None
+    """The quality gate's summary once the batch was validated (pipelines.quality)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,7 @@ class Staged:
             "seconds": self.seconds,
             "unresolved": self.unresolved,
             "regions": self.regions,
+            "quality": self.quality,
         }
 
     @classmethod
@@ -76,6 +80,7 @@ class Staged:
             bytes_written=sum(f.bytes for f in files),
             unresolved=dict(d.get("unresolved") or {}),
             regions=dict(d.get("regions") or {}),
+            quality=d.get("quality"),
         )
 
     def details(self) -> dict[str, Any]:
@@ -241,23 +246,28 @@ def notify(
     manifest: Manifest,
     publisher: Publisher,
     regions: Mapping[str, int] | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> None:
-    """Announce a committed version on the dataset's channel; ``regions`` (rows added per
-    region code, when the dataset has block keys) lets block channels route it."""
-    extra: dict[str, Any] = {"regions": dict(regions)} if regions else {}
+    """Announce a committed version on the dataset's channel, with the quality gate's
+    summary and, for datasets with block keys, the rows added per region code (which lets
+    block channels route it)."""
+    data: dict[str, Any] = {
+        "dataset": manifest.id,
+        "version": version.version,
+        "snapshot_id": str(version.snapshot_id),
+        "rows_added": version.rows_added,
+        "total_rows": version.total_rows,
+        "committed_at": version.committed_at.isoformat(),
+        "run_id": version.run_id,
+    }
+    if regions:
+        data["regions"] = dict(regions)
+    if quality is not None:
+        data["quality"] = dict(quality)
     publisher(
         dataset_channel(manifest.id),
         "dataset.updated",
-        {
-            "dataset": manifest.id,
-            "version": version.version,
-            "snapshot_id": str(version.snapshot_id),
-            "rows_added": version.rows_added,
-            "total_rows": version.total_rows,
-            "committed_at": version.committed_at.isoformat(),
-            "run_id": version.run_id,
-            **extra,
-        },
+        data,
         {"agency": manifest.agency, "dataset": manifest.id, "version": version.version},
     )
 
@@ -315,9 +325,14 @@ def run_ingest(
     trigger: str = "manual",
     progress: ProgressFn | None = None,
     connector: Connector | None = None,
+    suites_dir: Path | None = None,
 ) -> Run:
     """One whole ingest run of a dataset, recorded in the catalog.  Never raises for a
-    source or data problem: the run is recorded as failed with the reason."""
+    source or data problem: the run is recorded as failed with the reason.
+
+    With a suite in the manifest the quality gate (:mod:`pipelines.quality`) runs
+    between extract and publish; ``suites_dir`` is where suites are looked up (the
+    shipped ``expectations/suites`` by default)."""
     reconcile(manifest, lake=lake, store=store, publisher=publisher)
     run = store.start_run(manifest.id, trigger)
     staged: Staged | None = None
@@ -325,6 +340,20 @@ def run_ingest(
         staged = extract(
             manifest, lake=lake, run_id=run.id, env=env, progress=progress, connector=connector
         )
+        if manifest.expectations is not None:
+            # Imported here: pipelines.quality builds on this module's Staged.
+            from pipelines.quality import blocked_message, gate
+
+            staged = gate(
+                staged, manifest, lake=lake, store=store, publisher=publisher, suites_dir=suites_dir
+            )
+            if staged.quality is not None and staged.quality["status"] == "blocked":
+                return store.finish_run(
+                    run.id,
+                    "failed",
+                    rows_read=staged.rows_read,
+                    error=blocked_message(staged.quality),
+                )
         version = publish(staged, manifest, lake=lake, store=store)
     except HubError as e:
         if staged is not None:
@@ -344,7 +373,7 @@ def run_ingest(
             run.id, "unchanged", rows_read=staged.rows_read, details=staged.details()
         )
     if publisher is not None:
-        notify(version, manifest, publisher, staged.regions)
+        notify(version, manifest, publisher, regions=staged.regions, quality=staged.quality)
     return store.finish_run(
         run.id,
         "succeeded",

@@ -14,6 +14,7 @@ from catalog.errors import HubError
 from catalog.manifest import Manifest, load_manifest
 from pipelines.config import Storage, StorageSettings
 from pipelines.ingest import Staged, extract, notify, publish, reconcile
+from pipelines.quality import blocked_message, gate
 
 
 def _open(manifest_path: str, settings: StorageSettings | None) -> tuple[Manifest, Storage]:
@@ -50,12 +51,47 @@ def extract_step(
         st.close()
 
 
+def validate_step(
+    manifest_path: str, staged: Mapping[str, Any], *, settings: StorageSettings | None = None
+) -> dict[str, Any]:
+    """Run the quality gate on what was staged; returns what publish should commit.
+
+    A blocked batch finishes the run as failed here (its rows are in quarantine) and
+    comes back with ``quality.status == "blocked"`` and no files.
+    """
+    manifest, st = _open(manifest_path, settings)
+    s = Staged.from_dict(staged)
+    try:
+        try:
+            gated = gate(
+                s,
+                manifest,
+                lake=st.lake,
+                store=st.store,
+                publisher=st.log.append,
+                suites_dir=(settings or StorageSettings()).suites,
+            )
+        except Exception as e:
+            st.lake.discard(s.files)
+            _fail(st, s.run_id, e)
+            raise
+        if gated.quality is not None and gated.quality["status"] == "blocked":
+            st.store.finish_run(
+                s.run_id, "failed", rows_read=s.rows_read, error=blocked_message(gated.quality)
+            )
+        return gated.to_dict()
+    finally:
+        st.close()
+
+
 def publish_step(
     manifest_path: str, staged: Mapping[str, Any], *, settings: StorageSettings | None = None
 ) -> dict[str, Any] | None:
     """Commit what was staged; returns the new version, or None when nothing was new."""
-    manifest, st = _open(manifest_path, settings)
     s = Staged.from_dict(staged)
+    if s.quality is not None and s.quality["status"] == "blocked":
+        return None  # validate_step already recorded the run as failed
+    manifest, st = _open(manifest_path, settings)
     try:
         try:
             version = publish(s, manifest, lake=st.lake, store=st.store)
@@ -75,7 +111,7 @@ def publish_step(
             version=version.version,
             details=s.details(),
         )
-        return {**version.to_dict(), "regions": s.regions}
+        return {**version.to_dict(), "regions": s.regions, "quality": s.quality}
     finally:
         st.close()
 
@@ -99,7 +135,9 @@ def notify_step(
         ) -> None:
             offsets.append(st.log.append(channel, type, data, source).offset)
 
-        notify(v, manifest, publisher, version.get("regions"))
+        notify(
+            v, manifest, publisher, regions=version.get("regions"), quality=version.get("quality")
+        )
         return offsets[0]
     finally:
         st.close()

@@ -14,8 +14,10 @@ from tests.conftest import manifest_dict
 BLOCKHUB = str(Path(sys.executable).parent / "blockhub")
 
 
-def run(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BLOCKHUB_HOME": str(home), "COLUMNS": "200"}
+def run(
+    *args: str, home: Path, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BLOCKHUB_HOME": str(home), "COLUMNS": "200", **(env or {})}
     env.pop("BLOCKHUB_DEBUG", None)
     return subprocess.run(
         [BLOCKHUB, *args], env=env, capture_output=True, text=True, timeout=240, check=check
@@ -29,6 +31,21 @@ def test_demo_tour_runs_end_to_end(tmp_path: Path) -> None:
     assert "gets 403" in out
     assert "dataset:hotline_tickets #3 dataset.updated: version 3" in out
     assert "dataset:air_quality_live #1 dataset.updated: version 1, +20 rows" in out
+    # The quality gate's part of the tour, then the steward's commands on its state.
+    assert "quality passed: 15/15 expectations met on 3,000 rows" in out
+    assert "#4 quality.failed: 3 of 500 rows quarantined (drop-rows)" in out
+    assert "#5 dataset.updated: version 4, +497 rows" in out
+    demo = tmp_path / "demo"
+    shown = run("quality", "hotline_tickets", home=demo, check=True).stdout
+    assert "dropped" in shown and "be_valid_resident_id(caller_id_number)" in shown
+    listed = run("quarantine", "list", "hotline_tickets", home=demo, check=True).stdout
+    batch = next(line.split("│")[1].strip() for line in listed.splitlines() if "held" in line)
+    rows = run("quarantine", "show", "hotline_tickets", batch, home=demo, check=True).stdout
+    assert "caller_phone=2" in rows and "****" in rows  # the mistyped phone, masked
+    gone = run("quarantine", "discard", "hotline_tickets", batch, "--as", "wangmin", home=demo)
+    assert gone.returncode == 0 and "discarded 3 row(s)" in gone.stdout
+    again = run("quarantine", "discard", "hotline_tickets", batch, home=demo)
+    assert again.returncode == 2 and "is discarded, not held" in again.stderr
 
 
 def test_bad_manifest_names_file_and_field_without_traceback(tmp_path: Path) -> None:

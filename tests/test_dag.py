@@ -19,6 +19,12 @@ from tests.conftest import manifest_dict
 pytestmark = pytest.mark.airflow
 ROOT = Path(__file__).resolve().parents[1]
 
+SUITE = """{"name": "tickets", "expectations": [
+  {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "ticket_id"}},
+  {"type": "expect_column_values_to_be_valid_gbt2260_code", "kwargs": {"column": "district_code"}},
+  {"type": "expect_column_values_to_be_valid_mainland_mobile", "kwargs": {"column": "caller_phone"}}
+]}"""
+
 RUN_DAG = """
 import pipelines.dags.blockhub_datasets as dags
 run = dags.blockhub_ingest_tickets.test()
@@ -64,6 +70,10 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
         source={"connector": "parquet", "options": {"path": str(data)}, "cursor": "updated_at"}
     )
     m["schedule"] = "@hourly"
+    m["expectations"] = "tickets"  # the validate task runs the gate between extract and publish
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    (suites / "tickets.json").write_text(SUITE, encoding="utf-8")
     (manifests / "tickets.yaml").write_text(yaml.safe_dump(m, allow_unicode=True), encoding="utf-8")
 
     home = tmp_path / "home"
@@ -81,6 +91,7 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "pipelines" / "dags"),
         "BLOCKHUB_HOME": str(home),
         "BLOCKHUB_MANIFESTS": str(manifests),
+        "BLOCKHUB_SUITES": str(suites),
     }
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run(
@@ -104,5 +115,6 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
         assert runs[0].status == "succeeded" and runs[0].trigger.startswith("airflow:")
         messages = EventLog(settings.events_db).read("dataset:tickets")
         assert [(m.type, m.data["version"]) for m in messages] == [("dataset.updated", 1)]
+        assert messages[0].data["quality"]["status"] == "passed"
     finally:
         st.close()

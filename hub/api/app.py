@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
-from hub.api.routes import blocks, datasets, feeds, query
+from hub.api.routes import blocks, datasets, feeds, quality, query
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.feeds import FeedRunner
+from hub.freshness import freshness_task
 from hub.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
@@ -35,7 +36,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         await the_hub.bus.start()
         await app.state.feeds.start()  # live feeds: MQTT subscribers and flushers
         try:
-            yield
+            async with freshness_task(the_hub, the_hub.settings.freshness_interval_s):
+                yield
         finally:
             await app.state.feeds.stop()
             await the_hub.bus.stop()
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
     app.include_router(blocks.router)
+    app.include_router(quality.router)
     app.include_router(ws_router)
     app.include_router(feeds.router)
 

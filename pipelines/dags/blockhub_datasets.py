@@ -1,7 +1,7 @@
 """Airflow DAGs: one per dataset manifest in ``$BLOCKHUB_MANIFESTS``.
 
 Thin wiring around the same functions the embedded runner uses
-(:mod:`pipelines.steps`): extract >> publish >> notify.  Parsing is cheap and has
+(:mod:`pipelines.steps`): extract >> validate >> publish >> notify.  Parsing is cheap and has
 no side effects: it lists manifest files and reads their id and schedule.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from catalog.errors import ManifestError
 from catalog.manifest import load_manifest
@@ -42,6 +43,20 @@ def build_dag(manifest_path: Path) -> DAG:
             return extract_step(path, trigger=trigger, env=dict(os.environ))
 
         @task
+        def validate(staged: dict[str, Any]) -> dict[str, Any]:
+            from pipelines.steps import validate_step
+
+            gated = validate_step(path, staged)
+            quality = gated.get("quality") or {}
+            if quality.get("status") == "blocked":
+                # Not a transient error: retrying cannot make the batch pass.
+                batch = quality["quarantine_batch"]
+                raise AirflowFailException(
+                    f"quality gate blocked the batch; quarantined as {batch}"
+                )
+            return gated
+
+        @task
         def publish(staged: dict[str, Any]) -> dict[str, Any] | None:
             from pipelines.steps import publish_step
 
@@ -54,7 +69,7 @@ def build_dag(manifest_path: Path) -> DAG:
             return notify_step(path, version)
 
         # TaskFlow passes XComArgs where the functions declare their runtime values.
-        notify(publish(extract()))  # type: ignore[arg-type]
+        notify(publish(validate(extract())))  # type: ignore[arg-type]
 
     return ingest()
 

@@ -1,0 +1,355 @@
+"""Run a compiled suite over a staged batch in DuckDB, and separate the failing rows.
+
+One scan computes a bit mask per row (one bit per row-level expectation) and keeps
+only the rows with a bit set — their surrogate row id and mask, 16 bytes a row — in
+DuckDB.  Counts, samples and the GX-shaped result come from that small table; the
+batch is read again only when something failed (samples of the failing values, the
+quarantine file, and for ``drop-rows`` the passing rows).
+
+The surrogate row id is ``file_index << 40 | file_row_number`` of the staged files (a
+null key could not identify its row); a quarantine file keeps it in ``_bh_row`` so
+that a re-validated row keeps its identity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from catalog.errors import SuiteInvalid
+from catalog.identifiers import mask_id_number, mask_name, mask_phone
+from catalog.regions import region_codes_table
+from expectations.sql import BATCH, REGIONS, Check, ident, literal, macros, mask_sql
+from expectations.suite import GX_VERSION, Suite
+
+ROW_ID = "_bh_row"
+FAILED = "_bh_failed"
+SAMPLE_SIZE = 20
+
+_MASKS: dict[str, Callable[[str], str]] = {
+    "phone": mask_phone,
+    "id_number": mask_id_number,
+    "name": mask_name,
+}
+
+
+def mask_value(value: Any, pii: str | None) -> Any:
+    """A sample value as a steward may see it in results: personal data masked."""
+    if pii is None or value is None:
+        return value
+    text = str(value)
+    return _MASKS.get(pii, mask_name)(text)
+
+
+@dataclass
+class Validation:
+    """What a suite found in a batch, in numbers and in GX's result shape."""
+
+    suite: str
+    rows: int
+    results: list[dict[str, Any]]
+    failed_mask: int
+    unexpected_rows: int
+    failing_rows: int
+    seconds: float
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def success(self) -> bool:
+        return all(r["success"] for r in self.results)
+
+    @property
+    def failed(self) -> list[str]:
+        return [
+            r["expectation_config"]["meta"]["blockhub_key"]
+            for r in self.results
+            if not r["success"]
+        ]
+
+    def document(self) -> dict[str, Any]:
+        """A GX ``ExpectationSuiteValidationResult`` as JSON."""
+        ok = sum(r["success"] for r in self.results)
+        n = len(self.results)
+        return {
+            "success": self.success,
+            "suite_name": self.suite,
+            "results": self.results,
+            "statistics": {
+                "evaluated_expectations": n,
+                "successful_expectations": ok,
+                "unsuccessful_expectations": n - ok,
+                "success_percent": 100.0 * ok / n if n else None,
+            },
+            "meta": {
+                "great_expectations_version": GX_VERSION,
+                "engine": "blockhub DuckDB compiler",
+                "rows": self.rows,
+            },
+        }
+
+
+class BatchValidator:
+    """A suite bound to the Parquet files of one batch; close it when done."""
+
+    def __init__(
+        self,
+        files: list[str],
+        suite: Suite,
+        *,
+        pii: Mapping[str, str] | None = None,
+        key_columns: list[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.files = files
+        self.suite = suite
+        self.pii = dict(pii or {})
+        self.key_columns = list(key_columns or [])
+        config: dict[str, Any] = {
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+        }
+        if threads:
+            config["threads"] = threads
+        self.con = duckdb.connect(config=config)
+        self.con.execute("SET TimeZone='UTC'")
+        for stmt in macros():
+            self.con.execute(stmt)
+        self.con.register("__bh_regions_arrow", region_codes_table().select(["code"]))
+        self.con.execute(f"CREATE TABLE {REGIONS} AS SELECT code FROM __bh_regions_arrow")
+        self.validation: Validation | None = None
+        self.columns: list[str] = []
+        if files:
+            self._view()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> BatchValidator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the batch ---------------------------------------------------------------------
+
+    def _view(self) -> None:
+        paths = "[" + ", ".join(literal(f) for f in self.files) + "]"
+        src = f"read_parquet({paths}, file_row_number=true, union_by_name=true)"
+        names = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+        has_id = ROW_ID in names
+        self.columns = [n for n in names if not n.startswith("_bh_") and n != "file_row_number"]
+        row_id = ident(ROW_ID) if has_id else "((file_index::BIGINT << 40) | file_row_number)"
+        cols = ", ".join(ident(c) for c in self.columns)
+        self.con.execute(f"CREATE VIEW {BATCH} AS SELECT {row_id} AS {ROW_ID}, {cols} FROM {src}")
+        checked = {c.column for c in self.suite.row_checks if c.column}
+        missing = sorted(checked - set(self.columns))
+        if missing:
+            raise SuiteInvalid(
+                f"suite {self.suite.name!r} checks column(s) {', '.join(missing)} (of the batch: "
+                f"{', '.join(self.columns)})",
+                suite=self.suite.name,
+                columns=missing,
+            )
+
+    def _null_counts(self) -> dict[str, int]:
+        """Nulls per checked column, from the Parquet footers when they all carry them.
+
+        Every writer we stage with records null counts per row group, so this costs no
+        scan; a column without them is counted the slow way.
+        """
+        cols = sorted({c.column for c in self.suite.row_checks if c.column})
+        if not cols or not self.files:
+            return {}
+        paths = "[" + ", ".join(literal(f) for f in self.files) + "]"
+        stats = self.con.execute(
+            "SELECT path_in_schema, sum(stats_null_count), "
+            "count(*) FILTER (WHERE stats_null_count IS NULL) "
+            f"FROM parquet_metadata({paths}) GROUP BY 1"
+        ).fetchall()
+        known = {name: int(n or 0) for name, n, missing in stats if not missing}
+        counted = [c for c in cols if c not in known]
+        if counted:
+            sql = ", ".join(f"count(*) - count({ident(c)})" for c in counted)
+            row = self.con.execute(f"SELECT {sql} FROM {BATCH}").fetchone()
+            assert row is not None
+            known.update({c: int(v) for c, v in zip(counted, row, strict=True)})
+        return {c: known[c] for c in cols}
+
+    # -- validation ---------------------------------------------------------------------
+
+    def validate(self) -> Validation:
+        started = time.perf_counter()
+        checks = self.suite.checks
+        row_checks = self.suite.row_checks
+        rows = 0
+        if self.files:
+            got = self.con.execute(f"SELECT count(*) FROM {BATCH}").fetchone()
+            rows = int(got[0]) if got else 0
+            self.con.execute(
+                f"CREATE TABLE findings AS SELECT {ROW_ID}, _bh_mask FROM "
+                f"(SELECT {ROW_ID}, {mask_sql(checks)} AS _bh_mask FROM {BATCH}) "
+                "WHERE _bh_mask <> 0"
+            )
+        else:
+            self.con.execute(f"CREATE TABLE findings ({ROW_ID} BIGINT, _bh_mask BIGINT)")
+        bits = [f"count(*) FILTER (WHERE _bh_mask & {1 << n} <> 0)" for n in range(len(row_checks))]
+        counts_row = self.con.execute(
+            f"SELECT count(*){''.join(', ' + b for b in bits)} FROM findings"
+        ).fetchone()
+        assert counts_row is not None
+        unexpected_rows, counts = int(counts_row[0]), [int(v) for v in counts_row[1:]]
+        nulls = self._null_counts() if any(counts) or row_checks else {}
+        results: list[dict[str, Any]] = []
+        failed_mask = 0
+        samples = self._samples(row_checks, counts)
+        bit = {c.index: n for n, c in enumerate(row_checks)}
+        for c in checks:
+            if c.kind == "row":
+                n = bit[c.index]
+                res = self._row_result(c, rows, counts[n], nulls.get(c.column or "", 0), samples[n])
+                if not res["success"]:
+                    failed_mask |= 1 << n
+            else:
+                res = self._table_result(c, rows)
+            results.append(res)
+        failing_rows = 0
+        if failed_mask:
+            got = self.con.execute(
+                f"SELECT count(*) FROM findings WHERE _bh_mask & {failed_mask} <> 0"
+            ).fetchone()
+            failing_rows = int(got[0]) if got else 0
+        self.validation = Validation(
+            suite=self.suite.name,
+            rows=rows,
+            results=results,
+            failed_mask=failed_mask,
+            unexpected_rows=unexpected_rows,
+            failing_rows=failing_rows,
+            seconds=time.perf_counter() - started,
+        )
+        return self.validation
+
+    def _samples(self, row_checks: list[Check], counts: list[int]) -> list[list[tuple[Any, Any]]]:
+        """Up to SAMPLE_SIZE (value, key) pairs per row check, read in one pass."""
+        out: list[list[tuple[Any, Any]]] = [[] for _ in row_checks]
+        if not any(counts):
+            return out
+        picks = " UNION ALL ".join(
+            f"(SELECT {n} AS bit, {ROW_ID} FROM findings WHERE _bh_mask & {1 << n} <> 0 "
+            f"ORDER BY {ROW_ID} LIMIT {SAMPLE_SIZE})"
+            for n, count in enumerate(counts)
+            if count
+        )
+        self.con.execute(f"CREATE TEMP TABLE samples AS {picks}")
+        cols = sorted({c.column for c in row_checks if c.column} | set(self.key_columns))
+        sel = ", ".join(ident(c) for c in cols)
+        table = self.con.execute(
+            f"SELECT s.bit, b.{ROW_ID}, {', '.join('b.' + ident(c) for c in cols)} "
+            f"FROM samples s JOIN (SELECT {ROW_ID}, {sel} FROM {BATCH} "
+            f"WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM samples)) b USING ({ROW_ID}) "
+            f"ORDER BY s.bit, b.{ROW_ID}"
+        ).fetchall()
+        for bit, row_id, *values in table:
+            record = dict(zip(cols, values, strict=True))
+            check = row_checks[bit]
+            key = {k: record[k] for k in self.key_columns} if self.key_columns else {ROW_ID: row_id}
+            out[bit].append(
+                (mask_value(record[check.column or ""], self.pii.get(check.column or "")), key)
+            )
+        return out
+
+    def _row_result(
+        self, c: Check, rows: int, unexpected: int, missing: int, sample: list[tuple[Any, Any]]
+    ) -> dict[str, Any]:
+        not_null = c.type == "expect_column_values_to_not_be_null"
+        nonmissing = rows if not_null else rows - missing
+        pct = 100.0 * unexpected / nonmissing if nonmissing else 0.0
+        success = nonmissing == 0 or (nonmissing - unexpected) / nonmissing >= c.mostly
+        result: dict[str, Any] = {
+            "element_count": rows,
+            "unexpected_count": unexpected,
+            "unexpected_percent": pct,
+            "partial_unexpected_list": [v for v, _ in sample],
+            "partial_unexpected_index_list": [k for _, k in sample],
+            "observed_value": f"{pct:.4g}% unexpected",
+        }
+        if not not_null:
+            result["missing_count"] = missing
+            result["missing_percent"] = 100.0 * missing / rows if rows else None
+            result["unexpected_percent_total"] = 100.0 * unexpected / rows if rows else 0.0
+        return self._gx_result(c, success, result)
+
+    def _table_result(self, c: Check, rows: int) -> dict[str, Any]:
+        kw = c.kwargs
+        if c.type == "expect_column_to_exist":
+            observed: Any = c.column in self.columns
+            success = bool(observed)
+        elif c.type == "expect_table_row_count_to_equal":
+            observed, success = rows, rows == int(kw["value"])
+        else:
+            lo, hi = kw.get("min_value"), kw.get("max_value")
+            observed = rows
+            success = (lo is None or rows >= lo) and (hi is None or rows <= hi)
+        return self._gx_result(c, success, {"observed_value": observed})
+
+    def _gx_result(self, c: Check, success: bool, result: dict[str, Any]) -> dict[str, Any]:
+        config = c.config()
+        config["meta"]["blockhub_key"] = c.key
+        return {
+            "success": bool(success),
+            "expectation_config": config,
+            "result": result,
+            "exception_info": {"raised_exception": False, "exception_message": None},
+        }
+
+    # -- separating rows --------------------------------------------------------------
+
+    def _failed_list(self, mask: str) -> str:
+        items = ", ".join(
+            f"CASE WHEN {mask} & {1 << n} <> 0 THEN {literal(c.key)} END"
+            for n, c in enumerate(self.suite.row_checks)
+        )
+        return (
+            f"list_filter([{items}]::VARCHAR[], x -> x IS NOT NULL)" if items else "[]::VARCHAR[]"
+        )
+
+    def quarantine_sql(self, *, whole_batch: bool) -> str:
+        """The rows to quarantine with their row id and the rules each one broke."""
+        assert self.validation is not None, "validate() first"
+        cols = ", ".join(f"b.{ident(c)}" for c in self.columns)
+        failed = self._failed_list("coalesce(f._bh_mask, 0)")
+        if whole_batch:
+            return (
+                f"SELECT b.{ROW_ID}, {failed} AS {FAILED}, {cols} FROM {BATCH} b "
+                f"LEFT JOIN findings f USING ({ROW_ID})"
+            )
+        return (
+            f"SELECT b.{ROW_ID}, {failed} AS {FAILED}, {cols} FROM {BATCH} b "
+            f"JOIN findings f USING ({ROW_ID}) "
+            f"WHERE f._bh_mask & {self.validation.failed_mask} <> 0"
+        )
+
+    def write_quarantine(self, path: Path, *, whole_batch: bool) -> int:
+        """Write the quarantined rows as one Parquet file; returns how many."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sql = self.quarantine_sql(whole_batch=whole_batch)
+        got = self.con.execute(
+            f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION zstd)"
+        ).fetchone()
+        return int(got[0]) if got else 0
+
+    def passing(self, batch_rows: int = 262_144) -> Iterator[pa.RecordBatch]:
+        """The rows of the batch that broke no failed expectation, in batch order."""
+        assert self.validation is not None, "validate() first"
+        cols = ", ".join(ident(c) for c in self.columns)
+        reader = self.con.execute(
+            f"SELECT {cols} FROM {BATCH} WHERE {ROW_ID} NOT IN (SELECT {ROW_ID} FROM findings "
+            f"WHERE _bh_mask & {self.validation.failed_mask} <> 0)"
+        ).to_arrow_reader(batch_rows)
+        yield from reader

@@ -1,0 +1,170 @@
+"""Quality: validation results, the report page, freshness, and the quarantine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from catalog.errors import AccessDenied, NotFound
+from catalog.policy import can_manage, can_read
+from catalog.quality import QualityResult, QualityStore
+from catalog.store import DatasetRecord, Principal
+from hub.api.deps import HubDep, PrincipalDep
+from hub.context import Hub
+from hub.quality_report import render_report
+from pipelines.freshness import freshness
+from pipelines.quarantine import discard, quarantine_rows, release
+
+router = APIRouter(prefix="/v1/datasets", tags=["quality"])
+
+
+def _readable(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
+    record = hub.store.get_dataset(dataset_id)
+    if not can_read(principal, record):
+        raise AccessDenied(f"you may not read dataset {dataset_id!r}", dataset=dataset_id)
+    return record
+
+
+def _managed(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
+    record = hub.store.get_dataset(dataset_id)
+    if not can_manage(principal, record.agency_id):
+        raise AccessDenied(
+            f"only a steward of {record.agency_id!r} may handle the quarantine of {dataset_id!r}",
+            dataset=dataset_id,
+        )
+    return record
+
+
+def _quality(hub: Hub) -> QualityStore:
+    return QualityStore(hub.store.engine)
+
+
+def _freshness(hub: Hub, record: DatasetRecord) -> Any:
+    latest = hub.store.latest_versions().get(record.id)
+    return freshness(record, latest)
+
+
+@router.get("/{dataset_id}/quality", summary="Quality results of recent runs and freshness")
+def get_quality(
+    dataset_id: str, hub: HubDep, principal: PrincipalDep, limit: int = 20
+) -> dict[str, Any]:
+    record = _readable(hub, principal, dataset_id)
+    results = _quality(hub).results(dataset_id, limit=min(max(limit, 1), 200))
+    return {
+        "dataset": dataset_id,
+        "suite": record.manifest.expectations,
+        "policy": record.manifest.quality.policy,
+        "freshness": _freshness(hub, record).to_dict(),
+        "latest": results[0].to_dict() if results else None,
+        "history": [r.summary() for r in results],
+    }
+
+
+@router.get(
+    "/{dataset_id}/quality/report",
+    response_class=HTMLResponse,
+    summary="The latest (or a given run's) validation as a readable page",
+)
+def quality_report(
+    dataset_id: str, hub: HubDep, principal: PrincipalDep, run: str | None = None
+) -> HTMLResponse:
+    record = _readable(hub, principal, dataset_id)
+    q = _quality(hub)
+    result: QualityResult | None
+    if run:
+        result = q.get_result(run)
+        if result.dataset_id != dataset_id:
+            raise NotFound(f"no quality result for run {run!r} of {dataset_id!r}", run=run)
+    else:
+        latest = q.results(dataset_id, limit=1)
+        result = latest[0] if latest else None
+    page = render_report(dataset_id, record.title, result, _freshness(hub, record))
+    return HTMLResponse(page)
+
+
+@router.get("/{dataset_id}/quarantine", summary="Quarantine batches and the actions taken")
+def list_quarantine(
+    dataset_id: str, hub: HubDep, principal: PrincipalDep, status: str | None = None
+) -> dict[str, Any]:
+    _managed(hub, principal, dataset_id)
+    q = _quality(hub)
+    return {
+        "dataset": dataset_id,
+        "batches": [b.to_dict() for b in q.batches(dataset_id, status=status)],
+        "actions": [a.to_dict() for a in q.actions(dataset_id)],
+    }
+
+
+@router.get(
+    "/{dataset_id}/quarantine/{batch_id}/rows",
+    summary="Quarantined rows: row id, failed expectations, values (personal data masked)",
+)
+def quarantine_batch_rows(
+    dataset_id: str,
+    batch_id: str,
+    hub: HubDep,
+    principal: PrincipalDep,
+    limit: int = 100,
+    offset: int = 0,
+) -> dict[str, Any]:
+    record = _managed(hub, principal, dataset_id)
+    batch = _quality(hub).get_batch(batch_id, dataset_id)
+    rows = quarantine_rows(
+        batch, record.manifest, limit=min(max(limit, 1), 1000), offset=max(offset, 0)
+    )
+    return {"batch": batch.to_dict(), "rows": rows}
+
+
+class ReleaseIn(BaseModel):
+    force: bool = Field(default=False, description="publish without re-validating")
+    note: str | None = None
+
+
+class DiscardIn(BaseModel):
+    note: str | None = None
+
+
+@router.post(
+    "/{dataset_id}/quarantine/{batch_id}/release",
+    summary="Re-validate a held batch against the current suite and publish what passes",
+)
+async def release_batch(
+    dataset_id: str, batch_id: str, body: ReleaseIn, hub: HubDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    record = _managed(hub, principal, dataset_id)
+    outcome = await run_in_threadpool(
+        lambda: release(
+            batch_id,
+            record.manifest,
+            store=hub.store,
+            lake=hub.lake,
+            publisher=hub.bus.publish,
+            principal=principal.id,
+            suites_dir=hub.settings.suites,
+            force=body.force,
+            note=body.note,
+        )
+    )
+    return {
+        "batch": outcome.batch,
+        "run_id": outcome.run_id,
+        "rows_published": outcome.rows_published,
+        "rows_held": outcome.rows_held,
+        "version": outcome.version,
+        "new_batch": outcome.new_batch,
+    }
+
+
+@router.post("/{dataset_id}/quarantine/{batch_id}/discard", summary="Discard a held batch")
+def discard_batch(
+    dataset_id: str, batch_id: str, body: DiscardIn, hub: HubDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    record = _managed(hub, principal, dataset_id)
+    action = discard(
+        batch_id, record.manifest, store=hub.store, principal=principal.id, note=body.note
+    )
+    return action.to_dict()

@@ -1,0 +1,170 @@
+"""The quality gate between extract and publish: validate, quarantine, record, announce.
+
+``gate`` takes what ``extract`` staged and returns what ``publish`` should commit:
+
+- the suite passes (or there is none): the staged files, unchanged;
+- ``warn``: the staged files, flagged (status ``warned``, a ``quality.failed`` event);
+- ``drop-rows``: the rows that broke a failed expectation go to a quarantine file, the
+  others are staged again as new files (the originals are removed);
+- ``block``: the whole batch goes to quarantine and nothing is published; the table
+  stays at its last good version and its cursor does not move.
+
+Every run's result (each expectation, observed value, unexpected count, a masked sample)
+is stored in the catalog (:class:`catalog.quality.QualityStore`).  Quarantine files live
+next to the table's data, under ``<table>/quarantine/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from catalog.errors import SuiteInvalid
+from catalog.eventlog import Publisher
+from catalog.lake import Lake
+from catalog.manifest import Manifest
+from catalog.quality import GateStatus, QualityStore
+from catalog.store import CatalogStore
+from expectations.runner import BatchValidator, Validation
+from expectations.suite import load_suite
+from pipelines.ingest import Staged, dataset_channel
+
+log = logging.getLogger(__name__)
+
+
+def local_path(location: str) -> Path:
+    """A staged file or table location as a local path (the gate reads with DuckDB)."""
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else location)
+    raise SuiteInvalid(
+        f"the quality gate reads staged files from a local warehouse; {location!r} is not local",
+        location=location,
+    )
+
+
+def quarantine_dir(lake: Lake, dataset_id: str) -> Path:
+    return local_path(lake.table(dataset_id).location()) / "quarantine"
+
+
+def quality_store(store: CatalogStore) -> QualityStore:
+    return QualityStore(store.engine)
+
+
+def _status(policy: str, validation: Validation) -> GateStatus:
+    if validation.success:
+        return "passed"
+    return {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}[policy]  # type: ignore[return-value]
+
+
+def gate(
+    staged: Staged,
+    manifest: Manifest,
+    *,
+    lake: Lake,
+    store: CatalogStore,
+    publisher: Publisher | None,
+    suites_dir: Path | None = None,
+    quality: QualityStore | None = None,
+) -> Staged:
+    """Validate a staged batch against the dataset's suite and apply its policy."""
+    if manifest.expectations is None or not staged.files:
+        return staged
+    qstore = quality or quality_store(store)
+    suite = load_suite(manifest.expectations, suites_dir)
+    policy = manifest.quality.policy
+    files = [str(local_path(f.path)) for f in staged.files]
+    with BatchValidator(
+        files, suite, pii=manifest.personal_columns, key_columns=manifest.primary_key
+    ) as validator:
+        validation = validator.validate()
+        status = _status(policy, validation)
+        batch_id: str | None = None
+        quarantined = 0
+        result_files = staged.files
+        if status in ("dropped", "blocked"):
+            batch_id = str(uuid.uuid4())
+            path = quarantine_dir(lake, manifest.id) / f"{staged.run_id}-{batch_id[:8]}.parquet"
+            quarantined = validator.write_quarantine(path, whole_batch=status == "blocked")
+            if status == "dropped":
+                result_files = lake.stage(
+                    manifest.id,
+                    staged.run_id,
+                    validator.passing(),
+                    lake.table(manifest.id).schema().as_arrow(),
+                )
+            else:
+                result_files = []
+            _supersede(qstore, manifest.id, staged.previous_cursor)
+            qstore.add_batch(
+                batch_id=batch_id,
+                dataset_id=manifest.id,
+                run_id=staged.run_id,
+                path=str(path),
+                rows=quarantined,
+                policy=policy,
+                failed=validation.failed,
+                previous_cursor=staged.previous_cursor,
+                cursor=staged.cursor,
+            )
+    if result_files is not staged.files:
+        lake.discard(staged.files)
+    result = qstore.record_result(
+        run_id=staged.run_id,
+        dataset_id=manifest.id,
+        suite=suite.name,
+        policy=policy,
+        status=status,
+        rows_checked=validation.rows,
+        rows_quarantined=quarantined,
+        rows_unexpected=validation.unexpected_rows,
+        seconds=validation.seconds,
+        document=validation.document(),
+        quarantine_batch=batch_id,
+    )
+    summary = result.summary()
+    if not validation.success:
+        log.warning(
+            "quality gate of %s (%s): %s, %d row(s) quarantined",
+            manifest.id,
+            policy,
+            ", ".join(validation.failed),
+            quarantined,
+        )
+        if publisher is not None:
+            publisher(
+                dataset_channel(manifest.id),
+                "quality.failed",
+                {"dataset": manifest.id, **summary},
+                {"agency": manifest.agency, "dataset": manifest.id},
+            )
+    return replace(
+        staged,
+        files=result_files,
+        bytes_written=sum(f.bytes for f in result_files),
+        quality=summary,
+    )
+
+
+def _supersede(qstore: QualityStore, dataset_id: str, previous_cursor: Any) -> None:
+    """A batch re-read from the same cursor replaces the one quarantined before it.
+
+    Under ``block`` (or when no row passed) the cursor does not move, so the next run
+    reads the same source rows again; the older copy is marked superseded so that each
+    source row is held once.
+    """
+    for b in qstore.batches(dataset_id, status="held"):
+        if b.previous_cursor == previous_cursor and b.origin is None:
+            qstore.set_batch_status(b.id, "superseded")
+
+
+def blocked_message(quality: dict[str, Any]) -> str:
+    failed = ", ".join(quality.get("failed_expectations", []))
+    return (
+        f"quality gate blocked the batch: {quality['rows_quarantined']:,} row(s) quarantined "
+        f"in batch {quality['quarantine_batch']} ({failed})"
+    )

@@ -17,3 +17,8 @@ class Settings(StorageSettings):
     query_max_rows: int = Field(default=5_000_000, gt=0)
     batch_rows: int = Field(default=65_536, gt=0)
     bus_poll_s: float = Field(default=0.2, gt=0)
+    # Exchange (docs/access.md): DuckDB memory for all queries of the process together,
+    # rows a `core` dataset may leave in one answer, the audit chain's HMAC key.
+    query_memory_limit: str = Field(default="2GB", description="DuckDB memory_limit")
+    core_max_rows: int = Field(default=10_000, gt=0)
+    audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")

@@ -174,9 +174,7 @@ class AuditLog:
     ) -> AuditEntry:
         with self.store.session() as s:
             # Take the write lock first (UPDATE), then read the head it protects.
-            s.execute(
-                update(AuditHeadRow).where(AuditHeadRow.id == 1).values(updated_at=utcnow())
-            )
+            s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(updated_at=utcnow()))
             head = s.get(AuditHeadRow, 1, populate_existing=True, with_for_update=True)
             assert head is not None
             row = AuditRow(
@@ -202,9 +200,7 @@ class AuditLog:
             s.add(row)
             s.flush()
             for ds in datasets:
-                s.add(
-                    AuditDatasetRow(seq=row.seq, dataset_id=ds, agency_id=dataset_agencies[ds])
-                )
+                s.add(AuditDatasetRow(seq=row.seq, dataset_id=ds, agency_id=dataset_agencies[ds]))
             head.seq = row.seq
             head.hash = row.hash
             s.flush()
@@ -240,7 +236,10 @@ class AuditLog:
             with self.store.session() as s:
                 rows = list(
                     s.scalars(
-                        select(AuditRow).where(AuditRow.seq > last).order_by(AuditRow.seq).limit(batch)
+                        select(AuditRow)
+                        .where(AuditRow.seq > last)
+                        .order_by(AuditRow.seq)
+                        .limit(batch)
                     )
                 )
             if not rows:

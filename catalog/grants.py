@@ -169,7 +169,9 @@ def check_scope(
                 f"row_filter.{col} must be a non-empty list of strings", field=f"row_filter.{col}"
             )
     if columns is not None and not columns:
-        raise InvalidRequest("columns must not be empty (omit it for every column)", field="columns")
+        raise InvalidRequest(
+            "columns must not be empty (omit it for every column)", field="columns"
+        )
     if columns is not None:
         outside = [c for c in unmask if c not in columns]
         if outside:
@@ -258,7 +260,7 @@ class GrantStore:
                 raise NotFound(f"no access request {grant_id!r}", request=grant_id)
             return _grant(row)
 
-    def list(
+    def list_grants(
         self,
         *,
         dataset_ids: Sequence[str] | None = None,

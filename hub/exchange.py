@@ -289,9 +289,11 @@ class Exchange:
         """
         started = time.perf_counter()
         try:
-            return self._start(sql, principal, versions, max_rows, timeout_s, action, detail, started)
+            return self._start(
+                sql, principal, versions, max_rows, timeout_s, action, detail, started
+            )
         except HubError as e:
-            self._audit_refusal(sql, principal, action, detail, e)
+            self.audit_refusal(sql, principal, action, detail, e)
             raise
 
     def _start(
@@ -398,7 +400,9 @@ class Exchange:
                     "truncated": result.truncated,
                     "classification": result.classification,
                     "masked": {
-                        d: sorted(accesses[d].masked) for d in checked.datasets if accesses[d].masked
+                        d: sorted(accesses[d].masked)
+                        for d in checked.datasets
+                        if accesses[d].masked
                     },
                     "grants": sorted({g for d in checked.datasets for g in accesses[d].grants}),
                 },
@@ -406,7 +410,7 @@ class Exchange:
 
         return hook
 
-    def _audit_refusal(
+    def audit_refusal(
         self,
         sql: str,
         principal: Principal,

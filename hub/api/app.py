@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub.api import errors
-from hub.api.routes import datasets, query
+from hub.api.routes import audit, catalog, datasets, grants, query, rows
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.settings import Settings
@@ -41,6 +41,10 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(datasets.router)
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
+    app.include_router(rows.router)
+    app.include_router(catalog.router)
+    app.include_router(grants.router)
+    app.include_router(audit.router)
     app.include_router(ws_router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no authentication, no data)")

@@ -16,9 +16,9 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from catalog.errors import AccessDenied, HubError, InvalidRequest, Unauthenticated
-from catalog.policy import can_read
 from catalog.store import Principal
 from hub.api.errors import hub_error_body
+from hub.auditing import audit_subscription
 from hub.bus import Notice, SlowConsumer, Subscription
 from hub.context import Hub
 
@@ -64,8 +64,7 @@ def check_channel(hub: Hub, principal: Principal, channel: str) -> None:
     """Raise unless the principal may subscribe to ``channel``."""
     kind, _, name = channel.partition(":")
     if kind == "dataset" and name:
-        record = hub.store.get_dataset(name)
-        if not can_read(principal, record):
+        if not hub.exchange.access(principal, name).readable:
             raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
         return
     raise InvalidRequest(
@@ -106,6 +105,7 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscrip
                     )
                     since = 0
                 head = await sub.add(channel, since)
+                await asyncio.to_thread(audit_subscription, hub, principal, channel, since)
                 await ws.send_text(
                     _dumps(
                         {

@@ -192,9 +192,7 @@ def _narrower(
         raise InvalidRequest("approval may only narrow the requested columns", field="columns")
     if unmask is not None and not set(unmask) <= set(g.unmask):
         raise InvalidRequest("approval may only narrow the columns to unmask", field="unmask")
-    if g.row_filter is not None:
-        if row_filter is None:
-            raise InvalidRequest("approval may only narrow the row filter", field="row_filter")
+    if g.row_filter is not None and row_filter is not None:
         for col, values in g.row_filter.items():
             if col not in row_filter or not set(row_filter[col]) <= set(values):
                 raise InvalidRequest(

@@ -99,7 +99,7 @@ def test_sql_every_format(
     r = client.post(
         "/v1/query",
         headers=h(exchange_world, who),
-        json={"sql": f"SELECT * FROM {ds}", "format": fmt},  # fmt: skip
+        json={"sql": f"SELECT * FROM {ds}", "format": fmt},
     )
     if masked is None:
         assert r.status_code == 403 and r.json()["code"] == "forbidden"

@@ -13,9 +13,12 @@ from catalog.errors import AccessDenied, NotFound
 from catalog.policy import can_manage
 from catalog.store import DatasetRecord, Principal, Run, Version
 from hub.api.deps import HubDep, PrincipalDep
+from hub.api.errors import error_responses
 from hub.context import Hub
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 403, 404, 422)
+)
 
 
 class VersionOut(BaseModel):
@@ -164,7 +167,9 @@ async def ingest_now(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> R
     return RunOut.of(run)
 
 
-runs_router = APIRouter(prefix="/v1/runs", tags=["datasets"])
+runs_router = APIRouter(
+    prefix="/v1/runs", tags=["datasets"], responses=error_responses(401, 404, 422)
+)
 
 
 @runs_router.get("/{run_id}", response_model=RunOut, summary="One ingest run")

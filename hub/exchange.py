@@ -123,10 +123,6 @@ def clean_error(e: BaseException) -> str:
     return _QUOTED.sub("'…'", first)
 
 
-def _first_line(e: BaseException) -> str:
-    return clean_error(e)
-
-
 _RANK = {"general": 0, "important": 1, "core": 2}
 
 
@@ -197,6 +193,7 @@ class Exchange:
         self._db = connect("iceberg", config=config)
         if lake_root:
             self._db.execute("SET allowed_directories=[?]", [lake_root])
+        self._db.execute("SET enable_progress_bar=false")
         self._db.execute("SET enable_external_access=false")
         self._db.execute("SET lock_configuration=true")
 

@@ -41,6 +41,8 @@ def test_every_exchange_is_recorded(client: TestClient, world: ExchangeWorld) ->
         ws.receive_json()
         ws.send_json({"op": "subscribe", "channel": "dataset:t_open"})
         assert ws.receive_json()["type"] == "subscribed"
+        ws.send_json({"op": "ping", "id": 1})  # commands run in order: the entry is written
+        assert ws.receive_json()["type"] == "pong"
     entries = list(reversed(world.hub.audit.entries(principal="developer")))
     got = [(e.action, list(e.datasets), e.outcome) for e in entries]
     assert got == [

@@ -105,7 +105,6 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscrip
                     )
                     since = 0
                 head = await sub.add(channel, since)
-                await asyncio.to_thread(audit_subscription, hub, principal, channel, since)
                 await ws.send_text(
                     _dumps(
                         {
@@ -116,6 +115,7 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscrip
                         }
                     )
                 )
+                await asyncio.to_thread(audit_subscription, hub, principal, channel, since)
             elif op == "unsubscribe" and isinstance(channel, str):
                 sub.remove(channel)
                 await ws.send_text(_dumps({"type": "unsubscribed", "channel": channel}))

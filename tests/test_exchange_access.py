@@ -219,3 +219,26 @@ def test_grant_lifecycle_changes_what_is_read(fresh_exchange_world: ExchangeWorl
         json={"purpose": "x", "expires_at": "2020-01-01T00:00:00Z"},
     )
     assert r.status_code == 400 and r.json()["detail"]["field"] == "expires_at"
+
+
+def test_core_results_are_capped_and_derived_results_inherit_core(
+    client: TestClient, exchange_world: ExchangeWorld
+) -> None:
+    """A JSON answer of core data stops at core_max_rows; joining a core dataset makes the
+    result core (就高从严), so it cannot be exported either."""
+    settings = exchange_world.hub.settings
+    before = settings.core_max_rows
+    settings.core_max_rows = 7
+    try:
+        hdr = h(exchange_world, "stranger")
+        r = client.post("/v1/query", headers=hdr, json={"sql": "SELECT ticket_id FROM t_core"})
+        body = r.json()
+        assert body["row_count"] == 7 and body["truncated"] is True
+        assert body["classification"] == "core"
+        joined = "SELECT o.ticket_id FROM t_open o JOIN t_core c USING (ticket_id)"
+        r = client.post("/v1/query", headers=hdr, json={"sql": joined, "format": "parquet"})
+        assert r.status_code == 403 and r.json()["detail"]["classification"] == "core"
+        r = client.post("/v1/query", headers=hdr, json={"sql": "SELECT 1 AS x FROM t_open"})
+        assert r.headers["x-blockhub-classification"] == "general"
+    finally:
+        settings.core_max_rows = before

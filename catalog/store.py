@@ -568,3 +568,16 @@ class CatalogStore:
                 (VersionRow.dataset_id == latest.c.dataset_id) & (VersionRow.version == latest.c.v),
             )
             return {v.dataset_id: _version(v) for v in s.scalars(q)}
+
+    def change_stamp(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of dataset and version changes (one round trip), so that
+        callers may cache what they derived from ``list_datasets``/``latest_versions``."""
+        with self.session() as s:
+            row = s.execute(
+                select(
+                    select(func.count(DatasetRow.id)).scalar_subquery(),
+                    select(func.max(DatasetRow.updated_at)).scalar_subquery(),
+                    select(func.count()).select_from(VersionRow).scalar_subquery(),
+                )
+            ).one()
+            return tuple(row)

@@ -389,6 +389,32 @@ def demo(
 
 
 _register_quality(app, hub, out)
+audit_app = typer.Typer(help="The hash-chained audit log of exchanges.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit chain; exit 1 naming the first entry that was altered."""
+    r = hub().audit.verify()
+    if r.ok:
+        out.print(f"audit log intact: {r.entries} entries")
+        return
+    err.print(f"[red]audit log TAMPERED:[/] {r.problem} (checked {r.entries} entries)")
+    raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def audit_list(
+    limit: Annotated[int, typer.Option(help="entries, newest first")] = 20,
+    dataset: Annotated[str | None, typer.Option(help="only entries touching it")] = None,
+) -> None:
+    """Show recent audit entries."""
+    t = Table("seq", "at", "action", "principal", "datasets", "rows", "outcome")
+    for e in hub().audit.entries(dataset=dataset, limit=limit):
+        names = ",".join(f"{k}@{v}" if v else k for k, v in e.datasets.items())
+        t.add_row(str(e.seq), e.at, e.action, e.principal, names, str(e.row_count), e.outcome)
+    out.print(t)
 
 
 def main() -> None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from catalog.audit import AuditLog
 from catalog.eventlog import EventLog
+from catalog.grants import GrantStore
 from catalog.lake import Lake
 from catalog.manifest import Manifest, load_manifests
 from catalog.store import CatalogStore, Run
@@ -34,6 +36,8 @@ class Hub:
     log: EventLog
     bus: Bus
     _exchange: Exchange | None = field(default=None, repr=False)
+    _grants: GrantStore | None = field(default=None, repr=False)
+    _audit: AuditLog | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Hub:
@@ -42,12 +46,28 @@ class Hub:
         return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus)
 
     @property
+    def grants(self) -> GrantStore:
+        if self._grants is None:
+            self._grants = GrantStore(self.store)
+        return self._grants
+
+    @property
+    def audit(self) -> AuditLog:
+        if self._audit is None:
+            key = self.settings.audit_key
+            self._audit = AuditLog(self.store, key=key.encode() if key else None)
+        return self._audit
+
+    @property
     def exchange(self) -> Exchange:
         if self._exchange is None:
             self._exchange = Exchange(
                 self.store,
                 lake_root=local_root(self.settings.lake_warehouse),
                 batch_rows=self.settings.batch_rows,
+                memory_limit=self.settings.query_memory_limit,
+                grants=self.grants,
+                audit=self.audit,
             )
         return self._exchange
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any, Literal
 
+import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -46,14 +48,80 @@ def schema_json(schema: pa.Schema) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
+# JSON rows are rendered by DuckDB from each Arrow batch (vectorised, ~2x faster than
+# to_pylist + orjson on 1M rows: docs/performance.md), on a private in-memory database with
+# no file access.  Types it renders differently from orjson fall back to the Python path.
+_JSON_DB = duckdb.connect(config={"enable_external_access": "false"})
+_JSON_DB.execute("SET TimeZone='UTC'")
+_JSON_DB.execute("SET enable_progress_bar=false")
+_JSON_DB.execute("SET lock_configuration=true")
+
+
+def _json_expr(field: pa.Field) -> str | None:
+    """DuckDB expression giving the field's JSON value, or None when not handled."""
+    q = '"' + field.name.replace('"', '""') + '"'
+    t = field.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_string(t):
+        return q
+    if pa.types.is_large_string(t) or pa.types.is_date(t):
+        return q
+    if pa.types.is_floating(t):
+        return f"CASE WHEN isfinite({q}) THEN {q} END"  # NaN/inf are not JSON: null
+    if pa.types.is_decimal(t):
+        return f"CAST({q} AS VARCHAR)"  # a string: no precision lost
+    if pa.types.is_timestamp(t):
+        text = f"strftime({q}, '%Y-%m-%dT%H:%M:%S.%f')"
+        return f"{text} || '+00:00'" if t.tz else text
+    return None
+
+
+def _projection(schema: pa.Schema, sep: str) -> str | None:
+    parts = []
+    for f in schema:
+        expr = _json_expr(f)
+        if expr is None:
+            return None
+        parts.append('"' + f.name.replace('"', '""') + '" := ' + expr)
+    if not parts or len({f.name for f in schema}) != len(schema):
+        return None
+    return f"CAST(to_json(struct_pack({', '.join(parts)})) AS VARCHAR) || '{sep}'"
+
+
+def _string_bytes(arr: pa.Array) -> bytes:
+    """The concatenated values of a string array, straight from its data buffer."""
+    if arr.null_count:
+        arr = arr.fill_null("")
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    if data is None:
+        return b""
+    return data.to_pybytes()[int(offsets[0]) : int(offsets[-1])]
+
+
+def _rows_text(batches: Iterator[pa.RecordBatch], schema: pa.Schema, sep: str) -> Iterator[bytes]:
+    """Each non-empty batch as its rows' JSON, every row followed by ``sep``."""
+    projection = _projection(schema, sep)
+    con = _JSON_DB.cursor() if projection else None
+    try:
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            if con is None or projection is None:
+                yield b"".join(dumps(r) + sep.encode() for r in batch.to_pylist())
+                continue
+            column = con.from_arrow(batch).project(projection).to_arrow_table().column(0)
+            yield b"".join(_string_bytes(chunk) for chunk in column.chunks)
+    finally:
+        if con is not None:
+            con.close()
+
+
 def encode_json(result: QueryResult) -> Iterator[bytes]:
     yield b'{"ok":true,"columns":' + dumps(schema_json(result.schema)) + b',"rows":['
     first = True
-    for batch in result.batches():
-        rows = batch.to_pylist()
-        if not rows:
-            continue
-        body = dumps(rows)[1:-1]
+    for body in _rows_text(result.batches(), result.schema, ","):
+        body = body[:-1]  # the last row's separator
         yield body if first else b"," + body
         first = False
     meta = dumps(result.meta())
@@ -61,10 +129,7 @@ def encode_json(result: QueryResult) -> Iterator[bytes]:
 
 
 def encode_ndjson(result: QueryResult) -> Iterator[bytes]:
-    for batch in result.batches():
-        rows = batch.to_pylist()
-        if rows:
-            yield b"\n".join(dumps(r) for r in rows) + b"\n"
+    yield from _rows_text(result.batches(), result.schema, "\n")
 
 
 def encode_csv(result: QueryResult) -> Iterator[bytes]:

@@ -1,30 +1,43 @@
 """The exchange engine: DuckDB over the lake's Iceberg tables, sandboxed per query.
 
 One in-memory DuckDB database per process holds a view per (dataset, version)
-over ``iceberg_scan`` of that version's metadata file.  User SQL is checked
-(:mod:`hub.sqlcheck`), its dataset names are rewritten to those views, and it
-runs on its own cursor with DuckDB's sandbox on (no file access outside the
-lake, configuration locked), a row limit and a time limit.  Results stream out
-as Arrow record batches.
+over ``iceberg_scan`` of that version's metadata file, and on top of it a view per
+*access profile* (visible columns, masks, row filters: :mod:`catalog.access`).  User SQL
+is checked (:mod:`hub.sqlcheck`), its dataset names are rewritten to the caller's profile
+views — so every path (SQL, rows, exports, samples, block answers) reads masked columns
+and filtered rows only — and it runs on its own cursor with DuckDB's sandbox on (no file
+access outside the lake, configuration locked), a row limit, a time limit and the
+database's memory limit.  Results stream out as Arrow record batches; every query is
+appended to the audit log when it ends.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import logging
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from catalog.errors import AccessDenied, DatasetNotFound, QueryFailed, QueryTimeout
-from catalog.policy import can_read
-from catalog.store import CatalogStore, DatasetRecord, Principal, Version
+from catalog.access import Access, decide
+from catalog.audit import AuditLog
+from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
+from catalog.grants import Grant, GrantStore
+from catalog.masking import mask_sql
+from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
 from connectors.duck import connect
-from hub.sqlcheck import check_sql
+from hub.sqlcheck import CheckedQuery, check_sql, columns_touched
+
+log = logging.getLogger(__name__)
+
+CloseHook = Callable[["QueryResult", str], None]
 
 
 @dataclass
@@ -42,6 +55,9 @@ class QueryResult:
     row_count: int = 0
     truncated: bool = False
     finished: float | None = field(default=None)
+    extra: dict[str, Any] = field(default_factory=dict)
+    on_close: CloseHook | None = field(default=None, repr=False)
+    outcome: str = "ok"
 
     @property
     def query_ms(self) -> float:
@@ -62,9 +78,11 @@ class QueryResult:
                 if self.truncated:
                     break
         except duckdb.InterruptException:
+            self.outcome = "timeout"
             raise QueryTimeout("query ran past its time limit and was stopped") from None
         except duckdb.Error as e:
-            raise QueryFailed(_first_line(e)) from None
+            self.outcome = "failed"
+            raise QueryFailed(clean_error(e)) from None
         finally:
             self.close()
 
@@ -76,6 +94,12 @@ class QueryResult:
             self.finished = time.perf_counter()
             self._timer.cancel()
             self._cursor.close()
+            if self.on_close is not None:
+                hook, self.on_close = self.on_close, None
+                try:
+                    hook(self, self.outcome)
+                except Exception:  # the answer is out; a failed audit write must be seen
+                    log.exception("could not append the audit entry of a query")
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -84,19 +108,65 @@ class QueryResult:
             "query_ms": self.query_ms,
             "versions": self.versions,
             "classification": self.classification,
+            **self.extra,
         }
 
 
-def _first_line(e: BaseException) -> str:
+_QUOTED = re.compile(r"'(?:[^']|'')*'")
+
+
+def clean_error(e: BaseException) -> str:
+    """DuckDB's message without the values it quotes (a conversion error names the value
+    it failed on; it could belong to a row a filter keeps from the caller)."""
     text = str(e)
-    return text.splitlines()[0] if text else type(e).__name__
+    first = text.splitlines()[0] if text else type(e).__name__
+    return _QUOTED.sub("'…'", first)
 
 
 _RANK = {"general": 0, "important": 1, "core": 2}
 
 
+def fingerprint(sql: str) -> str:
+    """SHA-256 of the query with whitespace collapsed (the audit log keeps this, not the text)."""
+    return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def profile_sql(base_view: str, access: Access) -> str:
+    """The SELECT of a profile view: visible columns, masks as expressions, row filters."""
+    exprs = []
+    for col in access.columns:
+        kind = access.masked.get(col)
+        exprs.append(f"{mask_sql(kind, _q(col))} AS {_q(col)}" if kind else _q(col))
+    sql = f"SELECT {', '.join(exprs)} FROM {_q(base_view)}"
+    if access.row_filters is not None:
+        alternatives = []
+        for f in access.row_filters:
+            parts = [
+                f"CAST({_q(c)} AS VARCHAR) IN ({', '.join(_lit(v) for v in vals)})"
+                for c, vals in sorted(f.items())
+            ]
+            alternatives.append("(" + (" AND ".join(parts) or "TRUE") + ")")
+        sql += " WHERE " + (" OR ".join(alternatives) or "FALSE")
+    return sql
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    stamp: tuple[Any, ...]
+    records: dict[str, DatasetRecord]
+    latest: dict[str, Version]
+
+
 class Exchange:
-    """Answers SQL over published datasets for a principal."""
+    """Answers SQL over published datasets for a principal, as its access allows."""
 
     def __init__(
         self,
@@ -105,45 +175,98 @@ class Exchange:
         lake_root: str | None,
         batch_rows: int = 65_536,
         threads: int | None = None,
+        memory_limit: str | None = None,
+        grants: GrantStore | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store = store
         self.lake_root = lake_root
         self.batch_rows = batch_rows
+        self.grants = grants or GrantStore(store)
+        self.audit = audit
         self._lock = threading.Lock()
         self._views: set[str] = set()
-        config = {"threads": str(threads)} if threads else {}
+        self._snapshot: _Snapshot | None = None
+        config: dict[str, str] = {"threads": str(threads)} if threads else {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
         self._db = connect("iceberg", config=config)
         if lake_root:
             self._db.execute("SET allowed_directories=[?]", [lake_root])
+        self._db.execute("SET enable_progress_bar=false")
         self._db.execute("SET enable_external_access=false")
         self._db.execute("SET lock_configuration=true")
 
     def close(self) -> None:
         self._db.close()
 
+    # -- catalog state, cached between changes -------------------------------------
+
+    def _state(self) -> _Snapshot:
+        """Dataset records and latest versions, re-read only when the catalog changed."""
+        stamp = self.store.change_stamp()
+        snap = self._snapshot
+        if snap is None or snap.stamp != stamp:
+            records = {d.id: d for d in self.store.list_datasets()}
+            snap = _Snapshot(stamp, records, self.store.latest_versions())
+            self._snapshot = snap
+        return snap
+
+    def _agency_grants(self, principal: Principal) -> list[Grant]:
+        return self.grants.for_agency(principal.agency_id)
+
+    def access(self, principal: Principal, dataset_id: str) -> Access:
+        """The principal's effective access to one dataset (DatasetNotFound if unknown)."""
+        record = self._state().records.get(dataset_id) or self.store.get_dataset(dataset_id)
+        return decide(principal, record, self._agency_grants(principal), utcnow())
+
+    def accesses(self, principal: Principal) -> dict[str, Access]:
+        """Effective access to every dataset."""
+        grants = self._agency_grants(principal)
+        now = utcnow()
+        return {i: decide(principal, d, grants, now) for i, d in self._state().records.items()}
+
     def readable(self, principal: Principal) -> dict[str, DatasetRecord]:
         """Datasets the principal may read."""
-        return {d.id: d for d in self.store.list_datasets() if can_read(principal, d)}
+        records = self._state().records
+        return {i: records[i] for i, a in self.accesses(principal).items() if a.readable}
 
-    def _view(self, version: Version) -> str:
-        name = f"__bh_{version.dataset_id}_v{version.version}"
+    # -- views ---------------------------------------------------------------------
+
+    def _create_view(self, name: str, select_sql: str) -> str:
         if name not in self._views:
             with self._lock:
                 if name not in self._views:
-                    location = version.metadata_location.replace("'", "''")
-                    self._db.execute(
-                        f'CREATE VIEW IF NOT EXISTS "{name}" AS SELECT * FROM iceberg_scan('
-                        f"'{location}', snapshot_from_id={version.snapshot_id})"
-                    )
+                    self._db.execute(f"CREATE VIEW IF NOT EXISTS {_q(name)} AS {select_sql}")
                     self._views.add(name)
         return name
 
+    def _view(self, version: Version) -> str:
+        location = version.metadata_location.replace("'", "''")
+        return self._create_view(
+            f"__bh_{version.dataset_id}_v{version.version}",
+            f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})",
+        )
+
+    def view_for(self, version: Version, access: Access) -> str:
+        """The view a reader with ``access`` sees of ``version``."""
+        base = self._view(version)
+        if access.full:
+            return base
+        digest = hashlib.sha256(access.profile().encode()).hexdigest()[:16]
+        return self._create_view(f"{base}_p{digest}", profile_sql(base, access))
+
     def resolve(self, dataset_id: str, principal: Principal, version: int | None) -> Version:
         """The version of a dataset a principal asked for, after the access check."""
-        record = self.store.get_dataset(dataset_id)
-        if not can_read(principal, record):
+        if not self.access(principal, dataset_id).readable:
             raise AccessDenied(f"you may not read dataset {dataset_id!r}", dataset=dataset_id)
+        if version is None:
+            latest = self._state().latest.get(dataset_id)
+            if latest is not None:
+                return latest
         return self.store.get_version(dataset_id, version)
+
+    # -- queries -------------------------------------------------------------------
 
     def query(
         self,
@@ -153,26 +276,60 @@ class Exchange:
         versions: dict[str, int] | None = None,
         max_rows: int = 5_000_000,
         timeout_s: float = 30.0,
+        action: str = "query",
+        detail: Mapping[str, Any] | None = None,
     ) -> QueryResult:
-        """Check and start a query; iterate :meth:`QueryResult.batches` for the rows."""
+        """Check and start a query; iterate :meth:`QueryResult.batches` for the rows.
+
+        ``action`` (query, rows, export, sample, block …) and ``detail`` go to the audit
+        entry appended when the result is closed, or at once if the query is refused.
+        """
         started = time.perf_counter()
-        every = self.store.list_datasets()
-        readable = {d.id: d for d in every if can_read(principal, d)}
-        checked = check_sql(sql, readable, known={d.id for d in every})
+        try:
+            return self._start(
+                sql, principal, versions, max_rows, timeout_s, action, detail, started
+            )
+        except HubError as e:
+            self.audit_refusal(sql, principal, action, detail, e)
+            raise
+
+    def _start(
+        self,
+        sql: str,
+        principal: Principal,
+        versions: dict[str, int] | None,
+        max_rows: int,
+        timeout_s: float,
+        action: str,
+        detail: Mapping[str, Any] | None,
+        started: float,
+    ) -> QueryResult:
+        snap = self._state()
+        accesses = self.accesses(principal)
+        readable = {i for i, a in accesses.items() if a.readable}
+        checked = check_sql(sql, readable, known=snap.records.keys())
         for name in versions or {}:
             if name not in checked.datasets:
                 raise (
                     DatasetNotFound(name)
-                    if name not in readable
+                    if name not in snap.records
                     else AccessDenied(
                         f"version given for {name!r}, which the query does not read", dataset=name
                     )
                 )
-        used = {d: self.resolve(d, principal, (versions or {}).get(d)) for d in checked.datasets}
-        views = {d: self._view(v) for d, v in used.items()}
+        used: dict[str, Version] = {}
+        for d in checked.datasets:
+            wanted = (versions or {}).get(d)
+            latest = snap.latest.get(d)
+            used[d] = (
+                latest
+                if wanted is None and latest is not None
+                else self.store.get_version(d, wanted)
+            )
+        views = {d: self.view_for(v, accesses[d]) for d, v in used.items()}
         rendered = checked.render(views.__getitem__)
         classification = max(
-            (readable[d].classification for d in used), key=_RANK.__getitem__, default="general"
+            (snap.records[d].classification for d in used), key=_RANK.__getitem__, default="general"
         )
         cur = self._db.cursor()
         timer = threading.Timer(timeout_s, cur.interrupt)
@@ -191,8 +348,8 @@ class Exchange:
         except duckdb.Error as e:
             timer.cancel()
             cur.close()
-            raise QueryFailed(_first_line(e)) from None
-        return QueryResult(
+            raise QueryFailed(clean_error(e)) from None
+        result = QueryResult(
             schema=reader.schema,
             versions={d: v.version for d, v in used.items()},
             classification=classification,
@@ -202,3 +359,78 @@ class Exchange:
             _timer=timer,
             max_rows=max_rows,
         )
+        if self.audit is not None:
+            result.on_close = self._audit_hook(
+                sql, principal, action, detail, checked, accesses, snap
+            )
+        return result
+
+    def _audit_hook(
+        self,
+        sql: str,
+        principal: Principal,
+        action: str,
+        detail: Mapping[str, Any] | None,
+        checked: CheckedQuery,
+        accesses: Mapping[str, Access],
+        snap: _Snapshot,
+    ) -> CloseHook:
+        audit = self.audit
+        assert audit is not None
+        visible = {d: accesses[d].columns for d in checked.datasets}
+        touched = columns_touched(checked, visible)
+
+        def hook(result: QueryResult, outcome: str) -> None:
+            audit.append(
+                action=action,
+                principal=principal.id,
+                agency=principal.agency_id,
+                datasets=dict(result.versions),
+                dataset_agencies={d: snap.records[d].agency_id for d in result.versions},
+                columns=touched,
+                row_count=result.row_count,
+                sql_fingerprint=fingerprint(sql),
+                outcome=outcome,
+                detail={
+                    **(detail or {}),
+                    "query_ms": result.query_ms,
+                    "truncated": result.truncated,
+                    "classification": result.classification,
+                    "masked": {
+                        d: sorted(accesses[d].masked)
+                        for d in checked.datasets
+                        if accesses[d].masked
+                    },
+                    "grants": sorted({g for d in checked.datasets for g in accesses[d].grants}),
+                },
+            )
+
+        return hook
+
+    def audit_refusal(
+        self,
+        sql: str,
+        principal: Principal,
+        action: str,
+        detail: Mapping[str, Any] | None,
+        err: HubError,
+    ) -> None:
+        if self.audit is None:
+            return
+        named = err.detail.get("dataset")
+        records = self._state().records
+        datasets = {named: None} if isinstance(named, str) and named in records else {}
+        outcome = "denied" if isinstance(err, AccessDenied) else "refused"
+        try:
+            self.audit.append(
+                action=action,
+                principal=principal.id,
+                agency=principal.agency_id,
+                datasets=datasets,
+                dataset_agencies={d: records[d].agency_id for d in datasets},
+                sql_fingerprint=fingerprint(sql),
+                outcome=outcome,
+                detail={**(detail or {}), "code": err.code},
+            )
+        except Exception:
+            log.exception("could not append the audit entry of a refused query")

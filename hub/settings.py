@@ -20,3 +20,8 @@ class Settings(StorageSettings):
     freshness_interval_s: float = Field(
         default=60.0, ge=0, description="how often datasets are checked for staleness (0: never)"
     )
+    # Exchange (docs/access.md): DuckDB memory for all queries of the process together,
+    # rows a `core` dataset may leave in one answer, the audit chain's HMAC key.
+    query_memory_limit: str = Field(default="2GB", description="DuckDB memory_limit")
+    core_max_rows: int = Field(default=10_000, gt=0)
+    audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")

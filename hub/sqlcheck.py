@@ -11,7 +11,7 @@ underneath as a second wall.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlglot
@@ -25,7 +25,8 @@ _FORBIDDEN_FUNC = re.compile(
     r"parquet_.*|iceberg_.*|delta_.*|duckdb_.*|pragma_.*|sqlite_.*|postgres_.*|mysql_.*|"
     r"load|install|which_secret|json_execute_serialized_sql|current_setting|checkpoint|"
     r"force_checkpoint|enable_.*|disable_.*|set_.*|import_.*|export_.*|"
-    r"summary|test_all_types|range_.*)$",
+    r"summary|test_all_types|range_.*|error|sql_auto_complete|json_serialize_.*|"
+    r"json_deserialize_sql|read_blob|read_text|current_query|setvariable)$",
     re.IGNORECASE,
 )
 _WRITES = (
@@ -128,3 +129,21 @@ def check_sql(sql: str, readable: Collection[str], known: Collection[str] = ()) 
         if name not in used:
             used.append(name)
     return CheckedQuery(tree=tree, datasets=tuple(used))
+
+
+def columns_touched(
+    checked: CheckedQuery, visible: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """Columns of each dataset a query refers to (every visible one for ``*``), for audit.
+
+    Matched by name: a column is counted for every dataset of the query that has it,
+    which over-reports rather than under-reports when names repeat across datasets.
+    """
+    tree = checked.tree
+    star = any(isinstance(n, exp.Star) for n in tree.walk())
+    names = {c.name for c in tree.find_all(exp.Column)}
+    out: dict[str, list[str]] = {}
+    for ds in checked.datasets:
+        cols = list(visible.get(ds, ()))
+        out[ds] = cols if star else [c for c in cols if c in names]
+    return out

@@ -158,3 +158,107 @@ def publish_file(hub: Hub, path: Path, ident: str, **overrides: Any) -> Manifest
     run = hub.ingest(ident)
     assert run.status == "succeeded", run.error
     return m
+
+
+# -- the exchange world: datasets of every sharing type, a grant, one principal per role --
+
+EXCHANGE_DATASETS = {
+    "t_open": ({"type": "unconditional"}, "general"),
+    "t_cond": ({"type": "conditional", "conditions": "state the purpose"}, "important"),
+    "t_none": ({"type": "none", "legal_basis": "《个人信息保护法》第十三条"}, "general"),
+    "t_core": ({"type": "unconditional"}, "core"),
+}
+GRANT_DISTRICTS = ["520102", "520103"]
+
+
+@dataclass
+class ExchangeWorld:
+    hub: Hub
+    tokens: dict[str, str]
+    table: Any  # pa.Table of the rows every dataset holds
+    grant_id: str
+
+    def raw(self, column: str) -> set[str]:
+        return {v for v in self.table.column(column).to_pylist() if v}
+
+
+def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> ExchangeWorld:
+    """Four datasets over 300 sample-world hotline tickets (PII: name, phone, ID, address),
+    owned by gy_12345; gy_hbj (``developer``) holds a grant on ``t_cond`` for five columns,
+    two districts, ``caller_name`` unmasked; ``stranger`` is a developer of an agency with
+    no grants."""
+    from datetime import UTC, datetime
+
+    import pyarrow.parquet as pq
+
+    from hub.sampleworld import hotline_tickets
+
+    table = hotline_tickets(
+        300, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 2, 1, tzinfo=UTC)
+    )
+    pq.write_table(table, folder / "world.parquet")
+    yaml_doc = yaml.safe_load(
+        (Path(__file__).parent.parent / "hub/demo_world/hotline_tickets.yaml").read_text("utf-8")
+    )
+    for ident, (sharing, classification) in EXCHANGE_DATASETS.items():
+        m = parse_manifest(
+            {
+                **yaml_doc,
+                "id": ident,
+                "sharing": sharing,
+                "classification": classification,
+                "source": {
+                    "connector": "parquet",
+                    "options": {"path": str(folder / "world.parquet")},
+                    "cursor": "updated_at",
+                },
+            }
+        )
+        hub.store.register_dataset(m)
+        assert hub.ingest(ident).status == "succeeded"
+    hub.store.upsert_agency("gy_jyj", "贵阳市教育局")
+    hub.store.create_principal("stranger", "gy_jyj", "stranger", "developer")
+    tokens = {**tokens, "stranger": hub.store.issue_token("stranger", ttl=timedelta(hours=1))}
+    record = hub.store.get_dataset("t_cond")
+    g = hub.grants.request(
+        record,
+        agency_id="gy_hbj",
+        requested_by="developer",
+        purpose="噪音投诉与空气质量关联分析",
+        columns=["ticket_id", "district_code", "status", "caller_name", "caller_phone"],
+        row_filter={"district_code": GRANT_DISTRICTS},
+        unmask=["caller_name"],
+    )
+    hub.grants.approve(g.id, by="steward", dataset=record)
+    return ExchangeWorld(hub, tokens, table, g.id)
+
+
+def _world_hub(home: Path) -> Hub:
+    h = Hub.open(Settings(home=home, bus_poll_s=0.05))
+    h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+    h.store.upsert_agency("gy_dsj", "贵阳市大数据发展管理局")
+    h.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    return h
+
+
+@pytest.fixture(scope="module")
+def exchange_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExchangeWorld]:
+    """The exchange world, shared by a module's tests (they must not change it)."""
+    folder = tmp_path_factory.mktemp("exchange")
+    h = _world_hub(folder / "home")
+    people = [("admin", "gy_dsj", "admin"), ("steward", "gy_12345", "steward"),
+              ("operator", "gy_dsj", "operator"), ("developer", "gy_hbj", "developer")]  # fmt: skip
+    toks = {}
+    for pid, agency, role in people:
+        h.store.create_principal(pid, agency, pid, role)
+        toks[pid] = h.store.issue_token(pid, ttl=timedelta(hours=1))
+    try:
+        yield build_exchange_world(h, toks, folder)
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def fresh_exchange_world(hub: Hub, tokens: dict[str, str], tmp_path: Path) -> ExchangeWorld:
+    """The exchange world for one test, which may change it."""
+    return build_exchange_world(hub, tokens, tmp_path)

@@ -319,11 +319,6 @@ def test_a_broken_figure_spoils_only_its_dataset(world: World) -> None:
     assert entry(answer, "enterprises")["rows"] > 0 and len(answer["datasets"]) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="personal-data masking is the exchange issue's work (Exchange.query masks pii "
-    "columns for other agencies); remove this mark when it is merged",
-)
 def test_masking_holds_in_block_figures(world: World) -> None:
     principal = world.hub.store.get_principal("env_dev")
     manifest = world.hub.store.get_dataset("enterprises").manifest

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
-from hub.api.routes import blocks, datasets, feeds, quality, query
+from hub.api.routes import audit, blocks, catalog, datasets, feeds, grants, quality, query, rows
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.feeds import FeedRunner
@@ -53,6 +53,10 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(query.router)
     app.include_router(blocks.router)
     app.include_router(quality.router)
+    app.include_router(rows.router)
+    app.include_router(catalog.router)
+    app.include_router(grants.router)
+    app.include_router(audit.router)
     app.include_router(ws_router)
     app.include_router(feeds.router)
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catalog.errors import HubError
@@ -77,3 +78,37 @@ def install(app: FastAPI) -> None:
             error_body(500, "internal_error", "internal error; see the server log"),
             status_code=500,
         )
+
+
+class ErrorBody(BaseModel):
+    """The one error body (documented on every route)."""
+
+    ok: bool = False
+    status: int
+    code: str
+    error: str
+    detail: dict[str, Any] | None = None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses, all with :class:`ErrorBody`."""
+    text = {
+        400: "Bad request (invalid filter, SQL refused or failed)",
+        401: "Missing, unknown, expired or revoked token",
+        403: "Forbidden by the sharing rules or the caller's role",
+        404: "No such dataset, version or object",
+        408: "Query ran past its time limit",
+        409: "Conflict with the current state",
+        413: "Request too large",
+        422: "Invalid request body",
+    }
+    return {s: {"model": ErrorBody, "description": text.get(s, "Error")} for s in statuses}
+
+
+STANDARD_ERRORS = error_responses(400, 401, 403, 404, 422)
+
+
+def json_error_content(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """For routes whose success is not JSON (an HTML page): errors are still JSON bodies."""
+    schema = {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+    return {s: {"content": {"application/json": schema}} for s in statuses}

@@ -16,10 +16,10 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from catalog.errors import AccessDenied, HubError, InvalidRequest, Unauthenticated
-from catalog.policy import can_read
 from catalog.store import Principal
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.errors import hub_error_body
+from hub.auditing import audit_subscription
 from hub.bus import Notice, SlowConsumer, Subscription
 from hub.context import Hub
 from pipelines.feeds import is_feed
@@ -66,15 +66,14 @@ def check_channel(hub: Hub, principal: Principal, channel: str) -> None:
     """Raise unless the principal may subscribe to ``channel``."""
     kind, _, name = channel.partition(":")
     if kind == "dataset" and name:
-        record = hub.store.get_dataset(name)
-        if not can_read(principal, record):
+        if not hub.exchange.access(principal, name).readable:
             raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
         return
     if kind == "feed" and name:  # a feed's events: readable by whoever may read the feed
         record = hub.store.get_dataset(name)
         if not is_feed(record.manifest):
             raise InvalidRequest(f"dataset {name!r} is not a feed", channel=channel)
-        if not can_read(principal, record):
+        if not hub.exchange.access(principal, name).readable:
             raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
         return
     raise InvalidRequest(
@@ -127,6 +126,7 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscrip
                         }
                     )
                 )
+                await asyncio.to_thread(audit_subscription, hub, principal, channel, since)
             elif op == "unsubscribe" and isinstance(channel, str):
                 sub.remove(channel)
                 await ws.send_text(_dumps({"type": "unsubscribed", "channel": channel}))

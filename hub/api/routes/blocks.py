@@ -8,9 +8,12 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
 from hub.api.deps import HubDep, PrincipalDep
+from hub.api.errors import error_responses
 from hub.blocks import Blocks
 
-router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
+router = APIRouter(
+    prefix="/v1/blocks", tags=["blocks"], responses=error_responses(400, 401, 403, 404, 408, 422)
+)
 
 
 @router.get(

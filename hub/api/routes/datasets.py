@@ -10,12 +10,15 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from catalog.errors import AccessDenied, NotFound
-from catalog.policy import can_manage, can_read
+from catalog.policy import can_manage
 from catalog.store import DatasetRecord, Principal, Run, Version
 from hub.api.deps import HubDep, PrincipalDep
+from hub.api.errors import error_responses
 from hub.context import Hub
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 403, 404, 422)
+)
 
 
 class VersionOut(BaseModel):
@@ -99,7 +102,7 @@ def _summary(d: DatasetRecord, latest: Version | None) -> dict[str, Any]:
 
 def _readable(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
     record = hub.store.get_dataset(dataset_id)
-    if not can_read(principal, record):
+    if not hub.exchange.access(principal, dataset_id).readable:
         raise AccessDenied(f"you may not read dataset {dataset_id!r}", dataset=dataset_id)
     return record
 
@@ -107,9 +110,8 @@ def _readable(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
 @router.get("", response_model=list[DatasetSummary], summary="Datasets you may read")
 def list_datasets(hub: HubDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     latest = hub.store.latest_versions()
-    return [
-        _summary(d, latest.get(d.id)) for d in hub.store.list_datasets() if can_read(principal, d)
-    ]
+    readable = hub.exchange.readable(principal)
+    return [_summary(d, latest.get(d.id)) for d in hub.store.list_datasets() if d.id in readable]
 
 
 @router.get("/{dataset_id}", response_model=DatasetDetail, summary="Describe a dataset")
@@ -166,13 +168,14 @@ async def ingest_now(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> R
     return RunOut.of(run)
 
 
-runs_router = APIRouter(prefix="/v1/runs", tags=["datasets"])
+runs_router = APIRouter(
+    prefix="/v1/runs", tags=["datasets"], responses=error_responses(401, 404, 422)
+)
 
 
 @runs_router.get("/{run_id}", response_model=RunOut, summary="One ingest run")
 def get_run(run_id: str, hub: HubDep, principal: PrincipalDep) -> RunOut:
     run = hub.store.get_run(run_id)
-    record = hub.store.get_dataset(run.dataset_id)
-    if not can_read(principal, record):
+    if not hub.exchange.access(principal, run.dataset_id).readable:
         raise NotFound(f"no run {run_id!r}", run=run_id)
     return RunOut.of(run)

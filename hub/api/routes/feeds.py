@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from catalog.errors import AccessDenied, Conflict
 from catalog.policy import can_manage, can_read
 from hub.api.deps import HubDep, PrincipalDep
+from hub.api.errors import error_responses
 from hub.feeds import FeedRunner
 from pipelines.feeds import (
     MAX_EVENTS_PER_BATCH,
@@ -21,7 +22,9 @@ from pipelines.feeds import (
     parse_batch,
 )
 
-router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
+router = APIRouter(
+    prefix="/v1/feeds", tags=["feeds"], responses=error_responses(400, 401, 403, 404, 409, 413, 422)
+)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 

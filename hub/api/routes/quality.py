@@ -14,12 +14,15 @@ from catalog.policy import can_manage, can_read
 from catalog.quality import QualityResult, QualityStore
 from catalog.store import DatasetRecord, Principal
 from hub.api.deps import HubDep, PrincipalDep
+from hub.api.errors import error_responses, json_error_content
 from hub.context import Hub
 from hub.quality_report import render_report
 from pipelines.freshness import freshness
 from pipelines.quarantine import discard, quarantine_rows, release
 
-router = APIRouter(prefix="/v1/datasets", tags=["quality"])
+router = APIRouter(
+    prefix="/v1/datasets", tags=["quality"], responses=error_responses(400, 401, 403, 404, 409, 422)
+)
 
 
 def _readable(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
@@ -67,6 +70,7 @@ def get_quality(
 @router.get(
     "/{dataset_id}/quality/report",
     response_class=HTMLResponse,
+    responses=json_error_content(400, 401, 403, 404, 409, 422),
     summary="The latest (or a given run's) validation as a readable page",
 )
 def quality_report(

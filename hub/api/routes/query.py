@@ -11,13 +11,15 @@ from pydantic import BaseModel, Field
 
 from catalog.errors import InvalidRequest
 from catalog.store import Principal
+from hub.api.answer import action_of, guard_core, pick_format, respond
 from hub.api.deps import HubDep, PrincipalDep
+from hub.api.errors import error_responses
 from hub.context import Hub
-from hub.encoders import ENCODERS, MEDIA_TYPES, Format
+from hub.encoders import MEDIA_TYPES, Format
 
-router = APIRouter(prefix="/v1", tags=["query"])
-
-_ACCEPT = {v.split(";")[0]: k for k, v in MEDIA_TYPES.items()}
+router = APIRouter(
+    prefix="/v1", tags=["query"], responses=error_responses(400, 401, 403, 404, 408, 422)
+)
 
 
 class QueryRequest(BaseModel):
@@ -36,13 +38,7 @@ class QueryRequest(BaseModel):
 
 
 def _format(asked: str | None, accept: str | None) -> str:
-    if asked:
-        return asked
-    for part in (accept or "").split(","):
-        media = part.split(";")[0].strip()
-        if media in _ACCEPT:
-            return _ACCEPT[media]
-    return "json"
+    return pick_format(asked, accept)
 
 
 def _parse_versions(items: list[str]) -> dict[str, int]:
@@ -68,14 +64,11 @@ async def _answer(
         versions=req.versions,
         max_rows=max_rows,
         timeout_s=s.query_timeout_s,
+        action=action_of(fmt),
+        detail={"format": fmt},
     )
-    headers = {
-        "X-Blockhub-Versions": ",".join(f"{k}={v}" for k, v in result.versions.items()),
-        "X-Blockhub-Classification": result.classification,
-    }
-    if fmt == "parquet":
-        headers["Content-Disposition"] = 'attachment; filename="result.parquet"'
-    return StreamingResponse(ENCODERS[fmt](result), media_type=MEDIA_TYPES[fmt], headers=headers)
+    guard_core(result, fmt, s.core_max_rows)
+    return respond(result, fmt)
 
 
 _RESPONSES: dict[int | str, dict[str, object]] = {

@@ -1,0 +1,224 @@
+"""Exchange benchmark: blockhub's query API against raw DuckDB, Datasette and ROAPI.
+
+Uses the peer harness in ../shared/bench (read its README): its data (``gen_data.py``),
+its five queries and its client (``bench_query.py``), so blockhub is measured in the same
+run as the floor (in-process DuckDB over the Parquet files) and the peers.
+
+    python ../shared/bench/gen_data.py --out /tmp/bh-bench/data        # 5M tickets, ~30 s
+    .venv/bin/python bench/exchange.py --data /tmp/bh-bench/data --work /tmp/bh-bench
+
+Steps: publish ``hotline_tickets`` and ``districts`` as lake tables of a blockhub home under
+``--work`` (ingested through the parquet connector, once), start ``blockhub serve`` on a free
+port, run ``bench_query.py`` twice — JSON (with Datasette and ROAPI) and Arrow — with raw
+DuckDB measured in each run, and print the hub's medians as ratios to DuckDB's, with the
+server's peak RSS.  The reader is a steward of the owning agency (reads unmasked) unless
+``--masked``, which reads as another agency (personal columns masked in the engine).
+Needs the ``bench`` extra (datasette, roapi) in this venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from catalog.manifest import parse_manifest
+from hub.context import Hub
+from hub.server import free_port
+from hub.settings import Settings
+
+HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench"
+
+TICKETS = {
+    "id": "hotline_tickets",
+    "title": "12345热线工单 (bench)",
+    "agency": "bench_12345",
+    "steward": {"name": "bench"},
+    "sharing": {"type": "unconditional"},
+    "classification": "general",
+    "columns": [
+        {"name": "ticket_id", "type": "int64"},
+        {"name": "created_at", "type": "timestamp"},
+        {"name": "district_code", "type": "string"},
+        {"name": "category", "type": "string"},
+        {"name": "status", "type": "string"},
+        {"name": "caller_phone", "type": "string", "pii": "phone"},
+        {"name": "id_card", "type": "string", "pii": "id_number"},
+        {"name": "lat", "type": "float64"},
+        {"name": "lon", "type": "float64"},
+        {"name": "text", "type": "string"},
+    ],
+    "primary_key": ["ticket_id"],
+    "source": {"connector": "parquet", "options": {}, "mode": "replace"},
+}
+DISTRICTS = {
+    "id": "districts",
+    "title": "districts (bench)",
+    "agency": "bench_12345",
+    "steward": {"name": "bench"},
+    "sharing": {"type": "unconditional"},
+    "classification": "general",
+    "columns": [
+        {"name": "code", "type": "string"},
+        {"name": "name", "type": "string"},
+        {"name": "population", "type": "int64"},
+    ],
+    "primary_key": ["code"],
+    "source": {"connector": "parquet", "options": {}, "mode": "replace"},
+}
+
+
+def prepare(data: Path, home: Path, masked: bool) -> str:
+    """Publish the two tables (once) and return a token of the reader."""
+    hub = Hub.open(Settings(home=home))
+    try:
+        hub.store.upsert_agency("bench_12345", "bench hotline")
+        hub.store.upsert_agency("bench_other", "bench consumer")
+        for doc, file in ((TICKETS, "hotline_tickets.parquet"), (DISTRICTS, "districts.parquet")):
+            src = {**doc["source"], "options": {"path": str(data / file)}}  # type: ignore[dict-item]
+            hub.store.register_dataset(parse_manifest({**doc, "source": src}))
+            if not hub.store.versions(str(doc["id"])):
+                t0 = time.perf_counter()
+                run = hub.ingest(str(doc["id"]))
+                print(f"published {doc['id']}: {run.rows_written} rows "
+                      f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)  # fmt: skip
+        who = "bench_reader_masked" if masked else "bench_reader"
+        agency = "bench_other" if masked else "bench_12345"
+        role = "developer" if masked else "steward"
+        try:
+            hub.store.get_principal(who)
+        except Exception:
+            hub.store.create_principal(who, agency, who, role)
+        return hub.store.issue_token(who, ttl=timedelta(hours=6))
+    finally:
+        hub.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_harness(args: argparse.Namespace, url: str | None, token: str, fmt: str, out: Path) -> Any:
+    """One bench_query.py invocation: raw DuckDB plus the hub (``url``) or the peers.
+
+    The harness sends every preset target to ``--url`` when one is given, so the peers
+    (which it spawns itself) run in an invocation of their own, each with its own DuckDB
+    floor; every ratio is taken against the floor of the same invocation."""
+    cmd = [
+        sys.executable, "-W", "ignore", str(HARNESS / "bench_query.py"),
+        "--data", str(args.data), "--runs", str(args.runs), "--runs-heavy", str(args.runs_heavy),
+        "--json-out", str(out),
+    ]  # fmt: skip
+    if url is None:
+        cmd += ["--targets", "duckdb," + args.peers]
+    else:
+        body = '{"sql": {sql_json}, "format": "' + fmt + '"}'
+        cmd += [
+            "--targets", "duckdb,hub", "--url", url,
+            "--template", f"POST /v1/query {body}", "--format", fmt,
+            "--header", "Content-Type: application/json",
+            "--header", f"Authorization: Bearer {token}",
+        ]  # fmt: skip
+    if args.only:
+        cmd += ["--only", args.only]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+def medians(doc: Any) -> dict[tuple[str, str], float]:
+    """(target, query) → median ms, from bench_query.py's JSON output."""
+    out: dict[tuple[str, str], float] = {}
+    for r in doc["results"]:
+        if r.get("median_s") is not None:
+            out[r["target"], r["query"]] = r["median_s"] * 1000
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="gen_data.py --out folder")
+    ap.add_argument("--work", type=Path, required=True, help="folder for blockhub state/results")
+    ap.add_argument("--peers", default="datasette,roapi-json,roapi-arrow")
+    ap.add_argument("--only", default=None, help="e.g. Q1,Q2")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs-heavy", type=int, default=3)
+    ap.add_argument("--masked", action="store_true", help="read as another agency (masks on)")
+    args = ap.parse_args()
+    home = args.work / "home"
+    token = prepare(args.data, home, args.masked)
+    port = free_port()
+    env = {**os.environ, "BLOCKHUB_HOME": str(home)}
+    blockhub = Path(sys.executable).parent / "blockhub"
+    server = subprocess.Popen(
+        [str(blockhub), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("blockhub serve did not start")
+            time.sleep(0.2)
+        tag = "masked" if args.masked else "owner"
+        docs = {
+            fmt: run_harness(args, url, token, fmt, args.work / f"results-{tag}-{fmt}.json")
+            for fmt in ("json", "arrow")
+        }
+        rss = peak_rss_mb(server.pid)
+        if args.peers:
+            docs["peers"] = run_harness(args, None, token, "json", args.work / "results-peers.json")
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    print(f"\nblockhub ({tag}) vs raw DuckDB, medians in ms (ratio = hub / duckdb, same run)")
+    print("| query | duckdb | hub JSON | ratio | duckdb | hub Arrow | ratio "
+          "| duckdb | datasette | roapi JSON | roapi Arrow |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    mj, ma = medians(docs["json"]), medians(docs["arrow"])
+    mp = medians(docs["peers"]) if "peers" in docs else {}
+    queries = sorted({q for _, q in mj})
+    for q in queries:
+        d, h = mj.get(("duckdb", q)), mj.get(("hub", q))
+        da, ha = ma.get(("duckdb", q)), ma.get(("hub", q))
+
+        def f(x: float | None) -> str:
+            return "–" if x is None else f"{x:,.1f}"
+
+        def ratio(a: float | None, b: float | None) -> str:
+            return "–" if a is None or b is None else f"{a / b:.2f}×"
+
+        dp = mp.get(("duckdb", q))
+        peers = " | ".join(
+            f"{f(mp.get((p, q)))} ({ratio(mp.get((p, q)), dp)})"
+            for p in ("datasette", "roapi-json", "roapi-arrow")
+        )
+        print(f"| {q} | {f(d)} | {f(h)} | {ratio(h, d)} | {f(da)} | {f(ha)} | "
+              f"{ratio(ha, da)} | {f(dp)} | {peers} |")  # fmt: skip
+    print(f"\nblockhub server peak RSS (VmHWM) over both runs: {rss:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""The audit log: every exchange (query, rows, export, sample, subscription) on record,
+hash-chained so that editing, deleting or reordering an entry is detectable.
+
+Each entry's hash is SHA-256 — or HMAC-SHA-256 when a key is configured, so that someone
+with write access to the database but not the key cannot rebuild the chain — over the
+canonical JSON of its fields *and the previous entry's hash* (X-Road's message log chains
+records the same way).  A one-row ``audit_head`` table holds the last hash; an append
+updates it first, which takes the database's write lock, so concurrent appenders from
+several processes serialise instead of forking the chain.
+
+``audit_datasets`` indexes entries by dataset and owning agency so a steward can list
+access to their agency's data; it is an index, not part of the signed record (the
+record's own ``datasets`` field is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from catalog.store import Base, CatalogStore, utcnow
+
+GENESIS = "0" * 64
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[str] = mapped_column(String(40))  # ISO text: hashed exactly as stored
+    action: Mapped[str] = mapped_column(String(32))
+    principal_id: Mapped[str] = mapped_column(String(64), index=True)
+    agency_id: Mapped[str] = mapped_column(String(64))
+    datasets_json: Mapped[str] = mapped_column(Text)
+    columns_json: Mapped[str] = mapped_column(Text)
+    row_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sql_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail_json: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditDatasetRow(Base):
+    __tablename__ = "audit_datasets"
+    seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: str
+    action: str
+    principal: str
+    agency: str
+    datasets: dict[str, int | None]  # dataset → version read (None when not versioned)
+    columns: dict[str, list[str]]  # dataset → columns touched
+    row_count: int | None
+    sql_fingerprint: str | None
+    outcome: str  # ok | denied | failed
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "action": self.action,
+            "principal": self.principal,
+            "agency": self.agency,
+            "datasets": self.datasets,
+            "columns": self.columns,
+            "row_count": self.row_count,
+            "sql_fingerprint": self.sql_fingerprint,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def _canonical(row: AuditRow) -> bytes:
+    doc = {
+        "seq": row.seq,
+        "at": row.at,
+        "action": row.action,
+        "principal": row.principal_id,
+        "agency": row.agency_id,
+        "datasets": json.loads(row.datasets_json),
+        "columns": json.loads(row.columns_json),
+        "row_count": row.row_count,
+        "sql_fingerprint": row.sql_fingerprint,
+        "outcome": row.outcome,
+        "detail": json.loads(row.detail_json),
+        "prev_hash": row.prev_hash,
+    }
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _entry(r: AuditRow) -> AuditEntry:
+    return AuditEntry(
+        seq=r.seq,
+        at=r.at,
+        action=r.action,
+        principal=r.principal_id,
+        agency=r.agency_id,
+        datasets=json.loads(r.datasets_json),
+        columns=json.loads(r.columns_json),
+        row_count=r.row_count,
+        sql_fingerprint=r.sql_fingerprint,
+        outcome=r.outcome,
+        detail=json.loads(r.detail_json),
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+    )
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    bad_seq: int | None = None
+    problem: str = ""
+
+
+class AuditLog:
+    """Append and read the audit chain in the catalog database."""
+
+    def __init__(self, store: CatalogStore, key: bytes | None = None) -> None:
+        self.store = store
+        self.key = key
+        for model in (AuditRow, AuditHeadRow, AuditDatasetRow):
+            model.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
+        with store.session() as s:
+            if s.get(AuditHeadRow, 1) is None:
+                s.add(AuditHeadRow(id=1, seq=0, hash=GENESIS))
+
+    def _digest(self, payload: bytes) -> str:
+        if self.key:
+            return hmac.new(self.key, payload, hashlib.sha256).hexdigest()
+        return hashlib.sha256(payload).hexdigest()
+
+    def append(
+        self,
+        *,
+        action: str,
+        principal: str,
+        agency: str,
+        datasets: Mapping[str, int | None],
+        dataset_agencies: Mapping[str, str],
+        columns: Mapping[str, Sequence[str]] | None = None,
+        row_count: int | None = None,
+        sql_fingerprint: str | None = None,
+        outcome: str = "ok",
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        with self.store.session() as s:
+            # Take the write lock first (UPDATE), then read the head it protects.
+            s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(updated_at=utcnow()))
+            head = s.get(AuditHeadRow, 1, populate_existing=True, with_for_update=True)
+            assert head is not None
+            row = AuditRow(
+                seq=head.seq + 1,
+                at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                action=action,
+                principal_id=principal,
+                agency_id=agency,
+                datasets_json=json.dumps(dict(datasets), sort_keys=True, ensure_ascii=False),
+                columns_json=json.dumps(
+                    {k: sorted(v) for k, v in (columns or {}).items()},
+                    sort_keys=True,
+                    ensure_ascii=False,
+                ),
+                row_count=row_count,
+                sql_fingerprint=sql_fingerprint,
+                outcome=outcome,
+                detail_json=json.dumps(dict(detail or {}), sort_keys=True, ensure_ascii=False),
+                prev_hash=head.hash,
+                hash="",
+            )
+            row.hash = self._digest(_canonical(row))
+            s.add(row)
+            s.flush()
+            for ds in datasets:
+                s.add(AuditDatasetRow(seq=row.seq, dataset_id=ds, agency_id=dataset_agencies[ds]))
+            head.seq = row.seq
+            head.hash = row.hash
+            s.flush()
+            return _entry(row)
+
+    def entries(
+        self,
+        *,
+        agency_data: str | None = None,
+        dataset: str | None = None,
+        principal: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Entries newest first; ``agency_data`` keeps those touching that agency's data."""
+        q = select(AuditRow).where(AuditRow.seq > after)
+        if agency_data is not None or dataset is not None:
+            sub = select(AuditDatasetRow.seq)
+            if agency_data is not None:
+                sub = sub.where(AuditDatasetRow.agency_id == agency_data)
+            if dataset is not None:
+                sub = sub.where(AuditDatasetRow.dataset_id == dataset)
+            q = q.where(AuditRow.seq.in_(sub))
+        if principal is not None:
+            q = q.where(AuditRow.principal_id == principal)
+        q = q.order_by(AuditRow.seq.desc()).limit(limit)
+        with self.store.session() as s:
+            return [_entry(r) for r in s.scalars(q)]
+
+    def _all(self, batch: int = 5000) -> Iterator[AuditRow]:
+        last = 0
+        while True:
+            with self.store.session() as s:
+                rows = list(
+                    s.scalars(
+                        select(AuditRow)
+                        .where(AuditRow.seq > last)
+                        .order_by(AuditRow.seq)
+                        .limit(batch)
+                    )
+                )
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
+
+    def verify(self) -> VerifyResult:
+        """Recompute the chain; name the first entry whose hash or link does not hold."""
+        prev = GENESIS
+        expected_seq = 1
+        n = 0
+        for row in self._all():
+            if row.seq != expected_seq:
+                return VerifyResult(
+                    False, n, row.seq, f"entry {expected_seq} is missing (next is {row.seq})"
+                )
+            if row.prev_hash != prev:
+                return VerifyResult(
+                    False, n, row.seq, f"entry {row.seq} does not link to entry {row.seq - 1}"
+                )
+            if not hmac.compare_digest(self._digest(_canonical(row)), row.hash):
+                return VerifyResult(
+                    False, n, row.seq, f"entry {row.seq} was altered: its hash does not match"
+                )
+            prev = row.hash
+            expected_seq += 1
+            n += 1
+        with self.store.session() as s:
+            head = s.get(AuditHeadRow, 1)
+            if head is not None and (head.seq != n or head.hash != prev):
+                return VerifyResult(
+                    False,
+                    n,
+                    head.seq,
+                    f"the log ends at entry {n} but its head records entry {head.seq}: "
+                    "entries were removed from the end",
+                )
+        return VerifyResult(True, n)
+
+    def consumers(self, dataset_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """Who read a dataset (from the log): principal, agency, reads, last read."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for e in self.entries(dataset=dataset_id, limit=limit):
+            if e.outcome != "ok":
+                continue
+            key = (e.principal, e.agency)
+            item = out.setdefault(
+                key, {"principal": e.principal, "agency": e.agency, "reads": 0, "last": e.at}
+            )
+            item["reads"] += 1
+        return sorted(out.values(), key=lambda x: str(x["last"]), reverse=True)

@@ -1,0 +1,140 @@
+"""The audit log: every exchange on record, the chain detects tampering, who sees what."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from catalog.audit import AuditLog
+from hub.api.app import create_app
+from hub.cli import app as cli_app
+from tests.conftest import ExchangeWorld
+
+
+@pytest.fixture
+def world(fresh_exchange_world: ExchangeWorld) -> ExchangeWorld:
+    return fresh_exchange_world
+
+
+@pytest.fixture
+def client(world: ExchangeWorld) -> Iterator[TestClient]:
+    with TestClient(create_app(world.hub.settings, hub=world.hub)) as c:
+        yield c
+
+
+def h(world: ExchangeWorld, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {world.tokens[who]}"}
+
+
+def test_every_exchange_is_recorded(client: TestClient, world: ExchangeWorld) -> None:
+    dev = h(world, "developer")
+    client.post("/v1/query", headers=dev, json={"sql": "SELECT ticket_id, status FROM t_cond"})
+    client.post("/v1/query", headers=dev, json={"sql": "SELECT * FROM t_open", "format": "csv"})
+    client.get("/v1/datasets/t_open/rows", headers=dev, params={"limit": 5})
+    client.get("/v1/datasets/t_open/sample", headers=dev)
+    client.post("/v1/query", headers=dev, json={"sql": "SELECT * FROM t_none"})
+    with client.websocket_connect("/v1/ws", headers=dev) as ws:
+        ws.receive_json()
+        ws.send_json({"op": "subscribe", "channel": "dataset:t_open"})
+        assert ws.receive_json()["type"] == "subscribed"
+        ws.send_json({"op": "ping", "id": 1})  # commands run in order: the entry is written
+        assert ws.receive_json()["type"] == "pong"
+    entries = list(reversed(world.hub.audit.entries(principal="developer")))
+    got = [(e.action, list(e.datasets), e.outcome) for e in entries]
+    assert got == [
+        ("query", ["t_cond"], "ok"),
+        ("export", ["t_open"], "ok"),
+        ("rows", ["t_open"], "ok"),
+        ("sample", ["t_open"], "ok"),
+        ("query", ["t_none"], "denied"),
+        ("subscribe", ["t_open"], "ok"),
+    ]
+    first = entries[0]
+    assert first.agency == "gy_hbj" and first.datasets == {"t_cond": 1}
+    assert first.columns == {"t_cond": ["status", "ticket_id"]}
+    assert first.row_count == sum(
+        1 for r in world.table.to_pylist() if r["district_code"] in ("520102", "520103")
+    )
+    assert len(first.sql_fingerprint or "") == 64 and first.detail["masked"]
+    assert entries[1].row_count == 300 and entries[1].columns["t_open"][0] == "address"
+
+
+def test_tampering_is_detected_and_named(client: TestClient, world: ExchangeWorld) -> None:
+    dev = h(world, "developer")
+    for _ in range(3):
+        client.post("/v1/query", headers=dev, json={"sql": "SELECT count(*) FROM t_open"})
+    assert world.hub.audit.verify().ok
+    runner = CliRunner()
+    home = str(world.hub.settings.home)
+    ok = runner.invoke(cli_app, ["--home", home, "audit", "verify"])
+    assert ok.exit_code == 0 and "3 entries" in ok.output
+    db = sqlite3.connect(world.hub.settings.home / "catalog.db")
+    db.execute("UPDATE audit_log SET row_count = 0 WHERE seq = 2")
+    db.commit()
+    r = world.hub.audit.verify()
+    assert not r.ok and r.bad_seq == 2 and "entry 2 was altered" in r.problem
+    bad = runner.invoke(cli_app, ["--home", home, "audit", "verify"])
+    assert bad.exit_code == 1 and "entry 2" in bad.output
+    # deleting the last entry is caught by the head, re-hashing without the key by HMAC
+    db.execute("UPDATE audit_log SET row_count = 1 WHERE seq = 2")
+    db.commit()
+    assert world.hub.audit.verify().ok
+    db.execute("DELETE FROM audit_datasets WHERE seq = 3")
+    db.execute("DELETE FROM audit_log WHERE seq = 3")
+    db.commit()
+    r = world.hub.audit.verify()
+    assert not r.ok and "removed" in r.problem
+    db.close()
+
+
+def test_hmac_key_makes_the_chain_unforgeable(world: ExchangeWorld) -> None:
+    keyed = AuditLog(world.hub.store, key=b"k1")
+    keyed.append(
+        action="query", principal="p", agency="a", datasets={}, dataset_agencies={}, row_count=1
+    )
+    assert keyed.verify().ok
+    assert not AuditLog(world.hub.store, key=b"other").verify().ok
+    assert not AuditLog(world.hub.store).verify().ok
+
+
+@pytest.mark.parametrize(
+    ("who", "status", "sees_others"),
+    [("admin", 200, True), ("steward", 200, False), ("developer", 403, False),
+     ("operator", 403, False)],
+)  # fmt: skip
+def test_who_reads_the_audit_log(
+    client: TestClient, world: ExchangeWorld, who: str, status: int, sees_others: bool
+) -> None:
+    dev = h(world, "developer")
+    client.post("/v1/query", headers=dev, json={"sql": "SELECT count(*) FROM t_open"})
+    world.hub.store.upsert_agency("gy_other", "other")
+    world.hub.audit.append(
+        action="query",
+        principal="x",
+        agency="gy_other",
+        datasets={"elsewhere": 1},
+        dataset_agencies={"elsewhere": "gy_other"},
+    )
+    r = client.get("/v1/audit", headers=h(world, who))
+    assert r.status_code == status
+    if status == 200:
+        datasets = {d for e in r.json() for d in e["datasets"]}
+        assert "t_open" in datasets
+        assert ("elsewhere" in datasets) is sees_others
+    v = client.get("/v1/audit/verify", headers=h(world, who))
+    assert v.status_code == (200 if who == "admin" else 403)
+
+
+def test_lineage_and_consumers_come_from_the_log(client: TestClient, world: ExchangeWorld) -> None:
+    dev = h(world, "developer")
+    sql = "SELECT o.status FROM t_open o JOIN t_core c USING (ticket_id)"
+    assert client.post("/v1/query", headers=dev, json={"sql": sql}).status_code == 200
+    owner = client.get("/v1/datasets/t_open/lineage", headers=h(world, "steward")).json()
+    assert owner["consumers"][0]["agency"] == "gy_hbj"
+    assert owner["derived_queries"][0]["reads_with"] == ["t_core"]
+    other = client.get("/v1/datasets/t_open/lineage", headers=h(world, "stranger")).json()
+    assert other["consumers"] == [] and other["derived_queries"] == []

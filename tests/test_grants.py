@@ -1,0 +1,173 @@
+"""Access requests and grants: deadlines, narrowing, refusal, expiry, who may decide —
+and the pure access decision behind them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from catalog.access import decide
+from catalog.grants import Grant, add_working_days
+from catalog.store import Principal
+from hub.api.app import create_app
+from tests.conftest import ExchangeWorld
+
+
+@pytest.mark.parametrize(
+    ("start", "due"),
+    [
+        (datetime(2026, 11, 23, 9, tzinfo=UTC), datetime(2026, 12, 7, 9, tzinfo=UTC)),  # Mon
+        (datetime(2026, 11, 27, 9, tzinfo=UTC), datetime(2026, 12, 11, 9, tzinfo=UTC)),  # Fri
+        (datetime(2026, 11, 28, 9, tzinfo=UTC), datetime(2026, 12, 11, 9, tzinfo=UTC)),  # Sat
+    ],
+)
+def test_ten_working_days(start: datetime, due: datetime) -> None:
+    assert add_working_days(start, 10) == due
+
+
+def _grant(**kw: object) -> Grant:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    base: dict[str, object] = dict(
+        id="g", dataset_id="t_cond", agency_id="gy_hbj", requested_by="developer",
+        purpose="p", columns=None, row_filter=None, unmask=(), expires_at=None,
+        status="approved", requested_at=now, due_at=now,
+    )  # fmt: skip
+    base.update(kw)
+    return Grant(**base)  # type: ignore[arg-type]
+
+
+def test_decide_combines_grants(exchange_world: ExchangeWorld) -> None:
+    d = exchange_world.hub.store.get_dataset("t_cond")
+    dev = Principal("developer", "gy_hbj", "d", "developer")
+    now = datetime.now(UTC)
+    assert not decide(dev, d, [], now).readable
+    a = decide(
+        dev,
+        d,
+        [
+            _grant(columns=("ticket_id", "caller_phone"), row_filter={"district_code": ("1",)}),
+            _grant(id="h", columns=("status",), row_filter={"status": ("x",)},
+                   unmask=("caller_phone",)),
+            _grant(id="old", expires_at=now - timedelta(seconds=1)),  # expired: no effect
+            _grant(id="other", agency_id="gy_jyj"),  # another agency's grant
+        ],
+        now,
+    )  # fmt: skip
+    assert a.readable and a.via == "grant" and set(a.grants) == {"g", "h"}
+    assert a.columns == ("ticket_id", "status", "caller_phone")
+    assert dict(a.masked) == {}
+    assert a.row_filters == ({"district_code": ("1",)}, {"status": ("x",)})
+
+
+@pytest.fixture
+def world(fresh_exchange_world: ExchangeWorld) -> ExchangeWorld:
+    return fresh_exchange_world
+
+
+@pytest.fixture
+def client(world: ExchangeWorld) -> Iterator[TestClient]:
+    with TestClient(create_app(world.hub.settings, hub=world.hub)) as c:
+        yield c
+
+
+def h(world: ExchangeWorld, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {world.tokens[who]}"}
+
+
+def test_request_approve_narrowed_then_read(client: TestClient, world: ExchangeWorld) -> None:
+    stranger, steward = h(world, "stranger"), h(world, "steward")
+    assert client.post("/v1/query", headers=stranger,
+                       json={"sql": "SELECT 1 FROM t_cond"}).status_code == 403  # fmt: skip
+    r = client.post(
+        "/v1/datasets/t_cond/access-requests",
+        headers=stranger,
+        json={
+            "purpose": "学校周边噪音投诉统计",
+            "columns": ["ticket_id", "district_code", "category", "caller_phone"],
+            "row_filter": {"district_code": ["520102", "520111"]},
+            "unmask": ["caller_phone"],
+        },
+    )
+    assert r.status_code == 201, r.text
+    req = r.json()
+    assert req["status"] == "pending" and not req["overdue"]
+    assert datetime.fromisoformat(req["due_at"]) - datetime.fromisoformat(req["requested_at"]) >= (
+        timedelta(days=14)
+    )
+    mine = client.get("/v1/access-requests", headers=stranger).json()
+    assert [x["id"] for x in mine] == [req["id"]]
+    pending = client.get("/v1/access-requests", headers=steward,
+                         params={"status": "pending"}).json()  # fmt: skip
+    assert req["id"] in [x["id"] for x in pending]
+    # only the owner's steward decides; an approval may not widen
+    for who in ("stranger", "developer", "operator"):
+        r = client.post(f"/v1/access-requests/{req['id']}/approve", headers=h(world, who), json={})
+        assert r.status_code == 403
+    r = client.post(f"/v1/access-requests/{req['id']}/approve", headers=steward,
+                    json={"columns": ["ticket_id", "status"]})  # fmt: skip
+    assert r.status_code == 400 and r.json()["detail"]["field"] == "columns"
+    r = client.post(
+        f"/v1/access-requests/{req['id']}/approve",
+        headers=steward,
+        json={"columns": ["ticket_id", "district_code"], "unmask": [],
+              "row_filter": {"district_code": ["520102"]}},
+    )  # fmt: skip
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    rows = client.post("/v1/query", headers=stranger,
+                       json={"sql": "SELECT * FROM t_cond"}).json()["rows"]  # fmt: skip
+    assert rows and {tuple(x) for x in rows} == {("ticket_id", "district_code")}
+    assert {x["district_code"] for x in rows} == {"520102"}
+    again = client.post(f"/v1/access-requests/{req['id']}/refuse", headers=steward,
+                        json={"reason": "x"})  # fmt: skip
+    assert again.status_code == 409
+
+
+def test_refuse_needs_a_reason_and_none_is_never_requested(
+    client: TestClient, world: ExchangeWorld
+) -> None:
+    stranger, steward = h(world, "stranger"), h(world, "steward")
+    r = client.post("/v1/datasets/t_none/access-requests", headers=stranger,
+                    json={"purpose": "x"})  # fmt: skip
+    assert r.status_code == 403 and "个人信息保护法" in r.json()["error"]
+    r = client.post("/v1/datasets/t_cond/access-requests", headers=stranger,
+                    json={"purpose": "x", "columns": ["no_such"]})  # fmt: skip
+    assert r.status_code == 400 and r.json()["detail"]["field"] == "columns"
+    r = client.post("/v1/datasets/t_cond/access-requests", headers=h(world, "operator"),
+                    json={"purpose": "x"})  # fmt: skip
+    assert r.status_code == 403
+    req = client.post("/v1/datasets/t_cond/access-requests", headers=stranger,
+                      json={"purpose": "x"}).json()  # fmt: skip
+    r = client.post(f"/v1/access-requests/{req['id']}/refuse", headers=steward,
+                    json={"reason": ""})  # fmt: skip
+    assert r.status_code == 422
+    r = client.post(f"/v1/access-requests/{req['id']}/refuse", headers=steward,
+                    json={"reason": "目的与数据无关"})  # fmt: skip
+    assert r.json()["status"] == "refused" and r.json()["reason"] == "目的与数据无关"
+    assert client.post("/v1/query", headers=stranger,
+                       json={"sql": "SELECT 1 FROM t_cond"}).status_code == 403  # fmt: skip
+
+
+def test_overdue_and_expiry(client: TestClient, world: ExchangeWorld) -> None:
+    store = world.hub.grants
+    d = world.hub.store.get_dataset("t_cond")
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    late = store.request(d, agency_id="gy_jyj", requested_by="stranger", purpose="p",
+                         now=long_ago)  # fmt: skip
+    body = client.get("/v1/access-requests", headers=h(world, "steward"),
+                      params={"overdue": True}).json()  # fmt: skip
+    assert [x["id"] for x in body] == [late.id]
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    store.approve(late.id, by="steward", dataset=d, expires_at=soon)
+    stranger = h(world, "stranger")
+    sql = {"sql": "SELECT count(*) AS n FROM t_cond"}
+    assert client.post("/v1/query", headers=stranger, json=sql).status_code == 200
+    import time
+
+    time.sleep(2.1)
+    assert client.post("/v1/query", headers=stranger, json=sql).status_code == 403
+    assert client.get(f"/v1/access-requests/{late.id}", headers=stranger).json()["status"] == (
+        "expired"
+    )

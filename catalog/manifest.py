@@ -92,6 +92,12 @@ class Source(_Model):
     )
     mode: SyncMode = "append"
     schema_policy: SchemaPolicy = "evolve"
+    retries: int = Field(
+        default=0, ge=0, le=10, description="more attempts when the source cannot be read"
+    )
+    backoff_s: float = Field(
+        default=2.0, ge=0, le=600, description="wait before the first retry; doubles each time"
+    )
 
 
 class Manifest(_Model):

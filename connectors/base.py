@@ -45,6 +45,17 @@ class Connector(ABC):
     ) -> Iterator[pa.RecordBatch]:
         """Yield the source's rows; with a cursor column and ``since``, only rows past it."""
 
+    def resume(self, state: Any) -> None:  # noqa: B027 - optional hook
+        """Take back the state committed with the table's last snapshot (see :meth:`state`)."""
+
+    def state(self) -> Any:
+        """JSON-able state to commit with this read's data (e.g. the files it loaded).
+
+        Called after :meth:`read` is exhausted; the next run gets it back through
+        :meth:`resume`.  None for connectors whose cursor column says it all.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

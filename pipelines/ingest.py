@@ -43,6 +43,7 @@ class Staged:
     previous_cursor: CursorValue
     seconds: float = 0.0
     bytes_written: int = field(default=0)
+    state: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class Staged:
             "cursor": self.cursor,
             "previous_cursor": self.previous_cursor,
             "seconds": self.seconds,
+            "state": self.state,
         }
 
     @classmethod
@@ -67,6 +69,7 @@ class Staged:
             previous_cursor=d["previous_cursor"],
             seconds=float(d.get("seconds", 0.0)),
             bytes_written=sum(f.bytes for f in files),
+            state=d.get("state"),
         )
 
 
@@ -149,16 +152,24 @@ def extract(
         )
         current = lake.current(manifest.id)
         previous = current.cursor if current else None
-        since = previous if src.mode != "replace" else None
+        incremental = src.mode != "replace"
+        if incremental and current is not None:
+            connector.resume(current.state)
+        since = previous if incremental else None
         cursor_col = src.cursor
-        high: list[CursorValue] = [previous if src.mode != "replace" else None]
+        high: list[CursorValue] = [previous if incremental else None]
         counted = [0]
+        boundary = _Boundary(manifest, lake, schema, since) if since is not None else None
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for batch in connector.read(cursor_col if since is not None else None, since):
-                if batch.num_rows == 0:
+            for raw in connector.read(cursor_col if since is not None else None, since):
+                if raw.num_rows == 0:
                     continue
-                batch = _conform(manifest.id, batch, schema)
+                batch = _conform(manifest.id, raw, schema)
+                if boundary is not None:
+                    batch = boundary.drop_loaded(batch)
+                    if batch.num_rows == 0:
+                        continue
                 if cursor_col is not None:
                     top = pc.max(batch.column(batch.schema.get_field_index(cursor_col))).as_py()
                     if top is not None:
@@ -171,6 +182,9 @@ def extract(
                 yield batch
 
         files = lake.stage(manifest.id, run_id, batches(), schema)
+        state = connector.state()
+    if src.mode == "merge" and files:
+        files = lake.dedupe_staged(manifest.id, run_id, files, manifest.primary_key, cursor_col)
     return Staged(
         dataset_id=manifest.id,
         run_id=run_id,
@@ -180,7 +194,56 @@ def extract(
         previous_cursor=previous,
         seconds=time.perf_counter() - started,
         bytes_written=sum(f.bytes for f in files),
+        state=state,
     )
+
+
+class _Boundary:
+    """Drops re-read rows that carry the last watermark's own cursor value.
+
+    Incremental reads ask for ``cursor >= watermark`` so that rows committed at the
+    source with exactly that value after the last run are not lost (D10); the ones
+    the table already holds are recognised by the primary key (by every column
+    when there is none) and dropped.
+    """
+
+    def __init__(self, manifest: Manifest, lake: Lake, schema: pa.Schema, since: Any) -> None:
+        assert manifest.source.cursor is not None
+        self.dataset = manifest.id
+        self.lake = lake
+        self.cursor = manifest.source.cursor
+        self.key = list(manifest.primary_key) or list(schema.names)
+        self.since = since
+        self.schema = schema
+        ctype = schema.field(self.cursor).type
+        try:
+            self.value = pa.scalar(since).cast(ctype)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            self.value = None
+        self._loaded: pa.Table | None = None
+
+    def loaded(self) -> pa.Table:
+        if self._loaded is None:
+            keys = self.lake.boundary_keys(self.dataset, self.cursor, self.since, self.key)
+            want = pa.schema([self.schema.field(k).with_nullable(True) for k in self.key])
+            self._loaded = keys.select(self.key).cast(want)
+        return self._loaded
+
+    def drop_loaded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self.value is None:
+            return batch
+        col = batch.column(batch.schema.get_field_index(self.cursor))
+        at = pc.fill_null(pc.equal(col, self.value), False)
+        if not pc.any(at).as_py():
+            return batch
+        loaded = self.loaded()
+        if loaded.num_rows == 0:
+            return batch
+        edge = pa.Table.from_batches([batch.filter(at)])
+        fresh = edge.join(loaded, keys=self.key, join_type="left anti")
+        rest = pa.Table.from_batches([batch.filter(pc.invert(at))])
+        both = pa.concat_tables([rest, fresh.select(batch.schema.names).cast(batch.schema)])
+        return both.combine_chunks().to_batches()[0] if both.num_rows else batch.slice(0, 0)
 
 
 def _greater(a: CursorValue, b: CursorValue) -> bool:
@@ -202,6 +265,7 @@ def publish(
         cursor=staged.cursor,
         run_id=staged.run_id,
         key=manifest.primary_key or None,
+        state=staged.state,
     )
     return store.record_version(
         manifest.id,
@@ -280,6 +344,46 @@ def reconcile(
     return recovered
 
 
+def _extract_with_retries(
+    manifest: Manifest,
+    *,
+    lake: Lake,
+    run_id: str,
+    env: Mapping[str, str] | None,
+    progress: ProgressFn | None,
+    connector: Connector | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Staged:
+    """:func:`extract`, tried again ``source.retries`` times when the source fails.
+
+    Only a :class:`ConnectorError` (source down, refused, timed out) is retried: a
+    schema drift or bad data would fail the same way again.  Each attempt stages
+    from scratch; a failed attempt's files are already removed by ``Lake.stage``.
+    """
+    src = manifest.source
+    delay = src.backoff_s
+    for attempt in range(src.retries + 1):
+        try:
+            return extract(
+                manifest, lake=lake, run_id=run_id, env=env, progress=progress, connector=connector
+            )
+        except ConnectorError as e:
+            if attempt == src.retries:
+                if src.retries:
+                    e.message = f"{e.message} (after {src.retries + 1} attempts)"
+                raise
+            log.warning(
+                "ingest of %s: attempt %d failed (%s); retrying in %.1fs",
+                manifest.id,
+                attempt + 1,
+                e.message,
+                delay,
+            )
+            sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def run_ingest(
     manifest: Manifest,
     *,
@@ -297,7 +401,7 @@ def run_ingest(
     run = store.start_run(manifest.id, trigger)
     staged: Staged | None = None
     try:
-        staged = extract(
+        staged = _extract_with_retries(
             manifest, lake=lake, run_id=run.id, env=env, progress=progress, connector=connector
         )
         version = publish(staged, manifest, lake=lake, store=store)

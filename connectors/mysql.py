@@ -65,6 +65,10 @@ class MySQLConnector(PostgresConnector):
             ) from None
         self.tz_name = tz_name
 
+    def _attach_dsn(self) -> str:
+        # The time limits of the PostgreSQL connector are libpq options; not here.
+        return self.dsn
+
     def _table_ref(self) -> str:
         assert self.table
         return ".".join(quote_mysql_ident(p) for p in self.table.split("."))

@@ -118,3 +118,40 @@ def make_manifest(tmp_path: Path) -> Callable[..., Manifest]:
         return parse_manifest(data, file=str(path))
 
     return make
+
+
+MYSQL_HOST = "127.0.0.1"
+
+
+@dataclass
+class MySQLDatabase:
+    """A fresh database in the machine's MariaDB; ``dsn`` is in DuckDB's mysql form."""
+
+    conn: Any
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        return f"host={MYSQL_HOST} port=3306 user=root database={self.name}"
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+
+@pytest.fixture
+def mysql() -> Iterator[MySQLDatabase]:
+    import pymysql
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host=MYSQL_HOST, user="root", charset="utf8mb4", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        cur.execute(f"USE {name}")
+    try:
+        yield MySQLDatabase(conn, name)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name}")
+        conn.close()

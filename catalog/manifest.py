@@ -67,6 +67,9 @@ class Column(_Model):
     )
     classification: Classification | None = None
     nullable: bool = True
+    source_name: str | None = Field(
+        default=None, description="the source's own name for it, e.g. a Chinese header 工单编号"
+    )
 
     @field_validator("type")
     @classmethod

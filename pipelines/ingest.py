@@ -142,8 +142,10 @@ def extract(
     if connector is None:
         cls = get_connector(src.connector)
         connector = cls(resolve_secrets(src.options, dict(env or {})))
+    renames = {c.source_name: c.name for c in manifest.columns if c.source_name}
     with connector:
-        schema = target_schema(manifest, connector.discover())
+        connector.declare({c.name: c.arrow_type for c in manifest.columns}, renames)
+        schema = target_schema(manifest, _renamed_schema(connector.discover(), renames))
         lake.ensure_table(
             manifest.id,
             schema,
@@ -165,6 +167,8 @@ def extract(
             for raw in connector.read(cursor_col if since is not None else None, since):
                 if raw.num_rows == 0:
                     continue
+                if renames and any(n in renames for n in raw.schema.names):
+                    raw = raw.rename_columns([renames.get(n, n) for n in raw.schema.names])
                 batch = _conform(manifest.id, raw, schema)
                 if boundary is not None:
                     batch = boundary.drop_loaded(batch)
@@ -196,6 +200,10 @@ def extract(
         bytes_written=sum(f.bytes for f in files),
         state=state,
     )
+
+
+def _renamed_schema(schema: pa.Schema, renames: Mapping[str, str]) -> pa.Schema:
+    return pa.schema([f.with_name(renames.get(f.name, f.name)) for f in schema])
 
 
 class _Boundary:

@@ -254,3 +254,40 @@ def test_no_matching_file_is_a_clear_failure(
     dataset("csv", path=str(tmp_path / "nothing-*.csv"))
     run = hub.ingest("tickets")
     assert run.status == "failed" and run.error and "no file matches" in run.error
+
+
+def test_s3_bucket_glob_with_new_files(
+    hub: Hub, dataset: Callable[..., Manifest], s3_endpoint: str
+) -> None:
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    creds = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
+    fs = pafs.S3FileSystem(
+        endpoint_override=s3_endpoint.split("://")[1],
+        scheme="http",
+        allow_bucket_creation=True,
+        **creds,
+    )
+    bucket = f"exports-{uuid.uuid4().hex[:8]}"
+    fs.create_dir(bucket)
+
+    def put(key: str, text: str) -> None:
+        with fs.open_output_stream(f"{bucket}/{key}") as out:
+            out.write(text.encode("gb18030"))
+
+    put("hotline/tickets-1.csv", HEADER + csv_rows(1, 3))
+    put("hotline/other.csv", HEADER + csv_rows(100, 1))
+    dataset(
+        "csv",
+        path=f"s3://{bucket}/hotline/tickets-*.csv",
+        encoding="gb18030",
+        s3={"endpoint": s3_endpoint, **creds},
+    )
+    assert hub.ingest("tickets").rows_written == 3
+    put("hotline/tickets-2.csv", HEADER + csv_rows(4, 2))
+    run = hub.ingest("tickets")
+    assert (run.status, run.rows_written) == ("succeeded", 2), run.error
+    assert [r["ticket_id"] for r in rows(hub)] == [1, 2, 3, 4, 5]
+    assert hub.ingest("tickets").status == "unchanged"

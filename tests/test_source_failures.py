@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -125,3 +126,24 @@ def test_a_source_that_recovers_within_the_retries_succeeds(
     run = hub.ingest("tickets")
     t.join()
     assert (run.status, run.rows_written) == ("succeeded", 50), run.error
+
+
+def test_a_read_failing_midway_publishes_nothing_and_leaves_no_staged_files(
+    hub: Hub, pg: PgSchema, make_manifest: Callable[..., Manifest]
+) -> None:
+    pg.execute(
+        "CREATE TABLE tickets AS SELECT g::bigint AS ticket_id, '520102' AS district_code, "
+        "'x' AS category, '1' AS caller_phone, 1.00::numeric(12,2) AS amount, "
+        "now() AS updated_at FROM generate_series(1, 300000) g"
+    )
+    # Division by zero at the 250,000th row, while the rows stream (staging may have begun).
+    query = (
+        f"SELECT ticket_id, district_code, (1 / (ticket_id - 250000))::text AS category, "
+        f"caller_phone, amount, updated_at FROM {pg.schema}.tickets"
+    )
+    register(hub, make_manifest, options={"dsn": PG_DSN, "query": query})
+    run = hub.ingest("tickets")
+    assert run.status == "failed" and run.error and "division by zero" in run.error
+    assert hub.store.versions("tickets") == [] and hub.lake.current("tickets") is None
+    data = Path(hub.lake.table("tickets").location().removeprefix("file://")) / "data"
+    assert not list(data.glob("*.parquet"))

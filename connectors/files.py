@@ -250,7 +250,7 @@ class FileConnector(Connector):
         return ""
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        con = connect(*self.extensions)
+        con = connect(*self.extensions, skip_signature_check=True)
         tz = self.option("time_zone")
         if tz:
             con.execute(f"SET TimeZone = {quote_literal(str(tz))}")

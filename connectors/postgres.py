@@ -50,7 +50,7 @@ class PostgresConnector(Connector):
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             try:
-                con = connect(self.extension)
+                con = connect(self.extension, skip_signature_check=True)
                 con.execute(
                     f"ATTACH {quote_literal(self._attach_dsn())} AS src "
                     f"(TYPE {self.attach_type}, READ_ONLY)"

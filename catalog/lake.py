@@ -233,6 +233,34 @@ class Lake:
             except OSError:
                 pass
 
+    def remove_orphans(self, dataset_id: str, *, older_than_s: float = 3600.0) -> list[str]:
+        """Delete data files that no snapshot references: what a killed run had staged.
+
+        Only files older than ``older_than_s`` go, so that the staged files of a run
+        still in progress (not referenced yet either) are left alone.
+        """
+        table = self.table(dataset_id)
+        fs, base = self._filesystem(table.location())
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(f"{base}/data", allow_not_found=True))
+        except OSError:
+            return []
+        referenced: set[str] = set()
+        if table.current_snapshot() is not None:
+            for path in table.inspect.all_files().column("file_path").to_pylist():
+                referenced.add(self._filesystem(path)[1] if "://" in path else path)
+        cutoff = datetime.now(tz=UTC).timestamp() - older_than_s
+        removed = []
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
+                continue
+            if info.path in referenced or info.mtime is None or info.mtime.timestamp() > cutoff:
+                continue
+            with contextlib.suppress(OSError):
+                fs.delete_file(info.path)
+                removed.append(info.path)
+        return removed
+
     # -- commit --------------------------------------------------------------------
 
     def commit(

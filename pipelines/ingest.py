@@ -310,7 +310,12 @@ def notify(version: Version, manifest: Manifest, publisher: Publisher) -> None:
 
 
 def reconcile(
-    manifest: Manifest, *, lake: Lake, store: CatalogStore, publisher: Publisher | None
+    manifest: Manifest,
+    *,
+    lake: Lake,
+    store: CatalogStore,
+    publisher: Publisher | None,
+    orphan_age_s: float = 3600.0,
 ) -> list[Version]:
     """Bring the catalog in line with the lake after a crash.
 
@@ -339,9 +344,11 @@ def reconcile(
         if publisher is not None:
             notify(v, manifest, publisher)
     committed_runs = {v.run_id: v for v in store.versions(manifest.id)}
+    interrupted = False
     for run in store.list_runs(manifest.id, limit=20):
         if run.status != "running":
             continue
+        interrupted = True
         done = committed_runs.get(run.id)
         if done is not None:
             store.finish_run(
@@ -349,6 +356,10 @@ def reconcile(
             )
         else:
             store.finish_run(run.id, "failed", error="interrupted before commit; nothing published")
+    if interrupted:
+        # A killed run leaves the files it had staged; old enough ones are not another
+        # run's work in progress.
+        lake.remove_orphans(manifest.id, older_than_s=orphan_age_s)
     return recovered
 
 

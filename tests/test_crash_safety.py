@@ -182,6 +182,13 @@ def test_sigkill_at_many_points_loses_nothing_and_duplicates_nothing(
     assert done.returncode == 0, done.stdout + done.stderr
     final = reader.state()
     assert final == (total, total, 1, total)
+    # What killed runs had staged is unreferenced; removing it leaves the table whole.
+    table = reader.lake.table("tickets")
+    referenced = set(table.inspect.all_files().column("file_path").to_pylist())
+    data = Path(table.location().removeprefix("file://")) / "data"
+    reader.lake.remove_orphans("tickets", older_than_s=0)
+    assert {str(p) for p in data.glob("*.parquet")} == referenced
+    assert reader.state() == (total, total, 1, total)
     assert reads > ROUNDS
     # The catalog agrees with the lake: every interrupted run is closed, versions match.
     runs = subprocess.run(

@@ -52,6 +52,9 @@ def test_wrong_password_on_a_real_role(
     # The role is real and the right password works, so the refusal below is the password's.
     with psycopg.connect(base + " password=right-pw") as conn:
         assert conn.execute(f"SELECT count(*) FROM {tickets.schema}.tickets").fetchone() == (50,)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(base + " password=wrong-pw").close()  # else pg_hba trusts the role:
+        # .ci/run adds "host all blockhub_pwcheck 127.0.0.1/32 scram-sha-256" before trust.
     register(
         hub,
         make_manifest,

@@ -69,6 +69,9 @@ class Column(_Model):
     )
     classification: Classification | None = None
     nullable: bool = True
+    source_name: str | None = Field(
+        default=None, description="the source's own name for it, e.g. a Chinese header 工单编号"
+    )
 
     @field_validator("type")
     @classmethod
@@ -144,6 +147,12 @@ class Source(_Model):
     )
     mode: SyncMode = "append"
     schema_policy: SchemaPolicy = "evolve"
+    retries: int = Field(
+        default=0, ge=0, le=10, description="more attempts when the source cannot be read"
+    )
+    backoff_s: float = Field(
+        default=2.0, ge=0, le=600, description="wait before the first retry; doubles each time"
+    )
 
 
 class Manifest(_Model):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -44,6 +44,27 @@ class Connector(ABC):
         self, cursor: str | None = None, since: CursorValue = None
     ) -> Iterator[pa.RecordBatch]:
         """Yield the source's rows; with a cursor column and ``since``, only rows past it."""
+
+    def declare(  # noqa: B027 - optional hook
+        self, types: Mapping[str, pa.DataType], rename: Mapping[str, str]
+    ) -> None:
+        """The manifest's column types, and {source name: column} for renamed columns.
+
+        Sources without types of their own (CSV) use it to type and rename cells where
+        an error can still name the row; other connectors may ignore it (the flow
+        renames and casts their batches itself).
+        """
+
+    def resume(self, state: Any) -> None:  # noqa: B027 - optional hook
+        """Take back the state committed with the table's last snapshot (see :meth:`state`)."""
+
+    def state(self) -> Any:
+        """JSON-able state to commit with this read's data (e.g. the files it loaded).
+
+        Called after :meth:`read` is exhausted; the next run gets it back through
+        :meth:`resume`.  None for connectors whose cursor column says it all.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

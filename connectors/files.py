@@ -1,82 +1,454 @@
-"""File sources (CSV, Parquet, JSON/NDJSON) read by DuckDB into Arrow batches.
+"""File sources (CSV, Excel .xlsx, JSON/NDJSON, Parquet) read by DuckDB into Arrow batches.
 
-``path`` is a file or a glob.  With a cursor column only rows past the cursor are
-returned.
+``path`` is one file or a glob, in a local folder or an S3-compatible bucket
+(``s3://bucket/exports/*.csv`` with option ``s3``).  Each matching file is read
+on its own, so that an error names the file, and the files loaded are the
+connector's state (committed with the snapshot): in incremental modes a new
+export file is read once, and files already loaded are not read again.
+
+Agency exports are messy, so the steward says how to read them:
+
+- ``encoding``: ``utf-8`` (default; a byte-order mark is dropped), ``gb18030``,
+  ``gbk``, ``utf-16`` … Anything but UTF-8 is transcoded while copied to a
+  temporary file, and an undecodable byte is reported with its line.
+- ``null_values``: the spellings of "missing" (``["", "NULL", "无", "-", "N/A"]``),
+  applied to text cells before they are typed.
+- ``rename`` ({source header: column}) or a manifest column's ``source_name``:
+  Chinese headers become the dataset's column names.
+- ``date_format`` / ``timestamp_format`` (strptime, e.g. ``%Y/%m/%d %H:%M``) and
+  ``time_zone`` (zone of timestamps written without an offset; default UTC).
+- CSV: ``delimiter``, ``quote``, ``header`` (default true), ``skip_rows``;
+  Excel: ``sheet``.
+
+Declared columns are cast to their manifest type; a cell that does not parse is a
+:class:`ConnectorError` naming the file, the row, the column, the value and the type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import codecs
+import contextlib
+import fnmatch
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from catalog.errors import ConnectorError
 from connectors.base import Connector, CursorValue
 from connectors.duck import connect
-from connectors.sql import incremental, quote_literal
+from connectors.sql import incremental, quote_ident, quote_literal
+
+_UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf_8"}
+_GLOB = "*?["
+_CHUNK = 1 << 20
+
+
+def duck_type(t: pa.DataType) -> str:
+    """DuckDB SQL type of an Arrow type a manifest can declare."""
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    simple = {
+        pa.int64(): "BIGINT",
+        pa.int32(): "INTEGER",
+        pa.float64(): "DOUBLE",
+        pa.float32(): "FLOAT",
+        pa.bool_(): "BOOLEAN",
+        pa.date32(): "DATE",
+        pa.binary(): "BLOB",
+    }
+    return simple.get(t, "VARCHAR")
 
 
 class FileConnector(Connector):
     name = "file"
     reader: ClassVar[str] = ""
+    #: how a data row is named in messages (a CSV row also has a line number)
+    row_word: ClassVar[str] = "row"
 
-    def _relation_sql(self) -> str:
-        path = str(self.option("path", required=True))
-        return f"SELECT * FROM {self.reader}({quote_literal(path)}{self._reader_options()})"
+    def __init__(self, options: dict[str, Any], *, batch_rows: int = 100_000) -> None:
+        super().__init__(options, batch_rows=batch_rows)
+        self.path = str(self.option("path", required=True))
+        self.encoding = str(self.option("encoding", "utf-8")).lower()
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConnectorError(
+                f"{self.name} source {self.path}: unknown encoding {self.encoding!r}",
+                connector=self.name,
+                option="encoding",
+            ) from None
+        nulls = self.option("null_values", [])
+        if not isinstance(nulls, list) or not all(isinstance(v, str) for v in nulls):
+            raise ConnectorError(
+                f"{self.name} source {self.path}: null_values must be a list of strings",
+                connector=self.name,
+                option="null_values",
+            )
+        self.null_values: list[str] = nulls
+        self.rename: dict[str, str] = dict(self.option("rename", {}) or {})
+        self.types: dict[str, pa.DataType] = {}
+        self._loaded: set[str] = set()
+        self._read_now: list[str] = []
+        self._tmp = tempfile.TemporaryDirectory(prefix="blockhub-files-")
+        self._fs: pafs.FileSystem | None = None
+
+    # -- what the flow tells us ------------------------------------------------------
+
+    def declare(self, types: Mapping[str, pa.DataType], rename: Mapping[str, str]) -> None:
+        self.types = dict(types)
+        self.rename = {**rename, **self.rename}
+
+    def resume(self, state: Any) -> None:
+        if isinstance(state, dict) and isinstance(state.get("files"), list):
+            self._loaded = {str(f) for f in state["files"]}
+
+    def state(self) -> Any:
+        return {"files": sorted(self._loaded | set(self._read_now))}
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    # -- finding the files -----------------------------------------------------------
+
+    def _s3(self) -> pafs.FileSystem:
+        if self._fs is None:
+            opts = dict(self.option("s3", {}) or {})
+            kwargs: dict[str, Any] = {}
+            if "endpoint" in opts:
+                endpoint = str(opts["endpoint"])
+                kwargs["scheme"] = "https" if endpoint.startswith("https://") else "http"
+                kwargs["endpoint_override"] = endpoint.split("://", 1)[-1]
+            for ours, theirs in (
+                ("access_key", "access_key"),
+                ("secret_key", "secret_key"),
+                ("region", "region"),
+            ):
+                if ours in opts:
+                    kwargs[theirs] = str(opts[ours])
+            kwargs.setdefault("region", "us-east-1")
+            self._fs = pafs.S3FileSystem(**kwargs)
+        return self._fs
+
+    def files(self) -> list[str]:
+        """Every file the path names, sorted (oldest export names first, as agencies date them)."""
+        if self.path.startswith("s3://"):
+            return self._s3_files()
+        if not any(ch in self.path for ch in _GLOB):
+            if not Path(self.path).is_file():
+                raise ConnectorError(
+                    f"{self.name} source {self.path}: file not found", connector=self.name
+                )
+            return [self.path]
+        root = Path(self.path).anchor or "."
+        pattern = self.path[len(root) :] if Path(self.path).is_absolute() else self.path
+        return sorted(str(p) for p in Path(root).glob(pattern) if p.is_file())
+
+    def _s3_files(self) -> list[str]:
+        key = self.path[len("s3://") :]
+        fs = self._s3()
+        try:
+            if not any(ch in key for ch in _GLOB):
+                info = fs.get_file_info(key)
+                if info.type != pafs.FileType.File:
+                    raise ConnectorError(
+                        f"{self.name} source {self.path}: object not found", connector=self.name
+                    )
+                return [self.path]
+            fixed = key[: min(key.index(ch) for ch in _GLOB if ch in key)]
+            base = fixed.rsplit("/", 1)[0]
+            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        except OSError as e:
+            raise ConnectorError(
+                f"{self.name} source {self.path}: cannot list: {e}", connector=self.name
+            ) from None
+        return sorted(
+            f"s3://{i.path}"
+            for i in infos
+            if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, key)
+        )
+
+    @contextlib.contextmanager
+    def _local(self, path: str) -> Iterator[str]:
+        """A local UTF-8 copy of the file when needed (download, transcode), else the file."""
+        needs_copy = path.startswith("s3://") or self.encoding not in _UTF8
+        if not needs_copy:
+            yield path
+            return
+        name = os.path.basename(path) or "file"
+        fd, local = tempfile.mkstemp(dir=self._tmp.name, suffix="-" + name)
+        os.close(fd)
+        try:
+            with self._open(path) as src, open(local, "wb") as dst:
+                if self.encoding in _UTF8 or not self.transcode:
+                    shutil.copyfileobj(src, dst, _CHUNK)
+                else:
+                    self._transcode(path, src, dst)
+            yield local
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(local)
+
+    #: text formats are transcoded to UTF-8; binary ones (Parquet, xlsx) are not
+    transcode: ClassVar[bool] = True
+
+    @contextlib.contextmanager
+    def _open(self, path: str) -> Iterator[Any]:
+        if path.startswith("s3://"):
+            try:
+                stream = self._s3().open_input_stream(path[len("s3://") :])
+            except OSError as e:
+                raise ConnectorError(
+                    f"{self.name} source {path}: cannot open: {e}", connector=self.name
+                ) from None
+            with stream:
+                yield stream
+        else:
+            with open(path, "rb") as f:
+                yield f
+
+    def _transcode(self, path: str, src: Any, dst: Any) -> None:
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="strict")
+        lines = 0
+        first = True
+        while True:
+            chunk = src.read(_CHUNK)
+            final = not chunk
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as e:
+                line = lines + chunk[: max(e.start, 0)].count(b"\n") + 1
+                raise ConnectorError(
+                    f"{self.name} source {path}: line {line}: bytes {e.object[e.start : e.end]!r} "
+                    f"are not valid {self.encoding} ({e.reason}); set source.options.encoding",
+                    connector=self.name,
+                    file=path,
+                    line=line,
+                ) from None
+            lines += chunk.count(b"\n")
+            if first and text:
+                text = text.removeprefix("\ufeff")
+                first = False
+            dst.write(text.encode("utf-8"))
+            if final:
+                break
+
+    # -- reading one file ----------------------------------------------------------
+
+    def _reader_sql(self, local: str) -> str:
+        return f"SELECT * FROM {self.reader}({quote_literal(local)}{self._reader_options()})"
 
     def _reader_options(self) -> str:
         return ""
 
-    def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
-        con = connect()
-        try:
-            return con.execute(sql)
-        except duckdb.Error as e:
-            con.close()
-            first = str(e).splitlines()[0]
-            raise ConnectorError(
-                f"{self.name} source {self.option('path')}: {first}",
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        con = connect(*self.extensions, skip_signature_check=True)
+        tz = self.option("time_zone")
+        if tz:
+            con.execute(f"SET TimeZone = {quote_literal(str(tz))}")
+        return con
+
+    extensions: ClassVar[tuple[str, ...]] = ()
+
+    def _projection(self, con: duckdb.DuckDBPyConnection, raw: str) -> tuple[str, list[Any]]:
+        """SELECT over the raw reader: null spellings removed, headers renamed, declared
+        columns typed.  Returns the SQL and, per output column, what to check on failure."""
+        described = con.execute(f"DESCRIBE {raw}").fetchall()
+        items: list[str] = []
+        checks: list[Any] = []
+        for col, col_type, *_ in described:
+            out = self.rename.get(col, col)
+            expr = quote_ident(col)
+            if col_type == "VARCHAR" and self.null_values:
+                nulls = ", ".join(quote_literal(v) for v in self.null_values)
+                expr = f"CASE WHEN trim({expr}) IN ({nulls}) THEN NULL ELSE {expr} END"
+            want = self.types.get(out)
+            if want is not None:
+                target = duck_type(want)
+                cast = self._cast(expr, col_type, want, target)
+                if cast != expr:
+                    checks.append((col, out, expr, cast, want))
+                expr = cast
+            items.append(f"{expr} AS {quote_ident(out)}")
+        return f"SELECT {', '.join(items)} FROM ({raw}) AS _raw", checks
+
+    def _cast(self, expr: str, source_type: str, want: pa.DataType, target: str) -> str:
+        if source_type == target:
+            return expr
+        if source_type == "VARCHAR":
+            fmt = None
+            if pa.types.is_timestamp(want):
+                fmt = self.option("timestamp_format")
+            elif pa.types.is_date(want):
+                fmt = self.option("date_format")
+            if fmt:
+                parsed = f"strptime(trim({expr}), {quote_literal(str(fmt))})"
+                return f"CAST({parsed} AS {target})"
+            return f"CAST(trim({expr}) AS {target})"
+        return f"CAST({expr} AS {target})"
+
+    def _diagnose(
+        self, con: duckdb.DuckDBPyConnection, path: str, raw: str, checks: list[Any]
+    ) -> ConnectorError | None:
+        """The first cell that does not parse as its declared type, as an error to show."""
+        numbered = f"SELECT row_number() OVER () AS __row, * FROM ({raw}) AS _raw"
+        for col, out, expr, cast, want in checks:
+            try_cast = "TRY_" + cast if cast.startswith("CAST(") else cast
+            found = con.execute(
+                f"SELECT __row, CAST({quote_ident(col)} AS VARCHAR) FROM ({numbered}) AS _n "
+                f"WHERE ({expr}) IS NOT NULL AND ({try_cast}) IS NULL ORDER BY __row LIMIT 1"
+            ).fetchone()
+            if found is None:
+                continue
+            row, value = int(found[0]), found[1]
+            where = self._where(row)
+            name = col if col == out else f"{col} → {out}"
+            return ConnectorError(
+                f"{self.name} source {path}: {where}, column {name!r}: "
+                f"cannot read {value!r} as {_type_name(want)}",
                 connector=self.name,
-                path=str(self.option("path")),
-            ) from None
+                file=path,
+                row=row,
+                column=out,
+                value=value,
+            )
+        return None
+
+    def _where(self, row: int) -> str:
+        return f"row {row}"
+
+    def _read_file(
+        self, path: str, cursor: str | None, since: CursorValue
+    ) -> Iterator[pa.RecordBatch]:
+        with self._local(path) as local:
+            con = self._connection()
+            try:
+                raw = self._reader_sql(local)
+                try:
+                    sql, checks = self._projection(con, raw)
+                except duckdb.Error as e:
+                    raise self._error(path, e) from None
+                sql = incremental(sql, cursor, since)
+                try:
+                    reader = con.execute(sql).fetch_record_batch(self.batch_rows)
+                    yield from reader
+                except duckdb.ConversionException as e:
+                    found = self._diagnose(con, path, raw, checks)
+                    raise (found or self._error(path, e)) from None
+                except duckdb.Error as e:
+                    raise self._error(path, e) from None
+            finally:
+                con.close()
+
+    def _error(self, path: str, e: Exception) -> ConnectorError:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = lines[0] if lines else type(e).__name__
+        # DuckDB's CSV errors carry the line on a later line of the message.
+        extra = [ln for ln in lines[1:] if ln.lower().startswith(("line", "original line"))]
+        text = "; ".join([first, *extra[:2]])
+        return ConnectorError(f"{self.name} source {path}: {text}", connector=self.name, file=path)
+
+    # -- the Connector interface -------------------------------------------------------
 
     def discover(self) -> pa.Schema:
-        return self._run(f"SELECT * FROM ({self._relation_sql()}) LIMIT 0").arrow().schema
+        files = self.files()
+        if not files:
+            raise ConnectorError(
+                f"{self.name} source {self.path}: no file matches", connector=self.name
+            )
+        # The newest file says what the source looks like now (a new column appears there).
+        con = self._connection()
+        try:
+            with self._local(files[-1]) as local:
+                sql, _ = self._projection(con, self._reader_sql(local))
+                return con.execute(f"SELECT * FROM ({sql}) LIMIT 0").arrow().schema
+        except duckdb.Error as e:
+            raise self._error(files[-1], e) from None
+        finally:
+            con.close()
 
     def read(
         self, cursor: str | None = None, since: CursorValue = None
     ) -> Iterator[pa.RecordBatch]:
-        path = str(self.option("path", required=True))
-        if not any(ch in path for ch in "*?[") and not Path(path).exists():
-            raise ConnectorError(f"{self.name} source {path}: file not found", connector=self.name)
-        res = self._run(incremental(self._relation_sql(), cursor, since))
-        yield from res.fetch_record_batch(self.batch_rows)
+        self._read_now = []
+        for path in self.files():
+            if path in self._loaded:
+                continue
+            yield from self._read_file(path, cursor, since)
+            self._read_now.append(path)
+
+
+def _type_name(t: pa.DataType) -> str:
+    if pa.types.is_decimal(t):
+        return f"decimal({t.precision},{t.scale})"
+    if pa.types.is_timestamp(t):
+        return "timestamptz" if t.tz else "timestamp"
+    return {"int64": "int64", "int32": "int32", "double": "float64", "date32[day]": "date"}.get(
+        str(t), str(t)
+    )
 
 
 class CsvConnector(FileConnector):
-    """CSV with a header row; options ``delimiter`` and ``encoding`` pass to DuckDB."""
+    """CSV (or any delimited text) with a header row; every cell is read as text, then typed."""
 
     name = "csv"
     reader = "read_csv"
 
     def _reader_options(self) -> str:
-        opts = [", header=true"]
-        for key in ("delimiter", "encoding", "nullstr"):
+        opts = [
+            f", header={'true' if self.option('header', True) else 'false'}",
+            ", all_varchar=true",
+            ", parallel=false",  # keeps row_number() in file order for error messages
+        ]
+        for key, duck in (("delimiter", "delim"), ("quote", "quote"), ("skip_rows", "skip")):
             if key in self.options:
-                opts.append(f", {key}={quote_literal(str(self.options[key]))}")
+                value = self.options[key]
+                literal = str(int(value)) if key == "skip_rows" else quote_literal(str(value))
+                opts.append(f", {duck}={literal}")
         return "".join(opts)
+
+    def _where(self, row: int) -> str:
+        header = 1 if self.option("header", True) else 0
+        return f"row {row} (line {row + header + int(self.option('skip_rows', 0))})"
+
+
+class ExcelConnector(FileConnector):
+    """The first (or the named ``sheet``) worksheet of an .xlsx workbook, header in row 1."""
+
+    name = "excel"
+    reader = "read_xlsx"
+    extensions = ("excel",)
+    transcode = False
+
+    def _reader_options(self) -> str:
+        opts = [", header=true"]
+        if "sheet" in self.options:
+            opts.append(f", sheet={quote_literal(str(self.options['sheet']))}")
+        return "".join(opts)
+
+    def _where(self, row: int) -> str:
+        return f"row {row} (sheet row {row + 1})"
 
 
 class ParquetConnector(FileConnector):
     name = "parquet"
     reader = "read_parquet"
+    transcode = False
 
 
 class JsonConnector(FileConnector):
-    """JSON arrays or newline-delimited JSON."""
+    """JSON arrays or newline-delimited JSON (one object per line)."""
 
     name = "json"
     reader = "read_json_auto"
+
+    def _where(self, row: int) -> str:
+        return f"record {row}"

@@ -21,7 +21,12 @@ def quote_literal(value: CursorValue) -> str:
 
 
 def incremental(base: str, cursor: str | None, since: CursorValue) -> str:
-    """Wrap a SELECT so that it returns only rows past the cursor."""
+    """Wrap a SELECT so that it returns only rows at or past the cursor.
+
+    ``>=`` and not ``>``: rows carrying the watermark's own value may commit at the
+    source after we read (docs/decisions.md D14); the ingest flow drops the ones
+    it already has by key.
+    """
     if cursor is None or since is None:
         return base
-    return f"SELECT * FROM ({base}) AS _src WHERE {quote_ident(cursor)} > {quote_literal(since)}"
+    return f"SELECT * FROM ({base}) AS _src WHERE {quote_ident(cursor)} >= {quote_literal(since)}"

@@ -264,7 +264,9 @@ def runs(
     limit: Annotated[int, typer.Option()] = 20,
 ) -> None:
     """Recent ingest runs."""
-    t = Table("run", "dataset", "status", "started", "s", "read", "written", "version", "error")
+    t = Table(
+        "run", "dataset", "status", "started", "s", "read", "written", "MB", "version", "error"
+    )
     for r in hub().store.list_runs(dataset, limit=limit):
         t.add_row(
             r.id[:8],
@@ -274,6 +276,7 @@ def runs(
             f"{r.duration_s:.2f}" if r.duration_s is not None else "",
             f"{r.rows_read:,}",
             f"{r.rows_written:,}",
+            f"{r.bytes_written / 1e6:.1f}" if r.bytes_written else "",
             str(r.version or ""),
             (r.error or "")[:80],
         )

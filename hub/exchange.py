@@ -140,7 +140,13 @@ def _lit(value: str) -> str:
 
 
 def profile_sql(base_view: str, access: Access) -> str:
-    """The SELECT of a profile view: visible columns, masks as expressions, row filters."""
+    """The SELECT of a profile view: visible columns, masks as expressions, row filters.
+
+    The owning agency reads its table as it is, including columns a source grew under
+    ``schema_policy: evolve`` that the manifest does not declare yet; every other reader
+    sees declared columns only, since an undeclared column has no personal-data tag."""
+    if access.via == "owner" and not access.masked and access.row_filters is None:
+        return f"SELECT * FROM {_q(base_view)}"
     exprs = []
     for col in access.columns:
         kind = access.masked.get(col)

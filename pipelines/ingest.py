@@ -51,6 +51,7 @@ class Staged:
     """Rows of the increment per region code (block keys), for block channels."""
     quality: dict[str, Any] | None = None
     """The quality gate's summary once the batch was validated (pipelines.quality)."""
+    state: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,7 @@ class Staged:
             "unresolved": self.unresolved,
             "regions": self.regions,
             "quality": self.quality,
+            "state": self.state,
         }
 
     @classmethod
@@ -81,6 +83,7 @@ class Staged:
             unresolved=dict(d.get("unresolved") or {}),
             regions=dict(d.get("regions") or {}),
             quality=d.get("quality"),
+            state=d.get("state"),
         )
 
     def details(self) -> dict[str, Any]:
@@ -157,8 +160,10 @@ def extract(
     if connector is None:
         cls = get_connector(src.connector)
         connector = cls(resolve_secrets(src.options, dict(env or {})))
+    renames = {c.source_name: c.name for c in manifest.columns if c.source_name}
     with connector:
-        schema = target_schema(manifest, connector.discover())
+        connector.declare({c.name: c.arrow_type for c in manifest.columns}, renames)
+        schema = target_schema(manifest, _renamed_schema(connector.discover(), renames))
         keys = BlockKeyStep(manifest)
         lake_schema = keys.schema(schema)
         lake.ensure_table(
@@ -169,16 +174,27 @@ def extract(
         )
         current = lake.current(manifest.id)
         previous = current.cursor if current else None
-        since = previous if src.mode != "replace" else None
+        incremental = src.mode != "replace"
+        if incremental and current is not None:
+            connector.resume(current.state)
+        since = previous if incremental else None
         cursor_col = src.cursor
-        high: list[CursorValue] = [previous if src.mode != "replace" else None]
+        high: list[CursorValue] = [previous if incremental else None]
         counted = [0]
+        boundary = _Boundary(manifest, lake, schema, since) if since is not None else None
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for batch in connector.read(cursor_col if since is not None else None, since):
-                if batch.num_rows == 0:
+            for raw in connector.read(cursor_col if since is not None else None, since):
+                if raw.num_rows == 0:
                     continue
-                batch = keys.apply(_conform(manifest.id, batch, schema))
+                if renames and any(n in renames for n in raw.schema.names):
+                    raw = raw.rename_columns([renames.get(n, n) for n in raw.schema.names])
+                batch = _conform(manifest.id, raw, schema)
+                if boundary is not None:
+                    batch = boundary.drop_loaded(batch)
+                    if batch.num_rows == 0:
+                        continue
+                batch = keys.apply(batch)
                 if cursor_col is not None:
                     top = pc.max(batch.column(batch.schema.get_field_index(cursor_col))).as_py()
                     if top is not None:
@@ -191,6 +207,9 @@ def extract(
                 yield batch
 
         files = lake.stage(manifest.id, run_id, batches(), lake_schema)
+        state = connector.state()
+    if src.mode == "merge" and files:
+        files = lake.dedupe_staged(manifest.id, run_id, files, manifest.primary_key, cursor_col)
     return Staged(
         dataset_id=manifest.id,
         run_id=run_id,
@@ -202,7 +221,60 @@ def extract(
         bytes_written=sum(f.bytes for f in files),
         unresolved=dict(keys.unresolved),
         regions=keys.touched(),
+        state=state,
     )
+
+
+def _renamed_schema(schema: pa.Schema, renames: Mapping[str, str]) -> pa.Schema:
+    return pa.schema([f.with_name(renames.get(f.name, f.name)) for f in schema])
+
+
+class _Boundary:
+    """Drops re-read rows that carry the last watermark's own cursor value.
+
+    Incremental reads ask for ``cursor >= watermark`` so that rows committed at the
+    source with exactly that value after the last run are not lost (D14); the ones
+    the table already holds are recognised by the primary key (by every column
+    when there is none) and dropped.
+    """
+
+    def __init__(self, manifest: Manifest, lake: Lake, schema: pa.Schema, since: Any) -> None:
+        assert manifest.source.cursor is not None
+        self.dataset = manifest.id
+        self.lake = lake
+        self.cursor = manifest.source.cursor
+        self.key = list(manifest.primary_key) or list(schema.names)
+        self.since = since
+        self.schema = schema
+        ctype = schema.field(self.cursor).type
+        try:
+            self.value = pa.scalar(since).cast(ctype)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            self.value = None
+        self._loaded: pa.Table | None = None
+
+    def loaded(self) -> pa.Table:
+        if self._loaded is None:
+            keys = self.lake.boundary_keys(self.dataset, self.cursor, self.since, self.key)
+            want = pa.schema([self.schema.field(k).with_nullable(True) for k in self.key])
+            self._loaded = keys.select(self.key).cast(want)
+        return self._loaded
+
+    def drop_loaded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self.value is None:
+            return batch
+        col = batch.column(batch.schema.get_field_index(self.cursor))
+        at = pc.fill_null(pc.equal(col, self.value), False)
+        if not pc.any(at).as_py():
+            return batch
+        loaded = self.loaded()
+        if loaded.num_rows == 0:
+            return batch
+        edge = pa.Table.from_batches([batch.filter(at)])
+        fresh = edge.join(loaded, keys=self.key, join_type="left anti")
+        rest = pa.Table.from_batches([batch.filter(pc.invert(at))])
+        both = pa.concat_tables([rest, fresh.select(batch.schema.names).cast(batch.schema)])
+        return both.combine_chunks().to_batches()[0] if both.num_rows else batch.slice(0, 0)
 
 
 def _greater(a: CursorValue, b: CursorValue) -> bool:
@@ -224,6 +296,7 @@ def publish(
         cursor=staged.cursor,
         run_id=staged.run_id,
         key=manifest.primary_key or None,
+        state=staged.state,
     )
     return store.record_version(
         manifest.id,
@@ -273,7 +346,12 @@ def notify(
 
 
 def reconcile(
-    manifest: Manifest, *, lake: Lake, store: CatalogStore, publisher: Publisher | None
+    manifest: Manifest,
+    *,
+    lake: Lake,
+    store: CatalogStore,
+    publisher: Publisher | None,
+    orphan_age_s: float = 3600.0,
 ) -> list[Version]:
     """Bring the catalog in line with the lake after a crash.
 
@@ -302,9 +380,11 @@ def reconcile(
         if publisher is not None:
             notify(v, manifest, publisher)
     committed_runs = {v.run_id: v for v in store.versions(manifest.id)}
+    interrupted = False
     for run in store.list_runs(manifest.id, limit=20):
         if run.status != "running":
             continue
+        interrupted = True
         done = committed_runs.get(run.id)
         if done is not None:
             store.finish_run(
@@ -312,7 +392,51 @@ def reconcile(
             )
         else:
             store.finish_run(run.id, "failed", error="interrupted before commit; nothing published")
+    if interrupted:
+        # A killed run leaves the files it had staged; old enough ones are not another
+        # run's work in progress.
+        lake.remove_orphans(manifest.id, older_than_s=orphan_age_s)
     return recovered
+
+
+def _extract_with_retries(
+    manifest: Manifest,
+    *,
+    lake: Lake,
+    run_id: str,
+    env: Mapping[str, str] | None,
+    progress: ProgressFn | None,
+    connector: Connector | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Staged:
+    """:func:`extract`, tried again ``source.retries`` times when the source fails.
+
+    Only a :class:`ConnectorError` (source down, refused, timed out) is retried: a
+    schema drift or bad data would fail the same way again.  Each attempt stages
+    from scratch; a failed attempt's files are already removed by ``Lake.stage``.
+    """
+    src = manifest.source
+    delay = src.backoff_s
+    for attempt in range(src.retries + 1):
+        try:
+            return extract(
+                manifest, lake=lake, run_id=run_id, env=env, progress=progress, connector=connector
+            )
+        except ConnectorError as e:
+            if attempt == src.retries:
+                if src.retries:
+                    e.message = f"{e.message} (after {src.retries + 1} attempts)"
+                raise
+            log.warning(
+                "ingest of %s: attempt %d failed (%s); retrying in %.1fs",
+                manifest.id,
+                attempt + 1,
+                e.message,
+                delay,
+            )
+            sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def run_ingest(
@@ -337,7 +461,7 @@ def run_ingest(
     run = store.start_run(manifest.id, trigger)
     staged: Staged | None = None
     try:
-        staged = extract(
+        staged = _extract_with_retries(
             manifest, lake=lake, run_id=run.id, env=env, progress=progress, connector=connector
         )
         if manifest.expectations is not None:

@@ -262,3 +262,73 @@ def exchange_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchang
 def fresh_exchange_world(hub: Hub, tokens: dict[str, str], tmp_path: Path) -> ExchangeWorld:
     """The exchange world for one test, which may change it."""
     return build_exchange_world(hub, tokens, tmp_path)
+
+
+MYSQL_HOST = "127.0.0.1"
+
+
+@dataclass
+class MySQLDatabase:
+    """A fresh database in the machine's MariaDB; ``dsn`` is in DuckDB's mysql form."""
+
+    conn: Any
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        return f"host={MYSQL_HOST} port=3306 user=root database={self.name}"
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+
+@pytest.fixture
+def mysql() -> Iterator[MySQLDatabase]:
+    import pymysql
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host=MYSQL_HOST, user="root", charset="utf8mb4", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        cur.execute(f"USE {name}")
+    try:
+        yield MySQLDatabase(conn, name)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name}")
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free port of 127.0.0.1 (the one mock: no object store here)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -13,8 +13,10 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -80,6 +82,11 @@ class Message:
             "source": self.source,
         }
 
+    @cached_property
+    def wire(self) -> str:
+        """The JSON frame sent to subscribers, serialized once for all of them."""
+        return orjson.dumps(self.to_wire(), default=str).decode()
+
 
 class Publisher(Protocol):
     """What the ingest flow needs to announce something: append one message."""
@@ -89,8 +96,41 @@ class Publisher(Protocol):
     ) -> Any: ...
 
 
+class LogBackend(Protocol):
+    """What the bus needs of an event log (SQL: :class:`EventLog`; Redis: ``RedisEventLog``)."""
+
+    url: str
+    epoch: str
+    blocking_tail: bool
+
+    def append(
+        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+    ) -> Message: ...
+    def read(self, channel: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
+    def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]: ...
+    def last_seq(self) -> int: ...
+    def head(self, channel: str) -> int: ...
+    def first_retained(self, channel: str) -> int: ...
+    def trim(self, channel: str, keep_last: int) -> int: ...
+    def trim_before(self, channel: str, before: datetime) -> int: ...
+    def channels(self) -> list[str]: ...
+    def dispose(self) -> None: ...
+
+
+def open_event_log(url: str) -> LogBackend:
+    """The log for a URL: ``redis://…?prefix=…`` → Redis Streams, else a SQLAlchemy URL."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from catalog.redislog import RedisEventLog  # redis-py only when asked for
+
+        return RedisEventLog(url)
+    return EventLog(url)
+
+
 class EventLog:
     """Append-only, per-channel ordered message log."""
+
+    #: ``tail`` can block until something is appended (the bus then needs no polling).
+    blocking_tail = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -164,8 +204,9 @@ class EventLog:
         with self.engine.connect() as c:
             return [self._message(r) for r in c.execute(q)]
 
-    def tail(self, after_seq: int, limit: int = 1000) -> list[Message]:
-        """Messages of every channel with seq > ``after_seq``, in append order."""
+    def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]:
+        """Messages of every channel with seq > ``after_seq``, in append order.
+        (``block_s`` is for backends that can wait; this one returns at once.)"""
         q = (
             select(_messages)
             .where(_messages.c.seq > after_seq)
@@ -198,6 +239,25 @@ class EventLog:
             res = c.execute(
                 delete(_messages).where(
                     _messages.c.channel == channel, _messages.c.offset <= head - keep_last
+                )
+            )
+            return int(res.rowcount or 0)
+
+    def channels(self) -> list[str]:
+        """Every channel ever published to."""
+        with self.engine.connect() as c:
+            return [r[0] for r in c.execute(select(_channels.c.name).order_by(_channels.c.name))]
+
+    def trim_before(self, channel: str, before: datetime) -> int:
+        """Drop a channel's messages older than ``before``, but never its latest one:
+        the head offset stays readable so ``first_retained`` stays meaningful."""
+        head = self.head(channel)
+        with self.engine.begin() as c:
+            res = c.execute(
+                delete(_messages).where(
+                    _messages.c.channel == channel,
+                    _messages.c.ts < before,
+                    _messages.c.offset < head,
                 )
             )
             return int(res.rowcount or 0)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from catalog.eventlog import EventLog
+from catalog.eventlog import LogBackend
 from catalog.lake import Lake
 from catalog.manifest import Manifest, load_manifests
+from catalog.opsstore import OpsStore
 from catalog.store import CatalogStore, Run
 from hub.bus import Bus
 from hub.exchange import Exchange
@@ -31,15 +32,17 @@ class Hub:
     settings: Settings
     store: CatalogStore
     lake: Lake
-    log: EventLog
+    log: LogBackend
     bus: Bus
+    ops: OpsStore
     _exchange: Exchange | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Hub:
         st = settings.open_storage()
-        bus = Bus(st.log, poll_s=settings.bus_poll_s)
-        return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus)
+        bus = Bus(st.log, poll_s=settings.bus_poll_s, queue_size=settings.ws_queue_size)
+        ops = OpsStore(st.store.engine)
+        return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus, ops=ops)
 
     @property
     def exchange(self) -> Exchange:

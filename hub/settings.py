@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -17,3 +19,15 @@ class Settings(StorageSettings):
     query_max_rows: int = Field(default=5_000_000, gt=0)
     batch_rows: int = Field(default=65_536, gt=0)
     bus_poll_s: float = Field(default=0.2, gt=0)
+    # dispatch (websocket, alerts, orders): docs/websocket.md, docs/dispatch.md
+    ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")
+    ws_max_per_principal: int = Field(default=50, gt=0)
+    ws_heartbeat_s: float = Field(default=15.0, gt=0)
+    alert_rules: Path | None = Field(default=None, description="YAML file of alert rules")
+    ops_tick_s: float = Field(default=5.0, gt=0, description="escalation/staleness/retention pass")
+    events_keep_last: int | None = Field(default=1_000_000, gt=0, description="per channel")
+    events_keep_s: float | None = Field(default=30 * 86400, gt=0, description="max message age")
+    events_retention: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='per channel prefix, e.g. {"feed:": {"keep_last": 10000, "keep_s": 86400}}',
+    )

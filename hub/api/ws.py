@@ -15,12 +15,16 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from catalog.errors import AccessDenied, HubError, InvalidRequest, Unauthenticated
-from catalog.policy import can_read
+from catalog.errors import HubError, InvalidRequest, Unauthenticated
+from catalog.eventlog import Message
 from catalog.store import Principal
+from hub import alerts, dispatch
 from hub.api.errors import hub_error_body
 from hub.bus import Notice, SlowConsumer, Subscription
+from hub.channels import check_channel, mask_feed_payload, matches, parse_filter
 from hub.context import Hub
+from hub.ops import OpsRuntime
+from hub.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -29,6 +33,13 @@ AUTH_TIMEOUT_S = 10.0
 CLOSE_AUTH = 4401
 CLOSE_SLOW = 4008
 CLOSE_PROTOCOL = 4400
+__all__ = ["CLOSE_AUTH", "CLOSE_SLOW", "CLOSE_TOO_MANY", "check_channel", "router"]
+
+ORDER_OPS = {
+    "order.ack": "acknowledge",
+    "order.progress": "progress",
+    "order.close": "close",
+}
 
 
 def _dumps(obj: Any) -> str:
@@ -60,20 +71,69 @@ async def _authenticate(ws: WebSocket, hub: Hub) -> Principal:
     return await asyncio.to_thread(hub.store.authenticate, msg["token"])
 
 
-def check_channel(hub: Hub, principal: Principal, channel: str) -> None:
-    """Raise unless the principal may subscribe to ``channel``."""
-    kind, _, name = channel.partition(":")
-    if kind == "dataset" and name:
-        record = hub.store.get_dataset(name)
-        if not can_read(principal, record):
-            raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
-        return
-    raise InvalidRequest(
-        f"unknown channel {channel!r}; channels look like dataset:<id>", channel=channel
+async def _subscribe(
+    ws: WebSocket, hub: Hub, principal: Principal, conn: Connection, msg: dict[str, Any]
+) -> None:
+    channel = msg["channel"]
+    await asyncio.to_thread(check_channel, hub, principal, channel)
+    flt = parse_filter(channel, msg.get("filter"))
+    since = msg.get("since")
+    if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+        raise InvalidRequest("since must be an integer offset", channel=channel)
+    if since is not None and msg.get("epoch") not in (None, hub.log.epoch):
+        await ws.send_text(
+            _dumps(
+                {
+                    "type": "epoch_changed",
+                    "channel": channel,
+                    "epoch": hub.log.epoch,
+                    "requested_epoch": msg.get("epoch"),
+                }
+            )
+        )
+        since = 0
+    head = await conn.sub.add(channel, since, (lambda m: matches(flt, m)) if flt else None)
+    conn.channels.add(channel)
+    await ws.send_text(
+        _dumps({"type": "subscribed", "channel": channel, "head": head, "epoch": hub.log.epoch})
     )
 
 
-async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscription) -> None:
+async def _order_op(
+    ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
+) -> None:
+    order_id = msg.get("order")
+    if not isinstance(order_id, str):
+        raise InvalidRequest(f"{op} needs an order id", op=op)
+    note = msg.get("note")
+    data = msg.get("data")
+    if (note is not None and not isinstance(note, str)) or (
+        data is not None and not isinstance(data, dict)
+    ):
+        raise InvalidRequest("note must be a string and data an object", op=op)
+    order = await asyncio.to_thread(
+        dispatch.act, hub, principal, order_id, ORDER_OPS[op], note, data
+    )
+    await ws.send_text(
+        _dumps({"type": "ok", "op": op, "id": msg.get("id"), "order": order.to_dict()})
+    )
+
+
+async def _alert_op(
+    ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
+) -> None:
+    alert_id = msg.get("alert")
+    if not isinstance(alert_id, str):
+        raise InvalidRequest(f"{op} needs an alert id", op=op)
+    note = msg.get("note") if isinstance(msg.get("note"), str) else None
+    fn = alerts.acknowledge if op == "alert.ack" else alerts.resolve
+    alert = await asyncio.to_thread(fn, hub, principal, alert_id, note)
+    await ws.send_text(
+        _dumps({"type": "ok", "op": op, "id": msg.get("id"), "alert": alert.to_dict()})
+    )
+
+
+async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connection) -> None:
     while True:
         raw = await ws.receive_text()
         try:
@@ -89,56 +149,47 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscrip
             if op == "ping":
                 await ws.send_text(_dumps({"type": "pong", "id": msg.get("id")}))
             elif op == "subscribe" and isinstance(channel, str):
-                await asyncio.to_thread(check_channel, hub, principal, channel)
-                since = msg.get("since")
-                if since is not None and not isinstance(since, int):
-                    raise InvalidRequest("since must be an integer offset", channel=channel)
-                if since is not None and msg.get("epoch") not in (None, hub.log.epoch):
-                    await ws.send_text(
-                        _dumps(
-                            {
-                                "type": "epoch_changed",
-                                "channel": channel,
-                                "epoch": hub.log.epoch,
-                                "requested_epoch": msg.get("epoch"),
-                            }
-                        )
-                    )
-                    since = 0
-                head = await sub.add(channel, since)
-                await ws.send_text(
-                    _dumps(
-                        {
-                            "type": "subscribed",
-                            "channel": channel,
-                            "head": head,
-                            "epoch": hub.log.epoch,
-                        }
-                    )
-                )
+                await _subscribe(ws, hub, principal, conn, msg)
             elif op == "unsubscribe" and isinstance(channel, str):
-                sub.remove(channel)
+                conn.sub.remove(channel)
+                conn.channels.discard(channel)
                 await ws.send_text(_dumps({"type": "unsubscribed", "channel": channel}))
+            elif op in ORDER_OPS:
+                await _order_op(ws, hub, principal, op, msg)
+            elif op in ("alert.ack", "alert.resolve"):
+                await _alert_op(ws, hub, principal, op, msg)
             else:
                 raise InvalidRequest(
-                    "unknown op; use subscribe, unsubscribe or ping (with a channel where needed)",
+                    "unknown op; use subscribe, unsubscribe, ping, order.ack, order.progress, "
+                    "order.close, alert.ack or alert.resolve (with their fields)",
                     op=str(op),
                 )
         except HubError as e:
             await ws.send_text(_error(e, channel=channel) if channel else _error(e))
 
 
-async def _deliver(ws: WebSocket, sub: Subscription) -> None:
-    async for item in sub:
-        if isinstance(item, Notice):
-            await ws.send_text(_dumps(item.to_wire()))
-        else:
-            await ws.send_text(_dumps(item.to_wire()))
+def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> str:
+    if isinstance(item, Notice):
+        return _dumps(item.to_wire())
+    if item.channel.startswith("feed:"):
+        masked = mask_feed_payload(hub, principal, item.channel, item.data)
+        if masked is not item.data:
+            return _dumps({**item.to_wire(), "data": masked})
+    return item.wire  # serialized once per message, shared by every subscriber
+
+
+async def _deliver(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscription) -> None:
+    send = ws.send
+    while True:
+        first = await sub.get()
+        for item in (first, *sub.get_ready()):
+            await send({"type": "websocket.send", "text": _frame(hub, principal, item)})
 
 
 @router.websocket("/v1/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
+    ops: OpsRuntime = ws.app.state.ops
     await ws.accept()
     try:
         principal = await _authenticate(ws, hub)
@@ -148,22 +199,35 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    await ws.send_text(
-        _dumps(
-            {
-                "type": "welcome",
-                "principal": principal.id,
-                "agency": principal.agency_id,
-                "epoch": hub.log.epoch,
-            }
-        )
-    )
     sub = hub.bus.subscription()
-    tasks = [
-        asyncio.create_task(_commands(ws, hub, principal, sub)),
-        asyncio.create_task(_deliver(ws, sub)),
-    ]
+    client = ws.client
     try:
+        conn = await ops.presence.join(
+            principal, sub, f"{client.host}:{client.port}" if client else None
+        )
+    except TooManyConnections as e:
+        await ws.send_text(_error(e))
+        await ws.close(CLOSE_TOO_MANY, e.message[:120])
+        return
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await ws.send_text(
+            _dumps(
+                {
+                    "type": "welcome",
+                    "principal": principal.id,
+                    "agency": principal.agency_id,
+                    "role": principal.role,
+                    "epoch": hub.log.epoch,
+                    "connection": conn.id,
+                    "heartbeat_s": ops.presence.heartbeat_s,
+                }
+            )
+        )
+        tasks = [
+            asyncio.create_task(_commands(ws, hub, principal, conn)),
+            asyncio.create_task(_deliver(ws, hub, principal, sub)),
+        ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:
             exc = t.exception()
@@ -172,7 +236,10 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                     await ws.close(CLOSE_SLOW, "slow consumer: send queue overflowed")
             elif exc is not None and not isinstance(exc, WebSocketDisconnect):
                 log.warning("websocket closed on error: %r", exc)
+    except WebSocketDisconnect:
+        pass
     finally:
         for t in tasks:
             t.cancel()
         sub.close()
+        await ops.presence.leave(conn)

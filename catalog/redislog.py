@@ -155,7 +155,11 @@ class RedisEventLog:
 
     def trim(self, channel: str, keep_last: int) -> int:
         head = self.head(channel)
-        return int(self.redis.xtrim(self._k("ch", channel), minid=f"{head - keep_last + 1}-0"))
+        return int(
+            self.redis.xtrim(
+                self._k("ch", channel), minid=f"{head - keep_last + 1}-0", approximate=False
+            )
+        )
 
     def channels(self) -> list[str]:
         return sorted(c.decode() for c in self.redis.smembers(self._k("channels")))
@@ -181,7 +185,7 @@ class RedisEventLog:
             after = _id_num(batch[-1][0])
         if cut == 0:
             return 0
-        return int(self.redis.xtrim(key, minid=f"{cut + 1}-0"))
+        return int(self.redis.xtrim(key, minid=f"{cut + 1}-0", approximate=False))
 
     def delete_all(self) -> None:
         """Remove every key of this prefix (tests use a unique prefix each)."""

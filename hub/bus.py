@@ -53,6 +53,9 @@ class Subscription:
         self.filters: dict[str, Callable[[Message], bool]] = {}
         self._filling: set[str] = set()
         self.overflowed = False
+        # Set on overflow, so a sender stuck writing to a reader that stopped reading
+        # can be closed without waiting for its next get().
+        self.overflow = asyncio.Event()
 
     async def add(
         self,
@@ -89,6 +92,7 @@ class Subscription:
         except asyncio.QueueFull:
             # A full queue means the reader is behind, not blocked: its next get() raises.
             self.overflowed = True
+            self.overflow.set()
 
     def notify(self, notice: Notice) -> None:
         """Queue a control notice (e.g. a heartbeat) between messages."""

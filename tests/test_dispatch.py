@@ -63,7 +63,11 @@ def feeds(hub: Hub, make_manifest: Callable[..., Manifest]) -> None:
     for fid in ("air_readings", "hotline_feed", "quiet_feed"):
         hub.store.register_dataset(make_manifest(id=fid, agency="gy_hbj"))
     hub.store.register_dataset(
-        make_manifest(id="secret_feed", agency="gy_hbj", sharing={"type": "none", "legal_basis": "《环境监测数据管理办法》"})
+        make_manifest(
+            id="secret_feed",
+            agency="gy_hbj",
+            sharing={"type": "none", "legal_basis": "《环境监测数据管理办法》"},
+        )
     )
 
 
@@ -141,9 +145,9 @@ def test_threshold_alert_reaches_operator_and_lifecycle(
         while c.get(f"/v1/alerts/{alert['id']}").json()["count"] < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert [a["id"] for a in c.get("/v1/alerts", params={"status": "open"}).json()["alerts"]] == [
-            alert["id"]
-        ]
+        assert [
+            a["id"] for a in c.get("/v1/alerts", params={"status": "open"}).json()["alerts"]
+        ] == [alert["id"]]
         r = c.post(f"/v1/alerts/{alert['id']}/ack", json={"note": "checking"})
         assert r.status_code == 200 and r.json()["acked_by"] == "operator"
         assert c.post(f"/v1/alerts/{alert['id']}/ack").json()["code"] == "conflict"
@@ -206,18 +210,23 @@ def test_order_full_life(live: str, hub: Hub, tokens: dict[str, str]) -> None:
         )
         assert r.status_code == 201, r.text
         order = r.json()
-        assert c.post("/v1/orders", json={"target": "nobody", "instructions": "x"}).json()[
-            "code"
-        ] == "invalid_request"
+        assert (
+            c.post("/v1/orders", json={"target": "nobody", "instructions": "x"}).json()["code"]
+            == "invalid_request"
+        )
     with api(live, tokens["steward"]) as c:  # not an operator
-        assert c.post("/v1/orders", json={"target": "unit7", "instructions": "x"}).status_code == 403
+        assert (
+            c.post("/v1/orders", json={"target": "unit7", "instructions": "x"}).status_code == 403
+        )
         assert c.get(f"/v1/orders/{order['id']}").status_code == 404  # not its order
     got = unit.messages(1)[0]
     assert got["event"] == "order.opened" and got["data"]["order"]["id"] == order["id"]
     assert desk.messages(1)[0]["event"] == "order.opened"
     unit.send({"op": "order.ack", "order": order["id"], "id": "a1"})
     assert unit.reply()["order"]["status"] == "acknowledged"
-    unit.send({"op": "order.progress", "order": order["id"], "note": "到达现场", "data": {"lat": 26.6}})
+    unit.send(
+        {"op": "order.progress", "order": order["id"], "note": "到达现场", "data": {"lat": 26.6}}
+    )
     assert unit.reply()["order"]["status"] == "in_progress"
     unit.send({"op": "order.ack", "order": order["id"]})
     assert unit.reply()["code"] == "conflict"

@@ -209,7 +209,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.send_text(_error(e))
         await ws.close(CLOSE_TOO_MANY, e.message[:120])
         return
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Any]] = []
     try:
         await ws.send_text(
             _dumps(
@@ -224,16 +224,23 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 }
             )
         )
+        overflow = asyncio.create_task(sub.overflow.wait())
         tasks = [
             asyncio.create_task(_commands(ws, hub, principal, conn)),
             asyncio.create_task(_deliver(ws, hub, principal, sub)),
+            overflow,
         ]
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
-            exc = t.exception()
-            if isinstance(exc, SlowConsumer):
+            exc = None if t is overflow else t.exception()
+            if t is overflow or isinstance(exc, SlowConsumer):
+                # The sender may be stuck on a full socket: stop it, then close; the close
+                # frame waits behind what the client has not read yet (bounded, as pings).
+                tasks[1].cancel()
                 with contextlib.suppress(Exception):
-                    await ws.close(CLOSE_SLOW, "slow consumer: send queue overflowed")
+                    await asyncio.wait_for(
+                        ws.close(CLOSE_SLOW, "slow consumer: send queue overflowed"), 20
+                    )
             elif exc is not None and not isinstance(exc, WebSocketDisconnect):
                 log.warning("websocket closed on error: %r", exc)
     except WebSocketDisconnect:

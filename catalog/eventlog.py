@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    event,
     func,
     insert,
     select,
@@ -36,6 +37,13 @@ from sqlalchemy import (
 from catalog.store import make_engine
 
 _meta = MetaData()
+
+
+def _sqlite_normal_sync(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
 
 _info = Table("log_info", _meta, Column("key", String(32), primary_key=True), Column("value", Text))
 _channels = Table(
@@ -85,7 +93,11 @@ class Message:
     @cached_property
     def wire(self) -> str:
         """The JSON frame sent to subscribers, serialized once for all of them."""
-        return orjson.dumps(self.to_wire(), default=str).decode()
+        return self.wire_bytes.decode()
+
+    @cached_property
+    def wire_bytes(self) -> bytes:
+        return orjson.dumps(self.to_wire(), default=str)
 
 
 class Publisher(Protocol):
@@ -135,6 +147,11 @@ class EventLog:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        if url.startswith("sqlite"):
+            # WAL + synchronous=NORMAL: a committed append survives a crash of any process
+            # (the restart test kills the hub with SIGKILL); only an OS crash or power loss
+            # may lose the last appends. FULL would fsync every message (~ms each).
+            event.listen(self.engine, "connect", _sqlite_normal_sync)
         _meta.create_all(self.engine)
         with self.engine.begin() as c:
             epoch = c.scalar(select(_info.c.value).where(_info.c.key == "epoch"))

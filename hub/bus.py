@@ -56,6 +56,11 @@ class Subscription:
         # Set on overflow, so a sender stuck writing to a reader that stopped reading
         # can be closed without waiting for its next get().
         self.overflow = asyncio.Event()
+        # A synchronous writer to the client's socket, when the server allows one: with an
+        # empty queue, items go straight out (as websockets' broadcast does) instead of
+        # through the queue and a task switch.  It returns False once the socket's write
+        # buffer is over its bound: the consumer is too slow.
+        self.sink: Callable[[Message | Notice], bool] | None = None
 
     async def add(
         self,
@@ -87,6 +92,12 @@ class Subscription:
             self.remove(channel)
 
     def _put(self, item: Message | Notice) -> None:
+        # Order holds: the queue is empty only once its sender has written everything.
+        if self.sink is not None and not self.overflowed and self._queue.empty():
+            if not self.sink(item):
+                self.overflowed = True
+                self.overflow.set()
+            return
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:

@@ -21,6 +21,7 @@ class Settings(StorageSettings):
     bus_poll_s: float = Field(default=0.2, gt=0)
     # dispatch (websocket, alerts, orders): docs/websocket.md, docs/dispatch.md
     ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")
+    ws_send_buffer_bytes: int = Field(default=8 << 20, gt=0, description="unsent bytes per socket")
     ws_max_per_principal: int = Field(default=50, gt=0)
     ws_heartbeat_s: float = Field(default=15.0, gt=0)
     alert_rules: Path | None = Field(default=None, description="YAML file of alert rules")

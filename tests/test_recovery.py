@@ -110,7 +110,9 @@ def test_retention_per_channel_prefix_is_announced(
 
 
 def test_slow_reader_does_not_delay_a_fast_one(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / "home", bus_poll_s=0.05, ws_queue_size=200)
+    settings = Settings(
+        home=tmp_path / "home", bus_poll_s=0.05, ws_queue_size=200, ws_send_buffer_bytes=1 << 20
+    )
     h = Hub.open(settings)
     h.store.upsert_agency("gy_dsj", "大数据局")
     h.store.create_principal("op", "gy_dsj", "op", "operator")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from hub.api import errors
 from hub.api.routes import datasets, ops_routes, query
+from hub.api.ws import RawSend
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.ops import OpsRuntime
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.state.hub = the_hub
     app.state.ops = ops
     errors.install(app)
+    app.add_middleware(RawSend)
     app.include_router(datasets.router)
     app.include_router(datasets.runs_router)
     app.include_router(query.router)

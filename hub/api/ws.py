@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -168,22 +169,73 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
             await ws.send_text(_error(e, channel=channel) if channel else _error(e))
 
 
-def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> str:
+def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:
     if isinstance(item, Notice):
-        return _dumps(item.to_wire())
+        return orjson.dumps(item.to_wire(), default=str)
     if item.channel.startswith("feed:"):
         masked = mask_feed_payload(hub, principal, item.channel, item.data)
         if masked is not item.data:
-            return _dumps({**item.to_wire(), "data": masked})
-    return item.wire  # serialized once per message, shared by every subscriber
+            return orjson.dumps({**item.to_wire(), "data": masked}, default=str)
+    return item.wire_bytes  # serialized once per message, shared by every subscriber
 
 
-async def _deliver(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscription) -> None:
+class RawSend:
+    """ASGI middleware: keeps the server's own ``send`` for websocket scopes, so the
+    delivery path can write frames synchronously (see :func:`_direct_writer`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope["blockhub.raw_send"] = send
+        await self.app(scope, receive, send)
+
+
+def _direct_writer(
+    ws: WebSocket, hub: Hub, principal: Principal, limit: int
+) -> Callable[[Message | Notice], bool] | None:
+    """A synchronous frame writer on uvicorn's sans-I/O websocket protocol, if that is
+    what serves this connection: the same two calls its ``send`` makes, without the
+    ASGI hops and task switch per message — the way ``websockets.broadcast`` writes.
+    Any other server gets None and the queue + task path."""
+    proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
+    if type(proto).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
+    if conn is None or transport is None or not hasattr(proto, "close_sent"):
+        return None
+
+    def write(item: Message | Notice) -> bool:
+        if proto.close_sent or transport.is_closing():
+            return True  # closing: the receive side reports the disconnect
+        conn.send_text(_frame(hub, principal, item))
+        transport.write(b"".join(conn.data_to_send()))
+        return bool(transport.get_write_buffer_size() <= limit)
+
+    return write
+
+
+async def _deliver(
+    ws: WebSocket,
+    hub: Hub,
+    principal: Principal,
+    sub: Subscription,
+    writer: Callable[[Message | Notice], bool] | None,
+) -> None:
     send = ws.send
     while True:
         first = await sub.get()
-        for item in (first, *sub.get_ready()):
-            await send({"type": "websocket.send", "text": _frame(hub, principal, item)})
+        items = (first, *sub.get_ready())
+        if writer is not None:
+            for item in items:
+                if not writer(item):
+                    raise SlowConsumer()
+        else:
+            for item in items:
+                await send(
+                    {"type": "websocket.send", "text": _frame(hub, principal, item).decode()}
+                )
 
 
 @router.websocket("/v1/ws")
@@ -224,10 +276,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 }
             )
         )
+        writer = _direct_writer(ws, hub, principal, hub.settings.ws_send_buffer_bytes)
+        sub.sink = writer
         overflow = asyncio.create_task(sub.overflow.wait())
         tasks = [
             asyncio.create_task(_commands(ws, hub, principal, conn)),
-            asyncio.create_task(_deliver(ws, hub, principal, sub)),
+            asyncio.create_task(_deliver(ws, hub, principal, sub, writer)),
             overflow,
         ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

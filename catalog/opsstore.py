@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, select
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -461,14 +461,24 @@ class OpsStore:
         now = now or utcnow()
         out = []
         with self.session() as s:
-            q = select(OrderRow).where(
+            q = select(OrderRow.id).where(
                 OrderRow.status == "open",
                 OrderRow.escalated_at.is_(None),
                 OrderRow.deadline.is_not(None),
                 OrderRow.deadline <= now,
             )
-            for row in s.scalars(q.with_for_update(skip_locked=True)):
-                row.escalated_at, row.updated_at = now, now
+            for order_id in list(s.scalars(q)):
+                # Conditional update: of several hub processes, exactly one escalates.
+                claimed = s.execute(
+                    update(OrderRow)
+                    .where(OrderRow.id == order_id, OrderRow.escalated_at.is_(None))
+                    .values(escalated_at=now, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if getattr(claimed, "rowcount", 0) != 1:
+                    continue
+                row = s.get(OrderRow, order_id, populate_existing=True)
+                assert row is not None
                 ev = OrderEventRow(
                     order_id=row.id,
                     action="escalate",

@@ -357,3 +357,19 @@ def test_two_hub_processes_share_one_redis_log(
     for c in (on_a, on_b, late, again):
         c.close()
     log.dispose()
+
+
+def test_redis_retention_by_age(redis_url: str) -> None:
+    from datetime import UTC, datetime
+
+    lg = RedisEventLog(redis_url)
+    for i in range(5):
+        lg.append("alerts", "e", {"i": i})
+    cut = datetime.now(UTC)
+    time.sleep(0.01)
+    for i in range(3):
+        lg.append("alerts", "e", {"i": i})
+    assert lg.trim_before("alerts", cut) == 5
+    assert lg.first_retained("alerts") == 6
+    assert [m.offset for m in lg.read("alerts", 0)] == [6, 7, 8]
+    lg.dispose()

@@ -61,11 +61,12 @@ class Presence:
         self.max_per_principal = max_per_principal
         self.heartbeat_s = heartbeat_s
         self._conns: dict[str, Connection] = {}
+        self._per_principal: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
 
     def count(self, principal_id: str) -> int:
-        return sum(1 for c in self._conns.values() if c.principal.id == principal_id)
+        return self._per_principal.get(principal_id, 0)
 
     async def join(self, principal: Principal, sub: Subscription, client: str | None) -> Connection:
         if self.count(principal.id) >= self.max_per_principal:
@@ -81,12 +82,18 @@ class Presence:
             client=client,
         )
         self._conns[conn.id] = conn
+        self._per_principal[principal.id] = self.count(principal.id) + 1
         await self.bus.publish_async("presence", "presence.joined", conn.to_dict(), {"node": NODE})
         return conn
 
     async def leave(self, conn: Connection) -> None:
         if self._conns.pop(conn.id, None) is None:
             return
+        left = self.count(conn.principal.id) - 1
+        if left > 0:
+            self._per_principal[conn.principal.id] = left
+        else:
+            self._per_principal.pop(conn.principal.id, None)
         with contextlib.suppress(Exception):  # leaving must not fail a closing socket
             data = {**conn.to_dict(), "left_at": datetime.now(UTC).isoformat()}
             await self.bus.publish_async("presence", "presence.left", data, {"node": NODE})

@@ -276,7 +276,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 }
             )
         )
-        writer = _direct_writer(ws, hub, principal, hub.settings.ws_send_buffer_bytes)
+        writer = (
+            _direct_writer(ws, hub, principal, hub.settings.ws_send_buffer_bytes)
+            if hub.settings.ws_direct_write
+            else None
+        )
         sub.sink = writer
         overflow = asyncio.create_task(sub.overflow.wait())
         tasks = [

@@ -99,6 +99,19 @@ class Message:
     def wire_bytes(self) -> bytes:
         return orjson.dumps(self.to_wire(), default=str)
 
+    @cached_property
+    def ws_frame(self) -> bytes:
+        """``wire_bytes`` as one unmasked websocket text frame, the same for every
+        subscriber (servers do not mask; no extension negotiated)."""
+        n = len(self.wire_bytes)
+        if n < 126:
+            head = bytes((0x81, n))
+        elif n < 1 << 16:
+            head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        return head + self.wire_bytes
+
 
 class Publisher(Protocol):
     """What the ingest flow needs to announce something: append one message."""

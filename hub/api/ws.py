@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from websockets.protocol import State
 
 from catalog.errors import HubError, InvalidRequest, Unauthenticated
 from catalog.eventlog import Message
@@ -179,6 +180,13 @@ def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:
     return item.wire_bytes  # serialized once per message, shared by every subscriber
 
 
+def _unmasked(hub: Hub, principal: Principal, msg: Message) -> bool:
+    """True when this principal gets the message exactly as published."""
+    if not msg.channel.startswith("feed:"):
+        return True
+    return mask_feed_payload(hub, principal, msg.channel, msg.data) is msg.data
+
+
 class RawSend:
     """ASGI middleware: keeps the server's own ``send`` for websocket scopes, so the
     delivery path can write frames synchronously (see :func:`_direct_writer`)."""
@@ -206,14 +214,31 @@ def _direct_writer(
     if conn is None or transport is None or not hasattr(proto, "close_sent"):
         return None
 
+    open_state = State.OPEN
+
     def write(item: Message | Notice) -> bool:
-        if proto.close_sent or transport.is_closing():
+        if proto.close_sent or transport.is_closing() or conn.state is not open_state:
             return True  # closing: the receive side reports the disconnect
-        conn.send_text(_frame(hub, principal, item))
-        transport.write(b"".join(conn.data_to_send()))
+        if conn.extensions:  # e.g. permessage-deflate: let the protocol encode
+            conn.send_text(_frame(hub, principal, item))
+            transport.write(b"".join(conn.data_to_send()))
+        elif isinstance(item, Message) and _unmasked(hub, principal, item):
+            transport.write(item.ws_frame)  # one frame for every subscriber
+        else:
+            transport.write(text_frame(_frame(hub, principal, item)))
         return bool(transport.get_write_buffer_size() <= limit)
 
     return write
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented server-to-client text frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 async def _deliver(

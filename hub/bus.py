@@ -61,6 +61,9 @@ class Subscription:
         # through the queue and a task switch.  It returns False once the socket's write
         # buffer is over its bound: the consumer is too slow.
         self.sink: Callable[[Message | Notice], bool] | None = None
+        # True while the client's socket holds a lot of unsent data: a replay waits for it
+        # to drain, so catching up on a long history is paced by the reader, not refused.
+        self.pressure: Callable[[], bool] | None = None
 
     async def add(
         self,
@@ -105,6 +108,11 @@ class Subscription:
             self.overflowed = True
             self.overflow.set()
 
+    def _behind(self) -> bool:
+        if self._queue.qsize() > self._queue.maxsize // 2:
+            return True
+        return self.pressure is not None and self.pressure()
+
     def notify(self, notice: Notice) -> None:
         """Queue a control notice (e.g. a heartbeat) between messages."""
         self._put(notice)
@@ -135,6 +143,8 @@ class Subscription:
         """Read from the log everything after the last delivered offset, up to its head."""
         try:
             while channel in self.last and not self.overflowed:
+                while channel in self.last and self._behind():
+                    await asyncio.sleep(0.005)
                 after = self.last[channel]
                 first = await asyncio.to_thread(self._bus.log.first_retained, channel)
                 if after + 1 < first:
@@ -148,11 +158,15 @@ class Subscription:
                     after = first - 1
                     self.last[channel] = after
                 batch = await asyncio.to_thread(self._bus.log.read, channel, after, 500)
+                paused = False
                 for msg in batch:
                     if self.last.get(channel) != msg.offset - 1:
                         break
+                    if self._behind():  # let the reader catch up; read on from here later
+                        paused = True
+                        break
                     self._deliver(msg)
-                if len(batch) < 500:
+                if len(batch) < 500 and not paused:
                     head = await asyncio.to_thread(self._bus.log.head, channel)
                     if self.last.get(channel, head) >= head:
                         break

@@ -143,10 +143,10 @@ def test_slow_reader_does_not_delay_a_fast_one(tmp_path: Path) -> None:
     h.close()
 
 
-def raw_ws(port: int, token: str, first: dict[str, Any]) -> socket.socket:
+def raw_ws(port: int, token: str, first: dict[str, Any], rcvbuf: int = 4096) -> socket.socket:
     """A websocket client that does only what is needed to subscribe, by hand."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: small window
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
@@ -166,6 +166,22 @@ def raw_ws(port: int, token: str, first: dict[str, Any]) -> socket.socket:
     frame += bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     sock.sendall(frame)
     return sock
+
+
+def split_frames(data: bytearray) -> tuple[list[tuple[int, bytes]], int]:
+    """Complete server frames at the start of ``data``: [(opcode, payload)], bytes used."""
+    out, i = [], 0
+    while len(data) - i >= 2:
+        op, n, h = data[i] & 0x0F, data[i + 1] & 0x7F, 2
+        if n == 126:
+            n, h = int.from_bytes(data[i + 2 : i + 4], "big"), 4
+        elif n == 127:
+            n, h = int.from_bytes(data[i + 2 : i + 10], "big"), 10
+        if len(data) - i < h + n:
+            break
+        out.append((op, bytes(data[i + h : i + h + n])))
+        i += h + n
+    return out, i
 
 
 def close_code(sock: socket.socket) -> int | None:
@@ -373,3 +389,44 @@ def test_redis_retention_by_age(redis_url: str) -> None:
     assert lg.first_retained("alerts") == 6
     assert [m.offset for m in lg.read("alerts", 0)] == [6, 7, 8]
     lg.dispose()
+
+
+def test_long_replay_is_paced_by_the_reader_not_refused(tmp_path: Path) -> None:
+    """A replay far larger than the send queue and socket bound arrives whole."""
+    settings = Settings(
+        home=tmp_path / "home", bus_poll_s=0.05, ws_queue_size=100, ws_send_buffer_bytes=64 << 10
+    )
+    h = Hub.open(settings)
+    h.store.upsert_agency("gy_dsj", "大数据局")
+    h.store.create_principal("op", "gy_dsj", "op", "operator")
+    token = h.store.issue_token("op")
+    pad = "y" * 5000
+    for i in range(4000):  # ~20 MB of history: more than the socket buffers can absorb
+        h.log.append("alerts", "e", {"i": i, "pad": pad})
+    from hub.server import serving
+
+    port = free_port()
+    with serving(h, port):
+        # A raw client with a small receive window that reads 64 kB every 10 ms.
+        sock = raw_ws(port, token, {"op": "subscribe", "channel": "alerts", "since": 0}, 64 << 10)
+        sock.settimeout(10)
+        seen: list[int] = []
+        buf = bytearray()
+        deadline = time.monotonic() + 60
+        while len(seen) < 4000 and time.monotonic() < deadline:
+            chunk = sock.recv(64 << 10)
+            assert chunk, f"closed after {len(seen)} messages: {bytes(buf[-40:])!r}"
+            buf += chunk
+            frames, used = split_frames(buf)
+            del buf[:used]
+            for op, payload in frames:
+                if op == 9:  # a protocol ping
+                    continue
+                assert op == 1, (op, payload[:40])
+                frame = json.loads(payload)
+                if frame["type"] == "message":
+                    seen.append(frame["offset"])
+            time.sleep(0.01)
+        assert seen == list(range(1, 4001))
+        sock.close()
+    h.close()

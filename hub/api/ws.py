@@ -231,6 +231,15 @@ def _direct_writer(
     return write
 
 
+def _pressure(ws: WebSocket, limit: int) -> Callable[[], bool] | None:
+    """Whether the socket holds more than ``limit`` unsent bytes (uvicorn's protocols)."""
+    proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
+    transport = getattr(proto, "transport", None)
+    if transport is None or not hasattr(transport, "get_write_buffer_size"):
+        return None
+    return lambda: bool(transport.get_write_buffer_size() > limit)
+
+
 def text_frame(payload: bytes) -> bytes:
     """An unmasked, unfragmented server-to-client text frame (RFC 6455 section 5.2)."""
     n = len(payload)
@@ -307,6 +316,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             else None
         )
         sub.sink = writer
+        sub.pressure = _pressure(ws, hub.settings.ws_send_buffer_bytes // 2)
         overflow = asyncio.create_task(sub.overflow.wait())
         tasks = [
             asyncio.create_task(_commands(ws, hub, principal, conn)),

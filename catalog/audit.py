@@ -15,6 +15,7 @@ record's own ``datasets`` field is).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from catalog.store import Base, CatalogStore, utcnow
@@ -147,9 +149,12 @@ class AuditLog:
     def __init__(self, store: CatalogStore, key: bytes | None = None) -> None:
         self.store = store
         self.key = key
+        # Several hub processes may open one catalog at once: whoever creates the tables or
+        # the head row first wins, and the others find them there.
         for model in (AuditRow, AuditHeadRow, AuditDatasetRow):
-            model.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
-        with store.session() as s:
+            with contextlib.suppress(OperationalError, ProgrammingError):
+                model.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
+        with contextlib.suppress(IntegrityError), store.session() as s:
             if s.get(AuditHeadRow, 1) is None:
                 s.add(AuditHeadRow(id=1, seq=0, hash=GENESIS))
 

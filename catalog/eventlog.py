@@ -13,8 +13,10 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    event,
     func,
     insert,
     select,
@@ -34,6 +37,13 @@ from sqlalchemy import (
 from catalog.store import make_engine
 
 _meta = MetaData()
+
+
+def _sqlite_normal_sync(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
 
 _info = Table("log_info", _meta, Column("key", String(32), primary_key=True), Column("value", Text))
 _channels = Table(
@@ -80,6 +90,28 @@ class Message:
             "source": self.source,
         }
 
+    @cached_property
+    def wire(self) -> str:
+        """The JSON frame sent to subscribers, serialized once for all of them."""
+        return self.wire_bytes.decode()
+
+    @cached_property
+    def wire_bytes(self) -> bytes:
+        return orjson.dumps(self.to_wire(), default=str)
+
+    @cached_property
+    def ws_frame(self) -> bytes:
+        """``wire_bytes`` as one unmasked websocket text frame, the same for every
+        subscriber (servers do not mask; no extension negotiated)."""
+        n = len(self.wire_bytes)
+        if n < 126:
+            head = bytes((0x81, n))
+        elif n < 1 << 16:
+            head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        return head + self.wire_bytes
+
 
 class Publisher(Protocol):
     """What the ingest flow needs to announce something: append one message."""
@@ -89,12 +121,50 @@ class Publisher(Protocol):
     ) -> Any: ...
 
 
+class LogBackend(Protocol):
+    """What the bus needs of an event log (SQL: :class:`EventLog`; Redis: ``RedisEventLog``)."""
+
+    url: str
+    epoch: str
+    blocking_tail: bool
+
+    def append(
+        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+    ) -> Message: ...
+    def read(self, channel: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
+    def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]: ...
+    def last_seq(self) -> int: ...
+    def head(self, channel: str) -> int: ...
+    def first_retained(self, channel: str) -> int: ...
+    def trim(self, channel: str, keep_last: int) -> int: ...
+    def trim_before(self, channel: str, before: datetime) -> int: ...
+    def channels(self) -> list[str]: ...
+    def dispose(self) -> None: ...
+
+
+def open_event_log(url: str) -> LogBackend:
+    """The log for a URL: ``redis://…?prefix=…`` → Redis Streams, else a SQLAlchemy URL."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from catalog.redislog import RedisEventLog  # redis-py only when asked for
+
+        return RedisEventLog(url)
+    return EventLog(url)
+
+
 class EventLog:
     """Append-only, per-channel ordered message log."""
+
+    #: ``tail`` can block until something is appended (the bus then needs no polling).
+    blocking_tail = False
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        if url.startswith("sqlite"):
+            # WAL + synchronous=NORMAL: a committed append survives a crash of any process
+            # (the restart test kills the hub with SIGKILL); only an OS crash or power loss
+            # may lose the last appends. FULL would fsync every message (~ms each).
+            event.listen(self.engine, "connect", _sqlite_normal_sync)
         _meta.create_all(self.engine)
         with self.engine.begin() as c:
             epoch = c.scalar(select(_info.c.value).where(_info.c.key == "epoch"))
@@ -164,8 +234,9 @@ class EventLog:
         with self.engine.connect() as c:
             return [self._message(r) for r in c.execute(q)]
 
-    def tail(self, after_seq: int, limit: int = 1000) -> list[Message]:
-        """Messages of every channel with seq > ``after_seq``, in append order."""
+    def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]:
+        """Messages of every channel with seq > ``after_seq``, in append order.
+        (``block_s`` is for backends that can wait; this one returns at once.)"""
         q = (
             select(_messages)
             .where(_messages.c.seq > after_seq)
@@ -202,9 +273,28 @@ class EventLog:
             )
             return int(res.rowcount or 0)
 
+    def channels(self) -> list[str]:
+        """Every channel ever published to."""
+        with self.engine.connect() as c:
+            return [r[0] for r in c.execute(select(_channels.c.name).order_by(_channels.c.name))]
+
+    def trim_before(self, channel: str, before: datetime) -> int:
+        """Drop a channel's messages older than ``before``, but never its latest one:
+        the head offset stays readable so ``first_retained`` stays meaningful."""
+        head = self.head(channel)
+        with self.engine.begin() as c:
+            res = c.execute(
+                delete(_messages).where(
+                    _messages.c.channel == channel,
+                    _messages.c.ts < before,
+                    _messages.c.offset < head,
+                )
+            )
+            return int(res.rowcount or 0)
+
 
 def append_many(
-    log: EventLog,
+    log: LogBackend,
     channel: str,
     type: str,
     items: list[dict[str, Any]],
@@ -215,6 +305,9 @@ def append_many(
     Returns the first and last offset given.  Live feeds use it so that an
     acknowledged batch is wholly in the log and a failed one wholly absent.
     """
+    if not isinstance(log, EventLog):  # another backend (Redis) brings its own
+        result: tuple[int, int] = log.append_many(channel, type, items, source)  # type: ignore[attr-defined]
+        return result
     if not items:
         head = log.head(channel)
         return head + 1, head

@@ -29,6 +29,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from catalog.errors import Conflict, DatasetNotFound, NotFound, Unauthenticated, VersionNotFound
@@ -290,7 +291,11 @@ class CatalogStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError:
+            # Another process opening the same catalog created a table in between.
+            Base.metadata.create_all(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from catalog.eventlog import EventLog, Message
+from catalog.eventlog import LogBackend, Message
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ class Notice:
     data: dict[str, Any]
 
     def to_wire(self) -> dict[str, Any]:
+        if not self.channel:  # connection-level notices (heartbeat) name no channel
+            return {"type": self.type, **self.data}
         return {"type": self.type, "channel": self.channel, **self.data}
 
 
@@ -47,15 +49,37 @@ class Subscription:
         self._bus = bus
         self._queue: asyncio.Queue[Message | Notice] = asyncio.Queue(queue_size)
         self.last: dict[str, int] = {}
+        # Per-channel predicate: a message it rejects is skipped (its offset still counts).
+        self.filters: dict[str, Callable[[Message], bool]] = {}
         self._filling: set[str] = set()
         self.overflowed = False
+        # Set on overflow, so a sender stuck writing to a reader that stopped reading
+        # can be closed without waiting for its next get().
+        self.overflow = asyncio.Event()
+        # A synchronous writer to the client's socket, when the server allows one: with an
+        # empty queue, items go straight out (as websockets' broadcast does) instead of
+        # through the queue and a task switch.  It returns False once the socket's write
+        # buffer is over its bound: the consumer is too slow.
+        self.sink: Callable[[Message | Notice], bool] | None = None
+        # True while the client's socket holds a lot of unsent data: a replay waits for it
+        # to drain, so catching up on a long history is paced by the reader, not refused.
+        self.pressure: Callable[[], bool] | None = None
 
-    async def add(self, channel: str, since: int | None = None) -> int:
-        """Subscribe to a channel; replay from after ``since`` (None: live only).
-        Returns the channel's current head offset."""
+    async def add(
+        self,
+        channel: str,
+        since: int | None = None,
+        accept: Callable[[Message], bool] | None = None,
+    ) -> int:
+        """Subscribe to a channel; replay from after ``since`` (None: live only), passing
+        only messages ``accept`` takes.  Returns the channel's current head offset."""
         head = await asyncio.to_thread(self._bus.log.head, channel)
         start = head if since is None else max(0, since)
         self.last[channel] = start
+        if accept is None:
+            self.filters.pop(channel, None)
+        else:
+            self.filters[channel] = accept
         self._bus._register(channel, self)
         if start < head:
             self._schedule_fill(channel)
@@ -63,6 +87,7 @@ class Subscription:
 
     def remove(self, channel: str) -> None:
         self.last.pop(channel, None)
+        self.filters.pop(channel, None)
         self._bus._unregister(channel, self)
 
     def close(self) -> None:
@@ -70,11 +95,33 @@ class Subscription:
             self.remove(channel)
 
     def _put(self, item: Message | Notice) -> None:
+        # Order holds: the queue is empty only once its sender has written everything.
+        if self.sink is not None and not self.overflowed and self._queue.empty():
+            if not self.sink(item):
+                self.overflowed = True
+                self.overflow.set()
+            return
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             # A full queue means the reader is behind, not blocked: its next get() raises.
             self.overflowed = True
+            self.overflow.set()
+
+    def _behind(self) -> bool:
+        if self._queue.qsize() > self._queue.maxsize // 2:
+            return True
+        return self.pressure is not None and self.pressure()
+
+    def notify(self, notice: Notice) -> None:
+        """Queue a control notice (e.g. a heartbeat) between messages."""
+        self._put(notice)
+
+    def _deliver(self, msg: Message) -> None:
+        self.last[msg.channel] = msg.offset
+        accept = self.filters.get(msg.channel)
+        if accept is None or accept(msg):
+            self._put(msg)
 
     def offer(self, msg: Message) -> None:
         """Called by the tailer for each new message of a subscribed channel."""
@@ -82,8 +129,7 @@ class Subscription:
         if last is None or msg.offset <= last or msg.channel in self._filling:
             return
         if msg.offset == last + 1:
-            self.last[msg.channel] = msg.offset
-            self._put(msg)
+            self._deliver(msg)
         else:
             self._schedule_fill(msg.channel)
 
@@ -97,6 +143,8 @@ class Subscription:
         """Read from the log everything after the last delivered offset, up to its head."""
         try:
             while channel in self.last and not self.overflowed:
+                while channel in self.last and self._behind():
+                    await asyncio.sleep(0.005)
                 after = self.last[channel]
                 first = await asyncio.to_thread(self._bus.log.first_retained, channel)
                 if after + 1 < first:
@@ -110,12 +158,15 @@ class Subscription:
                     after = first - 1
                     self.last[channel] = after
                 batch = await asyncio.to_thread(self._bus.log.read, channel, after, 500)
+                paused = False
                 for msg in batch:
                     if self.last.get(channel) != msg.offset - 1:
                         break
-                    self.last[channel] = msg.offset
-                    self._put(msg)
-                if len(batch) < 500:
+                    if self._behind():  # let the reader catch up; read on from here later
+                        paused = True
+                        break
+                    self._deliver(msg)
+                if len(batch) < 500 and not paused:
                     head = await asyncio.to_thread(self._bus.log.head, channel)
                     if self.last.get(channel, head) >= head:
                         break
@@ -128,6 +179,16 @@ class Subscription:
             raise SlowConsumer()
         return item
 
+    def get_ready(self) -> list[Message | Notice]:
+        """Everything already queued, without waiting (lets a sender drain in one go)."""
+        out: list[Message | Notice] = []
+        q = self._queue
+        while not q.empty():
+            out.append(q.get_nowait())
+        if self.overflowed:
+            raise SlowConsumer()
+        return out
+
     def __aiter__(self) -> AsyncIterator[Message | Notice]:
         return self._iter()
 
@@ -139,7 +200,7 @@ class Subscription:
 class Bus:
     """Fan-out of one event log to subscriptions in this process."""
 
-    def __init__(self, log: EventLog, *, poll_s: float = 0.2, queue_size: int = 10_000) -> None:
+    def __init__(self, log: LogBackend, *, poll_s: float = 0.2, queue_size: int = 10_000) -> None:
         self.log = log
         self.poll_s = poll_s
         self.queue_size = queue_size
@@ -208,7 +269,16 @@ class Bus:
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    def _offer_all(self, msgs: list[Message]) -> None:
+        for msg in msgs:
+            self._seq = msg.seq
+            for sub in list(self._subs.get(msg.channel, ())):
+                sub.offer(msg)
+
     async def _tail(self) -> None:
+        if self.log.blocking_tail:
+            await self._tail_blocking()
+            return
         assert self._wake is not None
         while True:
             with contextlib.suppress(TimeoutError):
@@ -217,12 +287,20 @@ class Bus:
             try:
                 while True:
                     msgs = await asyncio.to_thread(self.log.tail, self._seq, 1000)
-                    for msg in msgs:
-                        self._seq = msg.seq
-                        for sub in list(self._subs.get(msg.channel, ())):
-                            sub.offer(msg)
+                    self._offer_all(msgs)
                     if len(msgs) < 1000:
                         break
             except Exception:  # a failing read must not kill delivery for good
+                log.exception("event log tail failed; retrying")
+                await asyncio.sleep(self.poll_s)
+
+    async def _tail_blocking(self) -> None:
+        """Tail a log that can wait for appends (Redis ``XREAD BLOCK``): this process's
+        publishes and every other process's arrive the same way, with no polling."""
+        while True:
+            try:
+                msgs = await asyncio.to_thread(self.log.tail, self._seq, 1000, self.poll_s * 5)
+                self._offer_all(msgs)
+            except Exception:
                 log.exception("event log tail failed; retrying")
                 await asyncio.sleep(self.poll_s)

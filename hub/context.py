@@ -9,10 +9,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from catalog.audit import AuditLog
-from catalog.eventlog import EventLog
+from catalog.eventlog import LogBackend
 from catalog.grants import GrantStore
 from catalog.lake import Lake
 from catalog.manifest import Manifest, load_manifests
+from catalog.opsstore import OpsStore
 from catalog.store import CatalogStore, Run
 from hub.bus import Bus
 from hub.exchange import Exchange
@@ -33,8 +34,9 @@ class Hub:
     settings: Settings
     store: CatalogStore
     lake: Lake
-    log: EventLog
+    log: LogBackend
     bus: Bus
+    ops: OpsStore
     _exchange: Exchange | None = field(default=None, repr=False)
     _grants: GrantStore | None = field(default=None, repr=False)
     _audit: AuditLog | None = field(default=None, repr=False)
@@ -42,8 +44,9 @@ class Hub:
     @classmethod
     def open(cls, settings: Settings) -> Hub:
         st = settings.open_storage()
-        bus = Bus(st.log, poll_s=settings.bus_poll_s)
-        return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus)
+        bus = Bus(st.log, poll_s=settings.bus_poll_s, queue_size=settings.ws_queue_size)
+        ops = OpsStore(st.store.engine)
+        return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus, ops=ops)
 
     @property
     def grants(self) -> GrantStore:

@@ -28,6 +28,7 @@ def config(hub: Hub, host: str, port: int, log_level: str = "info") -> uvicorn.C
         log_level=log_level,
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        ws="websockets-sansio",  # the direct frame writer (hub.api.ws) needs this protocol
     )
 
 

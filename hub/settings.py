@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -25,3 +27,17 @@ class Settings(StorageSettings):
     query_memory_limit: str = Field(default="2GB", description="DuckDB memory_limit")
     core_max_rows: int = Field(default=10_000, gt=0)
     audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")
+    # dispatch (websocket, alerts, orders): docs/websocket.md, docs/dispatch.md
+    ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")
+    ws_send_buffer_bytes: int = Field(default=8 << 20, gt=0, description="unsent bytes per socket")
+    ws_direct_write: bool = Field(default=True, description="write frames without a task hop")
+    ws_max_per_principal: int = Field(default=50, gt=0)
+    ws_heartbeat_s: float = Field(default=15.0, gt=0)
+    alert_rules: Path | None = Field(default=None, description="YAML file of alert rules")
+    ops_tick_s: float = Field(default=5.0, gt=0, description="escalation/staleness/retention pass")
+    events_keep_last: int | None = Field(default=1_000_000, gt=0, description="per channel")
+    events_keep_s: float | None = Field(default=30 * 86400, gt=0, description="max message age")
+    events_retention: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='per channel prefix, e.g. {"feed:": {"keep_last": 10000, "keep_s": 86400}}',
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from catalog.eventlog import EventLog
+from catalog.eventlog import LogBackend, open_event_log
 from catalog.lake import Lake
 from catalog.store import CatalogStore
 
@@ -28,7 +28,9 @@ class StorageSettings(BaseSettings):
     warehouse: str | None = Field(
         default=None, description="where table data lives (file:// or s3://)"
     )
-    events_url: str | None = Field(default=None, description="SQLAlchemy URL of the event log")
+    events_url: str | None = Field(
+        default=None, description="event log: a SQLAlchemy URL, or redis://host:port/db?prefix=name"
+    )
     manifests: Path | None = Field(default=None, description="folder of dataset manifests")
     suites: Path | None = Field(
         default=None, description="folder of expectation suites (default: expectations/suites)"
@@ -60,14 +62,16 @@ class StorageSettings(BaseSettings):
         (self.home / "lake").mkdir(parents=True, exist_ok=True)
         store = CatalogStore(self.catalog_db)
         store.create_all()
-        return Storage(store, Lake(self.lake_db, self.lake_warehouse), EventLog(self.events_db))
+        return Storage(
+            store, Lake(self.lake_db, self.lake_warehouse), open_event_log(self.events_db)
+        )
 
 
 @dataclass
 class Storage:
     store: CatalogStore
     lake: Lake
-    log: EventLog
+    log: LogBackend
 
     def close(self) -> None:
         self.store.dispose()

@@ -332,3 +332,20 @@ def s3_endpoint() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def make_feed(make_manifest: Callable[..., Manifest]) -> Callable[..., Manifest]:
+    """A push feed manifest declaring ``columns`` (name → type) as its event fields."""
+
+    def make(ident: str, columns: dict[str, str], **overrides: Any) -> Manifest:
+        return make_manifest(
+            id=ident,
+            source={"connector": "push", "options": {}},
+            columns=[{"name": n, "type": t} for n, t in columns.items()],
+            primary_key=[],
+            block_keys=[],
+            **overrides,
+        )
+
+    return make

@@ -10,11 +10,24 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub.api import errors
-from hub.api.routes import audit, blocks, catalog, datasets, feeds, grants, quality, query, rows
+from hub.api.routes import (
+    audit,
+    blocks,
+    catalog,
+    datasets,
+    feeds,
+    grants,
+    ops_routes,
+    quality,
+    query,
+    rows,
+)
+from hub.api.ws import RawSend
 from hub.api.ws import router as ws_router
 from hub.context import Hub
 from hub.feeds import FeedRunner
 from hub.freshness import freshness_task
+from hub.ops import OpsRuntime
 from hub.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
@@ -30,15 +43,18 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     """Build the app; the hub is opened from settings unless one is given."""
     owned = hub is None
     the_hub = hub or Hub.open(settings or Settings())
+    ops = OpsRuntime(the_hub)  # checks the alert rules file before serving
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.bus.start()
         await app.state.feeds.start()  # live feeds: MQTT subscribers and flushers
+        await ops.start()
         try:
             async with freshness_task(the_hub, the_hub.settings.freshness_interval_s):
                 yield
         finally:
+            await ops.stop()
             await app.state.feeds.stop()
             await the_hub.bus.stop()
             if owned:
@@ -47,7 +63,9 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app = FastAPI(title="blockhub", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.hub = the_hub
     app.state.feeds = FeedRunner(the_hub)
+    app.state.ops = ops
     errors.install(app)
+    app.add_middleware(RawSend)
     app.include_router(datasets.router)
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
@@ -58,6 +76,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(grants.router)
     app.include_router(audit.router)
     app.include_router(ws_router)
+    app.include_router(ops_routes.router)
     app.include_router(feeds.router)
 
     # The dashboard is static code with no data in it; everything it shows comes through

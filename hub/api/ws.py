@@ -10,19 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from websockets.protocol import State
 
-from catalog.errors import AccessDenied, HubError, InvalidRequest, Unauthenticated
+from catalog.errors import HubError, InvalidRequest, Unauthenticated
+from catalog.eventlog import Message
 from catalog.store import Principal
+from hub import alerts, dispatch
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.errors import hub_error_body
 from hub.auditing import audit_subscription
 from hub.bus import Notice, SlowConsumer, Subscription
+from hub.channels import (
+    check_channel,
+    mask_feed_payload,
+    matches,
+    parse_filter,
+    row_filter,
+    source_access,
+)
 from hub.context import Hub
-from pipelines.feeds import is_feed
+from hub.ops import OpsRuntime
+from hub.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -31,6 +44,13 @@ AUTH_TIMEOUT_S = 10.0
 CLOSE_AUTH = 4401
 CLOSE_SLOW = 4008
 CLOSE_PROTOCOL = 4400
+__all__ = ["CLOSE_AUTH", "CLOSE_SLOW", "CLOSE_TOO_MANY", "check_channel", "router"]
+
+ORDER_OPS = {
+    "order.ack": "acknowledge",
+    "order.progress": "progress",
+    "order.close": "close",
+}
 
 
 def _dumps(obj: Any) -> str:
@@ -62,26 +82,76 @@ async def _authenticate(ws: WebSocket, hub: Hub) -> Principal:
     return await asyncio.to_thread(hub.store.authenticate, msg["token"])
 
 
-def check_channel(hub: Hub, principal: Principal, channel: str) -> None:
-    """Raise unless the principal may subscribe to ``channel``."""
-    kind, _, name = channel.partition(":")
-    if kind == "dataset" and name:
-        if not hub.exchange.access(principal, name).readable:
-            raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
-        return
-    if kind == "feed" and name:  # a feed's events: readable by whoever may read the feed
-        record = hub.store.get_dataset(name)
-        if not is_feed(record.manifest):
-            raise InvalidRequest(f"dataset {name!r} is not a feed", channel=channel)
-        if not hub.exchange.access(principal, name).readable:
-            raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
-        return
-    raise InvalidRequest(
-        f"unknown channel {channel!r}; channels look like dataset:<id>", channel=channel
+async def _subscribe(
+    ws: WebSocket, hub: Hub, principal: Principal, conn: Connection, msg: dict[str, Any]
+) -> None:
+    channel = msg["channel"]
+    await asyncio.to_thread(check_channel, hub, principal, channel)
+    flt = parse_filter(channel, msg.get("filter"))
+    since = msg.get("since")
+    if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+        raise InvalidRequest("since must be an integer offset", channel=channel)
+    if since is not None and msg.get("epoch") not in (None, hub.log.epoch):
+        await ws.send_text(
+            _dumps(
+                {
+                    "type": "epoch_changed",
+                    "channel": channel,
+                    "epoch": hub.log.epoch,
+                    "requested_epoch": msg.get("epoch"),
+                }
+            )
+        )
+        since = 0
+    keep = (lambda m: matches(flt, m)) if flt else None
+    if channel.startswith("feed:"):  # a grant's row filter holds for live events too
+        rows = row_filter(source_access(hub, principal, channel[5:], fresh=True))
+        if rows is not None:
+            keep = rows if keep is None else (lambda m, a=keep, b=rows: a(m) and b(m))
+    head = await conn.sub.add(channel, since, keep)
+    conn.channels.add(channel)
+    await ws.send_text(
+        _dumps({"type": "subscribed", "channel": channel, "head": head, "epoch": hub.log.epoch})
+    )
+    # After the reply: the audit write must not delay the start of the replay.
+    await asyncio.to_thread(audit_subscription, hub, principal, channel, since)
+
+
+async def _order_op(
+    ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
+) -> None:
+    order_id = msg.get("order")
+    if not isinstance(order_id, str):
+        raise InvalidRequest(f"{op} needs an order id", op=op)
+    note = msg.get("note")
+    data = msg.get("data")
+    if (note is not None and not isinstance(note, str)) or (
+        data is not None and not isinstance(data, dict)
+    ):
+        raise InvalidRequest("note must be a string and data an object", op=op)
+    order = await asyncio.to_thread(
+        dispatch.act, hub, principal, order_id, ORDER_OPS[op], note, data
+    )
+    await ws.send_text(
+        _dumps({"type": "ok", "op": op, "id": msg.get("id"), "order": order.to_dict()})
     )
 
 
-async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscription) -> None:
+async def _alert_op(
+    ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
+) -> None:
+    alert_id = msg.get("alert")
+    if not isinstance(alert_id, str):
+        raise InvalidRequest(f"{op} needs an alert id", op=op)
+    note = msg.get("note") if isinstance(msg.get("note"), str) else None
+    fn = alerts.acknowledge if op == "alert.ack" else alerts.resolve
+    alert = await asyncio.to_thread(fn, hub, principal, alert_id, note)
+    await ws.send_text(
+        _dumps({"type": "ok", "op": op, "id": msg.get("id"), "alert": alert.to_dict()})
+    )
+
+
+async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connection) -> None:
     while True:
         raw = await ws.receive_text()
         try:
@@ -99,57 +169,131 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, sub: Subscrip
             elif is_block_op(op, channel):  # block:<code> channels (hub/api/block_channels.py)
                 await block_op(ws, hub, principal, msg)
             elif op == "subscribe" and isinstance(channel, str):
-                await asyncio.to_thread(check_channel, hub, principal, channel)
-                since = msg.get("since")
-                if since is not None and not isinstance(since, int):
-                    raise InvalidRequest("since must be an integer offset", channel=channel)
-                if since is not None and msg.get("epoch") not in (None, hub.log.epoch):
-                    await ws.send_text(
-                        _dumps(
-                            {
-                                "type": "epoch_changed",
-                                "channel": channel,
-                                "epoch": hub.log.epoch,
-                                "requested_epoch": msg.get("epoch"),
-                            }
-                        )
-                    )
-                    since = 0
-                head = await sub.add(channel, since)
-                await ws.send_text(
-                    _dumps(
-                        {
-                            "type": "subscribed",
-                            "channel": channel,
-                            "head": head,
-                            "epoch": hub.log.epoch,
-                        }
-                    )
-                )
-                await asyncio.to_thread(audit_subscription, hub, principal, channel, since)
+                await _subscribe(ws, hub, principal, conn, msg)
             elif op == "unsubscribe" and isinstance(channel, str):
-                sub.remove(channel)
+                conn.sub.remove(channel)
+                conn.channels.discard(channel)
                 await ws.send_text(_dumps({"type": "unsubscribed", "channel": channel}))
+            elif op in ORDER_OPS:
+                await _order_op(ws, hub, principal, op, msg)
+            elif op in ("alert.ack", "alert.resolve"):
+                await _alert_op(ws, hub, principal, op, msg)
             else:
                 raise InvalidRequest(
-                    "unknown op; use subscribe, unsubscribe or ping (with a channel where needed)",
+                    "unknown op; use subscribe, unsubscribe, ping, order.ack, order.progress, "
+                    "order.close, alert.ack or alert.resolve (with their fields)",
                     op=str(op),
                 )
         except HubError as e:
             await ws.send_text(_error(e, channel=channel) if channel else _error(e))
 
 
-async def _deliver(ws: WebSocket, sub: Subscription) -> None:
-    async for item in sub:
-        if isinstance(item, Notice):
-            await ws.send_text(_dumps(item.to_wire()))
+def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:
+    if isinstance(item, Notice):
+        return orjson.dumps(item.to_wire(), default=str)
+    if item.channel.startswith("feed:"):
+        masked = mask_feed_payload(hub, principal, item.channel, item.data)
+        if masked is not item.data:
+            return orjson.dumps({**item.to_wire(), "data": masked}, default=str)
+    return item.wire_bytes  # serialized once per message, shared by every subscriber
+
+
+def _unmasked(hub: Hub, principal: Principal, msg: Message) -> bool:
+    """True when this principal gets the message exactly as published."""
+    if not msg.channel.startswith("feed:"):
+        return True
+    return mask_feed_payload(hub, principal, msg.channel, msg.data) is msg.data
+
+
+class RawSend:
+    """ASGI middleware: keeps the server's own ``send`` for websocket scopes, so the
+    delivery path can write frames synchronously (see :func:`_direct_writer`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope["blockhub.raw_send"] = send
+        await self.app(scope, receive, send)
+
+
+def _direct_writer(
+    ws: WebSocket, hub: Hub, principal: Principal, limit: int
+) -> Callable[[Message | Notice], bool] | None:
+    """A synchronous frame writer on uvicorn's sans-I/O websocket protocol, if that is
+    what serves this connection: the same two calls its ``send`` makes, without the
+    ASGI hops and task switch per message — the way ``websockets.broadcast`` writes.
+    Any other server gets None and the queue + task path."""
+    proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
+    if type(proto).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
+    if conn is None or transport is None or not hasattr(proto, "close_sent"):
+        return None
+
+    open_state = State.OPEN
+
+    def write(item: Message | Notice) -> bool:
+        if proto.close_sent or transport.is_closing() or conn.state is not open_state:
+            return True  # closing: the receive side reports the disconnect
+        if conn.extensions:  # e.g. permessage-deflate: let the protocol encode
+            conn.send_text(_frame(hub, principal, item))
+            transport.write(b"".join(conn.data_to_send()))
+        elif isinstance(item, Message) and _unmasked(hub, principal, item):
+            transport.write(item.ws_frame)  # one frame for every subscriber
         else:
-            await ws.send_text(_dumps(item.to_wire()))
+            transport.write(text_frame(_frame(hub, principal, item)))
+        return bool(transport.get_write_buffer_size() <= limit)
+
+    return write
+
+
+def _pressure(ws: WebSocket, limit: int) -> Callable[[], bool] | None:
+    """Whether the socket holds more than ``limit`` unsent bytes (uvicorn's protocols)."""
+    proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
+    transport = getattr(proto, "transport", None)
+    if transport is None or not hasattr(transport, "get_write_buffer_size"):
+        return None
+    return lambda: bool(transport.get_write_buffer_size() > limit)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented server-to-client text frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
+
+
+async def _deliver(
+    ws: WebSocket,
+    hub: Hub,
+    principal: Principal,
+    sub: Subscription,
+    writer: Callable[[Message | Notice], bool] | None,
+) -> None:
+    send = ws.send
+    while True:
+        first = await sub.get()
+        items = (first, *sub.get_ready())
+        if writer is not None:
+            for item in items:
+                if not writer(item):
+                    raise SlowConsumer()
+        else:
+            for item in items:
+                await send(
+                    {"type": "websocket.send", "text": _frame(hub, principal, item).decode()}
+                )
 
 
 @router.websocket("/v1/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
+    ops: OpsRuntime = ws.app.state.ops
     await ws.accept()
     try:
         principal = await _authenticate(ws, hub)
@@ -159,32 +303,62 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    await ws.send_text(
-        _dumps(
-            {
-                "type": "welcome",
-                "principal": principal.id,
-                "agency": principal.agency_id,
-                "epoch": hub.log.epoch,
-            }
-        )
-    )
     sub = hub.bus.subscription()
-    tasks = [
-        asyncio.create_task(_commands(ws, hub, principal, sub)),
-        asyncio.create_task(_deliver(ws, sub)),
-    ]
+    client = ws.client
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        conn = await ops.presence.join(
+            principal, sub, f"{client.host}:{client.port}" if client else None
+        )
+    except TooManyConnections as e:
+        await ws.send_text(_error(e))
+        await ws.close(CLOSE_TOO_MANY, e.message[:120])
+        return
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await ws.send_text(
+            _dumps(
+                {
+                    "type": "welcome",
+                    "principal": principal.id,
+                    "agency": principal.agency_id,
+                    "role": principal.role,
+                    "epoch": hub.log.epoch,
+                    "connection": conn.id,
+                    "heartbeat_s": ops.presence.heartbeat_s,
+                }
+            )
+        )
+        writer = (
+            _direct_writer(ws, hub, principal, hub.settings.ws_send_buffer_bytes)
+            if hub.settings.ws_direct_write
+            else None
+        )
+        sub.sink = writer
+        sub.pressure = _pressure(ws, hub.settings.ws_send_buffer_bytes // 2)
+        overflow = asyncio.create_task(sub.overflow.wait())
+        tasks = [
+            asyncio.create_task(_commands(ws, hub, principal, conn)),
+            asyncio.create_task(_deliver(ws, hub, principal, sub, writer)),
+            overflow,
+        ]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
-            exc = t.exception()
-            if isinstance(exc, SlowConsumer):
+            exc = None if t is overflow else t.exception()
+            if t is overflow or isinstance(exc, SlowConsumer):
+                # The sender may be stuck on a full socket: stop it, then close; the close
+                # frame waits behind what the client has not read yet (bounded, as pings).
+                tasks[1].cancel()
                 with contextlib.suppress(Exception):
-                    await ws.close(CLOSE_SLOW, "slow consumer: send queue overflowed")
+                    await asyncio.wait_for(
+                        ws.close(CLOSE_SLOW, "slow consumer: send queue overflowed"), 20
+                    )
             elif exc is not None and not isinstance(exc, WebSocketDisconnect):
                 log.warning("websocket closed on error: %r", exc)
+    except WebSocketDisconnect:
+        pass
     finally:
         for t in tasks:
             t.cancel()
         sub.close()
         close_block_channels(ws)
+        await ops.presence.leave(conn)

@@ -1,0 +1,170 @@
+"""The alert engine: evaluates the rules on the bus's messages and publishes on ``alerts``.
+
+It reads each rule channel through an ordinary bus subscription, from the offset
+it had evaluated before a restart (kept in ``ops_rule_cursors``), so no event is
+skipped while the hub was down.  Windows and thresholds use the message's own
+timestamp; staleness is checked on each tick against the channel's latest message.
+Opening, acknowledging and resolving are stored (``ops_alerts``) and published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict, deque
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from catalog.errors import AccessDenied
+from catalog.eventlog import Message
+from catalog.opsstore import Alert
+from catalog.store import Principal
+from hub.alert_rules import Rule
+from hub.bus import Notice
+from hub.channels import is_ops
+from hub.context import Hub
+
+log = logging.getLogger(__name__)
+
+
+def publish_alert(hub: Hub, event: str, alert: Alert, source: dict[str, Any]) -> None:
+    hub.bus.publish("alerts", event, alert.to_dict(), source)
+
+
+def acknowledge(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
+    if not is_ops(principal):
+        raise AccessDenied("only operators and admins handle alerts", role=principal.role)
+    alert = hub.ops.acknowledge_alert(alert_id, principal.id, note)
+    publish_alert(hub, "alert.acknowledged", alert, {"rule": alert.rule_id, "actor": principal.id})
+    return alert
+
+
+def resolve(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
+    if not is_ops(principal):
+        raise AccessDenied("only operators and admins handle alerts", role=principal.role)
+    alert = hub.ops.resolve_alert(alert_id, principal.id, note)
+    publish_alert(hub, "alert.resolved", alert, {"rule": alert.rule_id, "actor": principal.id})
+    return alert
+
+
+class AlertEngine:
+    def __init__(self, hub: Hub, rules: list[Rule]) -> None:
+        self.hub = hub
+        self.rules = rules
+        self.by_channel: dict[str, list[Rule]] = defaultdict(list)
+        for r in rules:
+            self.by_channel[r.channel].append(r)
+        self._windows: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
+        self._last_seen: dict[str, datetime] = {}
+        self._evaluated: dict[str, int] = {}
+        self._saved: dict[str, int] = {}
+        self._sub = hub.bus.subscription()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        log_ = self.hub.log
+        for channel in self.by_channel:
+            since = await asyncio.to_thread(self.hub.ops.rule_cursor, channel, log_.epoch)
+            head = await self._sub.add(channel, since)
+            if head:  # staleness counts from the channel's latest message, if any
+                last = await asyncio.to_thread(log_.read, channel, head - 1, 1)
+                if last:
+                    self._last_seen[channel] = last[0].ts
+        self._started = datetime.now(UTC)
+        self._task = asyncio.create_task(self._run(), name="blockhub-alerts")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._sub.close()
+        await asyncio.to_thread(self.save_cursors)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._sub.get()
+            if isinstance(item, Notice):
+                continue
+            try:
+                await asyncio.to_thread(self.evaluate, item)
+            except Exception:
+                log.exception("alert evaluation failed for %s@%s", item.channel, item.offset)
+
+    def evaluate(self, msg: Message) -> None:
+        """Apply every rule of the message's channel (runs in a worker thread)."""
+        self._last_seen[msg.channel] = max(msg.ts, self._last_seen.get(msg.channel, msg.ts))
+        self._evaluated[msg.channel] = msg.offset
+        source = {"channel": msg.channel, "offset": msg.offset, **msg.source}
+        for rule in self.by_channel.get(msg.channel, ()):
+            if rule.kind == "staleness":
+                self._fresh_again(rule, source)
+                continue
+            data = msg.data
+            if not rule.selects(data):
+                continue
+            key = rule.key_of(data)
+            if rule.kind == "threshold":
+                if rule.crosses(data):
+                    self._raise(rule, key, rule.render_title(data), {"event": data}, source, msg.ts)
+            elif rule.kind == "window":
+                assert rule.window_s is not None and rule.more_than is not None
+                win = self._windows[(rule.id, key)]
+                win.append(msg.ts)
+                horizon = msg.ts - timedelta(seconds=rule.window_s)
+                while win and win[0] < horizon:
+                    win.popleft()
+                if len(win) > rule.more_than:
+                    keyed = {k: data.get(k) for k in rule.key}
+                    detail = {"count": len(win), "window_s": rule.window_s, "key": keyed}
+                    self._raise(rule, key, rule.render_title(data), detail, source, msg.ts)
+
+    def _raise(
+        self,
+        rule: Rule,
+        key: str,
+        title: str,
+        detail: dict[str, Any],
+        source: dict[str, Any],
+        at: datetime,
+    ) -> None:
+        alert, new = self.hub.ops.raise_alert(
+            rule.id, key, severity=rule.severity, title=title, source=rule.channel, detail=detail
+        )
+        if new:  # repeats only bump the stored count: one message per alert, not per event
+            publish_alert(self.hub, "alert.opened", alert, {"rule": rule.id, **source})
+
+    def _fresh_again(self, rule: Rule, source: dict[str, Any]) -> None:
+        alert = self.hub.ops.open_alert_for(rule.id, rule.channel)
+        if alert is not None:
+            done = self.hub.ops.resolve_alert(alert.id, "system", "data arrived again")
+            publish_alert(self.hub, "alert.resolved", done, {"rule": rule.id, **source})
+
+    def check_staleness(self, now: datetime | None = None) -> None:
+        """Open a staleness alert for each rule channel quiet for longer than allowed."""
+        now = now or datetime.now(UTC)
+        for rule in self.rules:
+            if rule.kind != "staleness":
+                continue
+            assert rule.max_age_s is not None
+            last = self._last_seen.get(rule.channel, self._started)
+            age = (now - last).total_seconds()
+            if age > rule.max_age_s and self.hub.ops.open_alert_for(rule.id, rule.channel) is None:
+                detail = {
+                    "last_message_at": last.isoformat()
+                    if rule.channel in self._last_seen
+                    else None,
+                    "age_s": round(age, 1),
+                    "max_age_s": rule.max_age_s,
+                }
+                title = rule.title or f"no data on {rule.channel} for {round(age)} s"
+                self._raise(rule, rule.channel, title, detail, {"channel": rule.channel}, now)
+
+    def save_cursors(self) -> None:
+        """Persist how far each channel was evaluated (each tick and on stop; a crash
+        re-evaluates at most one tick's events, which de-duplication absorbs)."""
+        for channel, offset in list(self._evaluated.items()):
+            if self._saved.get(channel) != offset:
+                self.hub.ops.set_rule_cursor(channel, self.hub.log.epoch, offset)
+                self._saved[channel] = offset

@@ -1,0 +1,137 @@
+"""Live operations over REST: presence, alerts (list/ack/resolve), dispatch orders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from catalog.errors import AccessDenied
+from catalog.store import Principal
+from hub import alerts, dispatch
+from hub.api.deps import HubDep, PrincipalDep
+from hub.api.errors import error_responses
+from hub.channels import is_ops, order_targets
+
+router = APIRouter(
+    prefix="/v1", tags=["dispatch"], responses=error_responses(400, 401, 403, 404, 409, 422)
+)
+
+
+def _ops_only(principal: Principal) -> None:
+    if not is_ops(principal):
+        raise AccessDenied("for operators and admins only", role=principal.role)
+
+
+@router.get("/presence", summary="Connections to this hub process (operators)")
+def presence(request: Request, principal: PrincipalDep) -> dict[str, Any]:
+    _ops_only(principal)
+    conns = request.app.state.ops.presence.list()
+    return {"connections": conns, "principals": sorted({c["principal"] for c in conns})}
+
+
+class Note(BaseModel):
+    note: str | None = Field(default=None, max_length=4000)
+
+
+@router.get("/alerts", summary="Alerts, newest first (operators)")
+def list_alerts(
+    hub: HubDep,
+    principal: PrincipalDep,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    limit: int = 200,
+) -> dict[str, Any]:
+    _ops_only(principal)
+    return {"alerts": [a.to_dict() for a in hub.ops.list_alerts(status, min(limit, 1000))]}
+
+
+@router.get("/alerts/{alert_id}", summary="One alert")
+def get_alert(alert_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    _ops_only(principal)
+    return hub.ops.get_alert(alert_id).to_dict()
+
+
+@router.post("/alerts/{alert_id}/ack", summary="Acknowledge an open alert")
+async def ack_alert(
+    alert_id: str, hub: HubDep, principal: PrincipalDep, body: Note | None = None
+) -> dict[str, Any]:
+    note = body.note if body else None
+    return (await run_in_threadpool(alerts.acknowledge, hub, principal, alert_id, note)).to_dict()
+
+
+@router.post("/alerts/{alert_id}/resolve", summary="Resolve an alert")
+async def resolve_alert(
+    alert_id: str, hub: HubDep, principal: PrincipalDep, body: Note | None = None
+) -> dict[str, Any]:
+    note = body.note if body else None
+    return (await run_in_threadpool(alerts.resolve, hub, principal, alert_id, note)).to_dict()
+
+
+class OrderIn(BaseModel):
+    target: str = Field(min_length=1, max_length=64, description="agency id or unit id")
+    instructions: str = Field(min_length=1, max_length=8000)
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    alert_id: str | None = None
+    event: dict[str, Any] | None = Field(default=None, description="the related event")
+    deadline: datetime | None = Field(default=None, description="acknowledge by (ISO 8601)")
+
+
+@router.post("/orders", status_code=201, summary="Open a dispatch order (operators)")
+async def open_order(body: OrderIn, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    order = await run_in_threadpool(
+        lambda: dispatch.open_order(
+            hub,
+            principal,
+            target=body.target,
+            instructions=body.instructions,
+            priority=body.priority,
+            alert_id=body.alert_id,
+            event=body.event,
+            deadline=body.deadline,
+        )
+    )
+    return order.to_dict()
+
+
+@router.get("/orders", summary="Orders the caller may see, newest first")
+def list_orders(
+    hub: HubDep,
+    principal: PrincipalDep,
+    status: Literal["open", "acknowledged", "in_progress", "closed", "cancelled"] | None = None,
+    target: str | None = None,
+    limit: int = 200,
+) -> dict[str, Any]:
+    if is_ops(principal):
+        targets = [target] if target else None
+    else:
+        mine = order_targets(principal)
+        targets = [t for t in mine if t == target] if target else mine
+    found = hub.ops.list_orders(targets=targets, status=status, limit=min(limit, 1000))
+    return {"orders": [o.to_dict() for o in found]}
+
+
+@router.get("/orders/{order_id}", summary="One order with its full history")
+def get_order(order_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    order = dispatch.get_order(hub, principal, order_id)
+    return {**order.to_dict(), "history": [e.to_dict() for e in hub.ops.order_history(order_id)]}
+
+
+class OrderAction(BaseModel):
+    note: str | None = Field(default=None, max_length=4000)
+    data: dict[str, Any] | None = Field(default=None, description="e.g. position, photos")
+
+
+@router.post("/orders/{order_id}/{action}", summary="acknowledge | progress | close | cancel")
+async def act_on_order(
+    order_id: str,
+    action: Literal["acknowledge", "progress", "close", "cancel"],
+    hub: HubDep,
+    principal: PrincipalDep,
+    body: OrderAction | None = None,
+) -> dict[str, Any]:
+    note, data = (body.note, body.data) if body else (None, None)
+    order = await run_in_threadpool(dispatch.act, hub, principal, order_id, action, note, data)
+    return order.to_dict()

@@ -1,0 +1,150 @@
+"""Dispatch orders: open, acknowledge, report progress, close; escalate when overdue.
+
+An order targets one agency or one unit (a principal).  Every change is stored
+(``ops_order_events``: the order's full history) and published on
+``orders:<target>`` — and, for a unit, on ``orders:<its agency>`` too, so the
+agency's desk sees its units' orders.  Escalations also go out on ``alerts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from catalog.errors import AccessDenied, InvalidRequest, NotFound
+from catalog.opsstore import Order, OrderEvent
+from catalog.store import Principal
+from hub.channels import is_ops, order_targets
+from hub.context import Hub
+
+log = logging.getLogger(__name__)
+
+ORDER_ACTIONS = ("acknowledge", "progress", "close", "cancel")
+EVENT_TYPES = {
+    "open": "order.opened",
+    "acknowledge": "order.acknowledged",
+    "progress": "order.progress",
+    "close": "order.closed",
+    "cancel": "order.cancelled",
+    "escalate": "order.escalated",
+}
+
+
+def audit_order_event(hub: Hub, order: Order, event: OrderEvent) -> None:
+    """Audit hook: the hash-chained audit log (built separately) records each order event
+    here.  The per-order history table already holds every event in order."""
+
+
+def _target_channels(hub: Hub, target: str) -> list[str]:
+    channels = [f"orders:{target}"]
+    with contextlib.suppress(NotFound):
+        unit = hub.store.get_principal(target)
+        channels.append(f"orders:{unit.agency_id}")
+    return channels
+
+
+def _publish(hub: Hub, order: Order, event: OrderEvent, *, also: tuple[str, ...] = ()) -> None:
+    audit_order_event(hub, order, event)
+    data = {"order": order.to_dict(), "change": event.to_dict()}
+    source = {"order": order.id, "actor": event.actor}
+    for channel in (*_target_channels(hub, order.target), *also):
+        hub.bus.publish(channel, EVENT_TYPES[event.action], data, source)
+
+
+def _check_target(hub: Hub, target: str) -> None:
+    try:
+        hub.store.get_principal(target)
+        return
+    except NotFound:
+        pass
+    try:
+        hub.store.get_agency(target)
+    except NotFound:
+        raise InvalidRequest(
+            f"order target {target!r} is neither a registered agency nor a unit",
+            field="target",
+        ) from None
+
+
+def open_order(
+    hub: Hub,
+    principal: Principal,
+    *,
+    target: str,
+    instructions: str,
+    priority: str = "normal",
+    alert_id: str | None = None,
+    event: dict[str, Any] | None = None,
+    deadline: datetime | None = None,
+) -> Order:
+    if not is_ops(principal):
+        raise AccessDenied("only operators and admins open dispatch orders", role=principal.role)
+    if not instructions.strip():
+        raise InvalidRequest("instructions must not be empty", field="instructions")
+    _check_target(hub, target)
+    order = hub.ops.open_order(
+        target=target,
+        instructions=instructions,
+        opened_by=principal.id,
+        priority=priority,
+        alert_id=alert_id,
+        event=event,
+        deadline=deadline,
+    )
+    (opened,) = hub.ops.order_history(order.id)
+    _publish(hub, order, opened)
+    return order
+
+
+def may_see(hub: Hub, principal: Principal, order: Order) -> bool:
+    if is_ops(principal) or order.target in order_targets(principal):
+        return True
+    # An agency's principals also follow the orders of that agency's units.
+    with contextlib.suppress(NotFound):
+        return hub.store.get_principal(order.target).agency_id == principal.agency_id
+    return False
+
+
+def get_order(hub: Hub, principal: Principal, order_id: str) -> Order:
+    order = hub.ops.get_order(order_id)
+    if not may_see(hub, principal, order):
+        raise NotFound(f"no order {order_id!r}", order=order_id)
+    return order
+
+
+def act(
+    hub: Hub,
+    principal: Principal,
+    order_id: str,
+    action: str,
+    note: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Order:
+    """A unit (or its agency, or an operator) acts on an order; cancel is operators' only."""
+    get_order(hub, principal, order_id)
+    if action == "cancel" and not is_ops(principal):
+        raise AccessDenied("only operators and admins cancel orders", role=principal.role)
+    order, event = hub.ops.act_on_order(order_id, action, principal.id, note, data)
+    _publish(hub, order, event)
+    return order
+
+
+def escalate_overdue(hub: Hub) -> list[Order]:
+    out = []
+    for order, event in hub.ops.escalate_overdue():
+        _publish(hub, order, event, also=("alerts",))
+        out.append(order)
+    return out
+
+
+async def escalation_loop(hub: Hub, every_s: float) -> None:
+    """Periodic task of the app: escalate unacknowledged orders past their deadline."""
+    while True:
+        try:
+            await asyncio.to_thread(escalate_overdue, hub)
+        except Exception:
+            log.exception("order escalation pass failed; retrying")
+        await asyncio.sleep(every_s)

@@ -27,12 +27,19 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+)
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
 
-from catalog.errors import DatasetNotFound, SchemaDrift
+from catalog.errors import Conflict, DatasetNotFound, SchemaDrift
 from catalog.manifest import SchemaPolicy, SyncMode
+
+#: ``Lake.commit(expect_snapshot=...)`` default: commit whatever the table's state.
+ANY_SNAPSHOT: object = object()
 
 CURSOR_PROP = "blockhub.cursor"
 RUN_PROP = "blockhub.run-id"
@@ -273,14 +280,55 @@ class Lake:
         run_id: str,
         key: list[str] | None = None,
         state: Any = None,
+        expect_snapshot: int | object | None = ANY_SNAPSHOT,
     ) -> Snapshot:
         """Publish staged files in one atomic commit that also carries the cursor.
 
         ``replace`` and ``merge`` delete and add in one transaction: readers see the
         table before or after, never in between.  Only the last snapshot of the
         transaction carries the run id, so it alone is a version of the dataset.
+
+        ``expect_snapshot`` is the snapshot the run read its cursor from: if another run
+        committed since, this one would publish rows that run already published, so it
+        is refused (:class:`Conflict`) — checked here, and again by the catalog's
+        compare-and-swap of the metadata pointer at commit time.
         """
         table = self.table(dataset_id)
+        if expect_snapshot is not ANY_SNAPSHOT:
+            now = table.current_snapshot()
+            now_id = now.snapshot_id if now is not None else None
+            if now_id != expect_snapshot:
+                raise Conflict(
+                    f"dataset {dataset_id!r} was published by another run while this one was "
+                    "reading; nothing was published (run it again)",
+                    dataset=dataset_id,
+                    expected_snapshot=str(expect_snapshot),
+                    current_snapshot=str(now_id),
+                )
+        try:
+            self._commit(
+                table, files, mode=mode, cursor=cursor, run_id=run_id, key=key, state=state
+            )
+        except CommitFailedException as e:
+            raise Conflict(
+                f"dataset {dataset_id!r} changed during the commit ({e}); nothing was published",
+                dataset=dataset_id,
+            ) from None
+        snap = self.current(dataset_id)
+        assert snap is not None
+        return snap
+
+    def _commit(
+        self,
+        table: Table,
+        files: list[StagedFile],
+        *,
+        mode: SyncMode,
+        cursor: Any,
+        run_id: str,
+        key: list[str] | None,
+        state: Any,
+    ) -> None:
         props = {CURSOR_PROP: json.dumps(cursor), RUN_PROP: run_id}
         if state is not None:
             props[STATE_PROP] = json.dumps(state, ensure_ascii=False)
@@ -302,9 +350,6 @@ class Lake:
                 tx.add_files(paths, snapshot_properties=props)
         else:  # pragma: no cover - SyncMode is closed
             raise ValueError(mode)
-        snap = self.current(dataset_id)
-        assert snap is not None
-        return snap
 
     def _key_filter(self, paths: list[str], key: list[str]) -> BooleanExpression | None:
         """A filter matching the table rows whose key is among the staged rows' keys."""

@@ -302,6 +302,7 @@ def flush_feed(
         identifier_fields=manifest.primary_key or None,
         policy=manifest.source.schema_policy,
     )
+    base = lake.current(manifest.id)  # two flushers of one feed: the later commit is refused
     after = committed_offset(manifest, lake, epoch)
     messages = read(feed_channel(manifest.id), after, max_events)
     if not messages:
@@ -330,6 +331,7 @@ def flush_feed(
         cursor=FeedCursor(epoch, last).to_json(),  # type: ignore[arg-type]
         previous_cursor=None,
         bytes_written=sum(f.bytes for f in files),
+        base_snapshot=base.snapshot_id if base is not None else None,
     )
     try:
         version = _publish(staged, manifest, lake=lake, store=store)

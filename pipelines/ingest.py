@@ -52,6 +52,8 @@ class Staged:
     quality: dict[str, Any] | None = None
     """The quality gate's summary once the batch was validated (pipelines.quality)."""
     state: Any = None
+    base_snapshot: int | None = None
+    """The table's snapshot when the run read its cursor: the commit must still find it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Staged:
             "rows_read": self.rows_read,
             "cursor": self.cursor,
             "previous_cursor": self.previous_cursor,
+            "base_snapshot": self.base_snapshot,
             "seconds": self.seconds,
             "unresolved": self.unresolved,
             "regions": self.regions,
@@ -84,6 +87,7 @@ class Staged:
             regions=dict(d.get("regions") or {}),
             quality=d.get("quality"),
             state=d.get("state"),
+            base_snapshot=d.get("base_snapshot"),
         )
 
     def details(self) -> dict[str, Any]:
@@ -217,6 +221,7 @@ def extract(
         rows_read=counted[0],
         cursor=high[0],
         previous_cursor=previous,
+        base_snapshot=current.snapshot_id if current is not None else None,
         seconds=time.perf_counter() - started,
         bytes_written=sum(f.bytes for f in files),
         unresolved=dict(keys.unresolved),
@@ -297,6 +302,7 @@ def publish(
         run_id=staged.run_id,
         key=manifest.primary_key or None,
         state=staged.state,
+        expect_snapshot=staged.base_snapshot,
     )
     return store.record_version(
         manifest.id,

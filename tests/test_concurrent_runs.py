@@ -1,0 +1,43 @@
+"""Two runs of one dataset at once (CLI and API, or two schedulers): no duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from catalog.errors import Conflict
+from hub.cli import CLI_PRINCIPAL
+from hub.context import Hub
+from pipelines.ingest import extract, publish
+from tests.conftest import publish_file, ticket_rows
+
+
+def test_the_second_of_two_overlapping_runs_publishes_nothing(hub: Hub, tickets_file: Path) -> None:
+    m = publish_file(hub, tickets_file, "tickets")  # version 1: 50 rows
+    pq.write_table(ticket_rows(51, 10), tickets_file.parent / "tickets-2.parquet")
+    first = hub.store.start_run("tickets", "test")
+    second = hub.store.start_run("tickets", "test")
+    # Both read from the same cursor, so both staged the same 10 new rows.
+    a = extract(m, lake=hub.lake, run_id=first.id)
+    b = extract(m, lake=hub.lake, run_id=second.id)
+    assert a.rows_read == b.rows_read == 10
+    version = publish(a, m, lake=hub.lake, store=hub.store)
+    assert version is not None and version.version == 2
+    with pytest.raises(Conflict, match="published by another run"):
+        publish(b, m, lake=hub.lake, store=hub.store)
+    sql = "SELECT count(*) AS n, count(DISTINCT ticket_id) AS d FROM tickets"
+    assert hub.exchange.query(sql, CLI_PRINCIPAL).to_table().to_pylist() == [{"n": 60, "d": 60}]
+    assert [v.version for v in hub.store.versions("tickets")] == [1, 2]
+
+
+def test_a_refused_run_is_recorded_with_its_reason(hub: Hub, tickets_file: Path) -> None:
+    publish_file(hub, tickets_file, "tickets")
+    pq.write_table(ticket_rows(51, 10), tickets_file.parent / "tickets-2.parquet")
+    m = hub.store.get_dataset("tickets").manifest
+    stale = extract(m, lake=hub.lake, run_id=hub.store.start_run("tickets", "test").id)
+    assert hub.ingest("tickets").version == 2  # another run lands first
+    with pytest.raises(Conflict):
+        publish(stale, m, lake=hub.lake, store=hub.store)
+    assert hub.ingest("tickets").status == "unchanged"  # and the next run finds nothing new

@@ -9,6 +9,7 @@ traceback (set ``BLOCKHUB_DEBUG=1`` for one).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -70,6 +71,12 @@ def _main(
     ] = None,
 ) -> None:
     state.settings = Settings(home=home) if home else Settings()
+    # One-shot commands report through their own output; their library warnings (a run's
+    # quality failure, say) would only repeat it.  `serve` logs from INFO up.
+    logging.basicConfig(
+        level=os.environ.get("BLOCKHUB_LOG_LEVEL", "ERROR").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def settings() -> Settings:
@@ -373,6 +380,7 @@ def serve(
     """Serve the REST API and the websocket."""
     from hub.server import serve as serve_app
 
+    logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
     s = settings()
     h = hub()
     h.register_manifests()

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
+from catalog.sqltext import quote_ident, quote_literal
 from connectors.base import CursorValue
 
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: CursorValue) -> str:
-    """A SQL literal for a cursor value (numbers bare, everything else quoted)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+__all__ = ["incremental", "quote_ident", "quote_literal"]
 
 
 def incremental(base: str, cursor: str | None, since: CursorValue) -> str:

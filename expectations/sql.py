@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from catalog.errors import SuiteInvalid
 from catalog.identifiers import ID_CHECK_CHARS, ID_WEIGHTS, USCC_CHARSET, USCC_WEIGHTS
+from catalog.sqltext import quote_ident, quote_literal
 
 BATCH = "__bh_batch"
 """Name of the view over the staged batch that compiled SQL refers to."""
@@ -29,20 +30,13 @@ REGIONS = "__bh_regions"
 """Name of the table of GB/T 2260 codes the region check joins."""
 
 
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+ident = quote_ident
 
 
 def literal(value: Any) -> str:
     """A DuckDB literal for a JSON scalar from a suite file."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+    if value is None or isinstance(value, str | int | float | bool):
+        return quote_literal(value)
     raise SuiteInvalid(f"cannot use {value!r} in an expectation", value=repr(value))
 
 

@@ -163,7 +163,7 @@ class _Part:
     record: DatasetRecord
     key: BlockKey
     query: BlockQuery
-    rows_params: dict[str, str]
+    rows_params: list[tuple[str, str]]
 
     @property
     def sql(self) -> str:
@@ -296,7 +296,7 @@ class Blocks:
         principal: Principal,
         kind: BlockKind,
         sql_for: Callable[[DatasetRecord, BlockKey], BlockQuery],
-        params: Callable[[BlockKey], dict[str, str]],
+        params: Callable[[BlockKey], list[tuple[str, str]]],
     ) -> list[_Part]:
         published = self.exchange.store.latest_versions()
         parts = []
@@ -328,8 +328,13 @@ class Blocks:
             where = region_where(record.manifest, key, prefix)
             return block_query(record, key, where, child_digits)
 
-        def params(key: BlockKey) -> dict[str, str]:
-            return {f"{key.key_column}__prefix": prefix}
+        def params(key: BlockKey) -> list[tuple[str, str]]:
+            # The rows endpoint's filters, as the same range the summary used.
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            return [
+                ("filter", f"{key.key_column}:gte:{prefix}"),
+                ("filter", f"{key.key_column}:lt:{upper}"),
+            ]
 
         entries = self._answer(principal, self._parts(principal, "region", sql_for, params))
         answer: dict[str, Any] = {
@@ -370,8 +375,8 @@ class Blocks:
         def sql_for(record: DatasetRecord, key: BlockKey) -> BlockQuery:
             return block_query(record, key, enterprise_where(key, code))
 
-        def params(key: BlockKey) -> dict[str, str]:
-            return {key.key_column: code}
+        def params(key: BlockKey) -> list[tuple[str, str]]:
+            return [("filter", f"{key.key_column}:eq:{code}")]
 
         entries = self._answer(principal, self._parts(principal, "enterprise", sql_for, params))
         # Characters 3–8 of a credit code are the registering authority's region code.

@@ -31,6 +31,7 @@ from catalog.audit import AuditLog
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
 from catalog.grants import Grant, GrantStore
 from catalog.masking import mask_sql
+from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
 from connectors.duck import connect
 from hub.sqlcheck import CheckedQuery, check_sql, columns_touched
@@ -131,12 +132,8 @@ def fingerprint(sql: str) -> str:
     return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+_q = quote_ident
+_lit = quote_literal
 
 
 def profile_sql(base_view: str, access: Access) -> str:

@@ -161,7 +161,13 @@ def test_district_block_matches_hand_counts(world: World) -> None:
     assert figure(hot, "open") == len(open_t)
     by_cat = figure(hot, "open_by_category")
     assert {k: v for k, v in by_cat.items() if v} == dict(Counter(r["category"] for r in open_t))
-    assert hot["rows_href"] == "/v1/datasets/hotline_tickets/rows?district_code__prefix=520102"
+    assert hot["rows_href"] == (
+        "/v1/datasets/hotline_tickets/rows"
+        "?filter=district_code%3Agte%3A520102&filter=district_code%3Alt%3A520103"
+    )
+    with world.http("admin") as http:  # the link leads to exactly the block's rows
+        rows = http.get(hot["rows_href"] + "&limit=10000&format=json").json()
+    assert len(rows["rows"]) == len(t)
 
     st = entry(answer, "air_stations")
     assert st["rows"] == len(in_nanming) == 2

@@ -1,0 +1,26 @@
+"""SQL text for identifiers and scalar literals, the one quoting rule every layer uses.
+
+Queries that blockhub writes itself (connectors' incremental reads, compiled quality
+checks, the exchange's profile views, block summaries) quote names and values here;
+user SQL is never assembled from strings (hub.sqlcheck parses it).
+"""
+
+from __future__ import annotations
+
+Scalar = str | int | float | bool | None
+
+
+def quote_ident(name: str) -> str:
+    """A double-quoted identifier (embedded quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: Scalar) -> str:
+    """A literal: NULL, TRUE/FALSE, numbers bare, anything else a single-quoted string."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"

@@ -181,6 +181,10 @@ class ExchangeWorld:
     def raw(self, column: str) -> set[str]:
         return {v for v in self.table.column(column).to_pylist() if v}
 
+    def auth(self, who: str) -> dict[str, str]:
+        """The Authorization header of one of the world's principals."""
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
 
 def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> ExchangeWorld:
     """Four datasets over 300 sample-world hotline tickets (PII: name, phone, ID, address),
@@ -349,3 +353,15 @@ def make_feed(make_manifest: Callable[..., Manifest]) -> Callable[..., Manifest]
         )
 
     return make
+
+
+@pytest.fixture
+def fresh_client(fresh_exchange_world: ExchangeWorld) -> Iterator[Any]:
+    """A TestClient of an app over a fresh exchange world (tests may change it)."""
+    from fastapi.testclient import TestClient
+
+    from hub.api.app import create_app
+
+    world = fresh_exchange_world
+    with TestClient(create_app(world.hub.settings, hub=world.hub)) as c:
+        yield c

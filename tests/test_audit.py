@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from catalog.audit import AuditLog
-from hub.api.app import create_app
 from hub.cli import app as cli_app
 from tests.conftest import ExchangeWorld
 
@@ -21,13 +19,11 @@ def world(fresh_exchange_world: ExchangeWorld) -> ExchangeWorld:
 
 
 @pytest.fixture
-def client(world: ExchangeWorld) -> Iterator[TestClient]:
-    with TestClient(create_app(world.hub.settings, hub=world.hub)) as c:
-        yield c
+def client(fresh_client: TestClient) -> TestClient:
+    return fresh_client
 
 
-def h(world: ExchangeWorld, who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {world.tokens[who]}"}
+h = ExchangeWorld.auth
 
 
 def test_every_exchange_is_recorded(client: TestClient, world: ExchangeWorld) -> None:

@@ -20,8 +20,7 @@ def client(exchange_world: ExchangeWorld) -> Iterator[TestClient]:
         yield c
 
 
-def h(world: ExchangeWorld, who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {world.tokens[who]}"}
+h = ExchangeWorld.auth
 
 
 def test_register_and_update_from_a_manifest(

@@ -49,8 +49,7 @@ def client(exchange_world: ExchangeWorld) -> Iterator[TestClient]:
         yield c
 
 
-def h(world: ExchangeWorld, who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {world.tokens[who]}"}
+h = ExchangeWorld.auth
 
 
 def decode(content: bytes, fmt: str) -> list[dict[str, object]]:

@@ -3,7 +3,6 @@ and the pure access decision behind them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +11,6 @@ from fastapi.testclient import TestClient
 from catalog.access import decide
 from catalog.grants import Grant, add_working_days
 from catalog.store import Principal
-from hub.api.app import create_app
 from tests.conftest import ExchangeWorld
 
 
@@ -68,13 +66,11 @@ def world(fresh_exchange_world: ExchangeWorld) -> ExchangeWorld:
 
 
 @pytest.fixture
-def client(world: ExchangeWorld) -> Iterator[TestClient]:
-    with TestClient(create_app(world.hub.settings, hub=world.hub)) as c:
-        yield c
+def client(fresh_client: TestClient) -> TestClient:
+    return fresh_client
 
 
-def h(world: ExchangeWorld, who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {world.tokens[who]}"}
+h = ExchangeWorld.auth
 
 
 def test_request_approve_narrowed_then_read(client: TestClient, world: ExchangeWorld) -> None:

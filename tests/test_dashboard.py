@@ -65,6 +65,12 @@ def test_operator_sees_datasets_live_updates_and_queries(
     expect(page.locator("#events li").first).to_contain_text("version 2, +25 rows (total 75)")
     expect(page.locator("#datasets tbody tr[data-id=tickets]")).to_contain_text("2")
 
+    # An operator also watches the alerts channel.
+    hub.bus.publish(
+        "alerts", "alert.opened", {"rule_id": "aqi_high", "key": "station=GYAQ01", "status": "open"}
+    )
+    expect(page.locator("#events li.alert").first).to_contain_text("aqi_high station=GYAQ01 open")
+
     page.fill("#sql", "SELECT district_code, count(*) AS n FROM tickets GROUP BY 1 ORDER BY 1")
     page.click("#query-form button")
     expect(page.locator("#result tbody tr")).to_have_count(2)

@@ -49,9 +49,19 @@ function showEvent(msg) {
   const li = document.createElement("li");
   const ts = new Date(msg.ts).toLocaleTimeString();
   const d = msg.data || {};
-  const what = msg.event === "dataset.updated"
-    ? `version ${d.version}, +${Number(d.rows_added).toLocaleString()} rows (total ${Number(d.total_rows).toLocaleString()})`
-    : JSON.stringify(d).slice(0, 160);
+  let what;
+  if (msg.event === "dataset.updated") {
+    what = `version ${d.version}, +${Number(d.rows_added).toLocaleString()} rows (total ${Number(d.total_rows).toLocaleString()})`;
+  } else if (msg.event && msg.event.startsWith("alert.")) {
+    li.className = "alert";
+    what = `${d.rule_id ?? ""} ${d.key ?? ""} ${d.status ?? ""}`.trim();
+  } else if (msg.event && msg.event.startsWith("order.")) {
+    li.className = "order";
+    const o = d.order || {};
+    what = `${o.target ?? ""}: ${o.instructions ?? ""} (${o.status ?? ""})`;
+  } else {
+    what = JSON.stringify(d).slice(0, 160);
+  }
   li.innerHTML = `<span class="ts"></span> <span class="ch"></span> #<span class="off"></span> <b class="ev"></b> <span class="what"></span>`;
   li.querySelector(".ts").textContent = ts;
   li.querySelector(".ch").textContent = msg.channel;
@@ -73,7 +83,11 @@ function connect() {
     if (msg.type === "welcome") {
       state.retry = 0;
       $("#conn").className = "conn on";
-      $("#principal").textContent = `${msg.principal} · ${msg.agency}`;
+      $("#principal").textContent = `${msg.principal} · ${msg.agency} · ${msg.role}`;
+      // Operators also watch the city's alerts and the orders they dispatch.
+      const ops = msg.role === "operator" || msg.role === "admin";
+      const extra = ops ? ["alerts", `orders:${msg.agency}`] : [`orders:${msg.agency}`, `orders:${msg.principal}`];
+      for (const c of extra) if (!state.channels.includes(c)) state.channels.push(c);
       if (state.epoch && state.epoch !== msg.epoch) state.offsets = {};
       state.epoch = msg.epoch;
       sessionStorage.setItem("blockhub.epoch", msg.epoch);

@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 
 # The dashboard tests drive Debian's Chromium (Playwright's own browser download cannot work here).
 browser:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 pytest: $(STAMP) browser
 	$(BIN)/pytest

@@ -217,10 +217,14 @@ class AuditLog:
         agency_data: str | None = None,
         dataset: str | None = None,
         principal: str | None = None,
+        action: str | None = None,
         after: int = 0,
         limit: int = 100,
     ) -> list[AuditEntry]:
-        """Entries newest first; ``agency_data`` keeps those touching that agency's data."""
+        """Entries newest first; ``agency_data`` keeps those touching that agency's data.
+
+        ``action`` is an exact action (``query``) or a family ending in ``.*`` (``order.*``).
+        """
         q = select(AuditRow).where(AuditRow.seq > after)
         if agency_data is not None or dataset is not None:
             sub = select(AuditDatasetRow.seq)
@@ -231,6 +235,11 @@ class AuditLog:
             q = q.where(AuditRow.seq.in_(sub))
         if principal is not None:
             q = q.where(AuditRow.principal_id == principal)
+        if action is not None:
+            if action.endswith(".*"):
+                q = q.where(AuditRow.action.startswith(action[:-1], autoescape=True))
+            else:
+                q = q.where(AuditRow.action == action)
         q = q.order_by(AuditRow.seq.desc()).limit(limit)
         with self.store.session() as s:
             return [_entry(r) for r in s.scalars(q)]

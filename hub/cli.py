@@ -419,11 +419,16 @@ def audit_verify() -> None:
 def audit_list(
     limit: Annotated[int, typer.Option(help="entries, newest first")] = 20,
     dataset: Annotated[str | None, typer.Option(help="only entries touching it")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="an action (query, order.close) or a family (order.*)")
+    ] = None,
 ) -> None:
     """Show recent audit entries."""
-    t = Table("seq", "at", "action", "principal", "datasets", "rows", "outcome")
-    for e in hub().audit.entries(dataset=dataset, limit=limit):
+    t = Table("seq", "at", "action", "principal", "datasets / order", "rows", "outcome")
+    for e in hub().audit.entries(dataset=dataset, action=action, limit=limit):
         names = ",".join(f"{k}@{v}" if v else k for k, v in e.datasets.items())
+        if not names and "order" in e.detail:
+            names = f"order {e.detail['order']}"
         t.add_row(str(e.seq), e.at, e.action, e.principal, names, str(e.row_count), e.outcome)
     out.print(t)
 

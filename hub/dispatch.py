@@ -34,8 +34,35 @@ EVENT_TYPES = {
 
 
 def audit_order_event(hub: Hub, order: Order, event: OrderEvent) -> None:
-    """Audit hook: the hash-chained audit log (built separately) records each order event
-    here.  The per-order history table already holds every event in order."""
+    """Append one order change to the hash-chained audit log (action ``order.<action>``).
+
+    The per-order history table answers "what happened to this order"; the audit chain makes
+    the same facts tamper-evident beside every query and subscription.  ``system`` (the
+    escalation pass) has no agency.
+    """
+    agency = ""
+    with contextlib.suppress(NotFound):
+        agency = hub.store.get_principal(event.actor).agency_id
+    detail: dict[str, Any] = {
+        "order": order.id,
+        "seq": event.seq,
+        "target": order.target,
+        "status": event.status,
+        "priority": order.priority,
+    }
+    if event.note:
+        detail["note"] = event.note
+    if event.action == "open":
+        detail["alert"] = order.alert_id
+        detail["deadline"] = order.deadline
+    hub.audit.append(
+        action=f"order.{event.action}",
+        principal=event.actor,
+        agency=agency,
+        datasets={},
+        dataset_agencies={},
+        detail=detail,
+    )
 
 
 def _target_channels(hub: Hub, target: str) -> list[str]:

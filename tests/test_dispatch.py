@@ -262,6 +262,21 @@ def test_order_full_life(live: str, hub: Hub, tokens: dict[str, str]) -> None:
         ("close", "unit7", "closed"),
     ]
     assert hist[2]["note"] == "到达现场" and hist[2]["data"] == {"lat": 26.6}
+    # Every change is also in the hash-chained audit log, oldest first here.
+    with api(live, tokens["admin"]) as c:
+        audited = c.get("/v1/audit", params={"action": "order.*"}).json()
+        assert c.get("/v1/audit/verify").json()["ok"]
+    mine = [e for e in reversed(audited) if e["detail"]["order"] == order["id"]]
+    assert [(e["action"], e["principal"], e["detail"]["status"]) for e in mine] == [
+        ("order.open", "operator", "open"),
+        ("order.acknowledge", "unit7", "acknowledged"),
+        ("order.progress", "unit7", "in_progress"),
+        ("order.close", "unit7", "closed"),
+    ]
+    assert (
+        mine[0]["detail"]["target"] == "unit7" and mine[3]["detail"]["note"] == "传感器故障，已更换"
+    )
+    assert mine[1]["agency"] == "gy_hbj"
     unit.close()
     desk.close()
 
@@ -282,6 +297,9 @@ def test_unacknowledged_order_escalates(live: str, hub: Hub, tokens: dict[str, s
         assert [h["action"] for h in hist] == ["open", "escalate"]
         time.sleep(0.5)  # escalated once only
         assert len(c.get(f"/v1/orders/{order['id']}").json()["history"]) == 2
+    with api(live, tokens["admin"]) as c:
+        esc_audit = c.get("/v1/audit", params={"action": "order.escalate"}).json()
+    assert [(e["principal"], e["agency"]) for e in esc_audit] == [("system", "")]
     op.close()
 
 

@@ -43,6 +43,12 @@ def list_audit(
     principal: PrincipalDep,
     dataset: str | None = None,
     principal_id: Annotated[str | None, Query(alias="principal")] = None,
+    action: Annotated[
+        str | None,
+        Query(
+            description="an action (`query`, `subscribe`, `order.close`) or a family (`order.*`)"
+        ),
+    ] = None,
     after: Annotated[int, Query(ge=0, description="only entries with seq above this")] = 0,
     limit: Annotated[int, Query(gt=0, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
@@ -53,7 +59,12 @@ def list_audit(
     else:
         raise AccessDenied("only stewards (their agency's data) and admins read the audit log")
     entries = hub.audit.entries(
-        agency_data=scope, dataset=dataset, principal=principal_id, after=after, limit=limit
+        agency_data=scope,
+        dataset=dataset,
+        principal=principal_id,
+        action=action,
+        after=after,
+        limit=limit,
     )
     return [e.to_dict() for e in entries]
 

@@ -24,7 +24,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -177,39 +187,51 @@ class AuditLog:
         outcome: str = "ok",
         detail: Mapping[str, Any] | None = None,
     ) -> AuditEntry:
-        with self.store.session() as s:
-            # Take the write lock first (UPDATE), then read the head it protects.
-            s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(updated_at=utcnow()))
-            head = s.get(AuditHeadRow, 1, populate_existing=True, with_for_update=True)
-            assert head is not None
-            row = AuditRow(
-                seq=head.seq + 1,
-                at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                action=action,
-                principal_id=principal,
-                agency_id=agency,
-                datasets_json=json.dumps(dict(datasets), sort_keys=True, ensure_ascii=False),
-                columns_json=json.dumps(
-                    {k: sorted(v) for k, v in (columns or {}).items()},
-                    sort_keys=True,
-                    ensure_ascii=False,
-                ),
-                row_count=row_count,
-                sql_fingerprint=sql_fingerprint,
-                outcome=outcome,
-                detail_json=json.dumps(dict(detail or {}), sort_keys=True, ensure_ascii=False),
-                prev_hash=head.hash,
-                hash="",
-            )
+        row = AuditRow(  # transient: a carrier of the values, hashed, then inserted
+            seq=0,
+            at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            action=action,
+            principal_id=principal,
+            agency_id=agency,
+            datasets_json=json.dumps(dict(datasets), sort_keys=True, ensure_ascii=False),
+            columns_json=json.dumps(
+                {k: sorted(v) for k, v in (columns or {}).items()},
+                sort_keys=True,
+                ensure_ascii=False,
+            ),
+            row_count=row_count,
+            sql_fingerprint=sql_fingerprint,
+            outcome=outcome,
+            detail_json=json.dumps(dict(detail or {}), sort_keys=True, ensure_ascii=False),
+            prev_hash="",
+            hash="",
+        )
+        # Core statements on one transaction (the ORM unit of work cost more than the
+        # append itself).  The first UPDATE takes the write lock and returns the head
+        # it protects, so concurrent appenders serialise instead of forking the chain.
+        with self.store.engine.begin() as conn:
+            seq, prev = conn.execute(
+                update(AuditHeadRow)
+                .where(AuditHeadRow.id == 1)
+                .values(updated_at=utcnow())
+                .returning(AuditHeadRow.seq, AuditHeadRow.hash)
+            ).one()
+            row.seq, row.prev_hash = seq + 1, prev
             row.hash = self._digest(_canonical(row))
-            s.add(row)
-            s.flush()
-            for ds in datasets:
-                s.add(AuditDatasetRow(seq=row.seq, dataset_id=ds, agency_id=dataset_agencies[ds]))
-            head.seq = row.seq
-            head.hash = row.hash
-            s.flush()
-            return _entry(row)
+            values = {c.key: getattr(row, c.key) for c in AuditRow.__table__.columns}
+            conn.execute(insert(AuditRow), values)
+            if datasets:
+                conn.execute(
+                    insert(AuditDatasetRow),
+                    [
+                        {"seq": row.seq, "dataset_id": ds, "agency_id": dataset_agencies[ds]}
+                        for ds in datasets
+                    ],
+                )
+            conn.execute(
+                update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=row.seq, hash=row.hash)
+            )
+        return _entry(row)
 
     def entries(
         self,

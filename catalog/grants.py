@@ -284,11 +284,14 @@ class GrantStore:
         with self.store.session() as s:
             return [_grant(r) for r in s.scalars(q)]
 
-    def stamp(self) -> tuple[int, datetime | None]:
-        """Changes to grants, cheaply: (rows, last change) — for caches of decisions."""
-        with self.store.session() as s:
-            row = s.execute(select(func.count(), func.max(GrantRow.changed_at))).one()
-            return int(row[0]), _aware(row[1])
+    @staticmethod
+    def stamp_parts() -> tuple[Any, Any]:
+        """Scalar subqueries that change whenever a grant does (rows, last change), for
+        :meth:`CatalogStore.change_stamp` — caches of access decisions compare them."""
+        return (
+            select(func.count(GrantRow.id)).scalar_subquery(),
+            select(func.max(GrantRow.changed_at)).scalar_subquery(),
+        )
 
     def approve(
         self,

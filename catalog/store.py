@@ -275,6 +275,10 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit is atomic and survives a process crash; only an OS crash
+            # or power cut can lose the last commits (never corrupt the file).  FULL would
+            # fsync on every commit — every query's audit entry (docs/decisions.md D19).
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -574,15 +578,17 @@ class CatalogStore:
             )
             return {v.dataset_id: _version(v) for v in s.scalars(q)}
 
-    def change_stamp(self) -> tuple[Any, ...]:
+    def change_stamp(self, *extra: Any) -> tuple[Any, ...]:
         """A cheap fingerprint of dataset and version changes (one round trip), so that
-        callers may cache what they derived from ``list_datasets``/``latest_versions``."""
+        callers may cache what they derived from ``list_datasets``/``latest_versions``.
+        ``extra`` scalar subqueries (another table's own stamp) ride on the same trip."""
         with self.session() as s:
             row = s.execute(
                 select(
                     select(func.count(DatasetRow.id)).scalar_subquery(),
                     select(func.max(DatasetRow.updated_at)).scalar_subquery(),
                     select(func.count()).select_from(VersionRow).scalar_subquery(),
+                    *extra,
                 )
             ).one()
             return tuple(row)

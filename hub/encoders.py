@@ -20,6 +20,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from hub.exchange import QueryResult
+from hub.jsonrows import row_projection
 
 Format = Literal["json", "ndjson", "csv", "arrow", "parquet"]
 MEDIA_TYPES: dict[str, str] = {
@@ -29,6 +30,8 @@ MEDIA_TYPES: dict[str, str] = {
     "arrow": "application/vnd.apache.arrow.stream",
     "parquet": "application/vnd.apache.parquet",
 }
+ROW_SEPARATORS: dict[str, str] = {"json": ",", "ndjson": "\n"}
+"""Formats whose rows the exchange can render as JSON text inside the query."""
 _OPTS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -48,43 +51,14 @@ def schema_json(schema: pa.Schema) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
-# JSON rows are rendered by DuckDB from each Arrow batch (vectorised, ~2x faster than
-# to_pylist + orjson on 1M rows: docs/performance.md), on a private in-memory database with
-# no file access.  Types it renders differently from orjson fall back to the Python path.
+# JSON rows of a result the exchange did not render itself (a page replayed from a table,
+# a type it could not render in the query) are rendered by DuckDB from each Arrow batch with
+# the same expressions (hub.jsonrows), on a private in-memory database with no file access.
+# Types without an expression there fall back to to_pylist + orjson.
 _JSON_DB = duckdb.connect(config={"enable_external_access": "false"})
 _JSON_DB.execute("SET TimeZone='UTC'")
 _JSON_DB.execute("SET enable_progress_bar=false")
 _JSON_DB.execute("SET lock_configuration=true")
-
-
-def _json_expr(field: pa.Field) -> str | None:
-    """DuckDB expression giving the field's JSON value, or None when not handled."""
-    q = '"' + field.name.replace('"', '""') + '"'
-    t = field.type
-    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_string(t):
-        return q
-    if pa.types.is_large_string(t) or pa.types.is_date(t):
-        return q
-    if pa.types.is_floating(t):
-        return f"CASE WHEN isfinite({q}) THEN {q} END"  # NaN/inf are not JSON: null
-    if pa.types.is_decimal(t):
-        return f"CAST({q} AS VARCHAR)"  # a string: no precision lost
-    if pa.types.is_timestamp(t):
-        text = f"strftime({q}, '%Y-%m-%dT%H:%M:%S.%f')"
-        return f"{text} || '+00:00'" if t.tz else text
-    return None
-
-
-def _projection(schema: pa.Schema, sep: str) -> str | None:
-    parts = []
-    for f in schema:
-        expr = _json_expr(f)
-        if expr is None:
-            return None
-        parts.append('"' + f.name.replace('"', '""') + '" := ' + expr)
-    if not parts or len({f.name for f in schema}) != len(schema):
-        return None
-    return f"CAST(to_json(struct_pack({', '.join(parts)})) AS VARCHAR) || '{sep}'"
 
 
 def _string_bytes(arr: pa.Array) -> bytes:
@@ -101,26 +75,40 @@ def _string_bytes(arr: pa.Array) -> bytes:
 
 def _rows_text(batches: Iterator[pa.RecordBatch], schema: pa.Schema, sep: str) -> Iterator[bytes]:
     """Each non-empty batch as its rows' JSON, every row followed by ``sep``."""
-    projection = _projection(schema, sep)
-    con = _JSON_DB.cursor() if projection else None
+    con = _JSON_DB.cursor()
+    projection: str | None = None
+    python = False
     try:
         for batch in batches:
             if not batch.num_rows:
                 continue
-            if con is None or projection is None:
+            if not python:
+                rel = con.from_arrow(batch)
+                if projection is None:
+                    projection = row_projection(rel.columns, [str(t) for t in rel.types], sep)
+                    python = projection is None
+            if python or projection is None:
                 yield b"".join(dumps(r) + sep.encode() for r in batch.to_pylist())
                 continue
-            column = con.from_arrow(batch).project(projection).to_arrow_table().column(0)
+            column = rel.project(projection).to_arrow_table().column(0)
             yield b"".join(_string_bytes(chunk) for chunk in column.chunks)
     finally:
-        if con is not None:
-            con.close()
+        con.close()
+
+
+def _result_rows(result: QueryResult, sep: str) -> Iterator[bytes]:
+    """The result's rows as JSON text: as rendered in the query when it was, else here."""
+    if result.rendered == sep:
+        for batch in result.batches():
+            yield _string_bytes(batch.column(0))
+    else:
+        yield from _rows_text(result.batches(), result.schema, sep)
 
 
 def encode_json(result: QueryResult) -> Iterator[bytes]:
     yield b'{"ok":true,"columns":' + dumps(schema_json(result.schema)) + b',"rows":['
     first = True
-    for body in _rows_text(result.batches(), result.schema, ","):
+    for body in _result_rows(result, ","):
         body = body[:-1]  # the last row's separator
         yield body if first else b"," + body
         first = False
@@ -129,7 +117,7 @@ def encode_json(result: QueryResult) -> Iterator[bytes]:
 
 
 def encode_ndjson(result: QueryResult) -> Iterator[bytes]:
-    yield from _rows_text(result.batches(), result.schema, "\n")
+    yield from _result_rows(result, "\n")
 
 
 def encode_csv(result: QueryResult) -> Iterator[bytes]:

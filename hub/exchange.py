@@ -30,10 +30,12 @@ from catalog.access import Access, decide
 from catalog.audit import AuditLog
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
 from catalog.grants import Grant, GrantStore
+from catalog.lake import data_files
 from catalog.masking import mask_sql
 from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
 from connectors.duck import connect
+from hub.jsonrows import row_projection
 from hub.sqlcheck import CheckedQuery, check_sql, columns_touched
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,11 @@ class QueryResult:
     extra: dict[str, Any] = field(default_factory=dict)
     on_close: CloseHook | None = field(default=None, repr=False)
     outcome: str = "ok"
+    complete: bool = False
+    """Every batch has been read from the engine already (a small answer)."""
+    rendered: str | None = None
+    """When set, each batch is one string column of JSON rows, each followed by this
+    separator (``Exchange.query(render_json=...)``); ``schema`` is still the data's."""
 
     @property
     def query_ms(self) -> float:
@@ -88,6 +95,8 @@ class QueryResult:
             self.close()
 
     def to_table(self) -> pa.Table:
+        if self.rendered is not None:
+            raise TypeError("this result holds rendered JSON rows: iterate batches()")
         return pa.Table.from_batches(list(self.batches()), schema=self.schema)
 
     def close(self) -> None:
@@ -166,6 +175,7 @@ class _Snapshot:
     stamp: tuple[Any, ...]
     records: dict[str, DatasetRecord]
     latest: dict[str, Version]
+    grants: dict[str, list[Grant]] = field(default_factory=dict)  # agency → approved grants
 
 
 class Exchange:
@@ -189,6 +199,7 @@ class Exchange:
         self.audit = audit
         self._lock = threading.Lock()
         self._views: set[str] = set()
+        self._arrow_types: dict[str, pa.DataType] = {}
         self._snapshot: _Snapshot | None = None
         config: dict[str, str] = {"threads": str(threads)} if threads else {}
         if memory_limit:
@@ -197,6 +208,7 @@ class Exchange:
         if lake_root:
             self._db.execute("SET allowed_directories=[?]", [lake_root])
         self._db.execute("SET enable_progress_bar=false")
+        self._db.execute("SET parquet_metadata_cache=true")  # footers of immutable files
         self._db.execute("SET enable_external_access=false")
         self._db.execute("SET lock_configuration=true")
 
@@ -206,8 +218,12 @@ class Exchange:
     # -- catalog state, cached between changes -------------------------------------
 
     def _state(self) -> _Snapshot:
-        """Dataset records and latest versions, re-read only when the catalog changed."""
-        stamp = self.store.change_stamp()
+        """Dataset records, latest versions and grants, re-read only when they changed.
+
+        One round trip per call compares a stamp of datasets, versions and grants, so a
+        new version, a changed manifest or a revoked grant applies to the next query;
+        expiry is a matter of time, checked by :func:`decide` on every call."""
+        stamp = self.store.change_stamp(*self.grants.stamp_parts())
         snap = self._snapshot
         if snap is None or snap.stamp != stamp:
             records = {d.id: d for d in self.store.list_datasets()}
@@ -215,19 +231,25 @@ class Exchange:
             self._snapshot = snap
         return snap
 
-    def _agency_grants(self, principal: Principal) -> list[Grant]:
-        return self.grants.for_agency(principal.agency_id)
+    def _agency_grants(self, snap: _Snapshot, agency_id: str) -> list[Grant]:
+        grants = snap.grants.get(agency_id)
+        if grants is None:
+            grants = snap.grants[agency_id] = self.grants.for_agency(agency_id)
+        return grants
 
     def access(self, principal: Principal, dataset_id: str) -> Access:
         """The principal's effective access to one dataset (DatasetNotFound if unknown)."""
-        record = self._state().records.get(dataset_id) or self.store.get_dataset(dataset_id)
-        return decide(principal, record, self._agency_grants(principal), utcnow())
+        snap = self._state()
+        record = snap.records.get(dataset_id) or self.store.get_dataset(dataset_id)
+        grants = self._agency_grants(snap, principal.agency_id)
+        return decide(principal, record, grants, utcnow())
 
-    def accesses(self, principal: Principal) -> dict[str, Access]:
+    def accesses(self, principal: Principal, snap: _Snapshot | None = None) -> dict[str, Access]:
         """Effective access to every dataset."""
-        grants = self._agency_grants(principal)
+        snap = snap or self._state()
+        grants = self._agency_grants(snap, principal.agency_id)
         now = utcnow()
-        return {i: decide(principal, d, grants, now) for i, d in self._state().records.items()}
+        return {i: decide(principal, d, grants, now) for i, d in snap.records.items()}
 
     def readable(self, principal: Principal) -> dict[str, DatasetRecord]:
         """Datasets the principal may read."""
@@ -245,11 +267,48 @@ class Exchange:
         return name
 
     def _view(self, version: Version) -> str:
+        name = f"__bh_{version.dataset_id}_v{version.version}"
+        if name in self._views:
+            return name
+        return self._create_view(name, self._scan_sql(version))
+
+    def _scan_sql(self, version: Version) -> str:
+        """How a version is read: its Parquet data files directly, columns mapped by
+        Iceberg field id (what ``iceberg_scan`` does, without re-reading the table's
+        metadata, manifest list and manifests at every bind: docs/performance.md); through
+        ``iceberg_scan`` when that would not be exact (delete files, nested types, files
+        without field ids) or the plan cannot be read."""
         location = version.metadata_location.replace("'", "''")
-        return self._create_view(
-            f"__bh_{version.dataset_id}_v{version.version}",
-            f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})",
+        iceberg = (
+            f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})"
         )
+        try:
+            plan = data_files(version.metadata_location, version.snapshot_id)
+        except Exception:
+            log.warning("no file plan for %s v%s; reading through iceberg_scan",
+                        version.dataset_id, version.version, exc_info=True)  # fmt: skip
+            return iceberg
+        if plan is None or not plan.files:
+            return iceberg
+        files = "[" + ", ".join(_lit(f) for f in plan.files) + "]"
+        cur = self._db.cursor()
+        try:
+            (unmapped,) = cur.execute(
+                f"SELECT count(*) FROM parquet_schema({files}) "
+                "WHERE field_id IS NULL AND num_children IS NULL"
+            ).fetchone() or (1,)
+        except duckdb.Error:
+            return iceberg
+        finally:
+            cur.close()
+        if unmapped:
+            return iceberg
+        schema = ", ".join(
+            f"{c.field_id}: {{name: {_lit(c.name)}, type: {_lit(c.duck_type)}, "
+            "default_value: NULL}"
+            for c in plan.columns
+        )
+        return f"SELECT * FROM read_parquet({files}, schema=MAP {{{schema}}})"
 
     def view_for(self, version: Version, access: Access) -> str:
         """The view a reader with ``access`` sees of ``version``."""
@@ -281,17 +340,21 @@ class Exchange:
         timeout_s: float = 30.0,
         action: str = "query",
         detail: Mapping[str, Any] | None = None,
+        render_json: str | None = None,
     ) -> QueryResult:
         """Check and start a query; iterate :meth:`QueryResult.batches` for the rows.
 
         ``action`` (query, rows, export, sample, block …) and ``detail`` go to the audit
         entry appended when the result is closed, or at once if the query is refused.
+        ``render_json`` (a row separator) asks DuckDB to render the rows as JSON text in
+        the query itself (:mod:`hub.jsonrows`); ``result.rendered`` says whether it could.
         """
         started = time.perf_counter()
         try:
             return self._start(
-                sql, principal, versions, max_rows, timeout_s, action, detail, started
-            )
+                sql, principal, versions, max_rows, timeout_s, action, detail, started,
+                render_json,
+            )  # fmt: skip
         except HubError as e:
             self.audit_refusal(sql, principal, action, detail, e)
             raise
@@ -306,9 +369,10 @@ class Exchange:
         action: str,
         detail: Mapping[str, Any] | None,
         started: float,
+        render_json: str | None = None,
     ) -> QueryResult:
         snap = self._state()
-        accesses = self.accesses(principal)
+        accesses = self.accesses(principal, snap)
         readable = {i for i, a in accesses.items() if a.readable}
         checked = check_sql(sql, readable, known=snap.records.keys())
         for name in versions or {}:
@@ -340,10 +404,27 @@ class Exchange:
         timer.start()
         try:
             rel = cur.sql(f"SELECT * FROM ({rendered}) AS _q LIMIT {max_rows + 1}")
+            schema: pa.Schema | None = None
+            if render_json is not None:
+                types = [str(t) for t in rel.types]
+                projection = row_projection(rel.columns, types, render_json)
+                schema = self._arrow_schema(rel.columns, types) if projection else None
+                if projection and schema is not None:
+                    rel = rel.project(projection)
+                else:
+                    render_json, schema = None, None
             reader = rel.to_arrow_reader(self.batch_rows)
             # Run up to the first batch here, so that a failing query is a clean error
-            # before any response byte is sent.
+            # before any response byte is sent.  A short first batch is usually the whole
+            # answer: one more read says so, and the answer can then go out in one piece.
             first = next(iter(reader), None)
+            head = [first] if first is not None else []
+            complete = first is None
+            if first is not None and first.num_rows < self.batch_rows:
+                second = next(iter(reader), None)
+                complete = second is None
+                if second is not None:
+                    head.append(second)
         except duckdb.InterruptException:
             timer.cancel()
             cur.close()
@@ -353,20 +434,43 @@ class Exchange:
             cur.close()
             raise QueryFailed(clean_error(e)) from None
         result = QueryResult(
-            schema=reader.schema,
+            schema=schema if schema is not None else reader.schema,
             versions={d: v.version for d, v in used.items()},
             classification=classification,
             started=started,
-            _reader=itertools.chain([first] if first is not None else [], reader),
+            _reader=itertools.chain(head, reader),
             _cursor=cur,
             _timer=timer,
             max_rows=max_rows,
+            rendered=render_json,
+            complete=complete,
         )
         if self.audit is not None:
             result.on_close = self._audit_hook(
                 sql, principal, action, detail, checked, accesses, snap
             )
         return result
+
+    def _arrow_schema(self, names: list[str], duck_types: list[str]) -> pa.Schema | None:
+        """The Arrow schema DuckDB would give columns of these types (each type converted
+        once, by DuckDB itself, then remembered); None if a type will not convert."""
+        fields = []
+        for name, t in zip(names, duck_types, strict=True):
+            arrow_type = self._arrow_types.get(t)
+            if arrow_type is None:
+                try:
+                    cur = self._db.cursor()
+                    try:
+                        arrow_type = (
+                            cur.sql(f"SELECT CAST(NULL AS {t}) AS x").arrow().schema[0].type
+                        )
+                    finally:
+                        cur.close()
+                except duckdb.Error:
+                    return None
+                self._arrow_types[t] = arrow_type
+            fields.append(pa.field(name, arrow_type))
+        return pa.schema(fields)
 
     def _audit_hook(
         self,

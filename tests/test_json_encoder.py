@@ -1,14 +1,19 @@
-"""The DuckDB-rendered JSON rows equal what orjson makes of the same Arrow batch."""
+"""JSON rows rendered by DuckDB — over an Arrow batch or inside the query — equal what
+orjson makes of the same values, and each other."""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
 import json
+from pathlib import Path
 
 import pyarrow as pa
 
-from hub.encoders import _rows_text, dumps
+from catalog.store import Principal
+from hub.context import Hub
+from hub.encoders import _result_rows, _rows_text, dumps
+from tests.conftest import publish_file
 
 
 def test_fast_rows_equal_the_python_rows() -> None:
@@ -42,3 +47,41 @@ def test_other_types_fall_back_to_python() -> None:
     out = b"".join(_rows_text(iter(t.to_batches()), t.schema, "\n"))
     rows = [json.loads(x) for x in out.splitlines()]
     assert rows[0]["l"] == [1, 2] and rows[0]["n"] is None
+
+
+RENDER_SQL = """
+SELECT ticket_id, district_code, amount, updated_at,
+       CAST(updated_at AS TIMESTAMP) AS naive_ts, CAST(ticket_id AS DOUBLE) / 3 AS third,
+       CAST('nan' AS DOUBLE) AS nan, DATE '2024-01-02' AS d, ticket_id % 2 = 0 AS even,
+       CAST(ticket_id AS DECIMAL(9, 3)) / 7 AS ratio, 'quote " and \\ 中' AS s
+FROM tickets ORDER BY ticket_id
+"""
+
+
+def test_rows_rendered_in_the_query_equal_the_batch_rendering(hub: Hub, tickets_file: Path) -> None:
+    publish_file(hub, tickets_file, "tickets")
+    owner = Principal("w", "gy_12345", "w", "steward")
+    plain = hub.exchange.query(RENDER_SQL, owner)
+    table = plain.to_table()
+    rendered = hub.exchange.query(RENDER_SQL, owner, render_json=",")
+    assert rendered.rendered == "," and rendered.schema == table.schema
+    text = b"".join(_result_rows(rendered, ","))
+    assert text == b"".join(_rows_text(iter(table.to_batches()), table.schema, ","))
+    rows = json.loads(b"[" + text[:-1] + b"]")
+    assert len(rows) == 50 and rows[0]["nan"] is None and rows[0]["even"] is False
+    assert rendered.row_count == 50 and rendered.meta()["versions"] == {"tickets": 1}
+
+
+def test_a_type_without_an_expression_is_not_rendered_in_the_query(
+    hub: Hub, tickets_file: Path
+) -> None:
+    publish_file(hub, tickets_file, "tickets")
+    owner = Principal("w", "gy_12345", "w", "steward")
+    sql = "SELECT ticket_id, [ticket_id, 1] AS l FROM tickets ORDER BY ticket_id LIMIT 2"
+    result = hub.exchange.query(sql, owner, render_json="\n")
+    assert result.rendered is None
+    lines = b"".join(_result_rows(result, "\n")).splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"ticket_id": 1, "l": [1, 1]},
+        {"ticket_id": 2, "l": [2, 1]},
+    ]

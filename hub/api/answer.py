@@ -7,7 +7,8 @@ import dataclasses
 from typing import Any
 
 import pyarrow as pa
-from fastapi.responses import StreamingResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
 
 from catalog.errors import AccessDenied
 from hub.encoders import ENCODERS, MEDIA_TYPES
@@ -51,9 +52,7 @@ def guard_core(result: QueryResult, fmt: str, core_max_rows: int) -> None:
     result.max_rows = min(result.max_rows, core_max_rows)
 
 
-def respond(
-    result: QueryResult, fmt: str, headers: dict[str, str] | None = None
-) -> StreamingResponse:
+def _headers(result: QueryResult, fmt: str, headers: dict[str, str] | None) -> dict[str, str]:
     out = {
         "X-Blockhub-Versions": ",".join(f"{k}={v}" for k, v in result.versions.items()),
         "X-Blockhub-Classification": result.classification,
@@ -61,7 +60,24 @@ def respond(
     }
     if fmt == "parquet":
         out["Content-Disposition"] = 'attachment; filename="result.parquet"'
-    return StreamingResponse(ENCODERS[fmt](result), media_type=MEDIA_TYPES[fmt], headers=out)
+    return out
+
+
+def respond(
+    result: QueryResult, fmt: str, headers: dict[str, str] | None = None
+) -> StreamingResponse:
+    return StreamingResponse(
+        ENCODERS[fmt](result), media_type=MEDIA_TYPES[fmt], headers=_headers(result, fmt, headers)
+    )
+
+
+async def answer(result: QueryResult, fmt: str, headers: dict[str, str] | None = None) -> Response:
+    """The response of a result: a small one (already read whole from the engine) is
+    encoded in one worker-thread call and sent as one body, a larger one streams."""
+    if not result.complete:
+        return respond(result, fmt, headers)
+    body = await run_in_threadpool(lambda: b"".join(ENCODERS[fmt](result)))
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers=_headers(result, fmt, headers))
 
 
 def replay(result: QueryResult, table: pa.Table, extra: dict[str, Any]) -> QueryResult:
@@ -73,6 +89,8 @@ def replay(result: QueryResult, table: pa.Table, extra: dict[str, Any]) -> Query
         row_count=0,
         finished=None,
         on_close=None,
+        complete=True,
+        rendered=None,
         extra={**result.extra, **extra},
     )
 

@@ -6,16 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from catalog.errors import InvalidRequest
 from catalog.store import Principal
-from hub.api.answer import action_of, guard_core, pick_format, respond
+from hub.api.answer import action_of, answer, guard_core, pick_format
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.context import Hub
-from hub.encoders import MEDIA_TYPES, Format
+from hub.encoders import MEDIA_TYPES, ROW_SEPARATORS, Format
 
 router = APIRouter(
     prefix="/v1", tags=["query"], responses=error_responses(400, 401, 403, 404, 408, 422)
@@ -53,7 +53,7 @@ def _parse_versions(items: list[str]) -> dict[str, int]:
 
 async def _answer(
     hub: Hub, principal: Principal, req: QueryRequest, accept: str | None
-) -> StreamingResponse:
+) -> Response:
     fmt = _format(req.format, accept)
     s = hub.settings
     max_rows = min(req.max_rows or s.query_max_rows, s.query_max_rows)
@@ -66,9 +66,10 @@ async def _answer(
         timeout_s=s.query_timeout_s,
         action=action_of(fmt),
         detail={"format": fmt},
+        render_json=ROW_SEPARATORS.get(fmt),
     )
     guard_core(result, fmt, s.core_max_rows)
-    return respond(result, fmt)
+    return await answer(result, fmt)
 
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
@@ -86,7 +87,7 @@ async def query_post(
     hub: HubDep,
     principal: PrincipalDep,
     accept: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> Response:
     return await _answer(hub, principal, req, accept)
 
 
@@ -99,6 +100,6 @@ async def query_get(
     format: Format | None = None,
     max_rows: Annotated[int | None, Query(gt=0)] = None,
     accept: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> Response:
     req = QueryRequest(sql=sql, versions=_parse_versions(version), format=format, max_rows=max_rows)
     return await _answer(hub, principal, req, accept)

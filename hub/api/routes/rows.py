@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 
 from catalog.errors import AccessDenied, InvalidRequest
-from hub.api.answer import action_of, guard_core, pick_format, replay, respond, stream_doc
+from hub.api.answer import action_of, answer, guard_core, pick_format, replay, stream_doc
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.encoders import Format
@@ -45,7 +45,7 @@ async def get_rows(
     version: Annotated[int | None, Query(gt=0, description="time travel")] = None,
     format: Format | None = None,
     accept: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> Response:
     fmt = pick_format(format, accept)
     access = await run_in_threadpool(hub.exchange.access, principal, dataset_id)
     if not access.readable:
@@ -99,7 +99,7 @@ async def get_rows(
     if extra:
         table = table.drop_columns(extra)
     page = replay(result, table, {"next_cursor": next_cursor})
-    return respond(page, fmt, {"X-Blockhub-Next-Cursor": next_cursor} if next_cursor else None)
+    return await answer(page, fmt, {"X-Blockhub-Next-Cursor": next_cursor} if next_cursor else None)
 
 
 @router.get(
@@ -112,7 +112,7 @@ async def get_sample(
     hub: HubDep,
     principal: PrincipalDep,
     n: Annotated[int, Query(gt=0, le=100)] = 10,
-) -> StreamingResponse:
+) -> Response:
     quoted = '"' + dataset_id.replace('"', '""') + '"'
     result = await run_in_threadpool(
         hub.exchange.query,
@@ -122,4 +122,4 @@ async def get_sample(
         timeout_s=hub.settings.query_timeout_s,
         action="sample",
     )
-    return respond(result, "json")
+    return await answer(result, "json")

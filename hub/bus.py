@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,8 @@ class Subscription:
         # empty queue, items go straight out (as websockets' broadcast does) instead of
         # through the queue and a task switch.  It returns False once the socket's write
         # buffer is over its bound: the consumer is too slow.
-        self.sink: Callable[[Message | Notice], bool] | None = None
+        # Several items at once are written with one call (one socket write per batch).
+        self.sink: Callable[[Sequence[Message | Notice]], bool] | None = None
         # True while the client's socket holds a lot of unsent data: a replay waits for it
         # to drain, so catching up on a long history is paced by the reader, not refused.
         self.pressure: Callable[[], bool] | None = None
@@ -95,18 +96,25 @@ class Subscription:
             self.remove(channel)
 
     def _put(self, item: Message | Notice) -> None:
+        self._put_many((item,))
+
+    def _put_many(self, items: Sequence[Message | Notice]) -> None:
+        if not items:
+            return
         # Order holds: the queue is empty only once its sender has written everything.
         if self.sink is not None and not self.overflowed and self._queue.empty():
-            if not self.sink(item):
+            if not self.sink(items):
                 self.overflowed = True
                 self.overflow.set()
             return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            # A full queue means the reader is behind, not blocked: its next get() raises.
-            self.overflowed = True
-            self.overflow.set()
+        for item in items:
+            try:
+                self._queue.put_nowait(item)
+            except asyncio.QueueFull:
+                # A full queue means the reader is behind, not blocked: its next get() raises.
+                self.overflowed = True
+                self.overflow.set()
+                return
 
     def _behind(self) -> bool:
         if self._queue.qsize() > self._queue.maxsize // 2:
@@ -125,13 +133,24 @@ class Subscription:
 
     def offer(self, msg: Message) -> None:
         """Called by the tailer for each new message of a subscribed channel."""
-        last = self.last.get(msg.channel)
-        if last is None or msg.offset <= last or msg.channel in self._filling:
-            return
-        if msg.offset == last + 1:
-            self._deliver(msg)
-        else:
-            self._schedule_fill(msg.channel)
+        self.offer_many((msg,))
+
+    def offer_many(self, msgs: Sequence[Message]) -> None:
+        """New messages of subscribed channels, in log order (one tail read): those next
+        in line go out together; a gap in a channel is filled from the log instead."""
+        out: list[Message | Notice] = []
+        for msg in msgs:
+            last = self.last.get(msg.channel)
+            if last is None or msg.offset <= last or msg.channel in self._filling:
+                continue
+            if msg.offset != last + 1:
+                self._schedule_fill(msg.channel)
+                continue
+            self.last[msg.channel] = msg.offset
+            accept = self.filters.get(msg.channel)
+            if accept is None or accept(msg):
+                out.append(msg)
+        self._put_many(out)
 
     def _schedule_fill(self, channel: str) -> None:
         if channel in self._filling:
@@ -270,10 +289,21 @@ class Bus:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _offer_all(self, msgs: list[Message]) -> None:
+        """Hand a tail read to the subscribers: each gets its share in one call, so a
+        backlog of n messages costs each subscriber one socket write, not n."""
+        if not msgs:
+            return
+        self._seq = msgs[-1].seq
+        if len(msgs) == 1:
+            for sub in list(self._subs.get(msgs[0].channel, ())):
+                sub.offer_many(msgs)
+            return
+        shares: dict[Subscription, list[Message]] = {}
         for msg in msgs:
-            self._seq = msg.seq
-            for sub in list(self._subs.get(msg.channel, ())):
-                sub.offer(msg)
+            for sub in self._subs.get(msg.channel, ()):
+                shares.setdefault(sub, []).append(msg)
+        for sub, share in shares.items():
+            sub.offer_many(share)
 
     async def _tail(self) -> None:
         if self.log.blocking_tail:

@@ -106,3 +106,28 @@ def test_slow_consumer_is_dropped_not_waited_for(log: EventLog) -> None:
         await bus.stop()
 
     asyncio.run(main())
+
+
+def test_a_backlog_reaches_a_direct_sink_in_one_write_in_order(log: EventLog) -> None:
+    """Messages read from the log together go to a subscriber's socket in one write (one
+    call of its sink), in log order, its filter applied, other channels' messages apart."""
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=10)  # the tailer wakes only when nudged
+        await bus.start()
+        sub = bus.subscription()
+        writes: list[list[object]] = []
+        sub.sink = lambda items: writes.append([m.data["i"] for m in items]) is None  # type: ignore[union-attr]
+        await sub.add("feed:a", accept=lambda m: m.data["i"] != 3)
+        for i in range(6):
+            log.append("feed:a" if i != 4 else "feed:b", "e", {"i": i})
+        bus.nudge()
+        for _ in range(100):
+            if writes:
+                break
+            await asyncio.sleep(0.01)
+        assert writes == [[0, 1, 2, 5]]
+        assert sub.last["feed:a"] == 5  # the filtered message's offset still counts
+        await bus.stop()
+
+    asyncio.run(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -220,7 +220,7 @@ class RawSend:
 
 def _direct_writer(
     ws: WebSocket, hub: Hub, principal: Principal, limit: int
-) -> Callable[[Message | Notice], bool] | None:
+) -> Callable[[Sequence[Message | Notice]], bool] | None:
     """A synchronous frame writer on uvicorn's sans-I/O websocket protocol, if that is
     what serves this connection: the same two calls its ``send`` makes, without the
     ASGI hops and task switch per message — the way ``websockets.broadcast`` writes.
@@ -234,16 +234,22 @@ def _direct_writer(
 
     open_state = State.OPEN
 
-    def write(item: Message | Notice) -> bool:
+    def frame(item: Message | Notice) -> bytes:
+        if isinstance(item, Message) and _unmasked(hub, principal, item):
+            return item.ws_frame  # one frame for every subscriber
+        return text_frame(_frame(hub, principal, item))
+
+    def write(items: Sequence[Message | Notice]) -> bool:
         if proto.close_sent or transport.is_closing() or conn.state is not open_state:
             return True  # closing: the receive side reports the disconnect
         if conn.extensions:  # e.g. permessage-deflate: let the protocol encode
-            conn.send_text(_frame(hub, principal, item))
+            for item in items:
+                conn.send_text(_frame(hub, principal, item))
             transport.write(b"".join(conn.data_to_send()))
-        elif isinstance(item, Message) and _unmasked(hub, principal, item):
-            transport.write(item.ws_frame)  # one frame for every subscriber
-        else:
-            transport.write(text_frame(_frame(hub, principal, item)))
+        elif len(items) == 1:
+            transport.write(frame(items[0]))
+        else:  # a backlog: one socket write for all of it
+            transport.write(b"".join(frame(item) for item in items))
         return bool(transport.get_write_buffer_size() <= limit)
 
     return write
@@ -273,16 +279,15 @@ async def _deliver(
     hub: Hub,
     principal: Principal,
     sub: Subscription,
-    writer: Callable[[Message | Notice], bool] | None,
+    writer: Callable[[Sequence[Message | Notice]], bool] | None,
 ) -> None:
     send = ws.send
     while True:
         first = await sub.get()
         items = (first, *sub.get_ready())
         if writer is not None:
-            for item in items:
-                if not writer(item):
-                    raise SlowConsumer()
+            if not writer(items):
+                raise SlowConsumer()
         else:
             for item in items:
                 await send(

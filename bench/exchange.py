@@ -137,6 +137,24 @@ def run_harness(args: argparse.Namespace, url: str | None, token: str, fmt: str,
     return json.loads(out.read_text())
 
 
+def memory_by_result_size(url: str, token: str, pid: int) -> list[tuple[int, str, float, float]]:
+    """Stream ever larger answers (the client discards them as they come) and read the
+    server's peak RSS after each: if memory is bounded by the batch, not the result, the
+    peak stops growing while the answer grows 50x."""
+    out = []
+    with httpx.Client(base_url=url, timeout=600, headers={"Authorization": f"Bearer {token}"}) as c:
+        for rows in (100_000, 1_000_000, 5_000_000):
+            for fmt in ("arrow", "json"):
+                body = {"sql": f"SELECT * FROM hotline_tickets LIMIT {rows}", "format": fmt}
+                size = 0
+                with c.stream("POST", "/v1/query", json=body) as r:
+                    r.raise_for_status()
+                    for chunk in r.iter_raw():
+                        size += len(chunk)
+                out.append((rows, fmt, size / 2**20, peak_rss_mb(pid)))
+    return out
+
+
 def medians(doc: Any) -> dict[tuple[str, str], float]:
     """(target, query) → median ms, from bench_query.py's JSON output."""
     out: dict[tuple[str, str], float] = {}
@@ -155,6 +173,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--runs-heavy", type=int, default=3)
     ap.add_argument("--masked", action="store_true", help="read as another agency (masks on)")
+    ap.add_argument(
+        "--memory", action="store_true", help="then stream 100k, 1M, 5M-row answers: peak RSS"
+    )
     args = ap.parse_args()
     home = args.work / "home"
     token = prepare(args.data, home, args.masked)
@@ -185,6 +206,7 @@ def main() -> None:
             for fmt in ("json", "arrow")
         }
         rss = peak_rss_mb(server.pid)
+        memory = memory_by_result_size(url, token, server.pid) if args.memory else []
         if args.peers:
             docs["peers"] = run_harness(args, None, token, "json", args.work / "results-peers.json")
     finally:
@@ -218,6 +240,11 @@ def main() -> None:
         print(f"| {q} | {f(d)} | {f(h)} | {ratio(h, d)} | {f(da)} | {f(ha)} | "
               f"{ratio(ha, da)} | {f(dp)} | {peers} |")  # fmt: skip
     print(f"\nblockhub server peak RSS (VmHWM) over both runs: {rss:,.0f} MB")
+    if memory:
+        print("\nserver peak RSS as the answer grows (same server, after the runs above):")
+        print("| rows | format | answer MB | server VmHWM MB |\n|---|---|---|---|")
+        for rows, fmt, size, peak in memory:
+            print(f"| {rows:,} | {fmt} | {size:,.0f} | {peak:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ _JSON_DB.execute("SET enable_progress_bar=false")
 _JSON_DB.execute("SET lock_configuration=true")
 
 
-def _string_bytes(arr: pa.Array) -> bytes:
-    """The concatenated values of a string array, straight from its data buffer."""
+def _string_bytes(arr: pa.Array) -> bytes | memoryview:
+    """The concatenated values of a string array, straight from its data buffer (a view
+    of Arrow's memory, not a copy: the answer's bytes are not copied on the way out)."""
     if arr.null_count:
         arr = arr.fill_null("")
     width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
@@ -70,7 +71,7 @@ def _string_bytes(arr: pa.Array) -> bytes:
     data = arr.buffers()[2]
     if data is None:
         return b""
-    return data.to_pybytes()[int(offsets[0]) : int(offsets[-1])]
+    return memoryview(data)[int(offsets[0]) : int(offsets[-1])]
 
 
 def _rows_text(batches: Iterator[pa.RecordBatch], schema: pa.Schema, sep: str) -> Iterator[bytes]:
@@ -91,12 +92,12 @@ def _rows_text(batches: Iterator[pa.RecordBatch], schema: pa.Schema, sep: str) -
                 yield b"".join(dumps(r) + sep.encode() for r in batch.to_pylist())
                 continue
             column = rel.project(projection).to_arrow_table().column(0)
-            yield b"".join(_string_bytes(chunk) for chunk in column.chunks)
+            yield b"".join(bytes(_string_bytes(chunk)) for chunk in column.chunks)
     finally:
         con.close()
 
 
-def _result_rows(result: QueryResult, sep: str) -> Iterator[bytes]:
+def _result_rows(result: QueryResult, sep: str) -> Iterator[bytes | memoryview]:
     """The result's rows as JSON text: as rendered in the query when it was, else here."""
     if result.rendered == sep:
         for batch in result.batches():
@@ -105,18 +106,19 @@ def _result_rows(result: QueryResult, sep: str) -> Iterator[bytes]:
         yield from _rows_text(result.batches(), result.schema, sep)
 
 
-def encode_json(result: QueryResult) -> Iterator[bytes]:
+def encode_json(result: QueryResult) -> Iterator[bytes | memoryview]:
     yield b'{"ok":true,"columns":' + dumps(schema_json(result.schema)) + b',"rows":['
     first = True
     for body in _result_rows(result, ","):
-        body = body[:-1]  # the last row's separator
-        yield body if first else b"," + body
+        if not first:
+            yield b","
+        yield body[:-1]  # without the last row's separator
         first = False
     meta = dumps(result.meta())
     yield b"]," + meta[1:]
 
 
-def encode_ndjson(result: QueryResult) -> Iterator[bytes]:
+def encode_ndjson(result: QueryResult) -> Iterator[bytes | memoryview]:
     yield from _result_rows(result, "\n")
 
 
@@ -177,7 +179,7 @@ def encode_parquet(result: QueryResult) -> Iterator[bytes]:
     yield sink.drain()
 
 
-ENCODERS: dict[str, Callable[[QueryResult], Iterator[bytes]]] = {
+ENCODERS: dict[str, Callable[[QueryResult], Iterator[bytes | memoryview]]] = {
     "json": encode_json,
     "ndjson": encode_ndjson,
     "csv": encode_csv,

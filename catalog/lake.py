@@ -33,7 +33,7 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
 )
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In, Or
-from pyiceberg.table import StaticTable, Table
+from pyiceberg.table import Table
 
 from catalog.errors import Conflict, DatasetNotFound, SchemaDrift
 from catalog.manifest import SchemaPolicy, SyncMode
@@ -404,72 +404,6 @@ class Lake:
 
     def drop(self, dataset_id: str) -> None:
         self.catalog.drop_table(self._ident(dataset_id))
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    field_id: int
-    name: str
-    duck_type: str
-
-
-@dataclass(frozen=True)
-class DataFiles:
-    """What a reader needs to scan one snapshot without Iceberg: its data files and the
-    snapshot's columns by field id (files written under older schemas map by id)."""
-
-    files: list[str]
-    columns: list[ColumnSpec]
-
-
-_DUCK_TYPES = {
-    "boolean": "BOOLEAN",
-    "int": "INTEGER",
-    "long": "BIGINT",
-    "float": "FLOAT",
-    "double": "DOUBLE",
-    "date": "DATE",
-    "time": "TIME",
-    "timestamp": "TIMESTAMP",
-    "timestamptz": "TIMESTAMP WITH TIME ZONE",
-    "timestamp_ns": "TIMESTAMP_NS",
-    "string": "VARCHAR",
-    "uuid": "UUID",
-    "binary": "BLOB",
-}
-
-
-def _duck_type(iceberg_type: Any) -> str | None:
-    text = str(iceberg_type)
-    if text in _DUCK_TYPES:
-        return _DUCK_TYPES[text]
-    if text.startswith("decimal("):
-        return "DECIMAL" + text[len("decimal") :].replace(" ", "")
-    return None  # nested, fixed, variant …: read through Iceberg
-
-
-def data_files(metadata_location: str, snapshot_id: int) -> DataFiles | None:
-    """The data files and columns of one snapshot, or None when a plain Parquet scan
-    would not read it exactly (delete files, a nested or unusual column type)."""
-    table = StaticTable.from_metadata(metadata_location)
-    snap = table.snapshot_by_id(snapshot_id)
-    if snap is None:
-        return None
-    schema = table.schemas().get(snap.schema_id) if snap.schema_id is not None else None
-    schema = schema or table.schema()
-    columns = []
-    for f in schema.fields:
-        duck = _duck_type(f.field_type)
-        if duck is None:
-            return None
-        columns.append(ColumnSpec(f.field_id, f.name, duck))
-    files = []
-    for task in table.scan(snapshot_id=snapshot_id).plan_files():
-        if task.delete_files or task.file.file_format.name != "PARQUET":
-            return None
-        path = task.file.file_path
-        files.append(path[len("file://") :] if path.startswith("file://") else path)
-    return DataFiles(files, columns)
 
 
 def _snapshot(dataset_id: str, table: Table, snap: Any) -> Snapshot:

@@ -30,7 +30,6 @@ from catalog.access import Access, decide
 from catalog.audit import AuditLog
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
 from catalog.grants import Grant, GrantStore
-from catalog.lake import data_files
 from catalog.masking import mask_sql
 from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
@@ -208,7 +207,6 @@ class Exchange:
         if lake_root:
             self._db.execute("SET allowed_directories=[?]", [lake_root])
         self._db.execute("SET enable_progress_bar=false")
-        self._db.execute("SET parquet_metadata_cache=true")  # footers of immutable files
         self._db.execute("SET enable_external_access=false")
         self._db.execute("SET lock_configuration=true")
 
@@ -267,48 +265,11 @@ class Exchange:
         return name
 
     def _view(self, version: Version) -> str:
-        name = f"__bh_{version.dataset_id}_v{version.version}"
-        if name in self._views:
-            return name
-        return self._create_view(name, self._scan_sql(version))
-
-    def _scan_sql(self, version: Version) -> str:
-        """How a version is read: its Parquet data files directly, columns mapped by
-        Iceberg field id (what ``iceberg_scan`` does, without re-reading the table's
-        metadata, manifest list and manifests at every bind: docs/performance.md); through
-        ``iceberg_scan`` when that would not be exact (delete files, nested types, files
-        without field ids) or the plan cannot be read."""
         location = version.metadata_location.replace("'", "''")
-        iceberg = (
-            f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})"
+        return self._create_view(
+            f"__bh_{version.dataset_id}_v{version.version}",
+            f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})",
         )
-        try:
-            plan = data_files(version.metadata_location, version.snapshot_id)
-        except Exception:
-            log.warning("no file plan for %s v%s; reading through iceberg_scan",
-                        version.dataset_id, version.version, exc_info=True)  # fmt: skip
-            return iceberg
-        if plan is None or not plan.files:
-            return iceberg
-        files = "[" + ", ".join(_lit(f) for f in plan.files) + "]"
-        cur = self._db.cursor()
-        try:
-            (unmapped,) = cur.execute(
-                f"SELECT count(*) FROM parquet_schema({files}) "
-                "WHERE field_id IS NULL AND num_children IS NULL"
-            ).fetchone() or (1,)
-        except duckdb.Error:
-            return iceberg
-        finally:
-            cur.close()
-        if unmapped:
-            return iceberg
-        schema = ", ".join(
-            f"{c.field_id}: {{name: {_lit(c.name)}, type: {_lit(c.duck_type)}, "
-            "default_value: NULL}"
-            for c in plan.columns
-        )
-        return f"SELECT * FROM read_parquet({files}, schema=MAP {{{schema}}})"
 
     def view_for(self, version: Version, access: Access) -> str:
         """The view a reader with ``access`` sees of ``version``."""

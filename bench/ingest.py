@@ -208,6 +208,9 @@ def child(tool: str, t: str, work: Path) -> None:
         import pyiceberg.io.pyarrow  # noqa: F401 - imported lazily by pyiceberg, not timed
 
         import hub.context  # noqa: F401
+        from catalog.runtime import settle_heap
+
+        settle_heap()  # what the blockhub CLI and the Airflow steps do at start
     rows = TOOLS[tool](t, work)
     seconds = time.perf_counter() - _started[0]
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec from the parent,

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from catalog.errors import HubError, InvalidRequest
 from catalog.manifest import load_manifest
+from catalog.runtime import settle_heap
 from catalog.store import Principal, Run
 from hub.cli_quality import register as _register_quality
 from hub.context import Hub
@@ -434,6 +435,7 @@ def audit_list(
 
 
 def main() -> None:
+    settle_heap()
     try:
         app()
     except HubError as e:

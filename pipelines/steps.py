@@ -12,12 +12,14 @@ from typing import Any
 
 from catalog.errors import HubError
 from catalog.manifest import Manifest, load_manifest
+from catalog.runtime import settle_heap
 from pipelines.config import Storage, StorageSettings
 from pipelines.ingest import Staged, extract, notify, publish, reconcile
 from pipelines.quality import blocked_message, gate
 
 
 def _open(manifest_path: str, settings: StorageSettings | None) -> tuple[Manifest, Storage]:
+    settle_heap()  # each Airflow task is a process of its own: start-up objects frozen
     manifest = load_manifest(manifest_path)
     storage = (settings or StorageSettings()).open_storage()
     return manifest, storage

@@ -102,6 +102,9 @@ class MySQLConnector(PostgresConnector):
         sql = self._server_sql(cursor, since).replace("'", "''")
         return f"SELECT * FROM mysql_query('src', '{sql}')"
 
+    def _describe_sql(self) -> str:
+        return self._duck_sql(None, None)
+
     def discover(self) -> pa.Schema:
         schema = super().discover()
         return _zoned_schema(schema, self.tz_name) if self.localize else schema

@@ -165,3 +165,41 @@ def test_replay_after_reconnect(
     msg = json.loads(ws.recv(10))
     assert (msg["offset"], msg["data"]["version"]) == (3, 3)
     ws.close()
+
+
+def test_an_enum_column_reads_as_text_on_full_and_incremental_reads(
+    pg: PgSchema, hub: Hub, make_manifest: Callable[..., Manifest]
+) -> None:
+    """Discovery describes the source query as the server prepares it (enum → text); the
+    full read (parallel ATTACH scan, which sees a dictionary) conforms to that."""
+    pg.execute(f"CREATE TYPE {pg.schema}.ticket_state AS ENUM ('受理', '办结')")
+    pg.execute(
+        f"CREATE TABLE tickets (ticket_id bigint PRIMARY KEY, district_code text, "
+        f"category {pg.schema}.ticket_state, caller_phone text, amount numeric(12,2), "
+        "updated_at timestamptz)"
+    )
+    state = f"{pg.schema}.ticket_state"
+    insert = (
+        f"INSERT INTO tickets SELECT g, '520102', (ARRAY['受理','办结'])[1 + g %% 2]::{state}, "
+        "'13800000000', 1.00, timestamptz '2024-06-01 08:00+08' + make_interval(mins => g::int) "
+        "FROM generate_series(%s::bigint, %s::bigint) g"
+    )
+    pg.execute(insert, (1, 4))
+    m = make_manifest(
+        source={
+            "connector": "postgres",
+            "options": {"dsn": PG_DSN, "table": f"{pg.schema}.tickets"},
+            "cursor": "updated_at",
+        }
+    )
+    hub.store.register_dataset(m)
+    assert hub.ingest("tickets").rows_written == 4
+    pg.execute(insert, (5, 6))
+    assert hub.ingest("tickets").rows_written == 2
+    from hub.cli import CLI_PRINCIPAL
+
+    table = hub.exchange.query(
+        "SELECT ticket_id, category FROM tickets ORDER BY ticket_id", CLI_PRINCIPAL
+    ).to_table()
+    assert str(table.schema.field("category").type) == "string"
+    assert table.column("category").to_pylist() == ["办结", "受理"] * 3

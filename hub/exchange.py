@@ -190,8 +190,15 @@ class Exchange:
         memory_limit: str | None = None,
         grants: GrantStore | None = None,
         audit: AuditLog | None = None,
+        small_rows: int = 10_000,
+        max_copies: int = 32,
     ) -> None:
         self.store = store
+        # In-memory copies of small versions: at most max_copies of at most small_rows rows
+        # each, so the memory they take stays bounded whatever the number of versions.
+        self.small_rows = small_rows
+        self.max_copies = max_copies
+        self._copies: set[str] = set()
         self.lake_root = lake_root
         self.batch_rows = batch_rows
         self.grants = grants or GrantStore(store)
@@ -265,11 +272,23 @@ class Exchange:
         return name
 
     def _view(self, version: Version) -> str:
+        """The relation a version is read through: a view over ``iceberg_scan``, or — for
+        a small version (a dimension table such as districts) — an in-memory copy, made
+        once: a version never changes, and binding ``iceberg_scan`` re-reads the table's
+        metadata, manifest list and manifest on every query (~2 ms each time)."""
+        name = f"__bh_{version.dataset_id}_v{version.version}"
+        if name in self._views:
+            return name
         location = version.metadata_location.replace("'", "''")
-        return self._create_view(
-            f"__bh_{version.dataset_id}_v{version.version}",
-            f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})",
-        )
+        scan = f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})"
+        if version.total_rows > self.small_rows or len(self._copies) >= self.max_copies:
+            return self._create_view(name, scan)
+        with self._lock:
+            if name not in self._views:
+                self._db.execute(f"CREATE TABLE IF NOT EXISTS {_q(name)} AS {scan}")
+                self._copies.add(name)
+                self._views.add(name)
+        return name
 
     def view_for(self, version: Version, access: Access) -> str:
         """The view a reader with ``access`` sees of ``version``."""

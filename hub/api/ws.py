@@ -198,11 +198,37 @@ def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:
     return item.wire_bytes  # serialized once per message, shared by every subscriber
 
 
+class _SameMessage:
+    """Answers of :func:`_unmasked` for the message being fanned out, per principal.
+
+    A message goes to its subscribers in one pass of the event loop, and they are mostly
+    a few principals on many connections: the access check and the column comparison run
+    once per principal instead of once per connection.  Keyed on the message object itself
+    (held, so it cannot be confused with a later one), forgotten at the next message."""
+
+    def __init__(self) -> None:
+        self.msg: Message | None = None
+        self.answers: dict[str, bool] = {}
+
+    def unmasked(self, hub: Hub, principal: Principal, msg: Message) -> bool:
+        if msg is not self.msg:
+            self.msg = msg
+            self.answers = {}
+        answer = self.answers.get(principal.id)
+        if answer is None:
+            answer = mask_feed_payload(hub, principal, msg.channel, msg.data) is msg.data
+            self.answers[principal.id] = answer
+        return answer
+
+
+_same_message = _SameMessage()
+
+
 def _unmasked(hub: Hub, principal: Principal, msg: Message) -> bool:
     """True when this principal gets the message exactly as published."""
     if not msg.channel.startswith("feed:"):
         return True
-    return mask_feed_payload(hub, principal, msg.channel, msg.data) is msg.data
+    return _same_message.unmasked(hub, principal, msg)
 
 
 class RawSend:

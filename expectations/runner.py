@@ -130,6 +130,7 @@ class BatchValidator:
         self.validation: Validation | None = None
         self.columns: list[str] = []
         self.has_row_ids = False
+        self._source = ""
         if files:
             self._view()
 
@@ -147,6 +148,7 @@ class BatchValidator:
     def _view(self) -> None:
         paths = "[" + ", ".join(literal(f) for f in self.files) + "]"
         src = f"read_parquet({paths}, file_row_number=true, union_by_name=true)"
+        self._source = src
         names = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
         has_id = ROW_ID in names
         self.has_row_ids = has_id
@@ -256,10 +258,24 @@ class BatchValidator:
         self.con.execute(f"CREATE TEMP TABLE samples AS {picks}")
         cols = sorted({c.column for c in row_checks if c.column} | set(self.key_columns))
         sel = ", ".join(ident(c) for c in cols)
+        rows = (
+            f"SELECT {ROW_ID}, {sel} FROM {BATCH} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM samples)"
+        )
+        if not self.has_row_ids:
+            # By file and row number, which DuckDB pushes into the scan: only the row
+            # groups holding a sample are read (a filter on the computed id reads all).
+            by_file: dict[int, list[int]] = {}
+            for (row_id,) in self.con.execute(f"SELECT DISTINCT {ROW_ID} FROM samples").fetchall():
+                by_file.setdefault(row_id >> 40, []).append(row_id & ((1 << 40) - 1))
+            rows = " UNION ALL ".join(
+                f"SELECT ((file_index::BIGINT << 40) | file_row_number) AS {ROW_ID}, {sel} "
+                f"FROM {self._source} WHERE file_index = {i} "
+                f"AND file_row_number IN ({', '.join(map(str, sorted(nums)))})"
+                for i, nums in sorted(by_file.items())
+            )
         table = self.con.execute(
             f"SELECT s.bit, b.{ROW_ID}, {', '.join('b.' + ident(c) for c in cols)} "
-            f"FROM samples s JOIN (SELECT {ROW_ID}, {sel} FROM {BATCH} "
-            f"WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM samples)) b USING ({ROW_ID}) "
+            f"FROM samples s JOIN ({rows}) b USING ({ROW_ID}) "
             f"ORDER BY s.bit, b.{ROW_ID}"
         ).fetchall()
         for bit, row_id, *values in table:

@@ -121,3 +121,27 @@ def test_stage_parts_keeps_part_order_and_removes_everything_on_error(hub: Any) 
     with pytest.raises(RuntimeError, match="source failed"):
         lake.stage_parts("split_test", "run", [broken(), table.to_batches(100)], schema)
     assert set(data.iterdir()) == before
+
+
+def test_samples_are_read_by_file_and_row_number(tmp_path: Path) -> None:
+    """Samples from a batch of two files name the rows that broke each rule, in both."""
+    first, broke_first = bad_tickets(1300, seed=3)
+    second, broke_second = bad_tickets(900, seed=4, first_id=5000)
+    broke = {**broke_first, **broke_second}
+    suite = load_suite("hotline_tickets")
+    with BatchValidator(_files(tmp_path), suite, key_columns=["ticket_id"]) as validator:
+        document = validator.validate().document()
+    values = {row["ticket_id"]: row for row in pa.concat_tables([first, second]).to_pylist()}
+    checked = 0
+    for result in document["results"]:
+        key = result["expectation_config"]["meta"]["blockhub_key"]
+        expected = sorted(t for t, rules in broke.items() if key in rules)
+        if not expected or "partial_unexpected_index_list" not in result["result"]:
+            continue
+        got = [k["ticket_id"] for k in result["result"]["partial_unexpected_index_list"]]
+        assert sorted(set(got)) == expected, key
+        column = result["expectation_config"]["kwargs"]["column"]
+        if column in ("ticket_id", "district_code", "category", "lat"):  # not masked
+            assert result["result"]["partial_unexpected_list"] == [values[t][column] for t in got]
+        checked += 1
+    assert checked >= 8

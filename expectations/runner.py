@@ -3,8 +3,10 @@
 One scan computes a bit mask per row (one bit per row-level expectation) and keeps
 only the rows with a bit set — their surrogate row id and mask, 16 bytes a row — in
 DuckDB.  Counts, samples and the GX-shaped result come from that small table; the
-batch is read again only when something failed (samples of the failing values, the
-quarantine file, and for ``drop-rows`` the passing rows).
+batch is read again only when something failed: the row groups holding the samples of
+the failing values, and the rows to separate — for ``drop-rows`` in one read of the
+staged files that yields the passing rows and writes the quarantine file
+(:meth:`BatchValidator.split`).
 
 The surrogate row id is ``file_index << 40 | file_row_number`` of the staged files (a
 null key could not identify its row); a quarantine file keeps it in ``_bh_row`` so
@@ -368,7 +370,11 @@ class BatchValidator:
         return int(got[0]) if got else 0
 
     def passing(self, batch_rows: int = 262_144) -> Iterator[pa.RecordBatch]:
-        """The rows of the batch that broke no failed expectation, in batch order."""
+        """The rows of the batch that broke no failed expectation (DuckDB's order).
+
+        :meth:`split` gives the same rows in batch order and writes the quarantine file in
+        the same read; the gate uses it for ``drop-rows``.
+        """
         assert self.validation is not None, "validate() first"
         cols = ", ".join(ident(c) for c in self.columns)
         reader = self.con.execute(

@@ -17,6 +17,7 @@ next to the table's data, under ``<table>/quarantine/``.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,11 @@ def _status(policy: str, validation: Validation) -> GateStatus:
     return {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}[policy]  # type: ignore[return-value]
 
 
+def _writers(rows: int) -> int:
+    """Parallel Parquet writers for ``rows`` passing rows: one a core, a million rows each."""
+    return max(1, min(os.cpu_count() or 1, 4, rows // 1_000_000))
+
+
 def gate(
     staged: Staged,
     manifest: Manifest,
@@ -89,15 +95,23 @@ def gate(
         if status in ("dropped", "blocked"):
             batch_id = str(uuid.uuid4())
             path = quarantine_dir(lake, manifest.id) / f"{staged.run_id}-{batch_id[:8]}.parquet"
-            quarantined = validator.write_quarantine(path, whole_batch=status == "blocked")
             if status == "dropped":
-                result_files = lake.stage(
-                    manifest.id,
-                    staged.run_id,
-                    validator.passing(),
-                    lake.table(manifest.id).schema().as_arrow(),
-                )
+                # One read of the batch: passing rows to new files, the others to quarantine.
+                split = validator.split(path)
+                writers = _writers(validation.rows - validation.failing_rows)
+                try:
+                    result_files = lake.stage_parts(
+                        manifest.id,
+                        staged.run_id,
+                        split.parts(writers),
+                        lake.table(manifest.id).schema().as_arrow(),
+                        prefetch=writers == 1,
+                    )
+                finally:
+                    split.close()
+                quarantined = split.quarantined
             else:
+                quarantined = validator.write_quarantine(path, whole_batch=True)
                 result_files = []
             _supersede(qstore, manifest.id, staged.previous_cursor)
             qstore.add_batch(

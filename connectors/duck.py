@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 DUCKDB_VERSION = "v" + duckdb.__version__
 _ENTRY_NAME = {"postgres": "postgres_scanner", "mysql": "mysql_scanner"}
@@ -77,3 +79,41 @@ def connect(
         con.execute(f"LOAD '{extension_path(name)}'")
     con.execute("SET TimeZone='UTC'")
     return con
+
+
+# DuckDB's error prefixes (``<Type> Error: ...``) and the Python classes DuckDB raises
+# for them when the error surfaces from ``execute`` rather than from the Arrow stream.
+_ERROR_CLASSES: dict[str, type[duckdb.Error]] = {
+    "IO": duckdb.IOException,
+    "Conversion": duckdb.ConversionException,
+    "Invalid Input": duckdb.InvalidInputException,
+    "Out of Range": duckdb.OutOfRangeException,
+    "Binder": duckdb.BinderException,
+    "Catalog": duckdb.CatalogException,
+    "Constraint": duckdb.ConstraintException,
+    "Out of Memory": duckdb.OutOfMemoryException,
+    "INTERRUPT": duckdb.InterruptException,
+}
+
+
+def stream(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Run ``sql`` and yield its record batches, with failures as DuckDB's own exceptions.
+
+    An error met while the batches stream comes through pyarrow's C stream reader as a
+    bare ``OSError``/``ArrowException`` whose text starts with DuckDB's error type; callers
+    handle DuckDB's classes, so the error is raised again as the class its prefix names
+    (``duckdb.Error`` when the prefix is unknown), with the same message.
+    """
+    reader = con.execute(sql).to_arrow_reader(batch_rows)
+    try:
+        yield from reader
+    except (OSError, pa.ArrowException) as e:
+        raise duckdb_error(e) from None
+
+
+def duckdb_error(e: Exception) -> duckdb.Error:
+    """The DuckDB exception a pyarrow stream error stands for (see :func:`stream`)."""
+    text = str(e)
+    kind, sep, _ = text.partition(" Error: ")
+    cls = _ERROR_CLASSES.get(kind, duckdb.Error) if sep else duckdb.Error
+    return cls(text)

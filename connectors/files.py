@@ -42,7 +42,7 @@ import pyarrow.fs as pafs
 
 from catalog.errors import ConnectorError
 from connectors.base import Connector, CursorValue
-from connectors.duck import connect
+from connectors.duck import connect, stream
 from connectors.sql import incremental, quote_ident, quote_literal
 
 _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf_8"}
@@ -338,8 +338,7 @@ class FileConnector(Connector):
                     raise self._error(path, e) from None
                 sql = incremental(sql, cursor, since)
                 try:
-                    reader = con.execute(sql).fetch_record_batch(self.batch_rows)
-                    yield from reader
+                    yield from stream(con, sql, self.batch_rows)
                 except duckdb.ConversionException as e:
                     found = self._diagnose(con, path, raw, checks)
                     raise (found or self._error(path, e)) from None

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from catalog.errors import ConnectorError
 from connectors.base import Connector, CursorValue
-from connectors.duck import connect
+from connectors.duck import connect, stream
 from connectors.sql import incremental, quote_ident, quote_literal
 
 _PASSWORD = re.compile(r"(password\s*=\s*)(\S+)|(://[^:/@]+:)([^@]+)(@)", re.IGNORECASE)
@@ -115,13 +115,30 @@ class PostgresConnector(Connector):
         except duckdb.Error as e:
             raise self._error("cannot read schema", e) from None
 
+    def _parallel(self, cursor: str | None, since: CursorValue) -> bool:
+        """Whether the read is the ATTACHed table's parallel scan (else one server stream)."""
+        return bool(self.table) and (cursor is None or since is None)
+
     def read(
         self, cursor: str | None = None, since: CursorValue = None
     ) -> Iterator[pa.RecordBatch]:
         con = self._connect()
+        parallel = self._parallel(cursor, since)
+        # A query is one stream from the server, and with several DuckDB threads an error
+        # the server sends midway (division by zero, a cancelled statement) sometimes
+        # reaches the reader only as "Interrupted!": the failing task interrupts the others
+        # and the fetch sees the interruption first.  One thread costs a query read little
+        # (the stream is serial) and keeps the server's reason.
+        con.execute("RESET threads" if parallel else "SET threads = 1")
         try:
-            reader = con.execute(self._duck_sql(cursor, since)).fetch_record_batch(self.batch_rows)
-            yield from reader
+            yield from stream(con, self._duck_sql(cursor, since), self.batch_rows)
+        except duckdb.InterruptException:
+            raise ConnectorError(
+                f"{self.name} source {redact(self.dsn)}: read failed: a parallel scan task "
+                "failed and DuckDB reported only the interruption of the others; the run "
+                "can be retried",
+                connector=self.name,
+            ) from None
         except duckdb.Error as e:
             raise self._error("read failed", e) from None
 

@@ -33,7 +33,7 @@ from catalog.grants import Grant, GrantStore
 from catalog.masking import mask_sql
 from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
-from connectors.duck import connect
+from connectors.duck import connect, duckdb_error
 from hub.jsonrows import row_projection
 from hub.sqlcheck import CheckedQuery, check_sql, columns_touched
 
@@ -84,12 +84,14 @@ class QueryResult:
                     yield batch
                 if self.truncated:
                     break
-        except duckdb.InterruptException:
-            self.outcome = "timeout"
-            raise QueryTimeout("query ran past its time limit and was stopped") from None
-        except duckdb.Error as e:
+        except (duckdb.Error, OSError, pa.ArrowException) as e:
+            # Past the first batch DuckDB's errors come through the Arrow stream reader.
+            error = e if isinstance(e, duckdb.Error) else duckdb_error(e)
+            if isinstance(error, duckdb.InterruptException):
+                self.outcome = "timeout"
+                raise QueryTimeout("query ran past its time limit and was stopped") from None
             self.outcome = "failed"
-            raise QueryFailed(clean_error(e)) from None
+            raise QueryFailed(clean_error(error)) from None
         finally:
             self.close()
 
@@ -397,14 +399,17 @@ class Exchange:
             # Run up to the first batch here, so that a failing query is a clean error
             # before any response byte is sent.  A short first batch is usually the whole
             # answer: one more read says so, and the answer can then go out in one piece.
-            first = next(iter(reader), None)
-            head = [first] if first is not None else []
-            complete = first is None
-            if first is not None and first.num_rows < self.batch_rows:
-                second = next(iter(reader), None)
-                complete = second is None
-                if second is not None:
-                    head.append(second)
+            try:
+                first = next(iter(reader), None)
+                head = [first] if first is not None else []
+                complete = first is None
+                if first is not None and first.num_rows < self.batch_rows:
+                    second = next(iter(reader), None)
+                    complete = second is None
+                    if second is not None:
+                        head.append(second)
+            except (OSError, pa.ArrowException) as e:
+                raise duckdb_error(e) from None
         except duckdb.InterruptException:
             timer.cancel()
             cur.close()
@@ -507,7 +512,17 @@ class Exchange:
         named = err.detail.get("dataset")
         records = self._state().records
         datasets = {named: None} if isinstance(named, str) and named in records else {}
-        outcome = "denied" if isinstance(err, AccessDenied) else "refused"
+        # A query that passed the checks and then failed or ran out of time in the engine
+        # is not a refusal.
+        outcome = (
+            "denied"
+            if isinstance(err, AccessDenied)
+            else "timeout"
+            if isinstance(err, QueryTimeout)
+            else "failed"
+            if isinstance(err, QueryFailed)
+            else "refused"
+        )
         try:
             self.audit.append(
                 action=action,

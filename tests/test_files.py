@@ -162,6 +162,23 @@ def test_a_bad_value_names_file_row_column_and_type_and_publishes_nothing(
     assert hub.ingest("tickets").rows_written == 3
 
 
+def test_a_bad_value_deep_in_a_large_file_is_diagnosed_like_one_in_the_first_batch(
+    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+) -> None:
+    # The error surfaces while batches stream (through the Arrow reader), not from execute.
+    path = tmp_path / "big.csv"
+    bad_row = 250_000
+    lines = csv_rows(1, 300_000).splitlines(keepends=True)
+    lines[bad_row - 1] = f"{bad_row},520102,噪音,1,十二元,2024-06-01 08:00:00\n"
+    path.write_text(HEADER + "".join(lines), encoding="utf-8")
+    dataset("csv", path=str(path))
+    run = hub.ingest("tickets")
+    assert run.status == "failed" and run.error is not None
+    assert str(path) in run.error and f"row {bad_row} (line {bad_row + 1})" in run.error
+    assert "金额 → amount" in run.error and "'十二元'" in run.error
+    assert hub.store.versions("tickets") == []
+
+
 def test_bytes_that_are_not_the_declared_encoding(
     hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
 ) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from catalog.errors import QueryFailed
 from hub.server import free_port, serving
 from tests.conftest import ExchangeWorld
 
@@ -156,3 +157,30 @@ def test_still_healthy_afterwards(server: str, exchange_world: ExchangeWorld) ->
     )
     assert r.json()["rows"] == [{"n": 300}]
     assert exchange_world.hub.audit.verify().ok
+
+
+# A conversion error at the 80,000th row of 90,000: past DuckDB's first chunk, so it
+# surfaces while the first batch streams (within the first batch) or later (batch_rows 10k).
+DEEP_ERROR = (
+    "SELECT CASE WHEN a.ticket_id * 300 + b.ticket_id = 80000 THEN b.caller_phone "
+    "ELSE '1' END::INT AS v FROM t_open a, t_open b"
+)
+
+
+@pytest.mark.parametrize("batch_rows", [100_000, 10_000])
+def test_an_error_deep_in_the_stream_is_a_clean_failure_without_values(
+    exchange_world: ExchangeWorld, batch_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exchange = exchange_world.hub.exchange
+    monkeypatch.setattr(exchange, "batch_rows", batch_rows)
+    stranger = exchange_world.hub.store.get_principal("stranger")
+    with pytest.raises(QueryFailed) as failed:
+        result = exchange.query(DEEP_ERROR, stranger)
+        for _ in result.batches():
+            pass
+    message = str(failed.value)
+    assert message.startswith("Conversion Error"), message
+    # the value it failed on is a (masked for this reader) phone number: never in the message
+    assert not any(phone[-4:] in message for phone in exchange_world.raw("caller_phone"))
+    entry = exchange_world.hub.audit.entries(principal="stranger", limit=1)[0]
+    assert (entry.action, entry.outcome) == ("query", "failed")

@@ -71,6 +71,8 @@ class Hub:
                 memory_limit=self.settings.query_memory_limit,
                 grants=self.grants,
                 audit=self.audit,
+                replica_folder=self.settings.home / "cache",
+                replica_max_rows=self.settings.replica_max_rows,
             )
         return self._exchange
 

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -35,6 +36,7 @@ from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
 from connectors.duck import connect, duckdb_error
 from hub.jsonrows import row_projection
+from hub.replicas import Replicas
 from hub.sqlcheck import CheckedQuery, check_sql, columns_touched
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,8 @@ class Exchange:
         audit: AuditLog | None = None,
         small_rows: int = 10_000,
         max_copies: int = 32,
+        replica_folder: Path | None = None,
+        replica_max_rows: int = 200_000_000,
     ) -> None:
         self.store = store
         # In-memory copies of small versions: at most max_copies of at most small_rows rows
@@ -216,10 +220,30 @@ class Exchange:
         if lake_root:
             self._db.execute("SET allowed_directories=[?]", [lake_root])
         self._db.execute("SET enable_progress_bar=false")
+        # Versions larger than the in-memory copies: DuckDB-native replicas (D24).
+        self.replicas: Replicas | None = None
+        if replica_folder is not None and replica_max_rows > 0:
+            self.replicas = Replicas(
+                self._db,
+                replica_folder,
+                max_rows=replica_max_rows,
+                point_at=self._point_at,
+                scan_sql=self._scan_sql,
+            )
         self._db.execute("SET enable_external_access=false")
         self._db.execute("SET lock_configuration=true")
 
+    def warm(self) -> None:
+        """Read the catalog now, so that replicas of large versions start building."""
+        self._state()
+
+    def warm_done(self) -> bool:
+        """Whether no replica is waiting or being built."""
+        return self.replicas is None or self.replicas.wait(0)
+
     def close(self) -> None:
+        if self.replicas is not None:
+            self.replicas.close()
         self._db.close()
 
     # -- catalog state, cached between changes -------------------------------------
@@ -236,6 +260,8 @@ class Exchange:
             records = {d.id: d for d in self.store.list_datasets()}
             snap = _Snapshot(stamp, records, self.store.latest_versions())
             self._snapshot = snap
+            if self.replicas is not None:
+                self.replicas.sync(snap.latest.values(), self.small_rows)
         return snap
 
     def _agency_grants(self, snap: _Snapshot, agency_id: str) -> list[Grant]:
@@ -273,16 +299,34 @@ class Exchange:
                     self._views.add(name)
         return name
 
+    @staticmethod
+    def _scan_sql(version: Version) -> str:
+        """The version read from the lake."""
+        location = version.metadata_location.replace("'", "''")
+        return f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})"
+
+    @staticmethod
+    def _view_name(version: Version) -> str:
+        return f"__bh_{version.dataset_id}_v{version.version}"
+
+    def _point_at(self, version: Version, select_sql: str) -> None:
+        """Define (or redefine) the view a version is read through; views built on it
+        (a reader's masked profile) follow, since DuckDB binds views when a query runs."""
+        name = self._view_name(version)
+        with self._lock:
+            self._db.execute(f"CREATE OR REPLACE VIEW {_q(name)} AS {select_sql}")
+            self._views.add(name)
+
     def _view(self, version: Version) -> str:
         """The relation a version is read through: a view over ``iceberg_scan``, or — for
         a small version (a dimension table such as districts) — an in-memory copy, made
         once: a version never changes, and binding ``iceberg_scan`` re-reads the table's
-        metadata, manifest list and manifest on every query (~2 ms each time)."""
-        name = f"__bh_{version.dataset_id}_v{version.version}"
+        metadata, manifest list and manifest on every query (~2 ms each time).  The view
+        of a large latest version is re-pointed at its replica once that is built."""
+        name = self._view_name(version)
         if name in self._views:
             return name
-        location = version.metadata_location.replace("'", "''")
-        scan = f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})"
+        scan = self._scan_sql(version)
         if version.total_rows > self.small_rows or len(self._copies) >= self.max_copies:
             return self._create_view(name, scan)
         with self._lock:

@@ -26,6 +26,11 @@ class Settings(StorageSettings):
     # rows a `core` dataset may leave in one answer, the audit chain's HMAC key.
     query_memory_limit: str = Field(default="2GB", description="DuckDB memory_limit")
     core_max_rows: int = Field(default=10_000, gt=0)
+    replica_max_rows: int = Field(
+        default=200_000_000,
+        ge=0,
+        description="rows of latest large versions served from DuckDB-native replicas (0: none)",
+    )
     audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")
     # dispatch (websocket, alerts, orders): docs/websocket.md, docs/dispatch.md
     ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")

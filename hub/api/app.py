@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_hub.exchange.warm()  # replicas of large versions start building (D24)
         await the_hub.bus.start()
         await app.state.feeds.start()  # live feeds: MQTT subscribers and flushers
         await ops.start()
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no authentication, no data)")
     def healthz() -> dict[str, bool]:
-        return {"ok": True}
+        """``warm``: no serving replica is being built (queries read the lake until then)."""
+        return {"ok": True, "warm": the_hub.exchange.warm_done()}
 
     return app

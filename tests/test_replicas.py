@@ -1,0 +1,115 @@
+"""Serving replicas (D24): the latest large version answered from a DuckDB-native copy —
+the same rows, masking and filters as from the lake; earlier versions from the lake; the
+copy dropped when superseded, bounded by a row budget, and its file removed on close."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from catalog.store import Principal
+from hub.context import Hub
+from hub.exchange import Exchange
+from hub.replicas import SCHEMA, remove_stale
+from tests.conftest import publish_file, ticket_rows
+
+OWNER = Principal("w", "gy_12345", "w", "steward")
+READER = Principal("r", "gy_jyj", "r", "developer")  # another agency: the phone is masked
+SQL = "SELECT * FROM tickets ORDER BY ticket_id"
+
+
+@pytest.fixture
+def exchange(hub: Hub) -> Exchange:
+    ex = hub.exchange
+    ex.small_rows = 10  # 50 tickets count as large here
+    assert ex.replicas is not None
+    return ex
+
+
+def view_sql(ex: Exchange, name: str) -> str:
+    row = ex._db.execute("SELECT sql FROM duckdb_views() WHERE view_name = ?", [name]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def replica_tables(ex: Exchange) -> set[str]:
+    rows = ex._db.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [SCHEMA]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_the_latest_large_version_is_answered_from_its_replica_with_the_same_rows(
+    hub: Hub, exchange: Exchange, tickets_file: Path
+) -> None:
+    publish_file(hub, tickets_file, "tickets")
+    from_lake = {p: exchange.query(SQL, p).to_table() for p in (OWNER, READER)}
+    assert exchange.replicas is not None and exchange.replicas.wait(30)
+    version = hub.store.get_version("tickets", 1)
+    replica = exchange.replicas.replica(version)
+    assert replica is not None and replica.rows == 50
+    assert SCHEMA in view_sql(exchange, "__bh_tickets_v1")
+    for who, table in from_lake.items():
+        assert exchange.query(SQL, who).to_table().equals(table)
+    masked = set(from_lake[READER].column("caller_phone").to_pylist())
+    assert masked == {"138****5678"}
+    filtered = "SELECT count(*) AS n FROM tickets WHERE district_code = '520102'"
+    assert exchange.query(filtered, READER).to_table().column("n").to_pylist() == [25]
+
+
+def test_a_new_version_takes_the_replica_and_earlier_ones_read_the_lake(
+    hub: Hub, exchange: Exchange, tickets_file: Path
+) -> None:
+    publish_file(hub, tickets_file, "tickets")
+    exchange.query(SQL, OWNER).to_table()
+    assert exchange.replicas is not None and exchange.replicas.wait(30)
+    assert replica_tables(exchange) == {"tickets_v1"}
+    pq.write_table(ticket_rows(51, 10), tickets_file.parent / "tickets-2.parquet")
+    assert hub.ingest("tickets").rows_written == 10
+    assert exchange.query(SQL, OWNER).to_table().num_rows == 60
+    assert exchange.replicas.wait(30)
+    assert replica_tables(exchange) == {"tickets_v2"}
+    assert "iceberg_scan" in view_sql(exchange, "__bh_tickets_v1")
+    assert SCHEMA in view_sql(exchange, "__bh_tickets_v2")
+    v1 = exchange.query(SQL, OWNER, versions={"tickets": 1}).to_table()
+    assert v1.column("ticket_id").to_pylist() == list(range(1, 51))
+    assert exchange.query(SQL, OWNER).to_table().column("ticket_id").to_pylist() == list(
+        range(1, 61)
+    )
+
+
+def test_the_row_budget_leaves_large_versions_on_the_lake(
+    hub: Hub, exchange: Exchange, tickets_file: Path
+) -> None:
+    assert exchange.replicas is not None
+    exchange.replicas.max_rows = 49
+    publish_file(hub, tickets_file, "tickets")
+    assert exchange.query(SQL, OWNER).to_table().num_rows == 50
+    assert exchange.replicas.wait(30)
+    assert exchange.replicas.ready() == {} and replica_tables(exchange) == set()
+    assert "iceberg_scan" in view_sql(exchange, "__bh_tickets_v1")
+
+
+def test_the_replica_file_is_the_process_own_and_removed(
+    hub: Hub, exchange: Exchange, tickets_file: Path
+) -> None:
+    assert exchange.replicas is not None
+    path = exchange.replicas.path
+    assert path.exists() and path.name.startswith(f"exchange-{os.getpid()}-")
+    # a file left by a process that has ended goes at the next start; a live one stays
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    stale = path.with_name(f"exchange-{ended.stdout.strip()}-0123abcd.duckdb")
+    live = path.with_name(f"exchange-{os.getppid()}-0123abcd.duckdb")
+    stale.write_bytes(b"x")
+    live.write_bytes(b"x")
+    remove_stale(path.parent)
+    assert not stale.exists() and live.exists() and path.exists()
+    live.unlink()
+    hub.close()
+    assert not path.exists()

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +36,7 @@ from pyiceberg.table import Table
 
 from catalog.errors import Conflict, DatasetNotFound, SchemaDrift
 from catalog.manifest import SchemaPolicy, SyncMode
+from catalog.prefetch import prefetch as prefetch_items
 
 #: ``Lake.commit(expect_snapshot=...)`` default: commit whatever the table's state.
 ANY_SNAPSHOT: object = object()
@@ -189,7 +189,7 @@ class Lake:
                     base,
                     location,
                     prefix,
-                    _prefetch(batches) if prefetch else batches,
+                    prefetch_items(batches) if prefetch else batches,
                     target,
                     staged[n],
                     stop,
@@ -508,53 +508,6 @@ def _write_files(
     except BaseException:
         close(size=False)
         raise
-
-
-_DONE = object()
-
-
-def _prefetch(batches: Iterable[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Pull ``batches`` in a thread while the caller writes the previous ones.
-
-    Reading (DuckDB, the source's driver) and Parquet encoding both release the GIL,
-    so the two overlap on two cores.  At most ``depth`` batches wait in between, so
-    memory stays bounded; an error in the source is raised here, in the caller.
-    """
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def pump() -> None:
-        try:
-            for b in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(b, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_DONE)
-        except BaseException as e:
-            q.put(e)
-
-    worker = threading.Thread(target=pump, name="blockhub-read", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.1)
 
 
 # pyiceberg's expression classes are pydantic models whose generated signatures mypy

@@ -67,6 +67,9 @@ class QueryResult:
     rendered: str | None = None
     """When set, each batch is one string column of JSON rows, each followed by this
     separator (``Exchange.query(render_json=...)``); ``schema`` is still the data's."""
+    defer_close_hook: bool = False
+    """Leave the close hook (the audit entry) to :meth:`run_close_hook`, called by the
+    server once the answer's bytes are handed over (``hub.api.answer``)."""
 
     @property
     def query_ms(self) -> float:
@@ -107,12 +110,17 @@ class QueryResult:
             self.finished = time.perf_counter()
             self._timer.cancel()
             self._cursor.close()
-            if self.on_close is not None:
-                hook, self.on_close = self.on_close, None
-                try:
-                    hook(self, self.outcome)
-                except Exception:  # the answer is out; a failed audit write must be seen
-                    log.exception("could not append the audit entry of a query")
+            if not self.defer_close_hook:
+                self.run_close_hook()
+
+    def run_close_hook(self) -> None:
+        """Run the close hook once (after :meth:`close`)."""
+        if self.on_close is not None:
+            hook, self.on_close = self.on_close, None
+            try:
+                hook(self, self.outcome)
+            except Exception:  # the answer is out; a failed audit write must be seen
+                log.exception("could not append the audit entry of a query")
 
     def meta(self) -> dict[str, Any]:
         return {

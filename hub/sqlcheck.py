@@ -10,9 +10,10 @@ underneath as a second wall.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
@@ -48,13 +49,29 @@ _WRITES = (
 
 @dataclass(frozen=True)
 class CheckedQuery:
-    """A query that passed the checks, with the datasets it reads."""
+    """A query that passed the checks, with the datasets it reads.
+
+    One instance may serve many calls (:func:`check_sql_cached`); nothing mutates the
+    tree, and renderings are remembered per view mapping (at most a few dozen)."""
 
     tree: exp.Query
     datasets: tuple[str, ...]
+    _renders: dict[tuple[str, ...], str] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def render(self, view_name: Callable[[str], str]) -> str:
         """DuckDB SQL with each dataset reference replaced by ``view_name(dataset)``."""
+        key = tuple(view_name(d) for d in self.datasets)
+        done = self._renders.get(key)
+        if done is None:
+            done = self._render(view_name)
+            if len(self._renders) >= 32:
+                self._renders.clear()
+            self._renders[key] = done
+        return done
+
+    def _render(self, view_name: Callable[[str], str]) -> str:
         names = set(self.datasets)
         ctes = _cte_names(self.tree)
 
@@ -78,6 +95,20 @@ def _func_name(f: exp.Func) -> str:
 
 def _cte_names(tree: exp.Query) -> set[str]:
     return {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+
+
+@functools.lru_cache(maxsize=512)
+def _check_cached(sql: str, readable: frozenset[str], known: frozenset[str]) -> CheckedQuery:
+    return check_sql(sql, readable, known)
+
+
+def check_sql_cached(
+    sql: str, readable: Collection[str], known: Collection[str] = ()
+) -> CheckedQuery:
+    """:func:`check_sql`, remembered for the same text and the same names (a dashboard
+    or an app repeats its queries: parsing and checking is ~0.7 ms, rendering ~0.6 ms of
+    a ~6 ms point lookup).  A refusal is not remembered; it is checked again each time."""
+    return _check_cached(sql, frozenset(readable), frozenset(known))
 
 
 def check_sql(sql: str, readable: Collection[str], known: Collection[str] = ()) -> CheckedQuery:

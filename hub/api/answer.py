@@ -114,18 +114,34 @@ class _AuditedBody(Response):
             await run_in_threadpool(self._result.run_close_hook)
 
 
-async def answer(result: QueryResult, fmt: str, headers: dict[str, str] | None = None) -> Response:
-    """The response of a result: a small one (already read whole from the engine) is
-    encoded in one worker-thread call and sent as one body, a larger one streams."""
+def encode_small(result: QueryResult, fmt: str) -> bytes | None:
+    """The whole body of a small result (already read whole from the engine), or None
+    for one that must stream.  Blocking: call it in a worker thread — the same call that
+    ran the query, where it can (one thread hop less per answer)."""
     if not result.complete:
-        return respond(result, fmt, headers)
+        return None
     result.defer_close_hook = True
     try:
-        body = await run_in_threadpool(lambda: b"".join(ENCODERS[fmt](result)))
+        return b"".join(ENCODERS[fmt](result))
     except BaseException:
         result.run_close_hook()  # the failure is on record before the error answer
         raise
+
+
+def finish(
+    result: QueryResult, fmt: str, body: bytes | None, headers: dict[str, str] | None = None
+) -> Response:
+    """The response of a result whose small body :func:`encode_small` made (or None)."""
+    if body is None:
+        return respond(result, fmt, headers)
     return _AuditedBody(result, body, fmt, _headers(result, fmt, headers))
+
+
+async def answer(result: QueryResult, fmt: str, headers: dict[str, str] | None = None) -> Response:
+    """The response of a result: a small one is encoded in one worker-thread call and
+    sent as one body, a larger one streams."""
+    body = await run_in_threadpool(encode_small, result, fmt)
+    return finish(result, fmt, body, headers)
 
 
 def replay(result: QueryResult, table: pa.Table, extra: dict[str, Any]) -> QueryResult:

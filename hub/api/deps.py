@@ -22,13 +22,21 @@ def get_hub(request: Request) -> Hub:
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
-def current_principal(
-    hub: HubDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def authenticate(hub: Hub, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The principal of the request's bearer token (Unauthenticated: 401).  Blocking."""
     if credentials is None:
         raise Unauthenticated("missing bearer token")
     return hub.store.authenticate(credentials.credentials)
 
 
+def current_principal(hub: HubDep, credentials: CredentialsDep) -> Principal:
+    return authenticate(hub, credentials)
+
+
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+"""The authenticated principal, looked up in a worker thread before the endpoint runs.
+An endpoint whose own work runs in a worker thread may take ``CredentialsDep`` and call
+:func:`authenticate` there instead (the query endpoints: one thread hop per answer)."""

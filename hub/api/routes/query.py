@@ -7,15 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from catalog.errors import InvalidRequest
-from catalog.store import Principal
-from hub.api.answer import action_of, answer, guard_core, pick_format
-from hub.api.deps import HubDep, PrincipalDep
+from catalog.errors import InvalidRequest, Unauthenticated
+from hub.api.answer import action_of, encode_small, finish, guard_core, pick_format
+from hub.api.deps import CredentialsDep, HubDep, authenticate
 from hub.api.errors import error_responses
 from hub.context import Hub
 from hub.encoders import MEDIA_TYPES, ROW_SEPARATORS, Format
+from hub.exchange import QueryResult
 
 router = APIRouter(
     prefix="/v1", tags=["query"], responses=error_responses(400, 401, 403, 404, 408, 422)
@@ -52,24 +53,32 @@ def _parse_versions(items: list[str]) -> dict[str, int]:
 
 
 async def _answer(
-    hub: Hub, principal: Principal, req: QueryRequest, accept: str | None
+    hub: Hub,
+    credentials: HTTPAuthorizationCredentials | None,
+    req: QueryRequest,
+    accept: str | None,
 ) -> Response:
     fmt = _format(req.format, accept)
     s = hub.settings
     max_rows = min(req.max_rows or s.query_max_rows, s.query_max_rows)
-    result = await run_in_threadpool(
-        hub.exchange.query,
-        req.sql,
-        principal,
-        versions=req.versions,
-        max_rows=max_rows,
-        timeout_s=s.query_timeout_s,
-        action=action_of(fmt),
-        detail={"format": fmt},
-        render_json=ROW_SEPARATORS.get(fmt),
-    )
-    guard_core(result, fmt, s.core_max_rows)
-    return await answer(result, fmt)
+
+    def run() -> tuple[QueryResult, bytes | None]:
+        principal = authenticate(hub, credentials)
+        result = hub.exchange.query(
+            req.sql,
+            principal,
+            versions=req.versions,
+            max_rows=max_rows,
+            timeout_s=s.query_timeout_s,
+            action=action_of(fmt),
+            detail={"format": fmt},
+            render_json=ROW_SEPARATORS.get(fmt),
+        )
+        guard_core(result, fmt, s.core_max_rows)
+        return result, encode_small(result, fmt)
+
+    result, body = await run_in_threadpool(run)
+    return finish(result, fmt, body)
 
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
@@ -85,21 +94,23 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 async def query_post(
     req: QueryRequest,
     hub: HubDep,
-    principal: PrincipalDep,
+    credentials: CredentialsDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    return await _answer(hub, principal, req, accept)
+    return await _answer(hub, credentials, req, accept)
 
 
 @router.get("/query", summary="Run SQL (query string)", responses=_RESPONSES)
 async def query_get(
     hub: HubDep,
-    principal: PrincipalDep,
+    credentials: CredentialsDep,
     sql: Annotated[str, Query(description="one SELECT over dataset names")],
     version: Annotated[list[str], Query(description="dataset=N, repeatable")] = [],  # noqa: B006
     format: Format | None = None,
     max_rows: Annotated[int | None, Query(gt=0)] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
+    if credentials is None:
+        raise Unauthenticated("missing bearer token")
     req = QueryRequest(sql=sql, versions=_parse_versions(version), format=format, max_rows=max_rows)
-    return await _answer(hub, principal, req, accept)
+    return await _answer(hub, credentials, req, accept)

@@ -41,3 +41,26 @@ def test_a_refused_run_is_recorded_with_its_reason(hub: Hub, tickets_file: Path)
     with pytest.raises(Conflict):
         publish(stale, m, lake=hub.lake, store=hub.store)
     assert hub.ingest("tickets").status == "unchanged"  # and the next run finds nothing new
+
+
+def test_a_lake_sees_commits_made_through_another_catalog_client(
+    hub: Hub, tickets_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lake keeps the table it loaded while the catalog's metadata pointer stays put
+    # (Lake._load); a commit by another client (another process here) moves the pointer.
+    publish_file(hub, tickets_file, "tickets")
+    loads: list[str] = []
+    real_load = hub.lake.catalog.load_table
+    monkeypatch.setattr(hub.lake.catalog, "load_table", lambda i: loads.append(i) or real_load(i))
+    first = hub.lake.table("tickets")
+    assert hub.lake.table("tickets") is first and hub.lake.current("tickets") is not None
+    assert len(loads) <= 1
+    other = Hub.open(hub.settings)
+    try:
+        pq.write_table(ticket_rows(51, 10), tickets_file.parent / "tickets-2.parquet")
+        assert other.ingest("tickets").rows_written == 10
+    finally:
+        other.close()
+    seen = hub.lake.current("tickets")
+    assert seen is not None and seen.total_rows == 60
+    assert hub.lake.table("tickets") is not first

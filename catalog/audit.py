@@ -31,6 +31,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     insert,
     select,
     update,
@@ -109,40 +110,67 @@ class AuditEntry:
         }
 
 
-def _canonical(row: AuditRow) -> bytes:
+_COLUMNS = tuple(c.key for c in AuditRow.__table__.columns)
+
+
+def _values(row: AuditRow) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in _COLUMNS}
+
+
+def _canonical(row: AuditRow | Mapping[str, Any]) -> bytes:
+    """The bytes an entry's hash covers (its stored column values, JSON parsed)."""
+    v = row if isinstance(row, Mapping) else _values(row)
     doc = {
-        "seq": row.seq,
-        "at": row.at,
-        "action": row.action,
-        "principal": row.principal_id,
-        "agency": row.agency_id,
-        "datasets": json.loads(row.datasets_json),
-        "columns": json.loads(row.columns_json),
-        "row_count": row.row_count,
-        "sql_fingerprint": row.sql_fingerprint,
-        "outcome": row.outcome,
-        "detail": json.loads(row.detail_json),
-        "prev_hash": row.prev_hash,
+        "seq": v["seq"],
+        "at": v["at"],
+        "action": v["action"],
+        "principal": v["principal_id"],
+        "agency": v["agency_id"],
+        "datasets": json.loads(v["datasets_json"]),
+        "columns": json.loads(v["columns_json"]),
+        "row_count": v["row_count"],
+        "sql_fingerprint": v["sql_fingerprint"],
+        "outcome": v["outcome"],
+        "detail": json.loads(v["detail_json"]),
+        "prev_hash": v["prev_hash"],
     }
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _entry(r: AuditRow) -> AuditEntry:
+def _entry(r: AuditRow | Mapping[str, Any]) -> AuditEntry:
+    v = r if isinstance(r, Mapping) else _values(r)
     return AuditEntry(
-        seq=r.seq,
-        at=r.at,
-        action=r.action,
-        principal=r.principal_id,
-        agency=r.agency_id,
-        datasets=json.loads(r.datasets_json),
-        columns=json.loads(r.columns_json),
-        row_count=r.row_count,
-        sql_fingerprint=r.sql_fingerprint,
-        outcome=r.outcome,
-        detail=json.loads(r.detail_json),
-        prev_hash=r.prev_hash,
-        hash=r.hash,
+        seq=v["seq"],
+        at=v["at"],
+        action=v["action"],
+        principal=v["principal_id"],
+        agency=v["agency_id"],
+        datasets=json.loads(v["datasets_json"]),
+        columns=json.loads(v["columns_json"]),
+        row_count=v["row_count"],
+        sql_fingerprint=v["sql_fingerprint"],
+        outcome=v["outcome"],
+        detail=json.loads(v["detail_json"]),
+        prev_hash=v["prev_hash"],
+        hash=v["hash"],
     )
+
+
+# The append's statements, built once: SQLAlchemy then reuses their compiled form without
+# working out a cache key each time (with the ORM row object, ~0.7 of a 0.85 ms append).
+_TAKE_HEAD = (
+    update(AuditHeadRow)
+    .where(AuditHeadRow.id == 1)
+    .values(updated_at=bindparam("now"))
+    .returning(AuditHeadRow.seq, AuditHeadRow.hash)
+)
+_INSERT_ENTRY = insert(AuditRow)
+_INSERT_DATASETS = insert(AuditDatasetRow)
+_MOVE_HEAD = (
+    update(AuditHeadRow)
+    .where(AuditHeadRow.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
 
 
 @dataclass(frozen=True)
@@ -187,51 +215,43 @@ class AuditLog:
         outcome: str = "ok",
         detail: Mapping[str, Any] | None = None,
     ) -> AuditEntry:
-        row = AuditRow(  # transient: a carrier of the values, hashed, then inserted
-            seq=0,
-            at=datetime.now(UTC).isoformat(timespec="microseconds"),
-            action=action,
-            principal_id=principal,
-            agency_id=agency,
-            datasets_json=json.dumps(dict(datasets), sort_keys=True, ensure_ascii=False),
-            columns_json=json.dumps(
+        values: dict[str, Any] = {
+            "seq": 0,
+            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "action": action,
+            "principal_id": principal,
+            "agency_id": agency,
+            "datasets_json": json.dumps(dict(datasets), sort_keys=True, ensure_ascii=False),
+            "columns_json": json.dumps(
                 {k: sorted(v) for k, v in (columns or {}).items()},
                 sort_keys=True,
                 ensure_ascii=False,
             ),
-            row_count=row_count,
-            sql_fingerprint=sql_fingerprint,
-            outcome=outcome,
-            detail_json=json.dumps(dict(detail or {}), sort_keys=True, ensure_ascii=False),
-            prev_hash="",
-            hash="",
-        )
+            "row_count": row_count,
+            "sql_fingerprint": sql_fingerprint,
+            "outcome": outcome,
+            "detail_json": json.dumps(dict(detail or {}), sort_keys=True, ensure_ascii=False),
+            "prev_hash": "",
+            "hash": "",
+        }
         # Core statements on one transaction (the ORM unit of work cost more than the
         # append itself).  The first UPDATE takes the write lock and returns the head
         # it protects, so concurrent appenders serialise instead of forking the chain.
         with self.store.engine.begin() as conn:
-            seq, prev = conn.execute(
-                update(AuditHeadRow)
-                .where(AuditHeadRow.id == 1)
-                .values(updated_at=utcnow())
-                .returning(AuditHeadRow.seq, AuditHeadRow.hash)
-            ).one()
-            row.seq, row.prev_hash = seq + 1, prev
-            row.hash = self._digest(_canonical(row))
-            values = {c.key: getattr(row, c.key) for c in AuditRow.__table__.columns}
-            conn.execute(insert(AuditRow), values)
+            seq, prev = conn.execute(_TAKE_HEAD, {"now": utcnow()}).one()
+            values["seq"], values["prev_hash"] = seq + 1, prev
+            values["hash"] = self._digest(_canonical(values))
+            conn.execute(_INSERT_ENTRY, values)
             if datasets:
                 conn.execute(
-                    insert(AuditDatasetRow),
+                    _INSERT_DATASETS,
                     [
-                        {"seq": row.seq, "dataset_id": ds, "agency_id": dataset_agencies[ds]}
+                        {"seq": seq + 1, "dataset_id": ds, "agency_id": dataset_agencies[ds]}
                         for ds in datasets
                     ],
                 )
-            conn.execute(
-                update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=row.seq, hash=row.hash)
-            )
-        return _entry(row)
+            conn.execute(_MOVE_HEAD, {"new_seq": seq + 1, "new_hash": values["hash"]})
+        return _entry(values)
 
     def entries(
         self,

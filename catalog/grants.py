@@ -203,6 +203,12 @@ def _narrower(
         raise InvalidRequest("approval may only shorten the expiry", field="expires_at")
 
 
+_STAMP_PARTS = (
+    select(func.count(GrantRow.id)).scalar_subquery(),
+    select(func.max(GrantRow.changed_at)).scalar_subquery(),
+)
+
+
 class GrantStore:
     """Requests and grants in the catalog database."""
 
@@ -287,11 +293,9 @@ class GrantStore:
     @staticmethod
     def stamp_parts() -> tuple[Any, Any]:
         """Scalar subqueries that change whenever a grant does (rows, last change), for
-        :meth:`CatalogStore.change_stamp` — caches of access decisions compare them."""
-        return (
-            select(func.count(GrantRow.id)).scalar_subquery(),
-            select(func.max(GrantRow.changed_at)).scalar_subquery(),
-        )
+        :meth:`CatalogStore.change_stamp` — caches of access decisions compare them.
+        The same objects every call, so the stamp's statement is built once."""
+        return _STAMP_PARTS
 
     def approve(
         self,

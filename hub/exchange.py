@@ -233,6 +233,7 @@ class Exchange:
         self._db.execute("SET enable_progress_bar=false")
         # Versions larger than the in-memory copies: DuckDB-native replicas (D24).
         self.replicas: Replicas | None = None
+        self._serving = False  # replicas are built only once warm() is called
         if replica_folder is not None and replica_max_rows > 0:
             self.replicas = Replicas(
                 self._db,
@@ -245,8 +246,12 @@ class Exchange:
         self._db.execute("SET lock_configuration=true")
 
     def warm(self) -> None:
-        """Read the catalog now, so that replicas of large versions start building."""
-        self._state()
+        """Serve from replicas: build them now for the latest large versions, and again
+        whenever the catalog changes.  A server calls this at start; a one-off process (a
+        CLI query) does not, so it never spends its time building a copy it will drop."""
+        self._serving = True
+        if self.replicas is not None:
+            self.replicas.sync(self._state().latest.values(), self.small_rows)
 
     def warm_done(self) -> bool:
         """Whether no replica is waiting or being built."""
@@ -271,7 +276,7 @@ class Exchange:
             records = {d.id: d for d in self.store.list_datasets()}
             snap = _Snapshot(stamp, records, self.store.latest_versions())
             self._snapshot = snap
-            if self.replicas is not None:
+            if self.replicas is not None and self._serving:
                 self.replicas.sync(snap.latest.values(), self.small_rows)
         return snap
 

@@ -28,6 +28,7 @@ def exchange(hub: Hub) -> Exchange:
     ex = hub.exchange
     ex.small_rows = 10  # 50 tickets count as large here
     assert ex.replicas is not None
+    ex.warm()  # as the server does at start
     return ex
 
 
@@ -113,3 +114,13 @@ def test_the_replica_file_is_the_process_own_and_removed(
     live.unlink()
     hub.close()
     assert not path.exists()
+
+
+def test_a_process_that_does_not_serve_builds_no_replica(hub: Hub, tickets_file: Path) -> None:
+    # A CLI query reads the lake: it would drop a replica at exit before using it much.
+    ex = hub.exchange
+    ex.small_rows = 10
+    publish_file(hub, tickets_file, "tickets")
+    assert ex.query(SQL, OWNER).to_table().num_rows == 50
+    assert ex.replicas is not None and ex.replicas.wait(5)
+    assert ex.replicas.ready() == {} and replica_tables(ex) == set()

@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
@@ -84,7 +83,7 @@ class Lake:
         self.namespace = namespace
         self.warehouse = warehouse
         self._tables = threading.local()  # dataset id -> Table (see _load)
-        self.catalog: Catalog = SqlCatalog(
+        self.catalog = SqlCatalog(
             "blockhub", uri=catalog_uri, warehouse=warehouse, **(properties or {})
         )
         with contextlib.suppress(NamespaceAlreadyExistsError):
@@ -110,7 +109,7 @@ class Lake:
         ident = self._ident(dataset_id)
         cache: dict[str, Table] = self._tables.__dict__
         cached = cache.get(dataset_id)
-        if cached is not None and isinstance(self.catalog, SqlCatalog):
+        if cached is not None:
             namespace, name = ident.split(".", 1)
             with self.catalog.engine.connect() as conn:
                 location = conn.execute(

@@ -293,7 +293,7 @@ class CatalogStore:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._stamps: dict[tuple[int, ...], tuple[tuple[Any, ...], Any]] = {}
+        self._stamp: tuple[tuple[Any, ...], Any] | None = None  # (extras, statement)
 
     def create_all(self) -> None:
         try:
@@ -583,21 +583,22 @@ class CatalogStore:
         """A cheap fingerprint of dataset and version changes (one round trip), so that
         callers may cache what they derived from ``list_datasets``/``latest_versions``.
         ``extra`` scalar subqueries (another table's own stamp) ride on the same trip."""
-        # Built once per set of extras (the same objects each call, as GrantStore gives
-        # them): SQLAlchemy then skips working out the statement's cache key each time.
-        # The entry holds the extras, so their ids cannot be reused while it exists.
-        key = tuple(id(e) for e in extra)
-        built = self._stamps.get(key)
-        if built is None:
-            if len(self._stamps) >= 16:
-                self._stamps.clear()
+        # Built again only when the extras are other objects than last time (GrantStore
+        # gives the same ones every call): SQLAlchemy then skips working out the
+        # statement's cache key on each call.
+        last = self._stamp
+        if (
+            last is None
+            or len(last[0]) != len(extra)
+            or any(a is not b for a, b in zip(last[0], extra, strict=True))
+        ):
             stmt = select(
                 select(func.count(DatasetRow.id)).scalar_subquery(),
                 select(func.max(DatasetRow.updated_at)).scalar_subquery(),
                 select(func.count()).select_from(VersionRow).scalar_subquery(),
                 *extra,
             )
-            built = self._stamps[key] = (extra, stmt)
-        stmt = built[1]
+            last = self._stamp = (extra, stmt)
+        stmt = last[1]
         with self.engine.connect() as conn:
             return tuple(conn.execute(stmt).one())

@@ -104,14 +104,18 @@ def stream(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int) -> Iterato
     handle DuckDB's classes, so the error is raised again as the class its prefix names
     (``duckdb.Error`` when the prefix is unknown), with the same message.
     """
-    reader = con.execute(sql).to_arrow_reader(batch_rows)
+    return reader_batches(con.execute(sql).to_arrow_reader(batch_rows))
+
+
+def reader_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The batches of a DuckDB Arrow reader, its failures raised as DuckDB's exceptions."""
     try:
         yield from reader
     except (OSError, pa.ArrowException) as e:
-        raise duckdb_error(e) from None
+        raise _duckdb_error(e) from None
 
 
-def duckdb_error(e: Exception) -> duckdb.Error:
+def _duckdb_error(e: Exception) -> duckdb.Error:
     """The DuckDB exception a pyarrow stream error stands for (see :func:`stream`)."""
     text = str(e)
     kind, sep, _ = text.partition(" Error: ")

@@ -34,7 +34,7 @@ from catalog.grants import Grant, GrantStore
 from catalog.masking import mask_sql
 from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
-from connectors.duck import connect, duckdb_error
+from connectors.duck import connect, reader_batches
 from hub.jsonrows import row_projection
 from hub.replicas import Replicas
 from hub.sqlcheck import CheckedQuery, check_sql_cached, columns_touched
@@ -89,14 +89,12 @@ class QueryResult:
                     yield batch
                 if self.truncated:
                     break
-        except (duckdb.Error, OSError, pa.ArrowException) as e:
-            # Past the first batch DuckDB's errors come through the Arrow stream reader.
-            error = e if isinstance(e, duckdb.Error) else duckdb_error(e)
-            if isinstance(error, duckdb.InterruptException):
-                self.outcome = "timeout"
-                raise QueryTimeout("query ran past its time limit and was stopped") from None
+        except duckdb.InterruptException:
+            self.outcome = "timeout"
+            raise QueryTimeout("query ran past its time limit and was stopped") from None
+        except duckdb.Error as e:
             self.outcome = "failed"
-            raise QueryFailed(clean_error(error)) from None
+            raise QueryFailed(clean_error(e)) from None
         finally:
             self.close()
 
@@ -446,45 +444,27 @@ class Exchange:
         timer.start()
         try:
             limited = f"SELECT * FROM ({rendered}) AS _q LIMIT {max_rows + 1}"
-            schema: pa.Schema | None = None
-            plan = self._json_plans.get((rendered, render_json)) if render_json else None
-            if plan is not None:
-                # Seen before: one statement, bound once (the relation API binds the query,
-                # then the projection again: ~0.6 ms of a point lookup).
-                projection, schema = plan
-                if projection is None:
-                    render_json = None
-                    rel = cur.sql(limited)
-                else:
-                    rel = cur.sql(f"SELECT {projection} FROM ({limited}) AS _r")
-            else:
-                rel = cur.sql(limited)
-                if render_json is not None:
-                    types = [str(t) for t in rel.types]
-                    projection = row_projection(rel.columns, types, render_json)
-                    schema = self._arrow_schema(rel.columns, types) if projection else None
-                    if not projection or schema is None:
-                        projection, schema = None, None
-                    self._remember_plan((rendered, render_json), projection, schema)
-                    if projection is not None:
-                        rel = rel.project(projection)
-                    else:
-                        render_json = None
+            projection, schema = (
+                self._json_plan(cur, rendered, limited, render_json)
+                if render_json
+                else (None, None)
+            )
+            if projection is None:
+                render_json = None
+            rel = cur.sql(f"SELECT {projection} FROM ({limited}) AS _r" if projection else limited)
             reader = rel.to_arrow_reader(self.batch_rows)
+            stream = reader_batches(reader)  # errors past the first chunk: DuckDB's classes too
             # Run up to the first batch here, so that a failing query is a clean error
             # before any response byte is sent.  A short first batch is usually the whole
             # answer: one more read says so, and the answer can then go out in one piece.
-            try:
-                first = next(iter(reader), None)
-                head = [first] if first is not None else []
-                complete = first is None
-                if first is not None and first.num_rows < self.batch_rows:
-                    second = next(iter(reader), None)
-                    complete = second is None
-                    if second is not None:
-                        head.append(second)
-            except (OSError, pa.ArrowException) as e:
-                raise duckdb_error(e) from None
+            first = next(stream, None)
+            head = [first] if first is not None else []
+            complete = first is None
+            if first is not None and first.num_rows < self.batch_rows:
+                second = next(stream, None)
+                complete = second is None
+                if second is not None:
+                    head.append(second)
         except duckdb.InterruptException:
             timer.cancel()
             cur.close()
@@ -498,7 +478,7 @@ class Exchange:
             versions={d: v.version for d, v in used.items()},
             classification=classification,
             started=started,
-            _reader=itertools.chain(head, reader),
+            _reader=itertools.chain(head, stream),
             _cursor=cur,
             _timer=timer,
             max_rows=max_rows,
@@ -511,12 +491,25 @@ class Exchange:
             )
         return result
 
-    def _remember_plan(
-        self, key: tuple[str, str], projection: str | None, schema: pa.Schema | None
-    ) -> None:
-        if len(self._json_plans) >= 512:
-            self._json_plans.clear()
-        self._json_plans[key] = (projection, schema)
+    def _json_plan(
+        self, cur: duckdb.DuckDBPyConnection, rendered: str, limited: str, sep: str
+    ) -> tuple[str | None, pa.Schema | None]:
+        """The projection rendering the rows of ``limited`` as JSON text and the data's
+        Arrow schema, or (None, None) when a column needs the Python path.  Worked out
+        once per rendered text (binding the query for its types ~0.6 ms) and remembered:
+        views are per version and profile, so a rendered text always has the same columns.
+        """
+        plan = self._json_plans.get((rendered, sep))
+        if plan is None:
+            rel = cur.sql(limited)
+            types = [str(t) for t in rel.types]
+            projection = row_projection(rel.columns, types, sep)
+            schema = self._arrow_schema(rel.columns, types) if projection else None
+            plan = (projection, schema) if projection and schema is not None else (None, None)
+            if len(self._json_plans) >= 512:
+                self._json_plans.clear()
+            self._json_plans[(rendered, sep)] = plan
+        return plan
 
     def _arrow_schema(self, names: list[str], duck_types: list[str]) -> pa.Schema | None:
         """The Arrow schema DuckDB would give columns of these types (each type converted

@@ -96,9 +96,8 @@ class Replicas:
         self._lock = threading.Lock()
         self._ready: dict[str, Replica] = {}  # dataset id → replica of its latest version
         self._wanted: dict[str, Version] = {}  # dataset id → latest version to replicate
-        self._queued: set[tuple[str, int]] = set()
-        self._failed: set[tuple[str, int]] = set()
-        self._jobs: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._failed: set[tuple[str, int]] = set()  # over budget or failed: not retried
+        self._wake: queue.SimpleQueue[bool | None] = queue.SimpleQueue()  # None: stop
         self._idle = threading.Event()
         self._idle.set()
         self._building: duckdb.DuckDBPyConnection | None = None
@@ -110,26 +109,10 @@ class Replicas:
 
     def sync(self, latest: Iterable[Version], min_rows: int) -> None:
         """The latest versions changed: replicate the large ones, drop superseded replicas."""
-        with self._lock:
+        with self._lock:  # the wake-up is queued before the worker can call itself idle
             self._wanted = {v.dataset_id: v for v in latest if v.total_rows > min_rows}
-            jobs = [
-                (v.dataset_id, v.version)
-                for v in self._wanted.values()
-                if (v.dataset_id, v.version) not in self._queued
-                and (v.dataset_id, v.version) not in self._failed
-                and not self._is_ready(v)
-            ]
-            stale = [d for d, r in self._ready.items() if not self._is_current(r.version)]
-            for job in jobs:
-                self._queued.add(job)
-            if jobs or stale:
-                self._idle.clear()
-        for ds in stale:
-            self._jobs.put((ds, -1))  # -1: drop whatever is there for this dataset
-        for job in jobs:
-            self._jobs.put(job)
-        if jobs or stale:
-            self._jobs.put(("", 0))  # marks the end of this batch of work
+            self._idle.clear()
+            self._wake.put(True)
 
     def replica(self, version: Version) -> Replica | None:
         r = self._ready.get(version.dataset_id)
@@ -139,7 +122,7 @@ class Replicas:
         return dict(self._ready)
 
     def wait(self, timeout_s: float = 60.0) -> bool:
-        """Wait until every queued build and drop is done (tests, benchmarks)."""
+        """Wait until the replicas match the latest versions (or could not be built)."""
         return self._idle.wait(timeout_s)
 
     def close(self) -> None:
@@ -148,7 +131,7 @@ class Replicas:
         if building is not None:
             with contextlib.suppress(duckdb.Error):
                 building.interrupt()
-        self._jobs.put(None)
+        self._wake.put(None)
         self._thread.join(timeout=30)
         with contextlib.suppress(duckdb.Error):
             self._db.execute(f"DETACH {SCHEMA}")
@@ -157,79 +140,70 @@ class Replicas:
 
     # -- the worker ------------------------------------------------------------------
 
-    def _is_ready(self, v: Version) -> bool:
-        r = self._ready.get(v.dataset_id)
-        return r is not None and r.version.version == v.version
-
-    def _is_current(self, v: Version) -> bool:
-        w = self._wanted.get(v.dataset_id)
-        return w is not None and w.version == v.version
-
     def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self._closed:
-                return
-            dataset_id, number = job
+        while self._wake.get() is not None and not self._closed:
             try:
-                if not dataset_id:
-                    with self._lock:
-                        if not self._queued:
-                            self._idle.set()
-                elif number < 0:
-                    self._drop(dataset_id)
-                else:
-                    self._build(dataset_id, number)
+                self._reconcile()
             except Exception:  # a replica is an optimisation: the lake still answers
-                log.exception("replica work %s failed; queries keep reading the lake", job)
+                log.exception("replica work failed; queries keep reading the lake")
+            with self._lock:
+                if self._wake.empty():
+                    self._idle.set()
 
-    def _build(self, dataset_id: str, number: int) -> None:
+    def _reconcile(self) -> None:
+        """Drop replicas of versions no longer the latest, build the missing ones."""
         with self._lock:
-            version = self._wanted.get(dataset_id)
-            current = version is not None and version.version == number
-            used = sum(r.rows for d, r in self._ready.items() if d != dataset_id)
-        try:
-            if not current or version is None:
-                return  # superseded while it waited
-            if used + version.total_rows > self.max_rows:
-                log.info(
-                    "no replica of %s v%d: %d rows would pass the budget of %d",
-                    dataset_id, number, used + version.total_rows, self.max_rows,
-                )  # fmt: skip
-                self._failed.add((dataset_id, number))
+            wanted = dict(self._wanted)
+        for dataset_id, replica in list(self._ready.items()):
+            latest = wanted.get(dataset_id)
+            if latest is None or latest.version != replica.version.version:
+                self._drop(dataset_id)
+        for version in wanted.values():
+            if self._closed:
                 return
-            self._drop(dataset_id)
-            table = f"{SCHEMA}.{quote_ident(f'{dataset_id}_v{number}')}"
-            started = time.perf_counter()
-            cur = self._db.cursor()
-            self._building = cur
-            try:
-                cur.execute(f"CREATE TABLE {table} AS {self._scan_sql(version)}")
-                rows = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
-            except duckdb.Error as e:
-                self._failed.add((dataset_id, number))
-                log.warning("no replica of %s v%d: %s", dataset_id, number, e)
-                with contextlib.suppress(duckdb.Error):
-                    cur.execute(f"DROP TABLE IF EXISTS {table}")
-                return
-            finally:
-                self._building = None
-                cur.close()
-            replica = Replica(version, table, rows[0] if rows else 0, time.perf_counter() - started)
-            self._point_at(version, f"SELECT * FROM {table}")
-            with self._lock:
-                self._ready[dataset_id] = replica
+            if self.replica(version) is None and self._key(version) not in self._failed:
+                self._build(version)
+
+    @staticmethod
+    def _key(version: Version) -> tuple[str, int]:
+        return version.dataset_id, version.version
+
+    def _build(self, version: Version) -> None:
+        dataset_id, number = self._key(version)
+        used = sum(r.rows for r in self._ready.values())
+        if used + version.total_rows > self.max_rows:
             log.info(
-                "replica of %s v%d ready: %d rows in %.1f s",
-                dataset_id, number, replica.rows, replica.build_s,
+                "no replica of %s v%d: %d rows would pass the budget of %d",
+                dataset_id, number, used + version.total_rows, self.max_rows,
             )  # fmt: skip
+            self._failed.add((dataset_id, number))
+            return
+        table = f"{SCHEMA}.{quote_ident(f'{dataset_id}_v{number}')}"
+        started = time.perf_counter()
+        cur = self._db.cursor()
+        self._building = cur
+        try:
+            cur.execute(f"CREATE TABLE {table} AS {self._scan_sql(version)}")
+        except duckdb.Error as e:
+            self._failed.add((dataset_id, number))
+            log.warning("no replica of %s v%d: %s", dataset_id, number, e)
+            with contextlib.suppress(duckdb.Error):
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+            return
         finally:
-            with self._lock:
-                self._queued.discard((dataset_id, number))
+            self._building = None
+            cur.close()
+        # A version never changes: the copy holds exactly its rows.
+        replica = Replica(version, table, version.total_rows, time.perf_counter() - started)
+        self._point_at(version, f"SELECT * FROM {table}")
+        self._ready[dataset_id] = replica
+        log.info(
+            "replica of %s v%d ready: %d rows in %.1f s",
+            dataset_id, number, replica.rows, replica.build_s,
+        )  # fmt: skip
 
     def _drop(self, dataset_id: str) -> None:
-        with self._lock:
-            replica = self._ready.pop(dataset_id, None)
+        replica = self._ready.pop(dataset_id, None)
         if replica is None:
             return
         # Back to the lake first: a query that binds after this reads the files; one that

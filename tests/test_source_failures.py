@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from catalog.errors import ConnectorError
 from catalog.manifest import Manifest
 from hub.context import Hub
 from tests.conftest import PG_DSN, PgSchema
@@ -154,3 +155,25 @@ def test_a_read_failing_midway_publishes_nothing_and_leaves_no_staged_files(
     assert hub.lake.current("tickets") is None
     data = Path(hub.lake.table("tickets").location().removeprefix("file://")) / "data"
     assert not list(data.glob("*.parquet")), sorted(p.name for p in data.glob("*"))
+
+
+def test_a_prepared_connection_reports_its_failure_where_it_is_used() -> None:
+    """``prepare`` connects in the background; its failure is raised by the first use,
+    and a prepared connection that is never used is closed cleanly."""
+    from connectors.postgres import PostgresConnector
+
+    down = PostgresConnector(
+        {"dsn": "host=127.0.0.1 port=1 user=postgres dbname=test", "table": "t"}
+    )
+    down.prepare()
+    with pytest.raises(ConnectorError, match="cannot connect"):
+        down.discover()
+    down.close()
+
+    up = PostgresConnector({"dsn": PG_DSN, "query": "SELECT 1 AS one"})
+    up.prepare()
+    up.prepare()  # idempotent
+    up.close()  # never used: waited for, then closed
+    with up:
+        up.prepare()
+        assert up.discover().names == ["one"]

@@ -215,7 +215,8 @@ def child(tool: str, t: str, work: Path) -> None:
         # SQLAlchemy's create_engine (the SQLite dialect) and by the connector's entry
         # point.
         import pyiceberg.io.pyarrow  # noqa: F401
-        import rich.console  # noqa: F401
+        import rich.console
+        import rich.table  # noqa: F401
         import sqlalchemy.dialects.sqlite  # noqa: F401
 
         import connectors.postgres  # noqa: F401

@@ -126,7 +126,12 @@ class Lake:
         return table
 
     def exists(self, dataset_id: str) -> bool:
-        return self.catalog.table_exists(self._ident(dataset_id))
+        """Whether the dataset has a table (loaded and kept, as the caller reads it next)."""
+        try:
+            self._load(dataset_id)
+        except NoSuchTableError:
+            return False
+        return True
 
     def ensure_table(
         self,

@@ -47,12 +47,7 @@ SUITE = "hotline_tickets"
 CATEGORIES = "'噪音扰民','道路破损','供水问题','环境污染','交通拥堵','物业纠纷','消费投诉','医疗卫生','教育咨询','社会保障','市容市貌','其他'"  # noqa: E501
 STATUSES = "'受理中','已派单','处理中','已办结','已回访'"
 W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-# The 17 digits as two integers taken apart by division: the fastest form found (1.8 s on
-# 5M rows against 3.5 s for 17 one-character substrings); the gate's macro uses it too.
-_HALVES = [("TRY_CAST(s[1:9] AS BIGINT)", p) for p in range(8, -1, -1)] + [
-    ("TRY_CAST(s[10:17] AS BIGINT)", p) for p in range(7, -1, -1)
-]
-ID_SUM = " + ".join(f"{w} * (({n} // {10**p}) % 10)" for w, (n, p) in zip(W, _HALVES, strict=True))
+ID_SUM = " + ".join(f"{w} * (ascii(s[{i + 1}]) - 48)" for i, w in enumerate(W))
 FLOOR_SETUP = [
     "CREATE MACRO id_ok(s) AS (length(s) = 18 AND regexp_full_match(s[1:17], '[0-9]{17}') "
     "AND s[7:10] <> '0000' AND try_strptime(s[7:14], '%Y%m%d') IS NOT NULL "

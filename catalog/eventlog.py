@@ -10,7 +10,9 @@ processes (a CLI ingest, an Airflow task) appended.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -133,6 +135,7 @@ class LogBackend(Protocol):
     ) -> Message: ...
     def read(self, channel: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
     def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]: ...
+    def change_probe(self) -> Callable[[], bool] | None: ...
     def last_seq(self) -> int: ...
     def head(self, channel: str) -> int: ...
     def first_retained(self, channel: str) -> int: ...
@@ -160,6 +163,7 @@ class EventLog:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._probes: list[sqlite3.Connection] = []
         if url.startswith("sqlite"):
             # WAL + synchronous=NORMAL: a committed append survives a crash of any process
             # (the restart test kills the hub with SIGKILL); only an OS crash or power loss
@@ -175,6 +179,36 @@ class EventLog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        for probe in self._probes:
+            probe.close()
+        self._probes.clear()
+
+    def change_probe(self) -> Callable[[], bool] | None:
+        """A check, cheap enough for the event loop, of whether anything was committed to
+        the log since the previous check (the first check says yes).
+
+        SQLite only: ``PRAGMA data_version`` on a connection of its own, which changes
+        when any other connection — any process — commits; it reads the WAL index in
+        shared memory, no query plan, no I/O (~10 µs).  The bus polls with it instead of
+        running a tail query in a worker thread every few milliseconds (an idle hub
+        polling every 2 ms spent ~40 % of a core on those).  None for other databases
+        and for an in-memory SQLite, whose connections do not share data.
+        """
+        path = self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
+        if not path or path == ":memory:":
+            return None
+        con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._probes.append(con)
+        seen: list[int | None] = [None]
+
+        def changed() -> bool:
+            version = int(con.execute("PRAGMA data_version").fetchone()[0])
+            if version == seen[0]:
+                return False
+            seen[0] = version
+            return True
+
+        return changed
 
     def append(
         self,

@@ -75,6 +75,10 @@ class RedisEventLog:
     def _k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
+    def change_probe(self) -> None:
+        """None: ``tail`` blocks until something is appended, so the bus does not poll."""
+        return None
+
     def dispose(self) -> None:
         self.redis.close()
         self._tail_redis.close()

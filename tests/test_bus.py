@@ -71,6 +71,61 @@ def test_messages_from_another_process_reach_subscribers(log: EventLog, tmp_path
     asyncio.run(main())
 
 
+def test_the_change_probe_sees_every_other_connections_commit(
+    log: EventLog, tmp_path: Path
+) -> None:
+    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+    changed = log.change_probe()
+    assert changed is not None
+    assert changed() is True  # the first check reads
+    assert changed() is False
+    other.append("a", "x", {})
+    assert changed() is True and changed() is False
+    log.append("a", "x", {})  # this log's own engine is another connection too
+    assert changed() is True
+    assert EventLog("sqlite://").change_probe() is None  # in memory: nothing shared
+    log.dispose()
+
+
+def test_an_idle_bus_polls_without_reading_and_still_misses_nothing(
+    log: EventLog, tmp_path: Path
+) -> None:
+    """Polls that find nothing new run no tail query; appends by another process in a
+    burst, and one after a failed read, all arrive in order."""
+    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+    reads = [0]
+    tail = log.tail
+    fail_next = [False]
+
+    def counting_tail(after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]:
+        reads[0] += 1
+        if fail_next[0]:
+            fail_next[0] = False
+            raise OSError("disk hiccup")
+        return tail(after_seq, limit, block_s)
+
+    log.tail = counting_tail  # type: ignore[method-assign]
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.005)
+        await bus.start()
+        sub = bus.subscription()
+        await sub.add("feed:f")
+        await asyncio.sleep(0.3)  # ~60 polls with nothing new
+        assert reads[0] <= 2
+        for i in range(50):
+            await asyncio.to_thread(other.append, "feed:f", "e", {"i": i})
+        got = await take(sub, 50)
+        assert [m.data["i"] for m in got if isinstance(m, Message)] == list(range(50))
+        fail_next[0] = True  # the read after the next append fails once
+        await asyncio.to_thread(other.append, "feed:f", "e", {"i": 50})
+        (late,) = await take(sub, 1)
+        assert isinstance(late, Message) and late.data == {"i": 50}
+        await bus.stop()
+
+    asyncio.run(main())
+
+
 def test_history_beyond_retention_is_announced(log: EventLog) -> None:
     for i in range(10):
         log.append("c", "e", {"i": i})

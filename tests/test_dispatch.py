@@ -373,3 +373,33 @@ def test_feed_payloads_are_masked_per_subscriber(
     }
     owner.close()
     other.close()
+
+
+def test_a_backlogs_mask_answers_are_computed_once_per_principal_and_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backlog is written connection by connection: each connection's pass over the
+    same messages must reuse the answers, not recompute them for every connection."""
+    from catalog.eventlog import Message
+    from catalog.store import Principal
+    from hub.api import ws
+
+    calls: list[tuple[str, int]] = []
+
+    def counting(hub: Any, principal: Principal, channel: str, data: dict[str, Any]) -> Any:
+        calls.append((principal.id, data["i"]))
+        return data if principal.role == "operator" else {**data, "phone": "138****5678"}
+
+    monkeypatch.setattr(ws, "mask_feed_payload", counting)
+    cache = ws._SameMessage()
+    now = datetime.now(tz=UTC)
+    backlog = [Message(i, "feed:f", i, "e", now, "feed.event", {"i": i}) for i in range(1, 4)]
+    op = Principal("op", "gy_dsj", "op", "operator")
+    dev = Principal("dev", "gy_12345", "dev", "developer")
+    for _connection in range(100):
+        for who in (op, dev):
+            assert [cache.unmasked(None, who, m) for m in backlog] == [who is op] * 3  # type: ignore[arg-type]
+    assert sorted(calls) == sorted((p, i) for p in ("op", "dev") for i in (1, 2, 3))
+    later = Message(4, "feed:f", 4, "e", now, "feed.event", {"i": 4})  # a new message: asked again
+    assert cache.unmasked(None, op, later) is True  # type: ignore[arg-type]
+    assert calls[-1] == ("op", 4)

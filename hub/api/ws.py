@@ -199,25 +199,33 @@ def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:
 
 
 class _SameMessage:
-    """Answers of :func:`_unmasked` for the message being fanned out, per principal.
+    """Answers of :func:`_unmasked` for the messages being fanned out, per principal.
 
     A message goes to its subscribers in one pass of the event loop, and they are mostly
     a few principals on many connections: the access check and the column comparison run
-    once per principal instead of once per connection.  Keyed on the message object itself
-    (held, so it cannot be confused with a later one), forgotten at the next message."""
+    once per principal instead of once per connection.  A backlog of several messages is
+    written to each connection in turn, so the answers of the last few messages are kept
+    (keyed on the message objects, held, so they cannot be confused with later ones);
+    keeping only the last one made every connection of a backlog recompute them all.
+    """
+
+    KEEP = 64
 
     def __init__(self) -> None:
-        self.msg: Message | None = None
-        self.answers: dict[str, bool] = {}
+        # id(message) -> (the message, held so that its id is not reused; its answers)
+        self.answers: dict[int, tuple[Message, dict[str, bool]]] = {}
 
     def unmasked(self, hub: Hub, principal: Principal, msg: Message) -> bool:
-        if msg is not self.msg:
-            self.msg = msg
-            self.answers = {}
-        answer = self.answers.get(principal.id)
+        entry = self.answers.get(id(msg))
+        if entry is None or entry[0] is not msg:
+            if len(self.answers) >= self.KEEP:
+                self.answers.clear()
+            entry = self.answers[id(msg)] = (msg, {})
+        per_message = entry[1]
+        answer = per_message.get(principal.id)
         if answer is None:
             answer = mask_feed_payload(hub, principal, msg.channel, msg.data) is msg.data
-            self.answers[principal.id] = answer
+            per_message[principal.id] = answer
         return answer
 
 

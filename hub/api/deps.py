@@ -25,11 +25,16 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def authenticate(hub: Hub, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """The principal of the request's bearer token (Unauthenticated: 401).  Blocking."""
+def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The request's bearer token (Unauthenticated, a 401, when there is none)."""
     if credentials is None:
         raise Unauthenticated("missing bearer token")
-    return hub.store.authenticate(credentials.credentials)
+    return credentials.credentials
+
+
+def authenticate(hub: Hub, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The principal of the request's bearer token (Unauthenticated: 401).  Blocking."""
+    return hub.store.authenticate(bearer_token(credentials))
 
 
 def current_principal(hub: HubDep, credentials: CredentialsDep) -> Principal:

@@ -10,9 +10,9 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from catalog.errors import InvalidRequest, Unauthenticated
+from catalog.errors import InvalidRequest
 from hub.api.answer import action_of, encode_small, finish, guard_core, pick_format
-from hub.api.deps import CredentialsDep, HubDep, authenticate
+from hub.api.deps import CredentialsDep, HubDep, authenticate, bearer_token
 from hub.api.errors import error_responses
 from hub.context import Hub
 from hub.encoders import MEDIA_TYPES, ROW_SEPARATORS, Format
@@ -110,7 +110,6 @@ async def query_get(
     max_rows: Annotated[int | None, Query(gt=0)] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    if credentials is None:
-        raise Unauthenticated("missing bearer token")
+    bearer_token(credentials)  # a request without a token is a 401 before any 400
     req = QueryRequest(sql=sql, versions=_parse_versions(version), format=format, max_rows=max_rows)
     return await _answer(hub, credentials, req, accept)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -36,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 
+from catalog.fswatch import Watch, watch
 from catalog.store import make_engine
 
 _meta = MetaData()
@@ -136,6 +138,8 @@ class LogBackend(Protocol):
     def read(self, channel: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
     def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]: ...
     def change_probe(self) -> Callable[[], bool] | None: ...
+    def loop_tail(self) -> Callable[[int, int], list[Message]] | None: ...
+    def change_watch(self) -> Watch | None: ...
     def last_seq(self) -> int: ...
     def head(self, channel: str) -> int: ...
     def first_retained(self, channel: str) -> int: ...
@@ -152,6 +156,12 @@ def open_event_log(url: str) -> LogBackend:
 
         return RedisEventLog(url)
     return EventLog(url)
+
+
+def _sqlite_ts(text: str) -> datetime:
+    """A ``ts`` as SQLAlchemy stores it in SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC)."""
+    ts = datetime.fromisoformat(text)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 class EventLog:
@@ -194,11 +204,9 @@ class EventLog:
         polling every 2 ms spent ~40 % of a core on those).  None for other databases
         and for an in-memory SQLite, whose connections do not share data.
         """
-        path = self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
-        if not path or path == ":memory:":
+        con = self._own_connection()
+        if con is None:
             return None
-        con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._probes.append(con)
         seen: list[int | None] = [None]
 
         def changed() -> bool:
@@ -209,6 +217,57 @@ class EventLog:
             return True
 
         return changed
+
+    def change_watch(self) -> Watch | None:
+        """A descriptor that becomes readable when any process writes the log's file
+        (SQLite files on Linux, see :mod:`catalog.fswatch`); None: poll instead."""
+        path = self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
+        if not path or path == ":memory:":
+            return None
+        return watch(Path(path))
+
+    def loop_tail(self) -> Callable[[int, int], list[Message]] | None:
+        """``tail`` for the event loop: the same query on a plain connection of its own,
+        ~50 µs for a few messages where the worker-thread ``tail`` waits for the GIL
+        while the loop is busy fanning out (measured: 4 ms median, 16 ms p99 from append
+        to fan-out under load).  Callers keep ``limit`` small and read larger backlogs
+        with ``tail``.  SQLite files only, like :meth:`change_probe`."""
+        con = self._own_connection()
+        if con is None:
+            return None
+        sql = (
+            "SELECT seq, channel, offset, ts, type, data, source FROM log_messages"
+            " WHERE seq > ? ORDER BY seq LIMIT ?"
+        )
+        epoch = self.epoch
+
+        def tail(after_seq: int, limit: int) -> list[Message]:
+            return [
+                Message(
+                    int(seq),
+                    channel,
+                    int(offset),
+                    epoch,
+                    _sqlite_ts(ts),
+                    type_,
+                    json.loads(data),
+                    json.loads(source) if source else {},
+                )
+                for seq, channel, offset, ts, type_, data, source in con.execute(
+                    sql, (after_seq, limit)
+                )
+            ]
+
+        return tail
+
+    def _own_connection(self) -> sqlite3.Connection | None:
+        """A plain sqlite3 connection to the log's file (None: not a SQLite file)."""
+        path = self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
+        if not path or path == ":memory:":
+            return None
+        con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._probes.append(con)
+        return con
 
     def append(
         self,

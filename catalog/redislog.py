@@ -79,6 +79,14 @@ class RedisEventLog:
         """None: ``tail`` blocks until something is appended, so the bus does not poll."""
         return None
 
+    def change_watch(self) -> None:
+        """None: ``tail`` blocks until something is appended."""
+        return None
+
+    def loop_tail(self) -> None:
+        """None: reads go over the network, in a worker thread."""
+        return None
+
     def dispose(self) -> None:
         self.redis.close()
         self._tail_redis.close()

@@ -7,6 +7,16 @@ subscribers too.  Each subscription tracks the last offset it delivered per
 channel: a message that is not the next one (a gap, or a replay request) makes
 it read the missing range from the log, so delivery is in order with no gap and
 no duplicate, live or after reconnect.
+
+Fan-out is a task of its own that goes round the subscribers of the channels in
+its buffer of tailed messages, handing each everything it has not been offered
+yet.  The tailer keeps reading while it goes round (the fan-out yields every few
+subscribers), so a message read mid-round reaches the rest of that round's
+subscribers together with the one before it, and the others on the next round:
+every subscriber gets it within one round, not after the round in progress plus
+a round of its own.  A subscriber that takes frames as they are (no filter, no
+gap, nothing queued, the payload unmasked for it) gets the buffered messages'
+pre-built frames in one write, shared with every subscriber at the same place.
 """
 
 from __future__ import annotations
@@ -14,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from catalog.eventlog import LogBackend, Message
@@ -65,6 +77,17 @@ class Subscription:
         # True while the client's socket holds a lot of unsent data: a replay waits for it
         # to drain, so catching up on a long history is paced by the reader, not refused.
         self.pressure: Callable[[], bool] | None = None
+        # Every log message up to this seq has been offered to this subscription (the
+        # fan-out's bookmark; offsets, not this, decide what is delivered).  Messages read
+        # before it was made were appended before its channels' heads were read.
+        self.seen = bus._seq
+        # The fan-out's fast path, when the server can take pre-built frames: ``raw`` writes
+        # the concatenated ``Message.ws_frame`` of some messages (False: too slow a reader),
+        # ``verbatim`` says whether messages go to this subscriber exactly as published
+        # (no masking), and its answers are shared by subscriptions of one ``verbatim_key``.
+        self.raw: Callable[[bytes], bool] | None = None
+        self.verbatim: Callable[[Sequence[Message]], bool] | None = None
+        self.verbatim_key: Hashable = None
 
     async def add(
         self,
@@ -98,22 +121,34 @@ class Subscription:
     def _put(self, item: Message | Notice) -> None:
         self._put_many((item,))
 
+    def _takes_frames(self, channel: str) -> bool:
+        """Whether the next messages of ``channel`` can go out as pre-built frames."""
+        return (
+            self.raw is not None
+            and not self.overflowed
+            and channel not in self.filters
+            and channel not in self._filling
+            and self._queue.empty()
+        )
+
+    def _overflowed(self) -> None:
+        self.overflowed = True
+        self.overflow.set()
+
     def _put_many(self, items: Sequence[Message | Notice]) -> None:
         if not items:
             return
         # Order holds: the queue is empty only once its sender has written everything.
         if self.sink is not None and not self.overflowed and self._queue.empty():
             if not self.sink(items):
-                self.overflowed = True
-                self.overflow.set()
+                self._overflowed()
             return
         for item in items:
             try:
                 self._queue.put_nowait(item)
             except asyncio.QueueFull:
                 # A full queue means the reader is behind, not blocked: its next get() raises.
-                self.overflowed = True
-                self.overflow.set()
+                self._overflowed()
                 return
 
     def _behind(self) -> bool:
@@ -219,6 +254,17 @@ class Subscription:
 class Bus:
     """Fan-out of one event log to subscriptions in this process."""
 
+    #: Subscribers handed their share between two yields to the event loop (so that the
+    #: tailer, commands and heartbeats run while a round goes on).
+    ROUND_SLICE = 64
+    #: Tailed messages held for the fan-out before the tailer waits for it.
+    BUFFER = 10_000
+    #: A poll that finds new messages reads up to this many in the event loop (a local
+    #: log's ``loop_tail``); more are read in a worker thread.
+    QUICK_READ = 64
+    #: Poll period right after the file watch saw a write whose commit was not visible yet.
+    HOT_POLL_S = 0.001
+
     def __init__(self, log: LogBackend, *, poll_s: float = 0.2, queue_size: int = 10_000) -> None:
         self.log = log
         self.poll_s = poll_s
@@ -226,26 +272,42 @@ class Bus:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._wake: asyncio.Event | None = None
         self._woken = False  # set by nudge (a publish in this process), not by the timer
+        self._written = False  # set by the file watch: some process wrote the log
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._seq = 0
+        self._seq = 0  # the last seq read from the log
+        # Read, not yet offered to every subscriber: messages, their seqs and (while all of
+        # them are of one channel, offsets in a row) that channel.
+        self._buf: list[Message] = []
+        self._seqs: list[int] = []
+        self._single: str | None = None
+        self._blobs: dict[int, bytes] = {}  # buffer index -> its messages' frames, joined
+        self._answers: dict[tuple[Hashable, int], bool] = {}  # (verbatim key, index) -> answer
+        self._more: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+        self._fan_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._more = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self._seq = await asyncio.to_thread(self.log.last_seq)
         self._task = asyncio.create_task(self._tail(), name="blockhub-bus-tail")
+        self._fan_task = asyncio.create_task(self._fan(), name="blockhub-bus-fan-out")
 
     async def stop(self) -> None:
-        for t in [self._task, *self._tasks]:
+        tasks = [self._task, self._fan_task, *self._tasks]
+        for t in tasks:
             if t is not None:
                 t.cancel()
-        for t in [self._task, *self._tasks]:
+        for t in tasks:
             if t is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-        self._task = None
+        self._task = self._fan_task = None
 
     def subscription(self) -> Subscription:
         return Subscription(self, self.queue_size)
@@ -295,21 +357,105 @@ class Bus:
         self._wake.set()
 
     def _offer_all(self, msgs: list[Message]) -> None:
-        """Hand a tail read to the subscribers: each gets its share in one call, so a
-        backlog of n messages costs each subscriber one socket write, not n."""
+        """Hand a tail read to the fan-out (messages in log order)."""
         if not msgs:
             return
+        assert self._more is not None and self._room is not None
         self._seq = msgs[-1].seq
-        if len(msgs) == 1:
-            for sub in list(self._subs.get(msgs[0].channel, ())):
-                sub.offer_many(msgs)
-            return
-        shares: dict[Subscription, list[Message]] = {}
+        buf = self._buf
+        single = msgs[0].channel if not buf else self._single
         for msg in msgs:
-            for sub in self._subs.get(msg.channel, ()):
-                shares.setdefault(sub, []).append(msg)
-        for sub, share in shares.items():
-            sub.offer_many(share)
+            if single is not None and (
+                msg.channel != single or (buf and msg.offset != buf[-1].offset + 1)
+            ):
+                single = None
+            buf.append(msg)
+            self._seqs.append(msg.seq)
+        self._single = single
+        self._blobs.clear()
+        self._answers.clear()
+        self._more.set()
+        if len(buf) >= self.BUFFER:
+            self._room.clear()
+
+    async def _fan(self) -> None:
+        assert self._more is not None
+        while True:
+            await self._more.wait()
+            self._more.clear()
+            try:
+                await self._rounds()
+            except Exception:  # one bad subscriber must not stop delivery to the others
+                log.exception("fan-out failed; going on with the next messages")
+                self._drop_through(self._seq)
+
+    async def _rounds(self) -> None:
+        """Go round the subscribers of the buffered channels until every one of them has
+        been offered everything read so far; after each round, drop what all have seen."""
+        while True:
+            head = self._seq
+            channels = (self._single,) if self._single else {m.channel for m in self._buf}
+            subs = [sub for ch in channels for sub in self._subs.get(ch, ())]
+            visited = 0
+            for sub in subs:
+                if sub.seen >= self._seq:  # already served (or on several channels)
+                    continue
+                self._offer(sub)
+                visited += 1
+                if visited % self.ROUND_SLICE == 0:
+                    await asyncio.sleep(0)  # the tailer may add messages meanwhile
+            # Every subscriber of these channels has now seen up to ``head`` at least.
+            self._drop_through(head)
+            if not visited:
+                return
+
+    def _drop_through(self, seq: int) -> None:
+        assert self._room is not None
+        cut = bisect_right(self._seqs, seq)
+        if cut:
+            del self._buf[:cut]
+            del self._seqs[:cut]
+            self._blobs.clear()  # keyed on positions in the buffer
+            self._answers.clear()
+            buf = self._buf
+            single = buf[0].channel if buf else None
+            for prev, msg in pairwise(buf):
+                if msg.channel != single or msg.offset != prev.offset + 1:
+                    single = None
+                    break
+            self._single = single
+        if len(self._buf) < self.BUFFER:
+            self._room.set()
+
+    def _offer(self, sub: Subscription) -> None:
+        """Hand ``sub`` the buffered messages after its bookmark."""
+        buf = self._buf
+        i = bisect_right(self._seqs, sub.seen)
+        sub.seen = self._seq
+        if i >= len(buf):
+            return
+        channel = self._single
+        if channel is None:
+            subscribed = sub.last
+            share = [m for m in buf[i:] if m.channel in subscribed]
+            if share:
+                sub.offer_many(share)
+            return
+        if sub.last.get(channel) == buf[i].offset - 1 and sub._takes_frames(channel):
+            key = (sub.verbatim_key, i)
+            same = self._answers.get(key)
+            if same is None:
+                same = self._answers[key] = sub.verbatim is None or sub.verbatim(buf[i:])
+            if same:
+                sub.last[channel] = buf[-1].offset
+                blob = self._blobs.get(i)
+                if blob is None:
+                    blob = self._blobs[i] = b"".join([m.ws_frame for m in buf[i:]])
+                assert sub.raw is not None
+                if not sub.raw(blob):
+                    sub._overflowed()
+                return
+        sub.offer_many(buf[i:])
 
     async def _tail(self) -> None:
         if self.log.blocking_tail:
@@ -319,23 +465,70 @@ class Bus:
         # With a probe, a poll that finds nothing new costs ~10 µs in the loop instead of a
         # tail query in a worker thread; a publish in this process still wakes at once.
         changed = self.log.change_probe()
+        quick = self.log.loop_tail() if changed is not None else None
         pending = True  # read at start, and again after a failed read
         loop = asyncio.get_running_loop()
+        assert self._room is not None
+        # Where the OS tells when the log's file is written, appends by other processes
+        # wake the tailer at once; the poll stays as a safety net.
+        watch = self.log.change_watch() if changed is not None else None
+        if watch is not None:
+            wake = self._wake
+
+            def written() -> None:
+                watch.drain()
+                self._written = True
+                wake.set()
+
+            loop.add_reader(watch.fd, written)
+        try:
+            await self._poll(changed, quick, pending)
+        finally:
+            if watch is not None:
+                loop.remove_reader(watch.fd)
+                watch.close()
+
+    async def _poll(
+        self,
+        changed: Callable[[], bool] | None,
+        quick: Callable[[int, int], list[Message]] | None,
+        pending: bool,
+    ) -> None:
+        assert self._wake is not None and self._room is not None
+        loop = asyncio.get_running_loop()
+        hot = 0  # polls left at a short period after a write the probe did not show yet
         while True:
+            await self._room.wait()  # the fan-out is not too far behind
             # A timer that sets the event, not wait_for: no task is made per poll.
-            timer = loop.call_later(self.poll_s, self._wake.set)
+            timer = loop.call_later(self.HOT_POLL_S if hot else self.poll_s, self._wake.set)
             try:
                 await self._wake.wait()
             finally:
                 timer.cancel()
             woken, self._woken = self._woken, False
+            written, self._written = self._written, False
             self._wake.clear()
             fresh = changed() if changed is not None else True
+            if fresh:
+                hot = 0
+            elif written:
+                # SQLite writes the WAL (which the watch sees) before it publishes the commit
+                # in the shared index (which it cannot see): look again shortly.
+                hot = 20
+            elif hot:
+                hot -= 1
             if not (woken or fresh or pending):
                 continue
             pending = True
             try:
-                while True:
+                if quick is not None:  # a few new messages: read them here, at once
+                    msgs = quick(self._seq, self.QUICK_READ)
+                    self._offer_all(msgs)
+                    if len(msgs) < self.QUICK_READ:
+                        pending = False
+                        continue
+                while True:  # a backlog: in a worker thread, 1,000 at a time
+                    await self._room.wait()
                     msgs = await asyncio.to_thread(self.log.tail, self._seq, 1000)
                     self._offer_all(msgs)
                     if len(msgs) < 1000:
@@ -348,7 +541,9 @@ class Bus:
     async def _tail_blocking(self) -> None:
         """Tail a log that can wait for appends (Redis ``XREAD BLOCK``): this process's
         publishes and every other process's arrive the same way, with no polling."""
+        assert self._room is not None
         while True:
+            await self._room.wait()
             try:
                 msgs = await asyncio.to_thread(self.log.tail, self._seq, 1000, self.poll_s * 5)
                 self._offer_all(msgs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,19 @@ def test_an_idle_bus_polls_without_reading_and_still_misses_nothing(
         return tail(after_seq, limit, block_s)
 
     log.tail = counting_tail  # type: ignore[method-assign]
+    make_quick = log.loop_tail
+
+    def counting_loop_tail() -> object:
+        quick = make_quick()
+        assert quick is not None
+
+        def read(after_seq: int, limit: int) -> list[Message]:
+            return counting_tail(after_seq, limit) if fail_next[0] else quick(after_seq, limit)
+
+        return read
+
+    log.loop_tail = counting_loop_tail  # type: ignore[method-assign]
+    log.change_watch = lambda: None  # type: ignore[method-assign]  # poll only
 
     async def main() -> None:
         bus = Bus(log, poll_s=0.005)
@@ -121,6 +135,7 @@ def test_an_idle_bus_polls_without_reading_and_still_misses_nothing(
         await asyncio.to_thread(other.append, "feed:f", "e", {"i": 50})
         (late,) = await take(sub, 1)
         assert isinstance(late, Message) and late.data == {"i": 50}
+        assert fail_next[0] is False  # the failing read did happen
         await bus.stop()
 
     asyncio.run(main())
@@ -183,6 +198,96 @@ def test_a_backlog_reaches_a_direct_sink_in_one_write_in_order(log: EventLog) ->
             await asyncio.sleep(0.01)
         assert writes == [[0, 1, 2, 5]]
         assert sub.last["feed:a"] == 5  # the filtered message's offset still counts
+        await bus.stop()
+
+    asyncio.run(main())
+
+
+def test_the_loop_tail_reads_what_tail_reads(log: EventLog) -> None:
+    for i in range(5):
+        log.append("feed:a" if i % 2 else "feed:b", "e", {"i": i, "名": "值"}, {"agency": "x"})
+    quick = log.loop_tail()
+    assert quick is not None
+    assert quick(2, 2) == log.tail(2, 2)
+    assert [m.wire_bytes for m in quick(0, 64)] == [m.wire_bytes for m in log.tail(0, 64)]
+    assert quick(5, 64) == []
+    assert EventLog("sqlite://").loop_tail() is None
+
+
+def test_a_write_by_another_process_wakes_the_bus_without_polling(
+    log: EventLog, tmp_path: Path
+) -> None:
+    """The folder watch (Linux inotify) wakes the tailer when another connection appends;
+    the poll (here every 60 s) is never needed."""
+    if log.change_watch() is None:
+        pytest.skip("no inotify on this system")
+    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=60)
+        await bus.start()
+        sub = bus.subscription()
+        await sub.add("feed:f")
+        await asyncio.sleep(0.05)
+        for i in range(3):
+            await asyncio.to_thread(other.append, "feed:f", "e", {"i": i})
+            (got,) = await take(sub, 1)  # 5 s at most, far below the poll
+            assert isinstance(got, Message) and got.data == {"i": i}
+        await bus.stop()
+
+    asyncio.run(main())
+
+
+def test_a_round_hands_new_messages_to_the_rest_of_the_round_in_one_write(
+    log: EventLog, tmp_path: Path
+) -> None:
+    """A message read while a round of the fan-out is going on reaches the subscribers
+    not yet served together with the one before it (one write of both pre-built frames),
+    and the ones already served on the next round; nobody gets anything twice or out of
+    order.  A subscriber with a filter, or one that must see a masked payload, is served
+    through its own sink instead, and the buffer is empty once everyone is served."""
+    if log.change_watch() is None:
+        pytest.skip("no inotify on this system: the append would wait for a poll")
+    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+    second: list[Message] = []
+
+    def slow_write() -> bool:
+        if not second:  # the round's first write: another process appends meanwhile
+            second.append(other.append("feed:a", "e", {"i": 1}))
+        time.sleep(0.002)  # a round of 40 takes ~80 ms: the append is read during it
+        return True
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=60)
+        bus.ROUND_SLICE = 5
+        await bus.start()
+        raw: list[list[bytes]] = []
+        sunk: list[list[int]] = []
+        subs = []
+        for n in range(40):
+            sub = bus.subscription()
+            raw.append([])
+            sunk.append([])
+            sub.raw = lambda frames, n=n: raw[n].append(frames) is None and slow_write()
+            sub.sink = lambda items, n=n: sunk[n].extend(m.data["i"] for m in items) is None  # type: ignore[union-attr]
+            sub.verbatim = (lambda msgs: False) if n == 1 else (lambda msgs: True)
+            sub.verbatim_key = n == 1
+            await sub.add("feed:a", accept=(lambda m: True) if n == 2 else None)
+            subs.append(sub)
+        first = log.append("feed:a", "e", {"i": 0})
+        bus.nudge()
+        for _ in range(300):
+            if not bus._buf and all(sub.last["feed:a"] == 2 for sub in subs):
+                break
+            await asyncio.sleep(0.01)
+        both = first.ws_frame + second[0].ws_frame
+        assert sunk[1] == [0, 1] and sunk[2] == [0, 1]  # masked / filtered: their sink
+        assert raw[1] == raw[2] == []
+        framed = [raw[n] for n in range(40) if n not in (1, 2)]
+        assert all(b"".join(w) == both for w in framed)  # everyone both, once, in order
+        assert [first.ws_frame, second[0].ws_frame] in framed  # served before the append
+        assert [both] in framed  # served after it: both in one write
+        assert bus._buf == []
         await bus.stop()
 
     asyncio.run(main())

@@ -241,7 +241,7 @@ def _unmasked(hub: Hub, principal: Principal, msg: Message) -> bool:
 
 class RawSend:
     """ASGI middleware: keeps the server's own ``send`` for websocket scopes, so the
-    delivery path can write frames synchronously (see :func:`_direct_writer`)."""
+    delivery path can write frames synchronously (see :class:`_Direct`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -252,41 +252,73 @@ class RawSend:
         await self.app(scope, receive, send)
 
 
-def _direct_writer(
-    ws: WebSocket, hub: Hub, principal: Principal, limit: int
-) -> Callable[[Sequence[Message | Notice]], bool] | None:
-    """A synchronous frame writer on uvicorn's sans-I/O websocket protocol, if that is
-    what serves this connection: the same two calls its ``send`` makes, without the
-    ASGI hops and task switch per message — the way ``websockets.broadcast`` writes.
-    Any other server gets None and the queue + task path."""
-    proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
-    if type(proto).__name__ != "WebSocketsSansIOProtocol":
-        return None
-    conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
-    if conn is None or transport is None or not hasattr(proto, "close_sent"):
-        return None
+class _Direct:
+    """Synchronous frame writers on uvicorn's sans-I/O websocket protocol: the same two
+    calls its ``send`` makes, without the ASGI hops and task switch per message — the
+    way ``websockets.broadcast`` writes.  :meth:`write` frames items for this principal;
+    :meth:`raw` writes frames built once for every subscriber (see ``hub.bus``)."""
 
-    open_state = State.OPEN
+    def __init__(self, proto: Any, hub: Hub, principal: Principal, limit: int) -> None:
+        self.conn, self.transport, self.proto = proto.conn, proto.transport, proto
+        self.hub, self.principal, self.limit = hub, principal, limit
 
-    def frame(item: Message | Notice) -> bytes:
-        if isinstance(item, Message) and _unmasked(hub, principal, item):
+    @classmethod
+    def of(cls, ws: WebSocket, hub: Hub, principal: Principal, limit: int) -> _Direct | None:
+        """The writer for this connection, or None when another server serves it (the
+        queue + task path is used then)."""
+        proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
+        if type(proto).__name__ != "WebSocketsSansIOProtocol":
+            return None
+        conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
+        if conn is None or transport is None or not hasattr(proto, "close_sent"):
+            return None
+        return cls(proto, hub, principal, limit)
+
+    def _closing(self) -> bool:
+        return bool(
+            self.proto.close_sent
+            or self.transport.is_closing()
+            or self.conn.state is not State.OPEN
+        )
+
+    def _frame(self, item: Message | Notice) -> bytes:
+        if isinstance(item, Message) and _unmasked(self.hub, self.principal, item):
             return item.ws_frame  # one frame for every subscriber
-        return text_frame(_frame(hub, principal, item))
+        return text_frame(_frame(self.hub, self.principal, item))
 
-    def write(items: Sequence[Message | Notice]) -> bool:
-        if proto.close_sent or transport.is_closing() or conn.state is not open_state:
+    def write(self, items: Sequence[Message | Notice]) -> bool:
+        """Frame and write ``items``; False once the socket holds more than the limit."""
+        if self._closing():
             return True  # closing: the receive side reports the disconnect
-        if conn.extensions:  # e.g. permessage-deflate: let the protocol encode
+        transport = self.transport
+        if self.conn.extensions:  # e.g. permessage-deflate: let the protocol encode
             for item in items:
-                conn.send_text(_frame(hub, principal, item))
-            transport.write(b"".join(conn.data_to_send()))
+                self.conn.send_text(_frame(self.hub, self.principal, item))
+            transport.write(b"".join(self.conn.data_to_send()))
         elif len(items) == 1:
-            transport.write(frame(items[0]))
+            transport.write(self._frame(items[0]))
         else:  # a backlog: one socket write for all of it
-            transport.write(b"".join(frame(item) for item in items))
-        return bool(transport.get_write_buffer_size() <= limit)
+            transport.write(b"".join([self._frame(item) for item in items]))
+        return bool(transport.get_write_buffer_size() <= self.limit)
 
-    return write
+    def raw(self, frames: bytes) -> bool:
+        """Write frames built for every subscriber (only without extensions)."""
+        if self._closing():
+            return True
+        transport = self.transport
+        transport.write(frames)
+        return bool(transport.get_write_buffer_size() <= self.limit)
+
+    def verbatim(self, msgs: Sequence[Message]) -> bool:
+        """Whether every one of ``msgs`` goes to this principal exactly as published."""
+        return all(_unmasked(self.hub, self.principal, m) for m in msgs)
+
+    def attach(self, sub: Subscription) -> None:
+        sub.sink = self.write
+        if not self.conn.extensions:
+            sub.raw = self.raw
+            sub.verbatim = self.verbatim
+            sub.verbatim_key = self.principal.id
 
 
 def _pressure(ws: WebSocket, limit: int) -> Callable[[], bool] | None:
@@ -367,12 +399,15 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 }
             )
         )
-        writer = (
-            _direct_writer(ws, hub, principal, hub.settings.ws_send_buffer_bytes)
+        direct = (
+            _Direct.of(ws, hub, principal, hub.settings.ws_send_buffer_bytes)
             if hub.settings.ws_direct_write
             else None
         )
-        sub.sink = writer
+        writer = None
+        if direct is not None:
+            direct.attach(sub)
+            writer = direct.write
         sub.pressure = _pressure(ws, hub.settings.ws_send_buffer_bytes // 2)
         overflow = asyncio.create_task(sub.overflow.wait())
         tasks = [

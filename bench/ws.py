@@ -225,7 +225,7 @@ class Hub:
         h.close()
         env = {
             **os.environ,
-            "BLOCKHUB_BUS_POLL_S": "0.002",
+            "BLOCKHUB_BUS_POLL_S": os.environ.get("BLOCKHUB_BUS_POLL_S", "0.002"),
             "BLOCKHUB_WS_MAX_PER_PRINCIPAL": str(max_conns),
             "BLOCKHUB_WS_QUEUE_SIZE": "100000",
             "BLOCKHUB_WS_DIRECT_WRITE": os.environ.get("BLOCKHUB_WS_DIRECT_WRITE", "1"),

@@ -385,7 +385,7 @@ class Bus:
             self._more.clear()
             try:
                 await self._rounds()
-            except Exception:  # one bad subscriber must not stop delivery to the others
+            except Exception:  # never leave the buffer stuck: go on with the next messages
                 log.exception("fan-out failed; going on with the next messages")
                 self._drop_through(self._seq)
 
@@ -400,7 +400,11 @@ class Bus:
             for sub in subs:
                 if sub.seen >= self._seq:  # already served (or on several channels)
                     continue
-                self._offer(sub)
+                try:
+                    self._offer(sub)
+                except Exception:  # one subscriber's failure must not cost the others
+                    log.exception("fan-out to a subscriber failed; its channels catch up")
+                    sub.seen = self._seq
                 visited += 1
                 if visited % self.ROUND_SLICE == 0:
                     await asyncio.sleep(0)  # the tailer may add messages meanwhile

@@ -219,8 +219,10 @@ def test_a_write_by_another_process_wakes_the_bus_without_polling(
 ) -> None:
     """The folder watch (Linux inotify) wakes the tailer when another connection appends;
     the poll (here every 60 s) is never needed."""
-    if log.change_watch() is None:
+    probe = log.change_watch()
+    if probe is None:
         pytest.skip("no inotify on this system")
+    probe.close()
     other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
 
     async def main() -> None:
@@ -246,8 +248,10 @@ def test_a_round_hands_new_messages_to_the_rest_of_the_round_in_one_write(
     and the ones already served on the next round; nobody gets anything twice or out of
     order.  A subscriber with a filter, or one that must see a masked payload, is served
     through its own sink instead, and the buffer is empty once everyone is served."""
-    if log.change_watch() is None:
+    probe = log.change_watch()
+    if probe is None:
         pytest.skip("no inotify on this system: the append would wait for a poll")
+    probe.close()
     other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
     second: list[Message] = []
 
@@ -288,6 +292,27 @@ def test_a_round_hands_new_messages_to_the_rest_of_the_round_in_one_write(
         assert [first.ws_frame, second[0].ws_frame] in framed  # served before the append
         assert [both] in framed  # served after it: both in one write
         assert bus._buf == []
+        await bus.stop()
+
+    asyncio.run(main())
+
+
+def test_a_subscriber_whose_writer_fails_costs_the_others_nothing(log: EventLog) -> None:
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.01)
+        await bus.start()
+        broken, fine = bus.subscription(), bus.subscription()
+
+        def fail(frames: bytes) -> bool:
+            raise OSError("socket gone")
+
+        broken.raw = fail
+        await broken.add("feed:a")
+        await fine.add("feed:a")
+        for i in range(3):
+            await bus.publish_async("feed:a", "e", {"i": i})
+            (got,) = await take(fine, 1)
+            assert isinstance(got, Message) and got.data == {"i": i}
         await bus.stop()
 
     asyncio.run(main())

@@ -34,6 +34,7 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, I
 from pyiceberg.table import Table
 from sqlalchemy import select
 
+from catalog import iceberg_patch  # noqa: F401  (pyiceberg 0.12's metadata copies, D28)
 from catalog.errors import Conflict, DatasetNotFound, SchemaDrift
 from catalog.manifest import SchemaPolicy, SyncMode
 from catalog.prefetch import prefetch as prefetch_items

@@ -107,6 +107,12 @@ class Subscription:
         self._bus._register(channel, self)
         if start < head:
             self._schedule_fill(channel)
+        else:
+            # A message appended after the head was read may have been read and handed
+            # round before this subscription was registered: look again, and fill.
+            later = await asyncio.to_thread(self._bus.log.head, channel)
+            if later > self.last.get(channel, later):
+                self._schedule_fill(channel)
         return head
 
     def remove(self, channel: str) -> None:

@@ -316,3 +316,41 @@ def test_a_subscriber_whose_writer_fails_costs_the_others_nothing(log: EventLog)
         await bus.stop()
 
     asyncio.run(main())
+
+
+def test_a_message_appended_while_subscribing_is_not_missed(log: EventLog, tmp_path: Path) -> None:
+    """The race of a subscribe: the channel's head is read, another process appends, and
+    the bus reads that message and hands it round before the new subscription is
+    registered.  The subscription still gets it (and only once)."""
+    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.005)
+        await bus.start()
+        early = bus.subscription()
+        await early.add("orders:u7")
+        read_head = log.head
+        raced: list[Message] = []
+
+        def head_then_append(channel: str) -> int:
+            head = read_head(channel)
+            if not raced:
+                raced.append(other.append(channel, "order.opened", {"n": 1}))
+                deadline = time.monotonic() + 5
+                while (bus._seq < raced[0].seq or bus._buf) and time.monotonic() < deadline:
+                    time.sleep(0.005)  # the bus reads it and hands it round meanwhile
+            return head
+
+        log.head = head_then_append  # type: ignore[method-assign]
+        late = bus.subscription()
+        await late.add("orders:u7")
+        (got,) = await take(late, 1)
+        assert isinstance(got, Message) and got.data == {"n": 1}
+        (seen,) = await take(early, 1)
+        assert isinstance(seen, Message) and seen.offset == got.offset
+        await bus.publish_async("orders:u7", "order.opened", {"n": 2})
+        (nxt,) = await take(late, 1)  # the next one, not the first again
+        assert isinstance(nxt, Message) and nxt.data == {"n": 2}
+        await bus.stop()
+
+    asyncio.run(main())

@@ -64,6 +64,8 @@ class Subscription:
         # Per-channel predicate: a message it rejects is skipped (its offset still counts).
         self.filters: dict[str, Callable[[Message], bool]] = {}
         self._filling: set[str] = set()
+        # Channels whose fill let a newer message go by: it reads again before it ends.
+        self._passed_by: set[str] = set()
         self.overflowed = False
         # Set on overflow, so a sender stuck writing to a reader that stopped reading
         # can be closed without waiting for its next get().
@@ -182,7 +184,10 @@ class Subscription:
         out: list[Message | Notice] = []
         for msg in msgs:
             last = self.last.get(msg.channel)
-            if last is None or msg.offset <= last or msg.channel in self._filling:
+            if last is None or msg.offset <= last:
+                continue
+            if msg.channel in self._filling:  # the fill delivers it; it must know to look
+                self._passed_by.add(msg.channel)
                 continue
             if msg.offset != last + 1:
                 self._schedule_fill(msg.channel)
@@ -217,6 +222,7 @@ class Subscription:
                     )
                     after = first - 1
                     self.last[channel] = after
+                self._passed_by.discard(channel)
                 batch = await asyncio.to_thread(self._bus.log.read, channel, after, 500)
                 paused = False
                 for msg in batch:
@@ -228,10 +234,13 @@ class Subscription:
                     self._deliver(msg)
                 if len(batch) < 500 and not paused:
                     head = await asyncio.to_thread(self._bus.log.head, channel)
-                    if self.last.get(channel, head) >= head:
+                    # A message appended after that head read may have been offered live
+                    # meanwhile and let go by: then read once more.
+                    if self.last.get(channel, head) >= head and channel not in self._passed_by:
                         break
         finally:
             self._filling.discard(channel)
+            self._passed_by.discard(channel)
 
     async def get(self) -> Message | Notice:
         item = await self._queue.get()

@@ -354,3 +354,39 @@ def test_a_message_appended_while_subscribing_is_not_missed(log: EventLog, tmp_p
         await bus.stop()
 
     asyncio.run(main())
+
+
+def test_a_live_message_offered_while_a_replay_ends_is_not_missed(
+    log: EventLog, tmp_path: Path
+) -> None:
+    """A replay (fill) reads the log, then the head to see if it is done; a message
+    appended just after that head read reaches the bus while the fill is still on, and
+    is let go by (the fill delivers in order).  The fill must read once more, not end."""
+    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+    for i in range(3):
+        log.append("feed:r", "e", {"i": i})
+
+    async def main() -> None:
+        bus = Bus(log, poll_s=0.005)
+        await bus.start()
+        read_head = log.head
+        raced: list[Message] = []
+
+        def head_then_append(channel: str) -> int:
+            head = read_head(channel)
+            if head == 3 and not raced and sub.last.get(channel) == 3:  # the fill's last look
+                raced.append(other.append(channel, "e", {"i": 3}))
+                deadline = time.monotonic() + 5
+                while (bus._seq < raced[0].seq or bus._buf) and time.monotonic() < deadline:
+                    time.sleep(0.005)  # offered live (and let go by) meanwhile
+            return head
+
+        log.head = head_then_append  # type: ignore[method-assign]
+        sub = bus.subscription()
+        await sub.add("feed:r", since=0)
+        got = await take(sub, 4)
+        assert [m.data["i"] for m in got if isinstance(m, Message)] == [0, 1, 2, 3]
+        assert raced
+        await bus.stop()
+
+    asyncio.run(main())

@@ -174,12 +174,8 @@ class Subscription:
         if accept is None or accept(msg):
             self._put(msg)
 
-    def offer(self, msg: Message) -> None:
-        """Called by the tailer for each new message of a subscribed channel."""
-        self.offer_many((msg,))
-
     def offer_many(self, msgs: Sequence[Message]) -> None:
-        """New messages of subscribed channels, in log order (one tail read): those next
+        """New messages of subscribed channels, in log order (the fan-out's share): those next
         in line go out together; a gap in a channel is filled from the log instead."""
         out: list[Message | Notice] = []
         for msg in msgs:

@@ -17,6 +17,19 @@ def log(tmp_path: Path) -> EventLog:
     return EventLog(f"sqlite:///{tmp_path / 'events.db'}")
 
 
+@pytest.fixture
+def other(tmp_path: Path) -> EventLog:
+    """The same log opened by another process (a CLI ingest, a feed publisher)."""
+    return EventLog(f"sqlite:///{tmp_path / 'events.db'}")
+
+
+def wait_handed_round(bus: Bus, msg: Message) -> None:
+    """Block (in a worker thread) until the bus has read ``msg`` and offered it to all."""
+    deadline = time.monotonic() + 5
+    while (bus._seq < msg.seq or bus._buf) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 async def take(sub: object, n: int) -> list[Message | Notice]:
     out = []
     for _ in range(n):
@@ -56,8 +69,7 @@ def test_live_replay_and_no_duplicates(log: EventLog) -> None:
     asyncio.run(main())
 
 
-def test_messages_from_another_process_reach_subscribers(log: EventLog, tmp_path: Path) -> None:
-    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")  # e.g. a CLI ingest
+def test_messages_from_another_process_reach_subscribers(log: EventLog, other: EventLog) -> None:
 
     async def main() -> None:
         bus = Bus(log, poll_s=0.02)
@@ -73,9 +85,8 @@ def test_messages_from_another_process_reach_subscribers(log: EventLog, tmp_path
 
 
 def test_the_change_probe_sees_every_other_connections_commit(
-    log: EventLog, tmp_path: Path
+    log: EventLog, other: EventLog
 ) -> None:
-    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
     changed = log.change_probe()
     assert changed is not None
     assert changed() is True  # the first check reads
@@ -89,11 +100,10 @@ def test_the_change_probe_sees_every_other_connections_commit(
 
 
 def test_an_idle_bus_polls_without_reading_and_still_misses_nothing(
-    log: EventLog, tmp_path: Path
+    log: EventLog, other: EventLog
 ) -> None:
     """Polls that find nothing new run no tail query; appends by another process in a
     burst, and one after a failed read, all arrive in order."""
-    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
     reads = [0]
     tail = log.tail
     fail_next = [False]
@@ -215,7 +225,7 @@ def test_the_loop_tail_reads_what_tail_reads(log: EventLog) -> None:
 
 
 def test_a_write_by_another_process_wakes_the_bus_without_polling(
-    log: EventLog, tmp_path: Path
+    log: EventLog, other: EventLog
 ) -> None:
     """The folder watch (Linux inotify) wakes the tailer when another connection appends;
     the poll (here every 60 s) is never needed."""
@@ -223,7 +233,6 @@ def test_a_write_by_another_process_wakes_the_bus_without_polling(
     if probe is None:
         pytest.skip("no inotify on this system")
     probe.close()
-    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
 
     async def main() -> None:
         bus = Bus(log, poll_s=60)
@@ -241,7 +250,7 @@ def test_a_write_by_another_process_wakes_the_bus_without_polling(
 
 
 def test_a_round_hands_new_messages_to_the_rest_of_the_round_in_one_write(
-    log: EventLog, tmp_path: Path
+    log: EventLog, other: EventLog
 ) -> None:
     """A message read while a round of the fan-out is going on reaches the subscribers
     not yet served together with the one before it (one write of both pre-built frames),
@@ -252,7 +261,6 @@ def test_a_round_hands_new_messages_to_the_rest_of_the_round_in_one_write(
     if probe is None:
         pytest.skip("no inotify on this system: the append would wait for a poll")
     probe.close()
-    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
     second: list[Message] = []
 
     def slow_write() -> bool:
@@ -318,11 +326,10 @@ def test_a_subscriber_whose_writer_fails_costs_the_others_nothing(log: EventLog)
     asyncio.run(main())
 
 
-def test_a_message_appended_while_subscribing_is_not_missed(log: EventLog, tmp_path: Path) -> None:
+def test_a_message_appended_while_subscribing_is_not_missed(log: EventLog, other: EventLog) -> None:
     """The race of a subscribe: the channel's head is read, another process appends, and
     the bus reads that message and hands it round before the new subscription is
     registered.  The subscription still gets it (and only once)."""
-    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
 
     async def main() -> None:
         bus = Bus(log, poll_s=0.005)
@@ -336,9 +343,7 @@ def test_a_message_appended_while_subscribing_is_not_missed(log: EventLog, tmp_p
             head = read_head(channel)
             if not raced:
                 raced.append(other.append(channel, "order.opened", {"n": 1}))
-                deadline = time.monotonic() + 5
-                while (bus._seq < raced[0].seq or bus._buf) and time.monotonic() < deadline:
-                    time.sleep(0.005)  # the bus reads it and hands it round meanwhile
+                wait_handed_round(bus, raced[0])  # read and handed round meanwhile
             return head
 
         log.head = head_then_append  # type: ignore[method-assign]
@@ -357,12 +362,11 @@ def test_a_message_appended_while_subscribing_is_not_missed(log: EventLog, tmp_p
 
 
 def test_a_live_message_offered_while_a_replay_ends_is_not_missed(
-    log: EventLog, tmp_path: Path
+    log: EventLog, other: EventLog
 ) -> None:
     """A replay (fill) reads the log, then the head to see if it is done; a message
     appended just after that head read reaches the bus while the fill is still on, and
     is let go by (the fill delivers in order).  The fill must read once more, not end."""
-    other = EventLog(f"sqlite:///{tmp_path / 'events.db'}")
     for i in range(3):
         log.append("feed:r", "e", {"i": i})
 
@@ -376,9 +380,7 @@ def test_a_live_message_offered_while_a_replay_ends_is_not_missed(
             head = read_head(channel)
             if head == 3 and not raced and sub.last.get(channel) == 3:  # the fill's last look
                 raced.append(other.append(channel, "e", {"i": 3}))
-                deadline = time.monotonic() + 5
-                while (bus._seq < raced[0].seq or bus._buf) and time.monotonic() < deadline:
-                    time.sleep(0.005)  # offered live (and let go by) meanwhile
+                wait_handed_round(bus, raced[0])  # offered live (and let go by) meanwhile
             return head
 
         log.head = head_then_append  # type: ignore[method-assign]

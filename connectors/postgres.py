@@ -21,6 +21,12 @@ from connectors.base import Connector, CursorValue
 from connectors.duck import connect, stream
 from connectors.sql import incremental, quote_ident, quote_literal
 
+# A server stream (a query, an incremental read) comes in batches this small: the lake
+# encodes each row group while the next is still being read, so a small increment costs
+# its read plus the encoding of its last group (catalog.lake.row_groups gathers the
+# batches into row groups again).  The full table's parallel scan keeps ``batch_rows``.
+STREAM_BATCH_ROWS = 16_384
+
 _PASSWORD = re.compile(r"(password\s*=\s*)(\S+)|(://[^:/@]+:)([^@]+)(@)", re.IGNORECASE)
 
 
@@ -154,8 +160,9 @@ class PostgresConnector(Connector):
         # and the fetch sees the interruption first.  One thread costs a query read little
         # (the stream is serial) and keeps the server's reason.
         con.execute("RESET threads" if parallel else "SET threads = 1")
+        rows = self.batch_rows if parallel else min(self.batch_rows, STREAM_BATCH_ROWS)
         try:
-            yield from stream(con, self._duck_sql(cursor, since), self.batch_rows)
+            yield from stream(con, self._duck_sql(cursor, since), rows)
         except duckdb.InterruptException:
             raise ConnectorError(
                 f"{self.name} source {redact(self.dsn)}: read failed: a parallel scan task "

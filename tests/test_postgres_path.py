@@ -203,3 +203,30 @@ def test_an_enum_column_reads_as_text_on_full_and_incremental_reads(
     ).to_table()
     assert str(table.schema.field("category").type) == "string"
     assert table.column("category").to_pylist() == ["办结", "受理"] * 3
+
+
+def test_a_streamed_increment_is_staged_in_growing_row_groups(
+    hub: Hub, tickets: Manifest, pg: PgSchema
+) -> None:
+    """An incremental read streams 16,384-row batches, which the lake writes as row
+    groups of one batch, two, four and then at least 100,000 rows (catalog.lake
+    .row_groups): each is encoded while the next is read, and every row arrives once.
+    The first batch is one row short: the row at the watermark, already loaded."""
+    import pyarrow.parquet as pq
+
+    from hub.cli import CLI_PRINCIPAL
+
+    hub.ingest("tickets")
+    fill(pg, 101, 250_000, 10_000)
+    run = hub.ingest("tickets")
+    assert (run.status, run.rows_written) == ("succeeded", 250_000)
+    files = hub.lake.table("tickets").inspect.files().to_pylist()
+    (added,) = [f for f in files if f["record_count"] == 250_000]
+    meta = pq.ParquetFile(added["file_path"].removeprefix("file://")).metadata
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert groups[:3] == [16_383, 32_768, 65_536]
+    assert all(n >= 100_000 for n in groups[3:-1]) and sum(groups) == 250_000
+    counted = hub.exchange.query(
+        "SELECT count(*) AS n, count(DISTINCT ticket_id) AS d FROM tickets", CLI_PRINCIPAL
+    ).to_table()
+    assert counted.to_pylist() == [{"n": 250_100, "d": 250_100}]

@@ -9,7 +9,8 @@ Pages are ordered by the requested sort columns, then the primary key, which mak
 order total, so the next page starts strictly after the last row seen (keyset
 pagination: no rows skipped or repeated while the version stays the same, and the cursor
 pins the version).  When the primary key is not visible unmasked the cursor falls back to
-an offset.  NULLs sort last in both directions.
+an offset, the rows then ordered by every visible column after the requested ones.  NULLs
+sort last in both directions.
 """
 
 from __future__ import annotations
@@ -169,9 +170,16 @@ class RowsQuery:
         sql = f"SELECT {select} FROM {_q(self.dataset)}"
         if where:
             sql += " WHERE " + " AND ".join(f"({w})" for w in where)
-        if order:
+        ordering = list(order)
+        if not self.keyset_ok:
+            # No key makes the order total: every visible column breaks the ties, so that
+            # an offset names the same rows on every page (the exchange keeps no insertion
+            # order, docs/decisions.md D30).  Rows equal in all of them are alike to the caller.
+            named = {k.column for k in order}
+            ordering += [SortKey(c) for c in self.visible if c not in named]
+        if ordering:
             sql += " ORDER BY " + ", ".join(
-                f"{_q(k.column)} {'DESC' if k.desc else 'ASC'} NULLS LAST" for k in order
+                f"{_q(k.column)} {'DESC' if k.desc else 'ASC'} NULLS LAST" for k in ordering
             )
         sql += f" LIMIT {self.limit + 1}"  # one more: is there a next page?
         if cursor is not None and cursor.offset:

@@ -53,7 +53,8 @@ class QueryResult:
     classification: str
     started: float
     _reader: Iterator[pa.RecordBatch]
-    _lease: _Lease
+    _cursor: duckdb.DuckDBPyConnection
+    _timer: threading.Timer
     max_rows: int
     row_count: int = 0
     truncated: bool = False
@@ -105,7 +106,8 @@ class QueryResult:
     def close(self) -> None:
         if self.finished is None:
             self.finished = time.perf_counter()
-            self._lease.release()
+            self._timer.cancel()
+            self._cursor.close()
             if not self.defer_close_hook:
                 self.run_close_hook()
 
@@ -127,86 +129,6 @@ class QueryResult:
             "classification": self.classification,
             **self.extra,
         }
-
-
-#: Connections kept for queries, each with the session settings of :class:`_Cursors`; a
-#: query beyond that many at once gets a plain connection (correct, larger JSON slower).
-QUERY_CONNECTIONS = 16
-#: How far DuckDB's threads may run ahead of the reader of a streamed answer.  DuckDB's
-#: default (~1 MB) is 3,500 JSON rows: the threads stopped long before the next 65,536-row
-#: batch was asked for, so the rendering ran on one core (docs/decisions.md D30).
-STREAM_BUFFER = "64MB"
-
-
-class _Cursors:
-    """The exchange's query connections, made before the configuration is locked.
-
-    ``streaming_buffer_size`` is a per-connection setting, and a locked configuration
-    (the sandbox) refuses every SET afterwards, so the connections that need it are made
-    first and lent out again and again instead of a new one per query."""
-
-    def __init__(self, db: duckdb.DuckDBPyConnection, size: int) -> None:
-        self._db = db
-        self._lock = threading.Lock()
-        self._free: list[duckdb.DuckDBPyConnection] = []
-        for _ in range(size):
-            cur = db.cursor()
-            cur.execute(f"SET streaming_buffer_size='{STREAM_BUFFER}'")
-            self._free.append(cur)
-        # The pool's connections, kept referenced so that their ids stay theirs.
-        self._own = {id(c): c for c in self._free}
-
-    def lend(self, timeout_s: float) -> _Lease:
-        """A connection for one query, interrupted after ``timeout_s`` seconds."""
-        with self._lock:
-            cur = self._free.pop() if self._free else self._db.cursor()
-        timer = threading.Timer(timeout_s, cur.interrupt)
-        timer.daemon = True
-        timer.start()
-        return _Lease(self, cur, timer)
-
-    def _give_back(self, cur: duckdb.DuckDBPyConnection) -> None:
-        if id(cur) not in self._own:
-            cur.close()
-            return
-        try:
-            # Ends what is left of the last answer (its buffered results) now rather than
-            # at the connection's next query; an interrupt that came too late fails here.
-            cur.execute("SELECT 1")
-        except duckdb.Error:
-            with self._lock:
-                self._own.pop(id(cur), None)
-            cur.close()
-            return
-        with self._lock:
-            self._free.append(cur)
-
-    def close(self) -> None:
-        with self._lock:
-            owned, self._own, self._free = list(self._own.values()), {}, []
-        for cur in owned:
-            cur.close()
-
-
-class _Lease:
-    """One query's connection and time limit; released once, however many results
-    share it (a page served again from memory: hub.api.answer.replay)."""
-
-    def __init__(self, pool: _Cursors, cur: duckdb.DuckDBPyConnection, timer: threading.Timer):
-        self.cursor = cur
-        self._pool = pool
-        self._timer = timer
-        self._released = False
-        self._lock = threading.Lock()
-
-    def release(self) -> None:
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
-        self._timer.cancel()
-        self._timer.join()  # an interrupt under way lands before the connection is reused
-        self._pool._give_back(self.cursor)
 
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
@@ -301,10 +223,9 @@ class Exchange:
         self._json_plans: dict[tuple[str, str], tuple[str | None, pa.Schema | None]] = {}
         self._snapshot: _Snapshot | None = None
         config: dict[str, str] = {"threads": str(threads)} if threads else {}
-        # Rows come in no particular order unless the query says ORDER BY (as in SQL and
-        # in the peers): DuckDB may then run a LIMIT, and what is above it (the JSON
-        # rendering of every answer, which sits above the row limit), on all its threads
-        # (docs/decisions.md D30).
+        # Rows come in no particular order unless the query says ORDER BY (as in SQL, and
+        # in PostgreSQL or DataFusion): DuckDB may then run a LIMIT, and what is above it,
+        # on all its threads — a 1M-row Arrow answer a third faster (docs/decisions.md D30).
         config["preserve_insertion_order"] = "false"
         if memory_limit:
             config["memory_limit"] = memory_limit
@@ -324,7 +245,6 @@ class Exchange:
                 scan_sql=self._scan_sql,
             )
         self._db.execute("SET enable_external_access=false")
-        self._cursors = _Cursors(self._db, QUERY_CONNECTIONS)
         self._db.execute("SET lock_configuration=true")
 
     def warm(self) -> None:
@@ -342,7 +262,6 @@ class Exchange:
     def close(self) -> None:
         if self.replicas is not None:
             self.replicas.close()
-        self._cursors.close()
         self._db.close()
 
     # -- catalog state, cached between changes -------------------------------------
@@ -523,8 +442,10 @@ class Exchange:
         classification = max(
             (snap.records[d].classification for d in used), key=_RANK.__getitem__, default="general"
         )
-        lease = self._cursors.lend(timeout_s)
-        cur = lease.cursor
+        cur = self._db.cursor()
+        timer = threading.Timer(timeout_s, cur.interrupt)
+        timer.daemon = True
+        timer.start()
         try:
             limited = f"SELECT * FROM ({rendered}) AS _q LIMIT {max_rows + 1}"
             projection, schema = (
@@ -549,10 +470,12 @@ class Exchange:
                 if second is not None:
                     head.append(second)
         except duckdb.InterruptException:
-            lease.release()
+            timer.cancel()
+            cur.close()
             raise QueryTimeout("query ran past its time limit and was stopped") from None
         except duckdb.Error as e:
-            lease.release()
+            timer.cancel()
+            cur.close()
             raise QueryFailed(clean_error(e)) from None
         result = QueryResult(
             schema=schema if schema is not None else reader.schema,
@@ -560,7 +483,8 @@ class Exchange:
             classification=classification,
             started=started,
             _reader=itertools.chain(head, stream),
-            _lease=lease,
+            _cursor=cur,
+            _timer=timer,
             max_rows=max_rows,
             rendered=render_json,
             complete=complete,

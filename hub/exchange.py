@@ -455,8 +455,9 @@ class Exchange:
             )
             if projection is None:
                 render_json = None
-            rel = cur.sql(f"SELECT {projection} FROM ({limited}) AS _r" if projection else limited)
-            reader = rel.to_arrow_reader(self.batch_rows)
+            final = f"SELECT {projection} FROM ({limited}) AS _r" if projection else limited
+            # One statement run, not a relation (which binds once to be made and again to run).
+            reader = cur.execute(final).to_arrow_reader(self.batch_rows)
             stream = reader_batches(reader)  # errors past the first chunk: DuckDB's classes too
             # Run up to the first batch here, so that a failing query is a clean error
             # before any response byte is sent.  A short first batch is usually the whole

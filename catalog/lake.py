@@ -497,9 +497,12 @@ def _dictionary_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
     return out
 
 
-def row_groups(batches: Iterable[pa.RecordBatch], rows: int = 100_000) -> Iterator[pa.Table]:
-    """The batches gathered into row groups of at least ``rows`` rows, the first ones
-    smaller: one batch, then two, four and so on until a group reaches ``rows``.
+def row_groups(
+    batches: Iterable[pa.RecordBatch], rows: int = 100_000, max_bytes: int = 64 << 20
+) -> Iterator[pa.Table]:
+    """The batches gathered into row groups of at least ``rows`` rows (or ``max_bytes`` of
+    Arrow data, for wide rows: memory stays bounded), the first ones smaller: one batch,
+    then two, four and so on until a group reaches ``rows``.
 
     A source that streams small batches (a server query, connectors.postgres) is then
     encoded group by group while the rest is still being read: a 50,000-row increment
@@ -510,15 +513,16 @@ def row_groups(batches: Iterable[pa.RecordBatch], rows: int = 100_000) -> Iterat
     """
     want = 1
     held: list[pa.RecordBatch] = []
-    count = 0
+    count = size = 0
     for batch in batches:
         if batch.num_rows == 0:
             continue
         held.append(batch)
         count += batch.num_rows
-        if len(held) >= want or count >= rows:
+        size += batch.nbytes
+        if len(held) >= want or count >= rows or size >= max_bytes:
             yield pa.Table.from_batches(held)
-            held, count, want = [], 0, want * 2
+            held, count, size, want = [], 0, 0, want * 2
     if held:
         yield pa.Table.from_batches(held)
 

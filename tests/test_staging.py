@@ -30,3 +30,14 @@ def test_a_stream_of_small_batches_is_written_in_growing_groups() -> None:
     assert sizes[:3] == [16_384, 32_768, 65_536]
     assert all(n >= 100_000 for n in sizes[3:-1]) and sum(sizes) == sum(small)
     assert pa.concat_tables(groups).column("id").to_pylist() == list(range(sum(small)))
+
+
+def test_wide_rows_are_grouped_by_size_too() -> None:
+    """Small batches of wide rows (documents, long texts) are not held up to 100,000 rows:
+    a group also ends at ``max_bytes`` of Arrow data, so memory stays bounded."""
+    text = "长" * 2_000  # 6,000 bytes a row
+    wide = [pa.record_batch({"doc": pa.array([text] * 1_000)}) for _ in range(40)]
+    groups = list(row_groups(wide, max_bytes=16 << 20))
+    assert [g.num_rows for g in groups][:4] == [1_000, 2_000, 3_000, 3_000]  # 6 MB a batch
+    assert all(g.nbytes < (16 << 20) + wide[0].nbytes for g in groups)
+    assert sum(g.num_rows for g in groups) == 40_000

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -31,10 +32,11 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
 )
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In, Or
-from pyiceberg.table import Table
+from pyiceberg.table import Table, TableProperties, Transaction, _parquet_files_to_data_files
 from sqlalchemy import select
 
 from catalog import iceberg_patch  # noqa: F401  (pyiceberg 0.12's metadata copies, D28)
+from catalog.deletes import PublishFiles, delete_data_file, write_position_deletes
 from catalog.errors import Conflict, DatasetNotFound, SchemaDrift
 from catalog.manifest import SchemaPolicy, SyncMode
 from catalog.prefetch import prefetch as prefetch_items
@@ -66,9 +68,21 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class StagedFile:
+    """A file staged for the next commit: a data file, or — with ``deletes`` — an Iceberg
+    position-delete file of ``rows`` rows of the staged data file at that path."""
+
     path: str
     rows: int
     bytes: int
+    deletes: str | None = None
+
+    def to_list(self) -> list[Any]:
+        return [self.path, self.rows, self.bytes, *([self.deletes] if self.deletes else [])]
+
+    @classmethod
+    def from_list(cls, item: Sequence[Any]) -> StagedFile:
+        path, rows, size, *rest = item
+        return cls(str(path), int(rows), int(size), str(rest[0]) if rest and rest[0] else None)
 
 
 class Lake:
@@ -279,6 +293,30 @@ class Lake:
         self.discard(files)
         return staged
 
+    def stage_deletes(
+        self, dataset_id: str, run_id: str, files: Sequence[StagedFile], positions: Sequence[Any]
+    ) -> list[StagedFile]:
+        """Position-delete files leaving rows ``positions[i]`` out of staged file ``files[i]``.
+
+        One delete file per data file that has rows to leave out (catalog.deletes); the
+        result goes to :meth:`commit` with the data files.
+        """
+        table = self.table(dataset_id)
+        fs, base = self._filesystem(table.location())
+        location = table.location()
+        out: list[StagedFile] = []
+        try:
+            for f, pos in zip(files, positions, strict=True):
+                if len(pos) == 0:
+                    continue
+                path = f"{base}/data/{run_id}-deletes-{uuid.uuid4().hex[:12]}.parquet"
+                size = write_position_deletes(fs, path, f.path, pos)
+                out.append(StagedFile(_uri(location, path, base), len(pos), size, deletes=f.path))
+        except BaseException:
+            self.discard(out)
+            raise
+        return out
+
     def discard(self, files: Iterable[StagedFile]) -> None:
         """Delete staged files that will not be committed (best effort)."""
         for f in files:
@@ -380,33 +418,43 @@ class Lake:
         props = {CURSOR_PROP: json.dumps(cursor), RUN_PROP: run_id}
         if state is not None:
             props[STATE_PROP] = json.dumps(state, ensure_ascii=False)
-        paths = [f.path for f in files]
-        # Staged file names are unique by construction (run id + random suffix), so
-        # pyiceberg's duplicate check — a read of every manifest, growing with the table's
-        # history — is skipped (check_duplicate_files=False).
+        data = [f for f in files if f.deletes is None]
         if mode == "append":
-            table.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
+            with table.transaction() as tx:
+                _add_files(tx, files, props)
         elif mode == "replace":
             with table.transaction() as tx:
                 if table.current_snapshot() is not None:
                     tx.delete(AlwaysTrue())
-                tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
+                _add_files(tx, files, props)
         elif mode == "merge":
             if not key:
                 raise ValueError("merge needs a key")
             with table.transaction() as tx:
-                match = self._key_filter(paths, key)
+                match = self._key_filter(data, [f for f in files if f.deletes], key)
                 if match is not None and table.current_snapshot() is not None:
                     tx.delete(match)
-                tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
+                _add_files(tx, files, props)
         else:  # pragma: no cover - SyncMode is closed
             raise ValueError(mode)
 
-    def _key_filter(self, paths: list[str], key: list[str]) -> BooleanExpression | None:
-        """A filter matching the table rows whose key is among the staged rows' keys."""
-        if not paths:
+    def _key_filter(
+        self, data: list[StagedFile], deletes: list[StagedFile], key: list[str]
+    ) -> BooleanExpression | None:
+        """A filter matching the table rows whose key is among the staged rows' keys
+        (the rows a staged delete file leaves out do not count: they are not published)."""
+        if not data:
             return None
-        keys = pa.concat_tables([self._read_staged(p, columns=key) for p in paths])
+        dropped = {d.deletes: self._read_staged(d.path, columns=["pos"]).column(0) for d in deletes}
+        parts = []
+        for f in data:
+            part = self._read_staged(f.path, columns=key)
+            if f.path in dropped:
+                keep = np.ones(part.num_rows, dtype=bool)
+                keep[dropped[f.path].to_numpy()] = False
+                part = part.filter(pa.array(keep))
+            parts.append(part)
+        keys = pa.concat_tables(parts)
         if keys.num_rows == 0:
             return None
         if len(key) == 1:
@@ -464,8 +512,9 @@ def _snapshot(dataset_id: str, table: Table, snap: Any) -> Snapshot:
         snapshot_id=snap.snapshot_id,
         # Scanning this metadata file with snapshot_from_id=snapshot_id reads this state.
         metadata_location=table.metadata_location,
-        total_rows=int(props.get("total-records", 0)),
-        added_rows=int(props.get("added-records", 0)),
+        # Rows left out by position-delete files (the quality gate's drop-rows) do not count.
+        total_rows=int(props.get("total-records", 0)) - int(props.get("total-position-deletes", 0)),
+        added_rows=int(props.get("added-records", 0)) - int(props.get("added-position-deletes", 0)),
         committed_at=datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=UTC),
         cursor=json.loads(cursor_text) if cursor_text else None,
         run_id=props.get(RUN_PROP),
@@ -586,6 +635,34 @@ def _write_files(
 
 # pyiceberg's expression classes are pydantic models whose generated signatures mypy
 # misreads; these two wrappers keep the ignores in one place.
+def _add_files(tx: Transaction, files: list[StagedFile], props: dict[str, str]) -> None:
+    """Add staged data and position-delete files to the table in one snapshot.
+
+    What ``Transaction.add_files`` does for data files (a name mapping for files written
+    without field ids, a data file per path read from its footer), through
+    :class:`catalog.deletes.PublishFiles` so that delete files go in the same snapshot.
+    Staged file names are unique by construction (run id + random suffix), so pyiceberg's
+    duplicate check — a read of every manifest, growing with the table's history — is
+    not made.
+    """
+    meta = tx.table_metadata
+    if meta.name_mapping() is None:
+        tx.set_properties(
+            {TableProperties.DEFAULT_NAME_MAPPING: meta.schema().name_mapping.model_dump_json()}
+        )
+        meta = tx.table_metadata
+    producer = PublishFiles(tx, props)
+    data = [f.path for f in files if f.deletes is None]
+    for data_file in _parquet_files_to_data_files(
+        table_metadata=meta, file_paths=data, io=tx._table.io
+    ):
+        producer.append_data_file(data_file)
+    for f in files:
+        if f.deletes is not None:
+            producer.append_data_file(delete_data_file(f.path, f.bytes, meta.default_spec_id))
+    producer.commit()
+
+
 def _eq(column: str, value: Any) -> BooleanExpression:
     return EqualTo(column, value)  # type: ignore[call-arg, arg-type]
 

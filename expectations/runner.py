@@ -4,9 +4,10 @@ One scan computes a bit mask per row (one bit per row-level expectation) and kee
 only the rows with a bit set — their surrogate row id and mask, 16 bytes a row — in
 DuckDB.  Counts, samples and the GX-shaped result come from that small table; the
 batch is read again only when something failed: the row groups holding the samples of
-the failing values, and the rows to separate — for ``drop-rows`` in one read of the
-staged files that yields the passing rows and writes the quarantine file
-(:meth:`BatchValidator.split`).
+the failing values, and the failing rows for the quarantine file.  ``drop-rows`` takes
+the failing rows' positions from ``findings`` (:meth:`BatchValidator.failing_positions`)
+and publishes the staged files with position deletes, so the passing rows are not read
+again.
 
 The surrogate row id is ``file_index << 40 | file_row_number`` of the staged files (a
 null key could not identify its row); a quarantine file keeps it in ``_bh_row`` so
@@ -15,7 +16,6 @@ that a re-validated row keeps its identity.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +25,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from catalog.errors import SuiteInvalid
 from catalog.identifiers import mask_id_number, mask_name, mask_phone
@@ -372,8 +370,8 @@ class BatchValidator:
     def passing(self, batch_rows: int = 262_144) -> Iterator[pa.RecordBatch]:
         """The rows of the batch that broke no failed expectation (DuckDB's order).
 
-        :meth:`split` gives the same rows in batch order and writes the quarantine file in
-        the same read; the gate uses it for ``drop-rows``.
+        A quarantine release stages these; the gate's ``drop-rows`` leaves the failing
+        rows out of the staged files with position deletes instead.
         """
         assert self.validation is not None, "validate() first"
         cols = ", ".join(ident(c) for c in self.columns)
@@ -383,201 +381,17 @@ class BatchValidator:
         ).to_arrow_reader(batch_rows)
         yield from reader
 
-    def split(self, path: Path, batch_rows: int = 65_536) -> RowSplit:
-        """The passing rows and the quarantine file of ``drop-rows`` in one read of the batch.
-
-        Iterating the result yields the passing rows (as :meth:`passing` does) while the
-        others are written to ``path`` (as ``write_quarantine(path, whole_batch=False)``
-        writes them); :attr:`RowSplit.quarantined` counts them once the iteration ends.
-        Batches (and so the staged files' row groups) are smaller than :meth:`passing`'s:
-        with a writer a core, 262,144-row batches took the gate's peak RSS from 0.84 to
-        1.2 GB on the 5M-row bench, for no gain in time.
-        """
+    def failing_positions(self) -> list[np.ndarray]:
+        """Per staged file, the row numbers (ascending) of the rows that broke a failed
+        expectation: what ``drop-rows`` leaves out of the published files (position
+        deletes, catalog.deletes).  Read from ``findings`` alone, not from the batch."""
         assert self.validation is not None, "validate() first"
-        return RowSplit(self, path, batch_rows)
-
-
-class RowSplit:
-    """The batch read once and split in Arrow: passing rows out, the others to a file.
-
-    Staged files (the gate's case) are read with pyarrow: the positions and masks of
-    the rows to quarantine come from ``findings`` (16 bytes a failing row), so DuckDB
-    does not scan the batch again and the passing rows arrive in the types they were
-    staged with.  They can be read as several parts (contiguous runs of row groups), to
-    be written by as many threads; the quarantined rows of all parts go to one file.
-    A batch that carries its own row ids (a quarantine file being released) is read
-    with one DuckDB query whose ``_bh_failed`` is null for a passing row.  Memory is
-    bounded by one batch of rows per part.
-    """
-
-    def __init__(self, validator: BatchValidator, path: Path, batch_rows: int) -> None:
-        assert validator.validation is not None
-        self.validator = validator
-        self.failed_mask = validator.validation.failed_mask
-        self.path = path
-        self.batch_rows = batch_rows
-        self.quarantined = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._schema: pa.Schema | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        try:
-            yield from self.parts(1)[0]
-        finally:
-            self.close()
-
-    def parts(self, n: int) -> list[Iterator[pa.RecordBatch]]:
-        """Up to ``n`` iterators over the passing rows, together the batch in its order;
-        each may run in its own thread.  :meth:`close` the split once they are done."""
-        v = self.validator
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._schema = self._quarantine_schema()
-        if v.has_row_ids:
-            return [self._from_query()]
-        failing = [self._failing(i) for i in range(len(v.files))]
-        # Row groups of all files, in order, cut into n runs of about equal rows.
-        units: list[tuple[int, int, int, int]] = []  # file, row group, first row, rows
-        for i, file in enumerate(v.files):
-            meta = pq.read_metadata(file)
-            first = 0
-            for g in range(meta.num_row_groups):
-                rows = meta.row_group(g).num_rows
-                units.append((i, g, first, rows))
-                first += rows
-        total = sum(u[3] for u in units)
-        runs: list[list[tuple[int, int, int, int]]] = [[] for _ in range(max(1, n))]
-        done = 0
-        for u in units:
-            runs[min(len(runs) - 1, done * len(runs) // max(total, 1))].append(u)
-            done += u[3]
-        return [self._from_files(run, failing) for run in runs if run] or [iter(())]
-
-    def close(self) -> None:
-        """Finish the quarantine file (an empty one if no row was quarantined)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._writer is None:
-                schema = self._schema or self._quarantine_schema()
-                self._writer = pq.ParquetWriter(str(self.path), schema, compression="zstd")
-            self._writer.close()
-            self._writer = None
-
-    def _write(self, held: pa.RecordBatch) -> None:
-        with self._lock:
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(str(self.path), held.schema, compression="zstd")
-            self._writer.write_batch(held)
-            self.quarantined += held.num_rows
-
-    def _quarantine_schema(self) -> pa.Schema:
-        """The quarantine file's columns (as ``write_quarantine`` writes them)."""
-        v = self.validator
-        names = ", ".join(f"b.{ident(c)}" for c in v.columns)
-        empty = v.con.execute(
-            f"SELECT b.{ROW_ID}, []::VARCHAR[] AS {FAILED}, {names} FROM {BATCH} b LIMIT 0"
-        ).to_arrow_table()
-        return empty.schema
-
-    # -- staged files, read with pyarrow -------------------------------------------------
-
-    def _failing(self, file_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row numbers (in the file, ascending) and masks of the rows to quarantine."""
-        got = self.validator.con.execute(
-            f"SELECT {ROW_ID} & {(1 << 40) - 1} AS pos, _bh_mask FROM findings "
-            f"WHERE {ROW_ID} >> 40 = {file_index} AND _bh_mask & {self.failed_mask} <> 0 "
-            f"ORDER BY {ROW_ID}"
+        assert not self.has_row_ids, "staged files carry no row ids of their own"
+        got = self.con.execute(
+            f"SELECT {ROW_ID} >> 40 AS file, {ROW_ID} & {(1 << 40) - 1} AS pos FROM findings "
+            f"WHERE _bh_mask & {self.validation.failed_mask} <> 0 ORDER BY {ROW_ID}"
         ).fetchnumpy()
-        return np.asarray(got["pos"], np.int64), np.asarray(got["_bh_mask"], np.int64)
-
-    def _failed_lists(self, masks: np.ndarray) -> pa.Array:
-        """``_bh_failed`` for rows with these masks: the keys of the bits set, in order."""
-        checks = self.validator.suite.row_checks
-        uniq, inverse = np.unique(masks, return_inverse=True)
-        lists = [[c.key for n, c in enumerate(checks) if m & (1 << n)] for m in uniq.tolist()]
-        return pa.array(lists, pa.list_(pa.string())).take(pa.array(inverse.ravel()))
-
-    def _from_files(
-        self,
-        run: list[tuple[int, int, int, int]],
-        failing: list[tuple[np.ndarray, np.ndarray]],
-    ) -> Iterator[pa.RecordBatch]:
-        v = self.validator
-        assert self._schema is not None
-        schema = self._schema
-        for index in sorted({u[0] for u in run}):
-            groups = [u for u in run if u[0] == index]
-            # Mapped, the file's pages are decoded from the page cache without a copy.
-            with pq.ParquetFile(v.files[index], memory_map=True) as pf:
-                yield from self._split_file(pf, index, groups, failing[index], schema)
-
-    def _split_file(
-        self,
-        pf: pq.ParquetFile,
-        index: int,
-        groups: list[tuple[int, int, int, int]],
-        failing: tuple[np.ndarray, np.ndarray],
-        schema: pa.Schema,
-    ) -> Iterator[pa.RecordBatch]:
-        v = self.validator
-        positions, masks = failing
-        names = [c for c in pf.schema_arrow.names if c in v.columns]
-        offset = groups[0][2]
-        for batch in pf.iter_batches(
-            self.batch_rows, row_groups=[u[1] for u in groups], columns=names, use_threads=False
-        ):
-            n = batch.num_rows
-            lo, hi = np.searchsorted(positions, [offset, offset + n])
-            if lo == hi:
-                offset += n
-                yield batch
-                continue
-            local = positions[lo:hi] - offset
-            held = _conform_held(
-                batch.take(pa.array(local)),
-                pa.array((index << 40) | positions[lo:hi], pa.int64()),
-                self._failed_lists(masks[lo:hi]),
-                schema,
-            )
-            self._write(held)
-            offset += n
-            keep = np.ones(n, dtype=bool)
-            keep[local] = False
-            yield batch.filter(pa.array(keep))
-
-    # -- rows with their own ids, read with DuckDB ---------------------------------------
-
-    def _from_query(self) -> Iterator[pa.RecordBatch]:
-        v = self.validator
-        mask = "coalesce(f._bh_mask, 0)"
-        cols = ", ".join(f"b.{ident(c)}" for c in v.columns)
-        reader = v.con.execute(
-            f"SELECT b.{ROW_ID}, CASE WHEN {mask} & {self.failed_mask} <> 0 "
-            f"THEN {v._failed_list(mask)} END AS {FAILED}, {cols} FROM {BATCH} b "
-            f"LEFT JOIN findings f USING ({ROW_ID})"
-        ).to_arrow_reader(self.batch_rows)
-        data = list(range(2, len(reader.schema)))
-        for batch in reader:
-            failed = batch.column(1)
-            if failed.null_count == batch.num_rows:
-                yield batch.select(data)
-                continue
-            self._write(batch.filter(pc.is_valid(failed)))
-            passing = batch.filter(pc.is_null(failed)).select(data)
-            if passing.num_rows:
-                yield passing
-
-
-def _conform_held(
-    batch: pa.RecordBatch, row_ids: pa.Array, failed: pa.Array, schema: pa.Schema
-) -> pa.RecordBatch:
-    """Quarantined rows of a staged file in the quarantine file's columns and types."""
-    cols: list[pa.Array] = [row_ids, failed.cast(schema.field(1).type)]
-    for f in list(schema)[2:]:
-        i = batch.schema.get_field_index(f.name)
-        col = batch.column(i) if i >= 0 else pa.nulls(batch.num_rows, f.type)
-        cols.append(col if col.type == f.type else col.cast(f.type))
-    return pa.RecordBatch.from_arrays(cols, schema=schema)
+        files = np.asarray(got["file"], np.int64)
+        pos = np.asarray(got["pos"], np.int64)
+        cuts = np.searchsorted(files, np.arange(len(self.files) + 1))
+        return [pos[cuts[i] : cuts[i + 1]] for i in range(len(self.files))]

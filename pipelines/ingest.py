@@ -59,7 +59,7 @@ class Staged:
         return {
             "dataset_id": self.dataset_id,
             "run_id": self.run_id,
-            "files": [[f.path, f.rows, f.bytes] for f in self.files],
+            "files": [f.to_list() for f in self.files],
             "rows_read": self.rows_read,
             "cursor": self.cursor,
             "previous_cursor": self.previous_cursor,
@@ -73,7 +73,7 @@ class Staged:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Staged:
-        files = [StagedFile(p, int(r), int(b)) for p, r, b in d["files"]]
+        files = [StagedFile.from_list(f) for f in d["files"]]
         return cls(
             dataset_id=d["dataset_id"],
             run_id=d["run_id"],

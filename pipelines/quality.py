@@ -4,8 +4,9 @@
 
 - the suite passes (or there is none): the staged files, unchanged;
 - ``warn``: the staged files, flagged (status ``warned``, a ``quality.failed`` event);
-- ``drop-rows``: the rows that broke a failed expectation go to a quarantine file, the
-  others are staged again as new files (the originals are removed);
+- ``drop-rows``: the rows that broke a failed expectation go to a quarantine file; the
+  staged files are published with Iceberg position-delete files that leave those rows
+  out (catalog.deletes), so the passing rows are not written again;
 - ``block``: the whole batch goes to quarantine and nothing is published; the table
   stays at its last good version and its cursor does not move.
 
@@ -17,7 +18,6 @@ next to the table's data, under ``<table>/quarantine/``.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -62,11 +62,6 @@ def _status(policy: str, validation: Validation) -> GateStatus:
     return {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}[policy]  # type: ignore[return-value]
 
 
-def _writers(rows: int) -> int:
-    """Parallel Parquet writers for ``rows`` passing rows: one a core, a million rows each."""
-    return max(1, min(os.cpu_count() or 1, 4, rows // 1_000_000))
-
-
 def gate(
     staged: Staged,
     manifest: Manifest,
@@ -96,20 +91,19 @@ def gate(
             batch_id = str(uuid.uuid4())
             path = quarantine_dir(lake, manifest.id) / f"{staged.run_id}-{batch_id[:8]}.parquet"
             if status == "dropped":
-                # One read of the batch: passing rows to new files, the others to quarantine.
-                split = validator.split(path)
-                writers = _writers(validation.rows - validation.failing_rows)
-                try:
-                    result_files = lake.stage_parts(
-                        manifest.id,
-                        staged.run_id,
-                        split.parts(writers),
-                        lake.table(manifest.id).schema().as_arrow(),
-                        prefetch=writers == 1,
-                    )
-                finally:
-                    split.close()
-                quarantined = split.quarantined
+                # The failing rows to a quarantine file; the staged files are published as
+                # they are, with Iceberg position-delete files leaving those rows out (D31).
+                quarantined = validator.write_quarantine(path, whole_batch=False)
+                positions = validator.failing_positions()
+                whole = [len(p) == f.rows for f, p in zip(staged.files, positions, strict=True)]
+                kept = [f for f, w in zip(staged.files, whole, strict=True) if not w]
+                result_files = kept + lake.stage_deletes(
+                    manifest.id,
+                    staged.run_id,
+                    kept,
+                    [p for p, w in zip(positions, whole, strict=True) if not w],
+                )
+                lake.discard(f for f, w in zip(staged.files, whole, strict=True) if w)
             else:
                 quarantined = validator.write_quarantine(path, whole_batch=True)
                 result_files = []
@@ -125,7 +119,7 @@ def gate(
                 previous_cursor=staged.previous_cursor,
                 cursor=staged.cursor,
             )
-    if result_files is not staged.files:
+    if status == "blocked":
         lake.discard(staged.files)
     result = qstore.record_result(
         run_id=staged.run_id,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -87,6 +88,12 @@ def test_drop_rows_quarantines_failing_rows_and_publishes_the_rest(
         "SELECT count(*) AS n FROM hotline_tickets", _admin(hub)
     ).to_table()
     assert published.column("n")[0].as_py() == N - bad_rows
+    # The staged file is published as it was, a position-delete file leaving the failing
+    # rows out (D31); none of them is readable.
+    files = hub.lake.table("hotline_tickets").inspect.files().to_pylist()
+    assert sorted((f["content"], f["record_count"]) for f in files) == [(0, N), (1, bad_rows)]
+    ids = hub.exchange.query("SELECT ticket_id FROM hotline_tickets", _admin(hub)).to_table()
+    assert set(ids.column(0).to_pylist()).isdisjoint(expected)
 
     [batch] = quality.batches("hotline_tickets")
     assert batch.status == "held" and batch.rows == bad_rows and batch.run_id == run.id
@@ -119,6 +126,38 @@ def test_drop_rows_quarantines_failing_rows_and_publishes_the_rest(
     assert events[0].data["rows_quarantined"] == bad_rows
     assert events[1].data["quality"]["status"] == "dropped"
     assert events[1].data["rows_added"] == N - bad_rows
+
+
+def test_drop_rows_leaves_out_a_staged_file_that_failed_whole(
+    hub: Hub, hotline: Callable[..., Manifest]
+) -> None:
+    """A staged file none of whose rows passed is not published at all (no delete file
+    for it), and its data file is removed; the other keeps its rows and gets one."""
+    from pipelines.ingest import Staged
+    from pipelines.quality import gate
+
+    manifest = hotline("drop-rows")
+    mixed, expected = bad_tickets(300)
+    broken, _ = bad_tickets(40, seed=5, first_id=9000)
+    broken = broken.set_column(
+        broken.schema.get_field_index("district_code"),
+        "district_code",
+        pa.array(["999999"] * broken.num_rows, broken.schema.field("district_code").type),
+    )
+    hub.lake.ensure_table(manifest.id, mixed.schema)
+    files = [
+        *hub.lake.stage(manifest.id, "r1", mixed.to_batches(), mixed.schema),
+        *hub.lake.stage(manifest.id, "r1", broken.to_batches(), broken.schema),
+    ]
+    staged = Staged(manifest.id, "r1", files, rows_read=340, cursor=None, previous_cursor=None)
+    out = gate(staged, manifest, lake=hub.lake, store=hub.store, publisher=None)
+    assert out.quality is not None and out.quality["rows_quarantined"] == 40 + len(expected) + 1
+    data = [f for f in out.files if f.deletes is None]
+    deletes = [f for f in out.files if f.deletes is not None]
+    assert data == [files[0]] and [d.deletes for d in deletes] == [files[0].path]
+    assert deletes[0].rows == len(expected) + 1  # both copies of the duplicated id
+    assert not Path(files[1].path).exists()
+    hub.lake.discard(out.files)
 
 
 def test_block_keeps_the_last_good_version(

@@ -1,4 +1,4 @@
-"""The one-read split of ``drop-rows`` gives exactly the rows of the two-query path."""
+"""``drop-rows`` separates failing rows by their positions in the staged files."""
 
 from __future__ import annotations
 
@@ -34,70 +34,41 @@ def _files(tmp_path: Path) -> list[str]:
     return paths
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3, 7])
-def test_split_matches_passing_and_write_quarantine(tmp_path: Path, parts: int) -> None:
+def test_failing_positions_are_the_quarantined_rows(tmp_path: Path) -> None:
+    """What ``drop-rows`` leaves out of each staged file (position deletes) is exactly
+    what goes to quarantine, and the rest is exactly what ``passing()`` gives."""
     suite = load_suite("hotline_tickets")
     with BatchValidator(_files(tmp_path), suite, key_columns=["ticket_id"]) as validator:
         validation = validator.validate()
         assert validation.failing_rows > 0
         passing = _rows(validator.passing())
-        held = validator.write_quarantine(tmp_path / "old.parquet", whole_batch=False)
-        split = validator.split(tmp_path / "new.parquet")
-        streams = split.parts(parts)
-        assert 1 <= len(streams) <= parts
-        got = [_rows(s) for s in streams]
-        split.close()
-    rows = [row for part in got for row in part]
-    assert sorted(map(repr, rows)) == sorted(map(repr, passing))  # the same rows
-    assert split.quarantined == held == validation.failing_rows
-    assert len(passing) + held == validation.rows
-    old, new = _quarantine(tmp_path / "old.parquet"), _quarantine(tmp_path / "new.parquet")
-    # ... in the batch's order (its files', then their rows'), all parts together.
-    held_ids = {row[ROW_ID] for row in new}
-    in_order = [
-        row
-        for index, path in enumerate(validator.files)
-        for n, row in enumerate(pq.read_table(path).to_pylist())
-        if (index << 40 | n) not in held_ids
+        held = validator.write_quarantine(tmp_path / "held.parquet", whole_batch=False)
+        positions = validator.failing_positions()
+        files = validator.files
+    assert len(positions) == len(files) == 2
+    assert all(len(p) and (p[1:] > p[:-1]).all() for p in positions)  # ascending, no repeat
+    assert sum(len(p) for p in positions) == held == validation.failing_rows
+    quarantined = _quarantine(tmp_path / "held.parquet")
+    assert [r[ROW_ID] for r in quarantined] == [
+        index << 40 | int(n) for index, p in enumerate(positions) for n in p
     ]
-    assert rows == in_order
-    assert pq.read_schema(tmp_path / "new.parquet").names[:2] == [ROW_ID, FAILED]
-    assert (
-        pq.read_schema(tmp_path / "new.parquet").names
-        == pq.read_schema(tmp_path / "old.parquet").names
-    )
-    assert new == old
-    assert all(row[FAILED] for row in new)
+    assert all(row[FAILED] for row in quarantined)
+    left: list[dict[str, Any]] = []
+    for path, p in zip(files, positions, strict=True):
+        rows = pq.read_table(path).to_pylist()
+        dropped = set(p.tolist())
+        left += [row for n, row in enumerate(rows) if n not in dropped]
+    assert sorted(map(repr, left)) == sorted(map(repr, passing))
+    assert len(left) + held == validation.rows
 
 
-def test_split_of_a_quarantine_file_keeps_row_ids(tmp_path: Path) -> None:
-    """A released batch carries its row ids: the split reads it through DuckDB."""
-    suite = load_suite("hotline_tickets")
-    with BatchValidator(_files(tmp_path), suite) as validator:
-        validator.validate()
-        validator.write_quarantine(tmp_path / "held.parquet", whole_batch=True)
-    with BatchValidator([str(tmp_path / "held.parquet")], suite) as validator:
-        validator.validate()
-        passing = _rows(validator.passing())
-        validator.write_quarantine(tmp_path / "old.parquet", whole_batch=False)
-        split = validator.split(tmp_path / "new.parquet")
-        got = _rows(split)
-    assert sorted(map(repr, got)) == sorted(map(repr, passing))
-    assert _quarantine(tmp_path / "new.parquet") == _quarantine(tmp_path / "old.parquet")
-
-
-def test_split_with_nothing_to_hold_leaves_an_empty_file(tmp_path: Path) -> None:
+def test_failing_positions_of_a_passing_batch_are_empty(tmp_path: Path) -> None:
     suite = load_suite("hotline_tickets")
     with BatchValidator(_files(tmp_path), suite) as validator:
         validator.validate()
         assert validator.validation is not None
         validator.validation.failed_mask = 0  # as if every expectation had passed
-        split = validator.split(tmp_path / "q" / "new.parquet")
-        rows = sum(b.num_rows for s in split.parts(2) for b in s)
-        split.close()
-    assert rows == 2200 and split.quarantined == 0
-    empty = pq.read_table(tmp_path / "q" / "new.parquet")
-    assert empty.num_rows == 0 and empty.column_names[:2] == [ROW_ID, FAILED]
+        assert [len(p) for p in validator.failing_positions()] == [0, 0]
 
 
 def test_stage_parts_keeps_part_order_and_removes_everything_on_error(hub: Any) -> None:

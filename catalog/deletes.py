@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyiceberg.conversions import from_bytes, to_bytes
+from pyiceberg.io import FileIO
 from pyiceberg.manifest import (
     DataFile,
     DataFileContent,
@@ -80,14 +81,14 @@ def write_position_deletes(
     return int(fs.get_file_info(path).size)
 
 
-def delete_data_file(path: str, size: int, spec_id: int) -> DataFile:
+def delete_data_file(io: FileIO, path: str, size: int, spec_id: int) -> DataFile:
     """The manifest entry's data file of a delete file written by :func:`write_position_deletes`.
 
-    Its bounds on ``file_path`` are the one data file it deletes from (readers prune with
-    them, and :class:`PublishFiles` finds the delete files of a removed data file by them).
+    Read from the file's footer through the table's ``io``.  Its bounds on ``file_path``
+    are the one data file it deletes from (readers prune with them, and
+    :class:`PublishFiles` finds the delete files of a removed data file by them).
     """
-    fs, local = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
-    with fs.open_input_file(local) as f:
+    with io.new_input(path).open() as f:
         meta = pq.read_metadata(f)
     rows = meta.num_rows
     targets: set[str] = set()

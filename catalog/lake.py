@@ -659,7 +659,9 @@ def _add_files(tx: Transaction, files: list[StagedFile], props: dict[str, str]) 
         producer.append_data_file(data_file)
     for f in files:
         if f.deletes is not None:
-            producer.append_data_file(delete_data_file(f.path, f.bytes, meta.default_spec_id))
+            producer.append_data_file(
+                delete_data_file(tx._table.io, f.path, f.bytes, meta.default_spec_id)
+            )
     producer.commit()
 
 

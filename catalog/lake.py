@@ -294,7 +294,11 @@ class Lake:
         return staged
 
     def stage_deletes(
-        self, dataset_id: str, run_id: str, files: Sequence[StagedFile], positions: Sequence[Any]
+        self,
+        dataset_id: str,
+        run_id: str,
+        files: Sequence[StagedFile],
+        positions: Sequence[np.ndarray],
     ) -> list[StagedFile]:
         """Position-delete files leaving rows ``positions[i]`` out of staged file ``files[i]``.
 
@@ -633,8 +637,6 @@ def _write_files(
         raise
 
 
-# pyiceberg's expression classes are pydantic models whose generated signatures mypy
-# misreads; these two wrappers keep the ignores in one place.
 def _add_files(tx: Transaction, files: list[StagedFile], props: dict[str, str]) -> None:
     """Add staged data and position-delete files to the table in one snapshot.
 
@@ -665,6 +667,8 @@ def _add_files(tx: Transaction, files: list[StagedFile], props: dict[str, str]) 
     producer.commit()
 
 
+# pyiceberg's expression classes are pydantic models whose generated signatures mypy
+# misreads; these two wrappers keep the ignores in one place.
 def _eq(column: str, value: Any) -> BooleanExpression:
     return EqualTo(column, value)  # type: ignore[call-arg, arg-type]
 

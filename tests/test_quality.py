@@ -390,15 +390,20 @@ def test_the_app_checks_freshness_periodically(
 # --- the Airflow steps (the DAG's task bodies) -----------------------------------------
 
 
+def _manifest_file(tmp_path: Path, manifest: Manifest) -> Path:
+    """The manifest as a file, as the Airflow steps take it."""
+    path = tmp_path / "hotline.yaml"
+    data = manifest.model_dump(mode="json", exclude_none=True)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 def test_steps_block_a_bad_batch_between_extract_and_publish(
     tmp_path: Path, hub: Hub, hotline: Callable[..., Manifest], settings: Any
 ) -> None:
     from pipelines.steps import extract_step, notify_step, publish_step, validate_step
 
-    manifest = hotline("block")
-    path = tmp_path / "hotline.yaml"
-    data = manifest.model_dump(mode="json", exclude_none=True)
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path = _manifest_file(tmp_path, hotline("block"))
     table, _ = bad_tickets(300)
     _write(tmp_path, "a", table)
 
@@ -412,6 +417,28 @@ def test_steps_block_a_bad_batch_between_extract_and_publish(
     assert hub.store.versions("hotline_tickets") == []
     [batch] = _quality(hub).batches("hotline_tickets")
     assert batch.rows == 300
+
+
+def test_steps_hand_drop_rows_delete_files_to_publish(
+    tmp_path: Path, hub: Hub, hotline: Callable[..., Manifest], settings: Any
+) -> None:
+    """Between Airflow tasks the staged files travel as JSON: the delete files the gate
+    made must reach the commit, or the failing rows would be published."""
+    from pipelines.steps import extract_step, publish_step, validate_step
+
+    path = _manifest_file(tmp_path, hotline("drop-rows"))
+    table, expected = bad_tickets(300)
+    _write(tmp_path, "a", table)
+
+    staged = extract_step(str(path), trigger="airflow:test", env={}, settings=settings)
+    gated = validate_step(str(path), staged, settings=settings)
+    bad_rows = len(expected) + 1  # both copies of the duplicated ticket id
+    assert [f[3] for f in gated["files"] if len(f) == 4] == [gated["files"][0][0]]
+    version = publish_step(str(path), gated, settings=settings)
+    assert version is not None and version["total_rows"] == 300 - bad_rows
+    ids = hub.exchange.query("SELECT ticket_id FROM hotline_tickets", _admin(hub)).to_table()
+    assert ids.num_rows == 300 - bad_rows
+    assert set(ids.column(0).to_pylist()).isdisjoint(expected)
 
 
 def test_api_release_publishes_and_is_recorded(

@@ -10,7 +10,10 @@ processes (a CLI ingest, an Airflow task) appended.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,6 +167,33 @@ def _sqlite_ts(text: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+_NEXT_OFFSET = (
+    "UPDATE log_channels SET last_offset = last_offset + 1 WHERE name = ? RETURNING last_offset"
+)
+_NEW_CHANNEL = "INSERT INTO log_channels (name, last_offset) VALUES (?, 1)"
+_INSERT_MESSAGE = (
+    'INSERT INTO log_messages (channel, "offset", ts, type, data, source) VALUES (?, ?, ?, ?, ?, ?)'
+)
+_BUSY_WAIT_S = 30.0
+
+
+def _begin_immediate(con: sqlite3.Connection) -> None:
+    """Take the log's write lock, waiting in short steps while another writer holds it."""
+    deadline = time.monotonic() + _BUSY_WAIT_S
+    pause = 0.0001
+    while True:
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.002)
+
+
 class EventLog:
     """Append-only, per-channel ordered message log."""
 
@@ -174,6 +204,8 @@ class EventLog:
         self.url = url
         self.engine = make_engine(url)
         self._probes: list[sqlite3.Connection] = []
+        self._writers = threading.local()
+        self._probes_lock = threading.Lock()
         if url.startswith("sqlite"):
             # WAL + synchronous=NORMAL: a committed append survives a crash of any process
             # (the restart test kills the hub with SIGKILL); only an OS crash or power loss
@@ -189,9 +221,11 @@ class EventLog:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        for probe in self._probes:
-            probe.close()
-        self._probes.clear()
+        with self._probes_lock:
+            for probe in self._probes:
+                probe.close()
+            self._probes.clear()
+        self._writers = threading.local()
 
     def change_probe(self) -> Callable[[], bool] | None:
         """A check, cheap enough for the event loop, of whether anything was committed to
@@ -270,7 +304,8 @@ class EventLog:
         if path is None:
             return None
         con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._probes.append(con)
+        with self._probes_lock:
+            self._probes.append(con)
         return con
 
     def append(
@@ -280,6 +315,8 @@ class EventLog:
         data: dict[str, Any],
         source: dict[str, Any] | None = None,
     ) -> Message:
+        if self._sqlite_file() is not None:
+            return self._append_sqlite(channel, type, data, source)
         ts = datetime.now(UTC)
         with self.engine.begin() as c:
             # The row update takes the write lock, so offsets are allocated one at a time.
@@ -306,6 +343,55 @@ class EventLog:
         return Message(int(seq[0]), channel, int(offset), self.epoch, ts, type, data, source or {})
 
     __call__ = append
+
+    def _append_sqlite(
+        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None
+    ) -> Message:
+        """``append`` on a plain sqlite3 connection of this thread (D33).
+
+        The same two statements as the SQLAlchemy path, in one ``BEGIN IMMEDIATE``
+        transaction: ~0.03 ms against ~0.3 ms, which every publish pays before any
+        subscriber can see the message.  A busy log (another process writing) is waited
+        for in steps of at most 2 ms, up to the engine's 30 s, instead of SQLite's busy
+        handler, whose sleeps of 1, 2, 5, 10 … ms kept an append waiting ~18 ms for a
+        lock held a few.
+        """
+        con = self._writer()
+        ts = datetime.now(UTC)
+        text = json.dumps(data, ensure_ascii=False, default=str)
+        src = json.dumps(source or {}, ensure_ascii=False)
+        _begin_immediate(con)
+        try:
+            row = con.execute(_NEXT_OFFSET, (channel,)).fetchone()
+            if row is None:
+                offset = 1
+                con.execute(_NEW_CHANNEL, (channel,))
+            else:
+                offset = int(row[0])
+            cur = con.execute(
+                _INSERT_MESSAGE,
+                (channel, offset, ts.strftime("%Y-%m-%d %H:%M:%S.%f"), type, text, src),
+            )
+            seq = cur.lastrowid
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        assert seq is not None
+        return Message(int(seq), channel, offset, self.epoch, ts, type, data, source or {})
+
+    def _writer(self) -> sqlite3.Connection:
+        """This thread's plain connection for appends (SQLite files only)."""
+        con: sqlite3.Connection | None = getattr(self._writers, "con", None)
+        # A connection is not carried across a fork: a child makes its own.
+        if con is None or self._writers.pid != os.getpid():
+            con = self._own_connection()
+            assert con is not None
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=0")
+            self._writers.con, self._writers.pid = con, os.getpid()
+        return con
 
     def _message(self, row: Any) -> Message:
         ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)

@@ -357,10 +357,10 @@ class EventLog:
         lock held a few.
         """
         con = self._writer()
-        ts = datetime.now(UTC)
         text = json.dumps(data, ensure_ascii=False, default=str)
         src = json.dumps(source or {}, ensure_ascii=False)
         _begin_immediate(con)
+        ts = datetime.now(UTC)  # under the lock: times follow the log's order
         try:
             row = con.execute(_NEXT_OFFSET, (channel,)).fetchone()
             if row is None:
@@ -445,9 +445,31 @@ class EventLog:
             v = c.scalar(select(func.min(_messages.c.offset)).where(_messages.c.channel == channel))
         return int(v) if v is not None else self.head(channel) + 1
 
+    def _oldest(self, channel: str) -> tuple[int, datetime] | None:
+        """Offset and time of a channel's oldest held message (None: none held).
+
+        Read through the channel index in log order, without the write lock: the ops
+        tick asks it of every channel every few seconds, and a DELETE that finds nothing
+        would still take the lock every publisher waits for (D33).
+        """
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(_messages.c.offset, _messages.c.ts)
+                .where(_messages.c.channel == channel)
+                .order_by(_messages.c.seq)
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
+        return int(row.offset), ts
+
     def trim(self, channel: str, keep_last: int) -> int:
         """Drop all but the newest ``keep_last`` messages of a channel; returns how many."""
         head = self.head(channel)
+        oldest = self._oldest(channel)
+        if oldest is None or oldest[0] > head - keep_last:
+            return 0
         with self.engine.begin() as c:
             res = c.execute(
                 delete(_messages).where(
@@ -465,6 +487,9 @@ class EventLog:
         """Drop a channel's messages older than ``before``, but never its latest one:
         the head offset stays readable so ``first_retained`` stays meaningful."""
         head = self.head(channel)
+        oldest = self._oldest(channel)
+        if oldest is None or oldest[0] >= head or oldest[1] >= before:
+            return 0  # appends are stamped in log order: nothing older is held
         with self.engine.begin() as c:
             res = c.execute(
                 delete(_messages).where(

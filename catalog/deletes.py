@@ -34,7 +34,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyiceberg.conversions import from_bytes, to_bytes
-from pyiceberg.io import FileIO
 from pyiceberg.manifest import (
     DataFile,
     DataFileContent,
@@ -49,7 +48,7 @@ from pyiceberg.table import Transaction
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _FastAppendFiles
 from pyiceberg.typedef import Record
-from pyiceberg.types import LongType, StringType
+from pyiceberg.types import StringType
 
 #: Reserved field ids of a position-delete file's columns (Iceberg spec, "Position Delete Files").
 FILE_PATH_ID = 2147483546
@@ -81,30 +80,14 @@ def write_position_deletes(
     return int(fs.get_file_info(path).size)
 
 
-def delete_data_file(io: FileIO, path: str, size: int, spec_id: int) -> DataFile:
-    """The manifest entry's data file of a delete file written by :func:`write_position_deletes`.
+def delete_data_file(path: str, rows: int, size: int, deletes: str, spec_id: int) -> DataFile:
+    """The manifest entry's data file of a delete file written by :func:`write_position_deletes`
+    (``rows`` positions of data file ``deletes``; the staged file's own facts, no read).
 
-    Read from the file's footer through the table's ``io``.  Its bounds on ``file_path``
-    are the one data file it deletes from (readers prune with them, and
-    :class:`PublishFiles` finds the delete files of a removed data file by them).
+    Its bounds on ``file_path`` are the one data file it deletes from: readers prune with
+    them, and :class:`PublishFiles` finds the delete files of a removed data file by them.
     """
-    with io.new_input(path).open() as f:
-        meta = pq.read_metadata(f)
-    rows = meta.num_rows
-    targets: set[str] = set()
-    lo, hi = None, None
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        name_stats, pos_stats = group.column(0).statistics, group.column(1).statistics
-        if name_stats is None or pos_stats is None or not name_stats.has_min_max:
-            raise ValueError(f"position-delete file {path} has no statistics")
-        targets.update((name_stats.min, name_stats.max))
-        lo = pos_stats.min if lo is None else min(lo, pos_stats.min)
-        hi = pos_stats.max if hi is None else max(hi, pos_stats.max)
-    if len(targets) != 1 or lo is None or hi is None:
-        raise ValueError(f"position-delete file {path} names {len(targets)} data files, not one")
-    (target,) = targets
-    name = to_bytes(StringType(), target)
+    name = to_bytes(StringType(), deletes)
     return DataFile.from_args(
         content=DataFileContent.POSITION_DELETES,
         file_path=path,
@@ -116,8 +99,8 @@ def delete_data_file(io: FileIO, path: str, size: int, spec_id: int) -> DataFile
         value_counts={FILE_PATH_ID: rows, POS_ID: rows},
         null_value_counts={FILE_PATH_ID: 0, POS_ID: 0},
         nan_value_counts={},
-        lower_bounds={FILE_PATH_ID: name, POS_ID: to_bytes(LongType(), lo)},
-        upper_bounds={FILE_PATH_ID: name, POS_ID: to_bytes(LongType(), hi)},
+        lower_bounds={FILE_PATH_ID: name},
+        upper_bounds={FILE_PATH_ID: name},
         split_offsets=None,
         sort_order_id=None,
         spec_id=spec_id,

@@ -163,7 +163,11 @@ def open_event_log(url: str) -> LogBackend:
 
 def _sqlite_ts(text: str) -> datetime:
     """A ``ts`` as SQLAlchemy stores it in SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC)."""
-    ts = datetime.fromisoformat(text)
+    return _aware(datetime.fromisoformat(text))
+
+
+def _aware(ts: datetime) -> datetime:
+    """A stored time as UTC (SQLite keeps no time zone)."""
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
@@ -186,7 +190,7 @@ def _begin_immediate(con: sqlite3.Connection) -> None:
             con.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e):
+            if e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
             if time.monotonic() >= deadline:
                 raise
@@ -394,13 +398,12 @@ class EventLog:
         return con
 
     def _message(self, row: Any) -> Message:
-        ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
         return Message(
             seq=row.seq,
             channel=row.channel,
             offset=row.offset,
             epoch=self.epoch,
-            ts=ts,
+            ts=_aware(row.ts),
             type=row.type,
             data=json.loads(row.data),
             source=json.loads(row.source) if row.source else {},
@@ -459,10 +462,7 @@ class EventLog:
                 .order_by(_messages.c.seq)
                 .limit(1)
             ).first()
-        if row is None:
-            return None
-        ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
-        return int(row.offset), ts
+        return None if row is None else (int(row.offset), _aware(row.ts))
 
     def trim(self, channel: str, keep_last: int) -> int:
         """Drop all but the newest ``keep_last`` messages of a channel; returns how many."""

@@ -662,7 +662,7 @@ def _add_files(tx: Transaction, files: list[StagedFile], props: dict[str, str]) 
     for f in files:
         if f.deletes is not None:
             producer.append_data_file(
-                delete_data_file(tx._table.io, f.path, f.bytes, meta.default_spec_id)
+                delete_data_file(f.path, f.rows, f.bytes, f.deletes, meta.default_spec_id)
             )
     producer.commit()
 

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
+
 from catalog.errors import SuiteInvalid
 from catalog.eventlog import Publisher
-from catalog.lake import Lake
+from catalog.lake import Lake, StagedFile
 from catalog.manifest import Manifest
 from catalog.quality import GateStatus, QualityStore
 from catalog.store import CatalogStore
@@ -94,16 +96,18 @@ def gate(
                 # The failing rows to a quarantine file; the staged files are published as
                 # they are, with Iceberg position-delete files leaving those rows out (D31).
                 quarantined = validator.write_quarantine(path, whole_batch=False)
-                positions = validator.failing_positions()
-                whole = [len(p) == f.rows for f, p in zip(staged.files, positions, strict=True)]
-                kept = [f for f, w in zip(staged.files, whole, strict=True) if not w]
-                result_files = kept + lake.stage_deletes(
-                    manifest.id,
-                    staged.run_id,
-                    kept,
-                    [p for p, w in zip(positions, whole, strict=True) if not w],
+                # A file none of whose rows passed is not published at all.
+                kept: list[tuple[StagedFile, np.ndarray]] = []
+                dropped: list[StagedFile] = []
+                for f, p in zip(staged.files, validator.failing_positions(), strict=True):
+                    if len(p) == f.rows:
+                        dropped.append(f)
+                    else:
+                        kept.append((f, p))
+                result_files = [f for f, _ in kept] + lake.stage_deletes(
+                    manifest.id, staged.run_id, [f for f, _ in kept], [p for _, p in kept]
                 )
-                lake.discard(f for f, w in zip(staged.files, whole, strict=True) if w)
+                lake.discard(dropped)
             else:
                 quarantined = validator.write_quarantine(path, whole_batch=True)
                 result_files = []

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_right
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -59,7 +59,12 @@ class Subscription:
 
     def __init__(self, bus: Bus, queue_size: int) -> None:
         self._bus = bus
-        self._queue: asyncio.Queue[Message | Notice] = asyncio.Queue(queue_size)
+        # Items for the sender task, when they cannot be written at once (a deque and an
+        # event rather than an asyncio.Queue: the fan-out tests emptiness per subscriber
+        # on every message, and an attribute's truth is the cheapest test there is).
+        self._queue: deque[Message | Notice] = deque()
+        self._queue_max = queue_size
+        self._arrived = asyncio.Event()
         self.last: dict[str, int] = {}
         # Per-channel predicate: a message it rejects is skipped (its offset still counts).
         self.filters: dict[str, Callable[[Message], bool]] = {}
@@ -129,16 +134,6 @@ class Subscription:
     def _put(self, item: Message | Notice) -> None:
         self._put_many((item,))
 
-    def _takes_frames(self, channel: str) -> bool:
-        """Whether the next messages of ``channel`` can go out as pre-built frames."""
-        return (
-            self.raw is not None
-            and not self.overflowed
-            and channel not in self.filters
-            and channel not in self._filling
-            and self._queue.empty()
-        )
-
     def _overflowed(self) -> None:
         self.overflowed = True
         self.overflow.set()
@@ -147,20 +142,21 @@ class Subscription:
         if not items:
             return
         # Order holds: the queue is empty only once its sender has written everything.
-        if self.sink is not None and not self.overflowed and self._queue.empty():
+        queue = self._queue
+        if self.sink is not None and not self.overflowed and not queue:
             if not self.sink(items):
                 self._overflowed()
             return
         for item in items:
-            try:
-                self._queue.put_nowait(item)
-            except asyncio.QueueFull:
+            if len(queue) >= self._queue_max:
                 # A full queue means the reader is behind, not blocked: its next get() raises.
                 self._overflowed()
-                return
+                break
+            queue.append(item)
+        self._arrived.set()
 
     def _behind(self) -> bool:
-        if self._queue.qsize() > self._queue.maxsize // 2:
+        if len(self._queue) > self._queue_max // 2:
             return True
         return self.pressure is not None and self.pressure()
 
@@ -239,17 +235,19 @@ class Subscription:
             self._passed_by.discard(channel)
 
     async def get(self) -> Message | Notice:
-        item = await self._queue.get()
+        queue = self._queue
+        while not queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        item = queue.popleft()
         if self.overflowed:
             raise SlowConsumer()
         return item
 
     def get_ready(self) -> list[Message | Notice]:
         """Everything already queued, without waiting (lets a sender drain in one go)."""
-        out: list[Message | Notice] = []
-        q = self._queue
-        while not q.empty():
-            out.append(q.get_nowait())
+        out = list(self._queue)
+        self._queue.clear()
         if self.overflowed:
             raise SlowConsumer()
         return out
@@ -403,22 +401,16 @@ class Bus:
     async def _rounds(self) -> None:
         """Go round the subscribers of the buffered channels until every one of them has
         been offered everything read so far; after each round, drop what all have seen."""
+        step = self.ROUND_SLICE
         while True:
             head = self._seq
             channels = (self._single,) if self._single else {m.channel for m in self._buf}
             subs = [sub for ch in channels for sub in self._subs.get(ch, ())]
             visited = 0
-            for sub in subs:
-                if sub.seen >= self._seq:  # already served (or on several channels)
-                    continue
-                try:
-                    self._offer(sub)
-                except Exception:  # one subscriber's failure must not cost the others
-                    log.exception("fan-out to a subscriber failed; its channels catch up")
-                    sub.seen = self._seq
-                visited += 1
-                if visited % self.ROUND_SLICE == 0:
+            for k in range(0, len(subs), step):
+                if k:
                     await asyncio.sleep(0)  # the tailer may add messages meanwhile
+                visited += self._serve(subs[k : k + step])
             # Every subscriber of these channels has now seen up to ``head`` at least.
             self._drop_through(head)
             if not visited:
@@ -442,35 +434,76 @@ class Bus:
         if len(self._buf) < self.BUFFER:
             self._room.set()
 
-    def _offer(self, sub: Subscription) -> None:
-        """Hand ``sub`` the buffered messages after its bookmark."""
-        buf = self._buf
-        i = bisect_right(self._seqs, sub.seen)
-        sub.seen = self._seq
-        if i >= len(buf):
-            return
+    def _serve(self, subs: Sequence[Subscription]) -> int:
+        """Hand each of ``subs`` the buffered messages after its bookmark; returns how many
+        had anything to take.
+
+        The common case is written out here rather than in calls, since it runs once per
+        subscriber per message: the buffer holds one channel, the subscriber is next in
+        line on it and takes frames as they are (no filter, no fill, nothing queued, the
+        payload unmasked for its principal) — then it gets the buffered messages'
+        pre-built frames in one write, joined once and shared by every subscriber at the
+        same place.  Anything else goes through :meth:`Subscription.offer_many`.
+        """
+        head = self._seq
+        buf, seqs = self._buf, self._seqs
+        n = len(buf)
         channel = self._single
-        if channel is None:
-            subscribed = sub.last
-            share = [m for m in buf[i:] if m.channel in subscribed]
-            if share:
-                sub.offer_many(share)
-            return
-        if sub.last.get(channel) == buf[i].offset - 1 and sub._takes_frames(channel):
-            key = (sub.verbatim_key, i)
-            same = self._answers.get(key)
-            if same is None:
-                same = self._answers[key] = sub.verbatim is None or sub.verbatim(buf[i:])
-            if same:
-                sub.last[channel] = buf[-1].offset
-                blob = self._blobs.get(i)
-                if blob is None:
-                    blob = self._blobs[i] = b"".join([m.ws_frame for m in buf[i:]])
-                assert sub.raw is not None
-                if not sub.raw(blob):
-                    sub._overflowed()
-                return
-        sub.offer_many(buf[i:])
+        answers, blobs = self._answers, self._blobs
+        # Subscribers at one bookmark share its place in the buffer, and a principal's
+        # answer for that place: looked up once per run of them, not per subscriber.
+        seen_at, i, want = -1, n, 0
+        key_at: Hashable = None
+        i_at, same = -1, False
+        visited = 0
+        for sub in subs:
+            seen = sub.seen
+            if seen >= head:  # already served (or on several channels)
+                continue
+            visited += 1
+            sub.seen = head
+            if seen != seen_at:
+                seen_at, i = seen, bisect_right(seqs, seen)
+                if i < n:
+                    want = buf[i].offset - 1
+            if i >= n:
+                continue
+            try:
+                if channel is None:
+                    subscribed = sub.last
+                    share = [m for m in buf[i:] if m.channel in subscribed]
+                    if share:
+                        sub.offer_many(share)
+                    continue
+                raw = sub.raw
+                if (
+                    raw is not None
+                    and sub.last.get(channel) == want
+                    and not sub._queue
+                    and not sub.overflowed
+                    and channel not in sub.filters
+                    and channel not in sub._filling
+                ):
+                    key = sub.verbatim_key
+                    if i != i_at or key != key_at:
+                        key_at, i_at = key, i
+                        known = answers.get((key, i))
+                        if known is None:
+                            verbatim = sub.verbatim
+                            known = answers[key, i] = verbatim is None or verbatim(buf[i:])
+                        same = known
+                    if same:
+                        sub.last[channel] = buf[-1].offset
+                        blob = blobs.get(i)
+                        if blob is None:
+                            blob = blobs[i] = b"".join([m.ws_frame for m in buf[i:]])
+                        if not raw(blob):
+                            sub._overflowed()
+                        continue
+                sub.offer_many(buf[i:])
+            except Exception:  # one subscriber's failure must not cost the others
+                log.exception("fan-out to a subscriber failed; its channels catch up")
+        return visited
 
     async def _tail(self) -> None:
         if self.log.blocking_tail:

@@ -198,18 +198,65 @@ def close_code(sock: socket.socket) -> int | None:
         data += chunk
         if b"\x88" in data[-64:]:  # a close frame at the end: no need to wait for EOF
             break
-    i, code = 0, None
-    while i < len(data):
-        op, n = data[i] & 0x0F, data[i + 1] & 0x7F
-        i += 2
-        if n == 126:
-            n, i = int.from_bytes(data[i : i + 2], "big"), i + 2
-        elif n == 127:
-            n, i = int.from_bytes(data[i : i + 8], "big"), i + 8
-        if op == 0x8:
-            code = int.from_bytes(data[i : i + 2], "big")
-        i += n
-    return code
+    frames, _ = split_frames(data)
+    closes = [i for i, (op, _) in enumerate(frames) if op == 0x8]
+    if not closes:
+        return None
+    assert closes[0] == len(frames) - 1, "frames after the close frame"  # RFC 6455 5.5.1
+    return int.from_bytes(frames[-1][1][:2], "big")
+
+
+def test_a_client_closing_mid_stream_gets_nothing_after_the_close(tmp_path: Path) -> None:
+    """A client closes while messages stream to it: the hub answers with its close frame
+    and writes nothing after it, and the subscribers that stay get every message."""
+    h = Hub.open(Settings(home=tmp_path / "home", bus_poll_s=0.05))
+    h.store.upsert_agency("gy_dsj", "大数据局")
+    h.store.create_principal("op", "gy_dsj", "op", "operator")
+    token = h.store.issue_token("op")
+    from hub.server import serving
+
+    port = free_port()
+    with serving(h, port):
+        closer = raw_ws(port, token, {"op": "subscribe", "channel": "alerts"}, rcvbuf=1 << 16)
+        stays = WS(f"127.0.0.1:{port}", token)
+        stays.subscribe("alerts")
+        data = bytearray()
+        while b'"subscribed"' not in data:
+            data += closer.recv(1 << 16)
+        total, published = 600, threading.Event()
+
+        def publish() -> None:
+            for i in range(total):
+                h.bus.publish("alerts", "e", {"i": i})
+                if i % 20 == 0:
+                    time.sleep(0.002)
+            published.set()
+
+        threading.Thread(target=publish, daemon=True).start()
+        while data.count(b'"type":"message"') < 20:  # mid-stream
+            data += closer.recv(1 << 16)
+        mask = os.urandom(4)
+        body = (1000).to_bytes(2, "big")
+        closer.sendall(
+            bytes([0x88, 0x80 | len(body)])
+            + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+        )
+        closer.settimeout(10)
+        while chunk := closer.recv(1 << 16):
+            data += chunk
+        frames, _ = split_frames(data)
+        ops = [op for op, _ in frames]
+        assert ops[-1] == 0x8 and ops.count(0x8) == 1, ops[-5:]  # nothing after the close
+        got = [m["data"]["i"] for m in stays.messages(total, timeout=30)]
+        assert got == list(range(total))
+        assert published.wait(10)
+        deadline = time.monotonic() + 10
+        while h.bus.subscribers("alerts") != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert h.bus.subscribers("alerts") == 1
+        stays.close()
+    h.close()
 
 
 # -- separate hub processes -----------------------------------------------------------

@@ -302,12 +302,19 @@ class _Direct:
         return bool(transport.get_write_buffer_size() <= self.limit)
 
     def raw(self, frames: bytes) -> bool:
-        """Write frames built for every subscriber (only without extensions)."""
-        if self._closing():
-            return True
+        """Write frames built for every subscriber (only without extensions).
+
+        The fan-out calls this once per subscriber per message, so it tests only what
+        uvicorn's protocol sets whenever the connection leaves the open state: it marks a
+        close the application sent (``close_sent``) and closes the transport in the same
+        call on a close it received, a protocol error or its own shutdown (:meth:`_closing`
+        also asks the sans-I/O connection; tests/test_recovery.py checks that a client
+        closing mid-stream gets nothing after the close frame)."""
         transport = self.transport
+        if self.proto.close_sent or transport.is_closing():
+            return True
         transport.write(frames)
-        return bool(transport.get_write_buffer_size() <= self.limit)
+        return transport.get_write_buffer_size() <= self.limit
 
     def verbatim(self, msgs: Sequence[Message]) -> bool:
         """Whether every one of ``msgs`` goes to this principal exactly as published."""

@@ -8,6 +8,12 @@ HTTP answer, the MQTT PUBACK); subscribers of the channel get them at once throu
 the bus, and the flusher commits them to the lake every ``flush_rows`` events or
 ``flush_seconds`` seconds, whichever comes first, resuming after a restart from the
 offset recorded in the table's last snapshot.
+
+A flush (reading the events back, encoding Parquet, the Iceberg commit: a quarter of a
+second of Python for a few thousand events) runs in a process of its own, one for all
+feeds (:class:`FlushWorker`), so that it never holds the serving process's interpreter
+lock while the websocket fan-out is writing (docs/decisions.md D34); with storage that
+only this process can reach (an in-memory database) it runs in a worker thread instead.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +38,11 @@ import orjson
 from catalog.errors import HubError
 from catalog.eventlog import append_many
 from catalog.manifest import Manifest, resolve_secrets
+from catalog.runtime import settle_heap
+from catalog.store import Version
 from connectors.mqtt import MqttSubscriber
 from hub.context import Hub
+from hub.settings import Settings
 from pipelines.feeds import (
     EVENT_TYPE,
     Checked,
@@ -43,6 +57,118 @@ from pipelines.feeds import (
 from pipelines.ingest import reconcile
 
 log = logging.getLogger(__name__)
+
+
+# -- the flush worker ----------------------------------------------------------------
+
+_worker_hub: Hub | None = None
+_worker_busy = threading.Lock()  # held by a flush: the watch lets it finish before leaving
+
+
+def _outlive_no_parent(parent: int, period_s: float = 1.0) -> None:
+    """In the worker process: leave once the serving process is gone (killed, crashed).
+
+    A process pool's worker holds both ends of its own call queue, so it would wait for
+    work forever after its parent died; this watch ends it instead, after the flush in
+    progress if any (a flush is safe to lose midway, but there is no need to)."""
+    while os.getppid() == parent:
+        time.sleep(period_s)
+    with _worker_busy:
+        os._exit(0)
+
+
+def _worker_start(settings: Settings, parent: int) -> None:
+    """In the worker process: open the hub's storage once, for every flush to come."""
+    global _worker_hub
+    threading.Thread(target=_outlive_no_parent, args=(parent,), daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the serving process decides when to stop
+    # Lake writes can wait; live delivery cannot: when both want the CPU, the fan-out gets it.
+    with contextlib.suppress(OSError):
+        os.nice(19)
+    settle_heap()
+    _worker_hub = Hub.open(settings)
+
+
+def _worker_flush(manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
+    """In the worker process: one flush, and where the feed's table stands after it."""
+    hub = _worker_hub
+    if hub is None:  # pragma: no cover - the initializer always ran
+        raise RuntimeError("flush worker not started")
+    with _worker_busy:
+        return _flush_here(hub, manifest, max_events)
+
+
+def _flush_here(hub: Hub, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
+    version = flush_feed(
+        manifest,
+        lake=hub.lake,
+        store=hub.store,
+        read=hub.log.read,
+        epoch=hub.log.epoch,
+        # The update goes to the shared event log; the serving process tails it like any
+        # other process's appends (a CLI ingest, an Airflow task).
+        publisher=hub.bus.publish,
+        max_events=max_events,
+    )
+    return version, committed_offset(manifest, hub.lake, hub.log.epoch)
+
+
+def _shareable(settings: Settings) -> bool:
+    """Whether another process reaches the same catalog, lake and event log."""
+    urls = (settings.catalog_db, settings.lake_db, settings.events_db)
+    return not any(u.rstrip("/").endswith((":memory:", "sqlite:")) for u in urls)
+
+
+class FlushWorker:
+    """Feed flushes in one process of their own (started with the first feed, spawned, so
+    it shares nothing with the serving process but the storage), or in a worker thread of
+    this process where that is not possible or not wanted (``feed_flush: thread``)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.in_process = hub.settings.feed_flush == "process" and _shareable(hub.settings)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the worker process now (it takes a second or two to import), if used."""
+        if self.in_process and self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_start,
+                initargs=(self.hub.settings, os.getpid()),
+            )
+            self._pool.submit(int)  # spawn it and open the storage before the first flush
+
+    async def flush(self, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
+        if not self.in_process:
+            return await asyncio.to_thread(_flush_here, self.hub, manifest, max_events)
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            self.start()
+            assert self._pool is not None
+            try:
+                return await loop.run_in_executor(self._pool, _worker_flush, manifest, max_events)
+            except BrokenProcessPool:
+                # The worker died (killed, out of memory).  A flush is safe to repeat, since
+                # the lake records how far the feed got: once more, with a new worker.
+                log.warning("feed flush worker died; starting a new one")
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id while it runs (for operators, and tests)."""
+        procs = getattr(self._pool, "_processes", None) or {}
+        return next(iter(procs), None)
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, True)
 
 
 @dataclass
@@ -73,6 +199,7 @@ class FeedRunner:
         self.env = dict(os.environ) if env is None else dict(env)
         self.rescan_s = rescan_s
         self.feeds: dict[str, Feed] = {}
+        self.flusher = FlushWorker(hub)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scanner: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -102,6 +229,7 @@ class FeedRunner:
                 except Exception:  # the events stay in the log; the next start flushes them
                     log.exception("feed %s: final flush failed", feed.id)
         self.feeds.clear()
+        await self.flusher.stop()
 
     async def _rescan(self) -> None:
         while True:
@@ -132,6 +260,7 @@ class FeedRunner:
             options = feed_options(manifest)
             feed = Feed(manifest, options)
             await asyncio.to_thread(self._prepare, feed)
+            self.flusher.start()
             feed.task = asyncio.create_task(self._flusher(feed), name=f"blockhub-feed-{feed.id}")
             self.feeds[feed.id] = feed
             log.info("feed %s running (%s)", feed.id, manifest.source.connector)
@@ -257,20 +386,8 @@ class FeedRunner:
             pending_since = time.monotonic() if head > feed.committed else None
 
     async def _flush(self, feed: Feed) -> None:
-        hub = self.hub
-        version = await asyncio.to_thread(
-            flush_feed,
-            feed.manifest,
-            lake=hub.lake,
-            store=hub.store,
-            read=hub.log.read,
-            epoch=hub.log.epoch,
-            publisher=hub.bus.publish,
-            max_events=max(feed.options.flush_rows, 1000) * 10,
-        )
-        feed.committed = await asyncio.to_thread(
-            committed_offset, feed.manifest, hub.lake, hub.log.epoch
-        )
+        max_events = max(feed.options.flush_rows, 1000) * 10
+        version, feed.committed = await self.flusher.flush(feed.manifest, max_events)
         if version is not None:
             log.info(
                 "feed %s: flushed %d event(s) as version %d",
@@ -290,4 +407,5 @@ class FeedRunner:
             "rejected": feed.rejected,
             "committed_offset": feed.committed,
             "mqtt_connected": feed.subscriber.connected.is_set() if feed.subscriber else None,
+            "flush_worker_pid": self.flusher.pid,  # None: flushes run in a thread (D34)
         }

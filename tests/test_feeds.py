@@ -323,6 +323,56 @@ def test_push_accepts_a_valid_batch_and_rejects_a_bad_one_whole(
     assert r.status_code == 400 and r.json()["code"] == "invalid_request"
 
 
+def test_flushes_run_in_a_worker_process_that_is_replaced_when_it_dies(
+    hub: Hub, hbj_steward: str, aq_feed: Callable[..., Manifest]
+) -> None:
+    """The lake writes of a feed leave the serving process (D34); a killed worker costs
+    no event: the next flush starts a new one and commits from the recorded offset."""
+    hub.store.register_dataset(aq_feed("push", flush_rows=2, flush_seconds=60))
+    steward = {"Authorization": f"Bearer {hbj_steward}"}
+    port = free_port()
+    with serving(hub, port) as server:
+        runner = server.config.app.state.feeds
+        url = f"http://127.0.0.1:{port}/v1/feeds/aq_push/events"
+        batch = [reading(hour=h) for h in range(2)]
+        assert httpx.post(url, headers=steward, json=batch).status_code == 202
+        _wait(lambda: len(_lake_rows(hub, "aq_push")) == 2, timeout=30)
+        first = runner.flusher.pid
+        assert first is not None and first != os.getpid()
+        os.kill(first, signal.SIGKILL)
+        _wait(lambda: not Path(f"/proc/{first}").exists() or "Z" in _proc_state(first))
+        batch = [reading(hour=h) for h in range(2, 4)]
+        assert httpx.post(url, headers=steward, json=batch).status_code == 202
+        rows = _wait(lambda: len(_lake_rows(hub, "aq_push")) == 4, timeout=30)
+        assert rows
+        assert runner.flusher.pid not in (None, first)
+    assert sorted(r["measured_at"].hour for r in _lake_rows(hub, "aq_push")) == [16, 17, 18, 19]
+
+
+def test_flushes_can_stay_in_the_serving_process(
+    settings: Settings, hbj_steward: str, aq_feed: Callable[..., Manifest]
+) -> None:
+    """``feed_flush: thread`` (and storage no other process can open) flush in a thread."""
+    h = Hub.open(settings.model_copy(update={"feed_flush": "thread"}))
+    h.store.register_dataset(aq_feed("push", flush_rows=2, flush_seconds=60))
+    port = free_port()
+    with serving(h, port) as server:
+        url = f"http://127.0.0.1:{port}/v1/feeds/aq_push/events"
+        batch = [reading(hour=hour) for hour in range(2)]
+        auth = {"Authorization": f"Bearer {hbj_steward}"}
+        assert httpx.post(url, headers=auth, json=batch).status_code == 202
+        _wait(lambda: len(_lake_rows(h, "aq_push")) == 2, timeout=30)
+        assert server.config.app.state.feeds.flusher.pid is None
+    h.close()
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 # -- restarts --------------------------------------------------------------------------
 
 

@@ -280,10 +280,13 @@ def test_a_round_hands_new_messages_to_the_rest_of_the_round_in_one_write(
             sub = bus.subscription()
             raw.append([])
             sunk.append([])
-            sub.raw = lambda frames, n=n: raw[n].append(frames) is None and slow_write()
+            sub.write_frames(
+                lambda frames, n=n: (raw[n].append(frames), slow_write()),
+                lambda: False,
+                verbatim=(lambda msgs: False) if n == 1 else (lambda msgs: True),
+                verbatim_key=n == 1,
+            )
             sub.sink = lambda items, n=n: sunk[n].extend(m.data["i"] for m in items) is None  # type: ignore[union-attr]
-            sub.verbatim = (lambda msgs: False) if n == 1 else (lambda msgs: True)
-            sub.verbatim_key = n == 1
             await sub.add("feed:a", accept=(lambda m: True) if n == 2 else None)
             subs.append(sub)
         first = log.append("feed:a", "e", {"i": 0})
@@ -314,7 +317,7 @@ def test_a_subscriber_whose_writer_fails_costs_the_others_nothing(log: EventLog)
         def fail(frames: bytes) -> bool:
             raise OSError("socket gone")
 
-        broken.raw = fail
+        broken.write_frames(fail, lambda: False)
         await broken.add("feed:a")
         await fine.add("feed:a")
         for i in range(3):

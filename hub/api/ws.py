@@ -256,7 +256,8 @@ class _Direct:
     """Synchronous frame writers on uvicorn's sans-I/O websocket protocol: the same two
     calls its ``send`` makes, without the ASGI hops and task switch per message — the
     way ``websockets.broadcast`` writes.  :meth:`write` frames items for this principal;
-    :meth:`raw` writes frames built once for every subscriber (see ``hub.bus``)."""
+    :meth:`attach` lets the fan-out write frames built once for every subscriber straight
+    to the transport (see ``hub.bus``)."""
 
     def __init__(self, proto: Any, hub: Hub, principal: Principal, limit: int) -> None:
         self.conn, self.transport, self.proto = proto.conn, proto.transport, proto
@@ -301,31 +302,32 @@ class _Direct:
             transport.write(b"".join([self._frame(item) for item in items]))
         return bool(transport.get_write_buffer_size() <= self.limit)
 
-    def raw(self, frames: bytes) -> bool:
-        """Write frames built for every subscriber (only without extensions).
-
-        The fan-out calls this once per subscriber per message, so it tests only what
-        uvicorn's protocol sets whenever the connection leaves the open state: it marks a
-        close the application sent (``close_sent``) and closes the transport in the same
-        call on a close it received, a protocol error or its own shutdown (:meth:`_closing`
-        also asks the sans-I/O connection; tests/test_recovery.py checks that a client
-        closing mid-stream gets nothing after the close frame)."""
-        transport = self.transport
-        if self.proto.close_sent or transport.is_closing():
-            return True
-        transport.write(frames)
-        return transport.get_write_buffer_size() <= self.limit
-
     def verbatim(self, msgs: Sequence[Message]) -> bool:
         """Whether every one of ``msgs`` goes to this principal exactly as published."""
         return all(_unmasked(self.hub, self.principal, m) for m in msgs)
 
     def attach(self, sub: Subscription) -> None:
         sub.sink = self.write
-        if not self.conn.extensions:
-            sub.raw = self.raw
-            sub.verbatim = self.verbatim
-            sub.verbatim_key = self.principal.id
+        if self.conn.extensions:  # frames must be encoded per connection
+            return
+        transport, proto = self.transport, self.proto
+        # The fan-out writes shared frames with the transport's own ``write``, no check of
+        # its own per write: a reader that lets more than the limit pile up is found by the
+        # transport's flow control, which calls ``pause_writing`` as the write that crosses
+        # the limit returns; uvicorn's own handler (which holds its sends back) still runs.
+        transport.set_write_buffer_limits(high=self.limit)
+        paused = proto.pause_writing
+
+        def pause_writing() -> None:
+            paused()
+            sub.too_slow()
+
+        proto.pause_writing = pause_writing
+        # Nothing more once the transport closes: uvicorn closes it in the same call that
+        # answers a client's close, fails the connection or shuts down; the one close it
+        # sends and keeps open for the handshake (``close_sent``) is this endpoint's own,
+        # made only after the subscription was found too slow (or before it existed).
+        sub.write_frames(transport.write, transport.is_closing, self.verbatim, self.principal.id)
 
 
 def _pressure(ws: WebSocket, limit: int) -> Callable[[], bool] | None:

@@ -281,7 +281,11 @@ def start_clients(
             args += ["--n", str(k), "--deadline", str(deadline), "--out", f"{tmp}/lat{i}.bin"]
             if since is not None:
                 args += ["--since", str(since)]
-            out.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
+            # Each client process in a session of its own, as the floor harness starts its
+            # clients (with autogroup scheduling a session is a CPU-share group).
+            out.append(
+                subprocess.Popen(args, stdout=subprocess.PIPE, text=True, start_new_session=True)
+            )
     return out
 
 

@@ -28,7 +28,13 @@ OPS_ROLES = ("admin", "operator")
 # seconds rather than reading grants for every event of every subscriber; a revoked
 # grant stops its masks being lifted within this time (new subscriptions check at once).
 ACCESS_TTL_S = 5.0
+# An answer past its time is still used for up to this long while a worker thread reads
+# the grants again: the fan-out asks from the event loop, and reading them there (a few
+# milliseconds of catalog queries) held every subscriber's delivery up, once per
+# principal and dataset every ACCESS_TTL_S.
+ACCESS_GRACE_S = 1.0
 _access_cache: dict[tuple[int, str, str], tuple[float, Access]] = {}
+_refreshing: set[tuple[int, str, str]] = set()
 _cache_lock = threading.Lock()
 
 
@@ -39,14 +45,38 @@ def source_access(hub: Hub, principal: Principal, dataset: str, *, fresh: bool =
     if not fresh:
         with _cache_lock:
             hit = _access_cache.get(key)
-        if hit is not None and now - hit[0] < ACCESS_TTL_S:
-            return hit[1]
+            if hit is not None:
+                age = now - hit[0]
+                if age < ACCESS_TTL_S:
+                    return hit[1]
+                if age < ACCESS_TTL_S + ACCESS_GRACE_S:
+                    if key not in _refreshing:
+                        _refreshing.add(key)
+                        refresh = (hub, principal, dataset, key)
+                        threading.Thread(target=_refresh, args=refresh, daemon=True).start()
+                    return hit[1]
+    return _read_access(hub, principal, dataset, key)
+
+
+def _read_access(hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> Access:
+    now = time.monotonic()
     access = hub.exchange.access(principal, dataset)
     with _cache_lock:
         if len(_access_cache) > 10_000:
             _access_cache.clear()
         _access_cache[key] = (now, access)
     return access
+
+
+def _refresh(hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> None:
+    try:
+        _read_access(hub, principal, dataset, key)
+    except Exception:  # e.g. the dataset is gone: the next call past the grace reads again
+        with _cache_lock:
+            _access_cache.pop(key, None)
+    finally:
+        with _cache_lock:
+            _refreshing.discard(key)
 
 
 def is_ops(principal: Principal) -> bool:

@@ -403,3 +403,44 @@ def test_a_backlogs_mask_answers_are_computed_once_per_principal_and_message(
     later = Message(4, "feed:f", 4, "e", now, "feed.event", {"i": 4})  # a new message: asked again
     assert cache.unmasked(None, op, later) is True  # type: ignore[arg-type]
     assert calls[-1] == ("op", 4)
+
+
+def test_an_expired_access_answer_is_served_while_a_thread_reads_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fan-out asks for a principal's access from the event loop: past its time the
+    old answer is returned at once and the grants are read again in a worker thread;
+    past the grace too, they are read before answering (a revoked grant still ends)."""
+    from catalog.store import Principal
+    from hub import channels
+
+    reads: list[str] = []
+
+    class Exchange:
+        def access(self, principal: Principal, dataset: str) -> str:
+            time.sleep(0.3)  # a catalog read that takes a while
+            reads.append(dataset)
+            return f"answer {len(reads)}"
+
+    class FakeHub:
+        exchange = Exchange()
+
+    hub, op = FakeHub(), Principal("op", "gy_dsj", "op", "operator")
+    assert channels.source_access(hub, op, "aq", fresh=True) == "answer 1"  # type: ignore[arg-type,comparison-overlap]
+    key = (id(hub), "op", "aq")
+    stamp, answer = channels._access_cache[key]
+    channels._access_cache[key] = (stamp - channels.ACCESS_TTL_S - 0.01, answer)  # expired
+    t0 = time.monotonic()
+    assert channels.source_access(hub, op, "aq") == "answer 1"  # type: ignore[arg-type,comparison-overlap]
+    assert channels.source_access(hub, op, "aq") == "answer 1"  # type: ignore[arg-type,comparison-overlap]
+    assert time.monotonic() - t0 < 0.1  # not waiting for the read
+    deadline = time.monotonic() + 5
+    while channels._access_cache[key][1] != "answer 2" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert reads == ["aq", "aq"]  # one read in the background, not one per call
+    assert channels.source_access(hub, op, "aq") == "answer 2"  # type: ignore[arg-type,comparison-overlap]
+    stamp, answer = channels._access_cache[key]
+    grace = channels.ACCESS_TTL_S + channels.ACCESS_GRACE_S
+    channels._access_cache[key] = (stamp - grace - 0.01, answer)  # long expired
+    assert channels.source_access(hub, op, "aq") == "answer 3"  # type: ignore[arg-type,comparison-overlap]
+    channels._access_cache.pop(key, None)

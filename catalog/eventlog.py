@@ -110,14 +110,17 @@ class Message:
     def ws_frame(self) -> bytes:
         """``wire_bytes`` as one unmasked websocket text frame, the same for every
         subscriber (servers do not mask; no extension negotiated)."""
-        n = len(self.wire_bytes)
-        if n < 126:
-            head = bytes((0x81, n))
-        elif n < 1 << 16:
-            head = bytes((0x81, 126)) + n.to_bytes(2, "big")
-        else:
-            head = bytes((0x81, 127)) + n.to_bytes(8, "big")
-        return head + self.wire_bytes
+        return ws_text_frame(self.wire_bytes)
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented server-to-client text frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 class Publisher(Protocol):

@@ -28,10 +28,13 @@ from bisect import bisect_right
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
-from catalog.eventlog import LogBackend, Message
+import orjson
+
+from catalog.eventlog import LogBackend, Message, ws_text_frame
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,12 @@ class Notice:
         if not self.channel:  # connection-level notices (heartbeat) name no channel
             return {"type": self.type, **self.data}
         return {"type": self.type, "channel": self.channel, **self.data}
+
+    @cached_property
+    def ws_frame(self) -> bytes:
+        """The notice as one websocket text frame, made once for every connection it goes
+        to (a heartbeat goes to all of them)."""
+        return ws_text_frame(orjson.dumps(self.to_wire(), default=str))
 
 
 class SlowConsumer(Exception):
@@ -201,7 +210,12 @@ class Subscription:
         return self.pressure is not None and self.pressure()
 
     def notify(self, notice: Notice) -> None:
-        """Queue a control notice (e.g. a heartbeat) between messages."""
+        """Send a control notice (e.g. a heartbeat) between messages: its shared frame
+        straight to the socket when nothing is queued, else through the queue."""
+        if self.plain:
+            if not self._closing():
+                self._write(notice.ws_frame)  # type: ignore[misc]  # plain: it is set
+            return
         self._put(notice)
 
     def _deliver(self, msg: Message) -> None:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
 from catalog.errors import HubError, InvalidRequest, Unauthenticated
-from catalog.eventlog import Message
+from catalog.eventlog import Message, ws_text_frame
 from catalog.store import Principal
 from hub import alerts, dispatch
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
@@ -286,7 +286,7 @@ class _Direct:
     def _frame(self, item: Message | Notice) -> bytes:
         if isinstance(item, Message) and _unmasked(self.hub, self.principal, item):
             return item.ws_frame  # one frame for every subscriber
-        return text_frame(_frame(self.hub, self.principal, item))
+        return ws_text_frame(_frame(self.hub, self.principal, item))
 
     def write(self, items: Sequence[Message | Notice]) -> bool:
         """Frame and write ``items``; False once the socket holds more than the limit."""
@@ -338,16 +338,6 @@ def _pressure(ws: WebSocket, limit: int) -> Callable[[], bool] | None:
     if transport is None or not hasattr(transport, "get_write_buffer_size"):
         return None
     return lambda: bool(transport.get_write_buffer_size() > limit)
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented server-to-client text frame (RFC 6455 section 5.2)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 1 << 16:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 async def _deliver(

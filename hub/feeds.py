@@ -81,7 +81,10 @@ def _worker_start(settings: Settings, parent: int) -> None:
     """In the worker process: open the hub's storage once, for every flush to come."""
     global _worker_hub
     threading.Thread(target=_outlive_no_parent, args=(parent,), daemon=True).start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the serving process decides when to stop
+    # The serving process decides when to stop (a Ctrl-C or a service manager's SIGTERM
+    # reaches the whole process group): it finishes its flushes, then shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Lake writes can wait; live delivery cannot: when both want the CPU, the fan-out gets it.
     with contextlib.suppress(OSError):
         os.nice(19)

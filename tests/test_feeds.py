@@ -447,11 +447,16 @@ def test_killed_hub_loses_no_accepted_event(
             )
             _wait(lambda: hub.log.head(feed_channel("aq_live")) == 2)
             assert len(_lake_rows(hub, "aq_push")) == 5
+            state = httpx.get(f"http://127.0.0.1:{port}/v1/feeds/aq_push", headers=auth).json()
+            worker = state["flush_worker_pid"]
+            assert worker not in (None, proc.pid)
         finally:
             hub.close()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+    # The flush worker does not outlive the hub it served.
+    _wait(lambda: not Path(f"/proc/{worker}").exists() or _proc_state(worker) == "Z")
     # While the hub is down the broker keeps QoS 1 messages for its persistent session.
     _publish(f"{topic}/GYAQ03", [json.dumps(reading("GYAQ03", hour=h)).encode() for h in (3, 4)])
     proc = _serve(env, port)

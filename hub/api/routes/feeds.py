@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from catalog.errors import AccessDenied, Conflict
 from catalog.policy import can_manage, can_read
@@ -45,6 +45,10 @@ class FeedStatus(BaseModel):
     rejected: int | None = None
     committed_offset: int | None = None
     mqtt_connected: bool | None = None
+    flush_worker_pid: int | None = Field(
+        default=None,
+        description="the process writing feeds to the lake (null: a thread of the server)",
+    )
 
 
 async def _body(request: Request) -> bytes:

@@ -72,6 +72,10 @@ def _main(
     ] = None,
 ) -> None:
     state.settings = Settings(home=home) if home else Settings()
+    if state.settings.feed_flush == "auto":
+        # This command's own entry point guards its main module, so a spawned flush worker
+        # may start here (a program that embeds the hub decides for itself).
+        state.settings.feed_flush = "process"
     # One-shot commands report through their own output; their library warnings (a run's
     # quality failure, say) would only repeat it.  `serve` logs from INFO up.
     logging.basicConfig(

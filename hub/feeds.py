@@ -125,7 +125,13 @@ def _shareable(settings: Settings) -> bool:
 class FlushWorker:
     """Feed flushes in one process of their own (started with the first feed, spawned, so
     it shares nothing with the serving process but the storage), or in a worker thread of
-    this process where that is not possible or not wanted (``feed_flush: thread``)."""
+    this process where that is not possible or not wanted.
+
+    ``feed_flush: process`` asks for the process (the ``blockhub`` command resolves
+    ``auto`` to it).  ``auto`` elsewhere means the thread: a spawned process imports the
+    program's main module again, and a program that embeds the hub (a script calling
+    ``hub.server.serving``) may not guard its own start-up with ``__name__``.
+    """
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

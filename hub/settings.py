@@ -20,9 +20,12 @@ class Settings(StorageSettings):
     query_max_rows: int = Field(default=5_000_000, gt=0)
     batch_rows: int = Field(default=65_536, gt=0)
     bus_poll_s: float = Field(default=0.2, gt=0)
-    feed_flush: Literal["process", "thread"] = Field(
-        default="process",
-        description="where feeds' micro-batches are written to the lake (docs/feeds.md)",
+    feed_flush: Literal["auto", "process", "thread"] = Field(
+        default="auto",
+        description=(
+            "where feeds' micro-batches are written to the lake: a worker process or a thread"
+            " of the server; auto = a process under the blockhub command (docs/feeds.md)"
+        ),
     )
     freshness_interval_s: float = Field(
         default=60.0, ge=0, description="how often datasets are checked for staleness (0: never)"

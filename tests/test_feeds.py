@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -323,11 +323,20 @@ def test_push_accepts_a_valid_batch_and_rejects_a_bad_one_whole(
     assert r.status_code == 400 and r.json()["code"] == "invalid_request"
 
 
+@pytest.fixture
+def flushing_hub(settings: Settings, hub: Hub) -> Iterator[Hub]:
+    """A second hub object on the same storage, with ``feed_flush: process``."""
+    h = Hub.open(settings.model_copy(update={"feed_flush": "process"}))
+    yield h
+    h.close()
+
+
 def test_flushes_run_in_a_worker_process_that_is_replaced_when_it_dies(
-    hub: Hub, hbj_steward: str, aq_feed: Callable[..., Manifest]
+    flushing_hub: Hub, hbj_steward: str, aq_feed: Callable[..., Manifest]
 ) -> None:
     """The lake writes of a feed leave the serving process (D34); a killed worker costs
     no event: the next flush starts a new one and commits from the recorded offset."""
+    hub = flushing_hub
     hub.store.register_dataset(aq_feed("push", flush_rows=2, flush_seconds=60))
     steward = {"Authorization": f"Bearer {hbj_steward}"}
     port = free_port()
@@ -349,11 +358,13 @@ def test_flushes_run_in_a_worker_process_that_is_replaced_when_it_dies(
     assert sorted(r["measured_at"].hour for r in _lake_rows(hub, "aq_push")) == [16, 17, 18, 19]
 
 
+@pytest.mark.parametrize("mode", ["thread", "auto"])
 def test_flushes_can_stay_in_the_serving_process(
-    settings: Settings, hbj_steward: str, aq_feed: Callable[..., Manifest]
+    settings: Settings, hbj_steward: str, aq_feed: Callable[..., Manifest], mode: str
 ) -> None:
-    """``feed_flush: thread`` (and storage no other process can open) flush in a thread."""
-    h = Hub.open(settings.model_copy(update={"feed_flush": "thread"}))
+    """``feed_flush: thread`` flushes in a thread of the server, and so does ``auto`` in a
+    program that embeds the hub (only the ``blockhub`` command resolves it to a process)."""
+    h = Hub.open(settings.model_copy(update={"feed_flush": mode}))
     h.store.register_dataset(aq_feed("push", flush_rows=2, flush_seconds=60))
     port = free_port()
     with serving(h, port) as server:

@@ -196,11 +196,11 @@ class RedisEventLog:
         return self.head(channel) + 1
 
     def trim(self, channel: str, keep_last: int) -> int:
-        head = self.head(channel)
+        cut = self.head(channel) - keep_last  # offsets up to this one go
+        if cut <= 0:  # a channel shorter than its retention (a stream ID cannot be negative)
+            return 0
         return int(
-            self.redis.xtrim(
-                self._k("ch", channel), minid=f"{head - keep_last + 1}-0", approximate=False
-            )
+            self.redis.xtrim(self._k("ch", channel), minid=f"{cut + 1}-0", approximate=False)
         )
 
     def channels(self) -> list[str]:

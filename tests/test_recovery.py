@@ -355,7 +355,7 @@ def redis_url() -> Iterator[str]:
     RedisEventLog(url).delete_all()
 
 
-def test_redis_log_offsets_stay_contiguous_across_writers(redis_url: str) -> None:
+def test_redis_log_offsets_stay_contiguous_across_writers(redis_url: str, tmp_path: Path) -> None:
     logs = [RedisEventLog(redis_url) for _ in range(4)]
     assert len({lg.epoch for lg in logs}) == 1
 
@@ -374,9 +374,16 @@ def test_redis_log_offsets_stay_contiguous_across_writers(redis_url: str) -> Non
     assert [m.offset for m in lg.read("feed:x", 395)] == [396, 397, 398, 399, 400]
     assert [m.seq for m in lg.tail(0, 1000)] == list(range(1, 401))
     assert lg.trim("feed:x", keep_last=10) == 390
-    assert lg.first_retained("feed:x") == 391
+    assert lg.trim("feed:x", keep_last=1000) == 0  # shorter than its retention: kept whole
+    lg.append("short", "e", {})
+    hub = Hub.open(Settings(home=tmp_path / "home", events_url=redis_url))
+    try:  # the default retention (1,000,000 per channel) over every channel
+        assert apply_retention(hub) == 0
+    finally:
+        hub.close()
+    assert lg.first_retained("short") == 1 and lg.first_retained("feed:x") == 391
     assert lg.first_retained("nothing") == 1 and lg.head("nothing") == 0
-    assert lg.channels() == ["feed:x"]
+    assert lg.channels() == ["feed:x", "short"]
     assert lg.append("feed:x", "e", {}).offset == 401
     for x in logs:
         x.dispose()

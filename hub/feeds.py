@@ -152,21 +152,23 @@ class FlushWorker:
     async def flush(self, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
         if not self.in_process:
             return await asyncio.to_thread(_flush_here, self.hub, manifest, max_events)
-        loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            self.start()
-            assert self._pool is not None
-            try:
-                return await loop.run_in_executor(self._pool, _worker_flush, manifest, max_events)
-            except BrokenProcessPool:
-                # The worker died (killed, out of memory).  A flush is safe to repeat, since
-                # the lake records how far the feed got: once more, with a new worker.
-                log.warning("feed flush worker died; starting a new one")
+        try:
+            return await self._in_worker(manifest, max_events)
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory).  A flush is safe to repeat, since the
+            # lake records how far the feed got: once more, with a new worker (should that
+            # one die too, the next flush starts over the same way).
+            log.warning("feed flush worker died; starting a new one")
+            if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            return await self._in_worker(manifest, max_events)
+
+    async def _in_worker(self, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
+        self.start()
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _worker_flush, manifest, max_events)
 
     @property
     def pid(self) -> int | None:

@@ -115,6 +115,6 @@ class Presence:
             await asyncio.sleep(self.heartbeat_s)
             beat = Notice("heartbeat", "", {"ts": datetime.now(UTC).isoformat()})
             for n, conn in enumerate(list(self._conns.values())):
-                if n and n % 64 == 0:  # thousands of connections: let the fan-out run too
+                if n and n % self.bus.ROUND_SLICE == 0:  # let the fan-out run in between
                     await asyncio.sleep(0)
                 conn.sub.notify(beat)

@@ -284,7 +284,7 @@ class _Direct:
         )
 
     def _frame(self, item: Message | Notice) -> bytes:
-        if isinstance(item, Message) and _unmasked(self.hub, self.principal, item):
+        if isinstance(item, Notice) or _unmasked(self.hub, self.principal, item):
             return item.ws_frame  # one frame for every subscriber
         return ws_text_frame(_frame(self.hub, self.principal, item))
 

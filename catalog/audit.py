@@ -6,7 +6,10 @@ with write access to the database but not the key cannot rebuild the chain — o
 canonical JSON of its fields *and the previous entry's hash* (X-Road's message log chains
 records the same way).  A one-row ``audit_head`` table holds the last hash; an append
 updates it first, which takes the database's write lock, so concurrent appenders from
-several processes serialise instead of forking the chain.
+several processes serialise instead of forking the chain.  Within a process, appends that
+arrive together are written together (group commit: one transaction, the entries chained
+in the order they came), by whichever caller found no write in progress — a burst of
+websocket subscriptions, each on record, no longer queues one transaction per entry.
 
 ``audit_datasets`` indexes entries by dataset and owning agency so a steward can list
 access to their agency's data; it is an index, not part of the signed record (the
@@ -19,8 +22,9 @@ import contextlib
 import hashlib
 import hmac
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,6 +177,18 @@ _MOVE_HEAD = (
 )
 
 
+@dataclass
+class _Pending:
+    """An entry waiting to be written: its column values (seq and hashes set when it is),
+    its dataset links, and how its caller learns the outcome."""
+
+    values: dict[str, Any]
+    links: list[tuple[str, str]]
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
@@ -187,6 +203,11 @@ class AuditLog:
     def __init__(self, store: CatalogStore, key: bytes | None = None) -> None:
         self.store = store
         self.key = key
+        # Group commit (D35): appends from several threads at once go into one
+        # transaction, written by whichever of them found no write in progress.
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._writing = False
         # Several hub processes may open one catalog at once: whoever creates the tables or
         # the head row first wins, and the others find them there.
         for model in (AuditRow, AuditHeadRow, AuditDatasetRow):
@@ -234,24 +255,59 @@ class AuditLog:
             "prev_hash": "",
             "hash": "",
         }
+        pending = _Pending(values, [(ds, dataset_agencies[ds]) for ds in datasets])
+        with self._queue_lock:
+            self._queue.append(pending)
+            if not self._writing:
+                self._writing = pending.lead = True
+        if not pending.lead:
+            pending.wake.wait()  # written by the writer of the moment, or handed the lead
+        if pending.lead:
+            self._write_queue()
+        if pending.error is not None:
+            raise pending.error
+        return _entry(values)
+
+    def _write_queue(self) -> None:
+        """Write every entry waiting (one transaction), then hand the lead on to the
+        first entry that arrived meanwhile, if any (group commit)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._write(batch)
+        except BaseException as e:  # nothing of the batch was written: each caller raises
+            for p in batch:
+                p.error = e
+        with self._queue_lock:
+            nxt = self._queue[0] if self._queue else None
+            if nxt is None:
+                self._writing = False
+            else:
+                nxt.lead = True
+        for p in batch:
+            p.lead = False
+            p.wake.set()
+        if nxt is not None:
+            nxt.wake.set()
+
+    def _write(self, batch: list[_Pending]) -> None:
         # Core statements on one transaction (the ORM unit of work cost more than the
         # append itself).  The first UPDATE takes the write lock and returns the head
-        # it protects, so concurrent appenders serialise instead of forking the chain.
+        # it protects, so concurrent appenders (other processes) serialise instead of
+        # forking the chain.
         with self.store.engine.begin() as conn:
             seq, prev = conn.execute(_TAKE_HEAD, {"now": utcnow()}).one()
-            values["seq"], values["prev_hash"] = seq + 1, prev
-            values["hash"] = self._digest(_canonical(values))
-            conn.execute(_INSERT_ENTRY, values)
-            if datasets:
-                conn.execute(
-                    _INSERT_DATASETS,
-                    [
-                        {"seq": seq + 1, "dataset_id": ds, "agency_id": dataset_agencies[ds]}
-                        for ds in datasets
-                    ],
-                )
-            conn.execute(_MOVE_HEAD, {"new_seq": seq + 1, "new_hash": values["hash"]})
-        return _entry(values)
+            links = []
+            for p in batch:
+                seq += 1
+                v = p.values
+                v["seq"], v["prev_hash"] = seq, prev
+                v["hash"] = prev = self._digest(_canonical(v))
+                links += [{"seq": seq, "dataset_id": d, "agency_id": a} for d, a in p.links]
+            conn.execute(_INSERT_ENTRY, [p.values for p in batch])
+            if links:
+                conn.execute(_INSERT_DATASETS, links)
+            conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
 
     def entries(
         self,

@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 
 from catalog.fswatch import Watch, watch
+from catalog.runtime import ProcessLock
 from catalog.store import make_engine
 
 _meta = MetaData()
@@ -145,6 +146,7 @@ class LogBackend(Protocol):
     def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]: ...
     def change_probe(self) -> Callable[[], bool] | None: ...
     def loop_tail(self) -> Callable[[int, int], list[Message]] | None: ...
+    def loop_head(self) -> Callable[[str], int] | None: ...
     def change_watch(self) -> Watch | None: ...
     def last_seq(self) -> int: ...
     def head(self, channel: str) -> int: ...
@@ -177,6 +179,7 @@ def _aware(ts: datetime) -> datetime:
 _NEXT_OFFSET = (
     "UPDATE log_channels SET last_offset = last_offset + 1 WHERE name = ? RETURNING last_offset"
 )
+_HEAD = "SELECT last_offset FROM log_channels WHERE name = ?"
 _NEW_CHANNEL = "INSERT INTO log_channels (name, last_offset) VALUES (?, 1)"
 _INSERT_MESSAGE = (
     'INSERT INTO log_messages (channel, "offset", ts, type, data, source) VALUES (?, ?, ?, ?, ?, ?)'
@@ -213,6 +216,7 @@ class EventLog:
         self._probes: list[sqlite3.Connection] = []
         self._writers = threading.local()
         self._probes_lock = threading.Lock()
+        self._append_lock = ProcessLock()
         if url.startswith("sqlite"):
             # WAL + synchronous=NORMAL: a committed append survives a crash of any process
             # (the restart test kills the hub with SIGKILL); only an OS crash or power loss
@@ -264,6 +268,20 @@ class EventLog:
         (SQLite files on Linux, see :mod:`catalog.fswatch`); None: poll instead."""
         path = self._sqlite_file()
         return watch(Path(path)) if path else None
+
+    def loop_head(self) -> Callable[[str], int] | None:
+        """``head`` for the event loop: a point read on a plain connection of its own
+        (~5 µs, cheaper than the hop to a worker thread it replaces; a subscribe reads the
+        head twice).  SQLite files only, like :meth:`loop_tail`."""
+        con = self._own_connection()
+        if con is None:
+            return None
+
+        def head(channel: str) -> int:
+            row = con.execute(_HEAD, (channel,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return head
 
     def loop_tail(self) -> Callable[[int, int], list[Message]] | None:
         """``tail`` for the event loop: the same query on a plain connection of its own,
@@ -366,30 +384,34 @@ class EventLog:
         con = self._writer()
         text = json.dumps(data, ensure_ascii=False, default=str)
         src = json.dumps(source or {}, ensure_ascii=False)
-        _begin_immediate(con)
-        ts = datetime.now(UTC)  # under the lock: times follow the log's order
-        try:
-            row = con.execute(_NEXT_OFFSET, (channel,)).fetchone()
-            if row is None:
-                offset = 1
-                con.execute(_NEW_CHANNEL, (channel,))
-            else:
-                offset = int(row[0])
-            cur = con.execute(
-                _INSERT_MESSAGE,
-                (channel, offset, ts.strftime("%Y-%m-%d %H:%M:%S.%f"), type, text, src),
-            )
-            seq = cur.lastrowid
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
+        # Threads of this process queue on a lock of their own; only other processes are
+        # waited for in the busy steps (a burst of connections, each publishing its
+        # presence from a worker thread, spent its time in those sleeps; D35).
+        with self._append_lock:
+            _begin_immediate(con)
+            ts = datetime.now(UTC)  # under the lock: times follow the log's order
+            try:
+                row = con.execute(_NEXT_OFFSET, (channel,)).fetchone()
+                if row is None:
+                    offset = 1
+                    con.execute(_NEW_CHANNEL, (channel,))
+                else:
+                    offset = int(row[0])
+                cur = con.execute(
+                    _INSERT_MESSAGE,
+                    (channel, offset, ts.strftime("%Y-%m-%d %H:%M:%S.%f"), type, text, src),
+                )
+                seq = cur.lastrowid
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
         assert seq is not None
         return Message(int(seq), channel, offset, self.epoch, ts, type, data, source or {})
 
     def _writer(self) -> sqlite3.Connection:
-        """This thread's plain connection for appends (SQLite files only)."""
+        """This thread's plain connection for appends and point reads (SQLite files only)."""
         con: sqlite3.Connection | None = getattr(self._writers, "con", None)
         # A connection is not carried across a fork: a child makes its own.
         if con is None or self._writers.pid != os.getpid():
@@ -441,6 +463,11 @@ class EventLog:
 
     def head(self, channel: str) -> int:
         """The latest offset of a channel (0 when nothing was ever published)."""
+        if self._sqlite_file() is not None:
+            # On this thread's plain connection: ~15 µs against ~0.3 ms through the
+            # engine, and every subscribe asks twice (D35).
+            row = self._writer().execute(_HEAD, (channel,)).fetchone()
+            return int(row[0]) if row else 0
         with self.engine.connect() as c:
             v = c.scalar(select(_channels.c.last_offset).where(_channels.c.name == channel))
             return int(v or 0)

@@ -83,6 +83,10 @@ class RedisEventLog:
         """None: ``tail`` blocks until something is appended."""
         return None
 
+    def loop_head(self) -> None:
+        """None: a network round trip, read in a worker thread."""
+        return None
+
     def loop_tail(self) -> None:
         """None: reads go over the network, in a worker thread."""
         return None

@@ -14,11 +14,16 @@
   everything that is not in a cycle at once, as always.
 
 docs/decisions.md D22.  Called by entry points, never by library code.
+
+:class:`ProcessLock` is a lock for the threads of one process in front of a database's
+own write lock (D35).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import threading
 
 _settled = False
 
@@ -31,3 +36,25 @@ def settle_heap() -> None:
         gc.freeze()
         gc.set_threshold(10_000, 20, 100)
         _settled = True
+
+
+class ProcessLock:
+    """A lock for the threads of this process, queued and handed on as soon as it is free.
+
+    In front of a SQLite write lock: threads of one process that meet at the database's
+    lock wait in its busy handler's sleeps (1, 2, 5, 10 … ms) even when the lock was free
+    again after a fraction of a millisecond; here they queue on this lock instead, and
+    only other processes are met at the database's.  A forked child makes its own (a lock
+    copied while another thread of the parent held it would never be released there).
+    """
+
+    def __init__(self) -> None:
+        self._lock, self._pid = threading.Lock(), os.getpid()
+
+    def __enter__(self) -> None:
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.Lock(), os.getpid()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()

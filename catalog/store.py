@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -80,6 +81,21 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+_AUTHENTICATE = (
+    select(
+        TokenRow.secret_sha256,
+        TokenRow.revoked_at,
+        TokenRow.expires_at,
+        PrincipalRow.id,
+        PrincipalRow.agency_id,
+        PrincipalRow.name,
+        PrincipalRow.role,
+    )
+    .join(PrincipalRow, PrincipalRow.id == TokenRow.principal_id)
+    .where(TokenRow.id == bindparam("token_id"))
+)
 
 
 class DatasetRow(Base):
@@ -388,18 +404,18 @@ class CatalogStore:
         if len(parts) != 3 or parts[0] != "bh":
             raise Unauthenticated("malformed token")
         _, token_id, secret = parts
-        with self.session() as s:
-            row = s.get(TokenRow, token_id)
-            if row is None or not secrets.compare_digest(row.secret_sha256, _hash(secret)):
-                raise Unauthenticated("unknown token")
-            if row.revoked_at is not None:
-                raise Unauthenticated("token revoked")
-            expires = _aware(row.expires_at)
-            if expires is not None and expires <= utcnow():
-                raise Unauthenticated("token expired")
-            p = s.get(PrincipalRow, row.principal_id)
-            assert p is not None
-            return Principal(p.id, p.agency_id, p.name, p.role)
+        # One Core statement, token and principal together: every REST request and every
+        # websocket connection comes through here (two ORM gets cost ~0.6 ms; D35).
+        with self.engine.connect() as conn:
+            row = conn.execute(_AUTHENTICATE, {"token_id": token_id}).first()
+        if row is None or not secrets.compare_digest(row.secret_sha256, _hash(secret)):
+            raise Unauthenticated("unknown token")
+        if row.revoked_at is not None:
+            raise Unauthenticated("token revoked")
+        expires = _aware(row.expires_at)
+        if expires is not None and expires <= utcnow():
+            raise Unauthenticated("token expired")
+        return Principal(row.id, row.agency_id, row.name, row.role)
 
     # -- datasets -----------------------------------------------------------------
 

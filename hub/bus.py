@@ -149,7 +149,7 @@ class Subscription:
     ) -> int:
         """Subscribe to a channel; replay from after ``since`` (None: live only), passing
         only messages ``accept`` takes.  Returns the channel's current head offset."""
-        head = await asyncio.to_thread(self._bus.log.head, channel)
+        head = await self._bus.head(channel)
         start = head if since is None else max(0, since)
         self.last[channel] = start
         if accept is None:
@@ -163,7 +163,7 @@ class Subscription:
         else:
             # A message appended after the head was read may have been read and handed
             # round before this subscription was registered: look again, and fill.
-            later = await asyncio.to_thread(self._bus.log.head, channel)
+            later = await self._bus.head(channel)
             if later > self.last.get(channel, later):
                 self._schedule_fill(channel)
         return head
@@ -355,6 +355,7 @@ class Bus:
         self._more: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
         self._fan_task: asyncio.Task[None] | None = None
+        self._loop_head: Callable[[str], int] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -363,6 +364,7 @@ class Bus:
         self._room = asyncio.Event()
         self._room.set()
         self._seq = await asyncio.to_thread(self.log.last_seq)
+        self._loop_head = self.log.loop_head()
         self._task = asyncio.create_task(self._tail(), name="blockhub-bus-tail")
         self._fan_task = asyncio.create_task(self._fan(), name="blockhub-bus-fan-out")
 
@@ -376,6 +378,13 @@ class Bus:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
         self._task = self._fan_task = None
+
+    async def head(self, channel: str) -> int:
+        """The channel's latest offset: read in the event loop where the log allows it
+        (a local SQLite file), else in a worker thread."""
+        if self._loop_head is not None:
+            return self._loop_head(channel)
+        return await asyncio.to_thread(self.log.head, channel)
 
     def subscription(self) -> Subscription:
         return Subscription(self, self.queue_size)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from catalog.access import Access
 from catalog.errors import AccessDenied, InvalidRequest
 from catalog.eventlog import Message
 from catalog.masking import mask_value
-from catalog.store import Principal
+from catalog.store import DatasetRecord, Principal
 from hub.context import Hub
 from pipelines.feeds import is_feed
 
@@ -61,11 +62,15 @@ def source_access(hub: Hub, principal: Principal, dataset: str, *, fresh: bool =
 def _read_access(hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> Access:
     now = time.monotonic()
     access = hub.exchange.access(principal, dataset)
+    _remember(key, now, access)
+    return access
+
+
+def _remember(key: tuple[int, str, str], read_at: float, access: Access) -> None:
     with _cache_lock:
         if len(_access_cache) > 10_000:
             _access_cache.clear()
-        _access_cache[key] = (now, access)
-    return access
+        _access_cache[key] = (read_at, access)
 
 
 def _refresh(hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> None:
@@ -88,31 +93,44 @@ def order_targets(principal: Principal) -> list[str]:
     return [principal.id, principal.agency_id]
 
 
-def check_channel(hub: Hub, principal: Principal, channel: str) -> None:
+@dataclass(frozen=True)
+class Admission:
+    """What a subscription was let in on: for a ``dataset:`` or ``feed:`` channel, the
+    dataset's record and the principal's access to it, read at the check (the row filter
+    and the audit entry use them; nothing is read twice).  Empty for the other channels."""
+
+    record: DatasetRecord | None = None
+    access: Access | None = None
+
+
+def check_channel(hub: Hub, principal: Principal, channel: str) -> Admission:
     """Raise unless the principal may subscribe to ``channel`` (runs in a worker thread)."""
     kind, sep, name = channel.partition(":")
     if kind in ("dataset", "feed") and sep and name:
         # Feeds are registered as datasets by the feed intake; both follow the exchange's
-        # access rules (sharing type, grants), exactly as queries do.
-        record = hub.store.get_dataset(name)
+        # access rules (sharing type, grants), exactly as queries do.  Read fresh: a grant
+        # revoked a moment ago keeps the subscription out.
+        read_at = time.monotonic()
+        record, access = hub.exchange.record_access(principal, name)
         if kind == "feed" and not is_feed(record.manifest):
             raise InvalidRequest(f"dataset {name!r} is not a feed", channel=channel)
-        if not source_access(hub, principal, name, fresh=True).readable:
+        if not access.readable:
             raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
-        return
+        _remember((id(hub), principal.id, name), read_at, access)
+        return Admission(record, access)
     if channel in ("alerts", "presence") and not sep:
         if not is_ops(principal):
             raise AccessDenied(
                 f"{channel!r} is for operators and admins", channel=channel, role=principal.role
             )
-        return
+        return Admission()
     if kind == "orders" and sep and name:
         if not is_ops(principal) and name not in order_targets(principal):
             raise AccessDenied(
                 f"you may only subscribe to orders:{principal.id} or orders:{principal.agency_id}",
                 channel=channel,
             )
-        return
+        return Admission()
     raise InvalidRequest(
         f"unknown channel {channel!r}; channels are dataset:<id>, feed:<id>, alerts, "
         "orders:<agency or unit>, presence",

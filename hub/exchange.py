@@ -290,10 +290,15 @@ class Exchange:
 
     def access(self, principal: Principal, dataset_id: str) -> Access:
         """The principal's effective access to one dataset (DatasetNotFound if unknown)."""
+        return self.record_access(principal, dataset_id)[1]
+
+    def record_access(self, principal: Principal, dataset_id: str) -> tuple[DatasetRecord, Access]:
+        """The dataset's record and the principal's access to it, from one look at the
+        catalog's state (DatasetNotFound if unknown)."""
         snap = self._state()
         record = snap.records.get(dataset_id) or self.store.get_dataset(dataset_id)
         grants = self._agency_grants(snap, principal.agency_id)
-        return decide(principal, record, grants, utcnow())
+        return record, decide(principal, record, grants, utcnow())
 
     def accesses(self, principal: Principal, snap: _Snapshot | None = None) -> dict[str, Access]:
         """Effective access to every dataset."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from catalog.audit import AuditLog
+from catalog.audit import AuditEntry, AuditLog
 from hub.cli import app as cli_app
 from tests.conftest import ExchangeWorld
 
@@ -95,6 +99,56 @@ def test_hmac_key_makes_the_chain_unforgeable(world: ExchangeWorld) -> None:
     assert keyed.verify().ok
     assert not AuditLog(world.hub.store, key=b"other").verify().ok
     assert not AuditLog(world.hub.store).verify().ok
+
+
+def test_appends_from_many_threads_share_transactions(world: ExchangeWorld) -> None:
+    """Group commit: entries arriving together are written together, in one chain, each
+    caller getting its own entry back; a batch that fails fails every caller in it and
+    writes nothing, and the next append goes on."""
+    audit = world.hub.audit
+    before = audit.verify().entries
+    transactions = 0
+    write = audit._write
+
+    def counting_write(batch: list[Any]) -> None:
+        nonlocal transactions
+        transactions += 1
+        time.sleep(0.005)  # a slow disk: others arrive meanwhile
+        write(batch)
+
+    audit._write = counting_write  # type: ignore[method-assign]
+
+    def one(i: int) -> AuditEntry:
+        return audit.append(
+            action="subscribe",
+            principal=f"p{i}",
+            agency="gy_hbj",
+            datasets={"t_open": None},
+            dataset_agencies={"t_open": "gy_hbj"},
+            detail={"i": i},
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(one, range(200)))
+    assert [e.detail["i"] for e in got] == list(range(200))
+    assert sorted(e.seq for e in got) == list(range(before + 1, before + 201))
+    assert transactions < 100  # batched (one transaction each would be 200)
+    check = audit.verify()
+    assert check.ok and check.entries == before + 200
+    assert len(audit.entries(dataset="t_open", action="subscribe", limit=500)) == 200
+
+    def failing_write(batch: list[Any]) -> None:
+        time.sleep(0.005)
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    audit._write = failing_write  # type: ignore[method-assign]
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(one, i) for i in range(8)]
+        errors = [f.exception() for f in futures]
+    assert all(isinstance(e, OperationalError) for e in errors)
+    audit._write = write  # type: ignore[method-assign]
+    after = one(999)
+    assert after.seq == before + 201 and audit.verify().ok
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ def api(live: str, token: str) -> httpx.Client:
     return httpx.Client(base_url=f"http://{live}", headers={"Authorization": f"Bearer {token}"})
 
 
-def test_channel_permissions(live: str, tokens: dict[str, str], feeds: None) -> None:
+def test_channel_permissions(live: str, hub: Hub, tokens: dict[str, str], feeds: None) -> None:
     dev = WS(live, tokens["developer"])  # gy_hbj developer
     assert dev.subscribe("feed:secret_feed")["type"] == "subscribed"  # its own agency
     assert dev.subscribe("alerts")["code"] == "forbidden"
@@ -114,6 +114,18 @@ def test_channel_permissions(live: str, tokens: dict[str, str], feeds: None) -> 
     assert bad["code"] == "invalid_request" and "feed" in bad["error"]
     for c in (dev, steward, op):
         c.close()
+    # On record, let in or refused; a feed's entries name the feed and its owner, so the
+    # owner's steward sees who subscribed to it (and who tried).
+    seen = [
+        (e.principal, e.detail["channel"], e.outcome, list(e.datasets))
+        for e in hub.audit.entries(action="subscribe", limit=50)
+    ]
+    assert ("developer", "feed:secret_feed", "ok", ["secret_feed"]) in seen
+    assert ("steward", "feed:secret_feed", "denied", ["secret_feed"]) in seen
+    assert ("developer", "orders:gy_dsj", "denied", []) in seen
+    assert ("operator", "feed:air_readings", "ok", ["air_readings"]) in seen
+    owner_view = hub.audit.entries(agency_data="gy_hbj", dataset="secret_feed")
+    assert {e.principal for e in owner_view} == {"developer", "steward"}
 
 
 def test_feed_filter_is_applied_per_subscription(

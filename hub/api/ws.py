@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
-from catalog.errors import HubError, InvalidRequest, Unauthenticated
+from catalog.errors import AccessDenied, HubError, InvalidRequest, Unauthenticated
 from catalog.eventlog import Message, ws_text_frame
 from catalog.store import Principal
 from hub import alerts, dispatch
@@ -31,7 +31,6 @@ from hub.channels import (
     matches,
     parse_filter,
     row_filter,
-    source_access,
 )
 from hub.context import Hub
 from hub.ops import OpsRuntime
@@ -86,7 +85,13 @@ async def _subscribe(
     ws: WebSocket, hub: Hub, principal: Principal, conn: Connection, msg: dict[str, Any]
 ) -> None:
     channel = msg["channel"]
-    await asyncio.to_thread(check_channel, hub, principal, channel)
+    try:
+        admission = await asyncio.to_thread(check_channel, hub, principal, channel)
+    except AccessDenied:  # an attempt on someone else's data is on record too
+        await asyncio.to_thread(
+            audit_subscription, hub, principal, channel, msg.get("since"), outcome="denied"
+        )
+        raise
     flt = parse_filter(channel, msg.get("filter"))
     since = msg.get("since")
     if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
@@ -104,9 +109,9 @@ async def _subscribe(
         )
         since = 0
     keep = (lambda m: matches(flt, m)) if flt else None
-    if channel.startswith("feed:"):  # a grant's row filter holds for live events too
-        access = await asyncio.to_thread(source_access, hub, principal, channel[5:], fresh=True)
-        rows = row_filter(access)
+    if channel.startswith("feed:") and admission.access is not None:
+        # A grant's row filter holds for live events too (as read by the check above).
+        rows = row_filter(admission.access)
         if rows is not None:
             keep = rows if keep is None else (lambda m, a=keep, b=rows: a(m) and b(m))
     head = await conn.sub.add(channel, since, keep)
@@ -115,7 +120,7 @@ async def _subscribe(
         _dumps({"type": "subscribed", "channel": channel, "head": head, "epoch": hub.log.epoch})
     )
     # After the reply: the audit write must not delay the start of the replay.
-    await asyncio.to_thread(audit_subscription, hub, principal, channel, since)
+    await asyncio.to_thread(audit_subscription, hub, principal, channel, since, admission.record)
 
 
 async def _order_op(

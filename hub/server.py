@@ -29,6 +29,9 @@ def config(hub: Hub, host: str, port: int, log_level: str = "info") -> uvicorn.C
         ws_ping_interval=20,
         ws_ping_timeout=20,
         ws="websockets-sansio",  # the direct frame writer (hub.api.ws) needs this protocol
+        # Browsers and mobile stacks ask for compression by default; a compressed frame is
+        # made per connection, where an uncompressed one is made once for all (D36).
+        ws_per_message_deflate=hub.settings.ws_deflate,
     )
 
 

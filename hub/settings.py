@@ -44,6 +44,10 @@ class Settings(StorageSettings):
     ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")
     ws_send_buffer_bytes: int = Field(default=8 << 20, gt=0, description="unsent bytes per socket")
     ws_direct_write: bool = Field(default=True, description="write frames without a task hop")
+    ws_deflate: bool = Field(
+        default=False,
+        description="accept permessage-deflate: smaller frames, ~3x the CPU per delivery (D36)",
+    )
     ws_max_per_principal: int = Field(default=50, gt=0)
     ws_heartbeat_s: float = Field(default=15.0, gt=0)
     alert_rules: Path | None = Field(default=None, description="YAML file of alert rules")

@@ -357,8 +357,19 @@ def json_frame(ws: WS, type_: str, timeout: float = 5) -> dict[str, Any]:
     raise AssertionError(f"no {type_} frame")
 
 
+@pytest.fixture(params=[False, True], ids=["shared-frames", "deflate"])
+def deflate(request: pytest.FixtureRequest, settings: Settings) -> bool:
+    """Serve with permessage-deflate off (the default) or on (BLOCKHUB_WS_DEFLATE)."""
+    settings.ws_deflate = request.param
+    return bool(request.param)
+
+
 def test_feed_payloads_are_masked_per_subscriber(
-    live: str, hub: Hub, tokens: dict[str, str], make_manifest: Callable[..., Manifest]
+    deflate: bool,
+    live: str,
+    hub: Hub,
+    tokens: dict[str, str],
+    make_manifest: Callable[..., Manifest],
 ) -> None:
     hub.store.register_dataset(
         make_manifest(
@@ -376,6 +387,8 @@ def test_feed_payloads_are_masked_per_subscriber(
     owner = WS(live, tokens["developer"])  # gy_hbj: the feed's own agency
     other = WS(live, tokens["operator"])  # gy_dsj: reads the unconditional feed, masked
     for ws in (owner, other):
+        # The client asks for compression, as browsers do; the hub accepts when configured.
+        assert bool(ws.conn.protocol.extensions) is deflate
         assert ws.subscribe("feed:patrol_feed")["type"] == "subscribed"
     feed_event(hub, "patrol_feed", {"district_code": "520102", "reporter_phone": "13812345678"})
     assert owner.messages(1)[0]["data"]["reporter_phone"] == "13812345678"

@@ -342,8 +342,8 @@ class AuditLog:
         with self.store.session() as s:
             return [_entry(r) for r in s.scalars(q)]
 
-    def _all(self, batch: int = 5000) -> Iterator[AuditRow]:
-        last = 0
+    def _all(self, after: int = 0, batch: int = 5000) -> Iterator[AuditRow]:
+        last = after
         while True:
             with self.store.session() as s:
                 rows = list(
@@ -359,38 +359,59 @@ class AuditLog:
             yield from rows
             last = rows[-1].seq
 
-    def verify(self) -> VerifyResult:
-        """Recompute the chain; name the first entry whose hash or link does not hold."""
-        prev = GENESIS
-        expected_seq = 1
-        n = 0
-        for row in self._all():
-            if row.seq != expected_seq:
-                return VerifyResult(
-                    False, n, row.seq, f"entry {expected_seq} is missing (next is {row.seq})"
-                )
-            if row.prev_hash != prev:
-                return VerifyResult(
-                    False, n, row.seq, f"entry {row.seq} does not link to entry {row.seq - 1}"
-                )
-            if not hmac.compare_digest(self._digest(_canonical(row)), row.hash):
-                return VerifyResult(
-                    False, n, row.seq, f"entry {row.seq} was altered: its hash does not match"
-                )
-            prev = row.hash
-            expected_seq += 1
-            n += 1
+    def _head(self) -> tuple[int, str]:
         with self.store.session() as s:
             head = s.get(AuditHeadRow, 1)
-            if head is not None and (head.seq != n or head.hash != prev):
-                return VerifyResult(
-                    False,
-                    n,
-                    head.seq,
-                    f"the log ends at entry {n} but its head records entry {head.seq}: "
-                    "entries were removed from the end",
-                )
-        return VerifyResult(True, n)
+            return (head.seq, head.hash) if head is not None else (0, GENESIS)
+
+    def verify(self) -> VerifyResult:
+        """Recompute the chain; name the first entry whose hash or link does not hold.
+
+        The head is read before the entries, and the entries are checked up to it: the
+        head moves in the same transaction as an append, so everything up to it is there
+        unless removed.  An entry past the head is either one appended while the chain was
+        read (the head, read again, has reached it: checking goes on) or one that was not
+        appended through the log (it has not).
+        """
+        prev, n = GENESIS, 0
+        head_seq, head_hash = self._head()
+        while True:
+            for row in self._all(after=n):
+                if row.seq > head_seq:
+                    head_seq, head_hash = self._head()
+                    if row.seq > head_seq:
+                        return VerifyResult(
+                            False,
+                            n,
+                            row.seq,
+                            f"entry {row.seq} lies past the head (entry {head_seq}): "
+                            "it was not appended through the log",
+                        )
+                    break  # appended meanwhile: read on from here, up to the new head
+                if row.seq != n + 1:
+                    return VerifyResult(
+                        False, n, row.seq, f"entry {n + 1} is missing (next is {row.seq})"
+                    )
+                if row.prev_hash != prev:
+                    return VerifyResult(
+                        False, n, row.seq, f"entry {row.seq} does not link to entry {row.seq - 1}"
+                    )
+                if not hmac.compare_digest(self._digest(_canonical(row)), row.hash):
+                    return VerifyResult(
+                        False, n, row.seq, f"entry {row.seq} was altered: its hash does not match"
+                    )
+                prev = row.hash
+                n += 1
+            else:  # no entry past what was read
+                if head_seq != n or head_hash != prev:
+                    return VerifyResult(
+                        False,
+                        n,
+                        head_seq,
+                        f"the log ends at entry {n} but its head records entry {head_seq}: "
+                        "entries were removed from the end",
+                    )
+                return VerifyResult(True, n)
 
     def consumers(self, dataset_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """Who read a dataset (from the log): principal, agency, reads, last read."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -99,6 +100,38 @@ def test_hmac_key_makes_the_chain_unforgeable(world: ExchangeWorld) -> None:
     assert keyed.verify().ok
     assert not AuditLog(world.hub.store, key=b"other").verify().ok
     assert not AuditLog(world.hub.store).verify().ok
+
+
+def test_verify_while_entries_are_appended(world: ExchangeWorld) -> None:
+    """A check that runs while others append sees a chain that holds (an append moves the
+    head in its own transaction), and an entry slipped in past the head is named."""
+    audit = world.hub.audit
+    stop = threading.Event()
+
+    def keep_appending() -> None:
+        i = 0
+        while not stop.is_set() and i < 2000:
+            audit.append(action="query", principal="p", agency="a", datasets={},
+                         dataset_agencies={}, detail={"i": i})  # fmt: skip
+            i += 1
+
+    writer = threading.Thread(target=keep_appending)
+    writer.start()
+    try:
+        results = [audit.verify() for _ in range(20)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(r.ok for r in results), [r.problem for r in results if not r.ok]
+    assert audit.verify().ok
+    db = sqlite3.connect(world.hub.settings.home / "catalog.db")
+    last = db.execute("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    marks = ",".join("?" * len(last))
+    db.execute(f"INSERT INTO audit_log VALUES ({marks})", (last[0] + 1, *last[1:]))
+    db.commit()
+    db.close()
+    r = audit.verify()
+    assert not r.ok and r.bad_seq == last[0] + 1 and "past the head" in r.problem
 
 
 def test_appends_from_many_threads_share_transactions(world: ExchangeWorld) -> None:

@@ -14,7 +14,9 @@ For each case N:R (N subscribers, R messages/s; ``max`` = as fast as the floor g
    keeps offsets and history, and sends.
 
 Then: a catch-up run (a client that missed 10,000 messages replays them with ``since``; its
-rate is compared to the live rate per subscriber) and the hub's memory per idle connection.
+rate is compared to the live rate per subscriber), the hub's memory per idle connection, and
+how long the N subscribers took to connect (the hub's authenticate and subscribe; the
+floor's connect only).
 Prints a table with the ratios. Bounded in time and count; everything binds 127.0.0.1.
 
     .venv/bin/python bench/ws.py --cases 1000:20,1000:max,5000:4 --duration 10
@@ -421,8 +423,8 @@ def main() -> None:
         rows.append((r, floor, mine))
     lines = [
         "| N | rate | floor pub/s | floor msg/s | hub msg/s | ratio | floor p99 ms | hub p99 ms"
-        " | p99 ratio | hub loss % | hub KiB/idle conn |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | p99 ratio | hub loss % | hub KiB/idle conn | floor / hub connect s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, f, m in rows:
         ratio = (m["delivered_per_s"] or 0) / (f.get("delivered_per_s") or 1)
@@ -430,7 +432,8 @@ def main() -> None:
         lines.append(
             f"| {m['n']} | {r} | {f.get('publish_rate')} | {f.get('delivered_per_s')} | "
             f"{m['delivered_per_s']} | {ratio:.2f} | {f.get('p99_ms'):.1f} | {m['p99_ms']:.1f} | "
-            f"{p99r:.2f} | {m['loss_pct']} | {m['idle_kb_per_conn']} |"
+            f"{p99r:.2f} | {m['loss_pct']} | {m['idle_kb_per_conn']} | "
+            f"{f.get('connect_s')} / {m['connect_s']} |"
         )
     print("\n".join(lines))
     for _, _, m in rows:

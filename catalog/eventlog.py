@@ -215,6 +215,7 @@ class EventLog:
         self.engine = make_engine(url)
         self._probes: list[sqlite3.Connection] = []
         self._writers = threading.local()
+        self._readers = threading.local()
         self._probes_lock = threading.Lock()
         self._append_lock = ProcessLock()
         if url.startswith("sqlite"):
@@ -237,6 +238,7 @@ class EventLog:
                 probe.close()
             self._probes.clear()
         self._writers = threading.local()
+        self._readers = threading.local()
 
     def change_probe(self) -> Callable[[], bool] | None:
         """A check, cheap enough for the event loop, of whether anything was committed to
@@ -410,8 +412,18 @@ class EventLog:
         assert seq is not None
         return Message(int(seq), channel, offset, self.epoch, ts, type, data, source or {})
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's plain connection for point reads (SQLite files only; it waits for
+        a busy database like the engine's, where the writer's does not wait at all)."""
+        con: sqlite3.Connection | None = getattr(self._readers, "con", None)
+        if con is None or self._readers.pid != os.getpid():
+            con = self._own_connection()
+            assert con is not None
+            self._readers.con, self._readers.pid = con, os.getpid()
+        return con
+
     def _writer(self) -> sqlite3.Connection:
-        """This thread's plain connection for appends and point reads (SQLite files only)."""
+        """This thread's plain connection for appends (SQLite files only)."""
         con: sqlite3.Connection | None = getattr(self._writers, "con", None)
         # A connection is not carried across a fork: a child makes its own.
         if con is None or self._writers.pid != os.getpid():
@@ -464,9 +476,9 @@ class EventLog:
     def head(self, channel: str) -> int:
         """The latest offset of a channel (0 when nothing was ever published)."""
         if self._sqlite_file() is not None:
-            # On this thread's plain connection: ~15 µs against ~0.3 ms through the
+            # On a plain connection of this thread: ~15 µs against ~0.3 ms through the
             # engine, and every subscribe asks twice (D35).
-            row = self._writer().execute(_HEAD, (channel,)).fetchone()
+            row = self._reader().execute(_HEAD, (channel,)).fetchone()
             return int(row[0]) if row else 0
         with self.engine.connect() as c:
             v = c.scalar(select(_channels.c.last_offset).where(_channels.c.name == channel))

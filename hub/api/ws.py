@@ -88,9 +88,12 @@ async def _subscribe(
     try:
         admission = await asyncio.to_thread(check_channel, hub, principal, channel)
     except AccessDenied:  # an attempt on someone else's data is on record too
-        await asyncio.to_thread(
-            audit_subscription, hub, principal, channel, msg.get("since"), outcome="denied"
-        )
+        try:
+            await asyncio.to_thread(
+                audit_subscription, hub, principal, channel, msg.get("since"), outcome="denied"
+            )
+        except Exception:  # the caller still learns it was refused
+            log.exception("audit entry of a refused subscription to %s failed", channel)
         raise
     flt = parse_filter(channel, msg.get("filter"))
     since = msg.get("since")

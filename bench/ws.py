@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from array import array
 from datetime import timedelta
@@ -245,10 +246,29 @@ class Hub:
         while time.time() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                return
+                break
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("blockhub serve did not start")
+        else:
+            raise RuntimeError("blockhub serve did not start")
+        # Measure the steady state: the feed's start-up work (its flush worker spawned, the
+        # lake table made and loaded there) done first, as the floor has none (D37).
+        while time.time() < deadline:
+            if self.feed_status().get("lake_ready"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the bench feed's lake table was not made ready within 60 s")
+
+    def feed_status(self) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/v1/feeds/bench",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return dict(json.loads(r.read()))
+        except OSError:
+            return {}
 
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -280,6 +280,16 @@ def committed_offset(manifest: Manifest, lake: Lake, epoch: str) -> int:
     return FeedCursor.from_json(snap.cursor if snap else None, epoch).offset
 
 
+def ensure_feed_table(manifest: Manifest, lake: Lake) -> None:
+    """The feed's lake table, created with the manifest's columns and key if it is new."""
+    lake.ensure_table(
+        manifest.id,
+        manifest.arrow_schema,
+        identifier_fields=manifest.primary_key or None,
+        policy=manifest.source.schema_policy,
+    )
+
+
 def flush_feed(
     manifest: Manifest,
     *,
@@ -296,12 +306,7 @@ def flush_feed(
     (trigger ``feed``) and announces ``dataset.updated`` like any ingest.
     """
     schema = manifest.arrow_schema
-    lake.ensure_table(
-        manifest.id,
-        schema,
-        identifier_fields=manifest.primary_key or None,
-        policy=manifest.source.schema_policy,
-    )
+    ensure_feed_table(manifest, lake)
     base = lake.current(manifest.id)  # two flushers of one feed: the later commit is refused
     after = committed_offset(manifest, lake, epoch)
     messages = read(feed_channel(manifest.id), after, max_events)

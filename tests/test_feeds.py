@@ -358,6 +358,19 @@ def test_flushes_run_in_a_worker_process_that_is_replaced_when_it_dies(
     assert sorted(r["measured_at"].hour for r in _lake_rows(hub, "aq_push")) == [16, 17, 18, 19]
 
 
+def test_a_feeds_lake_table_is_made_when_the_feed_starts(
+    hub: Hub, hbj_steward: str, aq_feed: Callable[..., Manifest], live: str
+) -> None:
+    """Not by its first flush, which would pay for it in the middle of live traffic."""
+    hub.store.register_dataset(aq_feed("push", flush_rows=1000, flush_seconds=3600))
+    auth = {"Authorization": f"Bearer {hbj_steward}"}
+    base = f"http://{live}/v1/feeds/aq_push"
+    assert httpx.post(f"{base}/events", headers=auth, json=[reading()]).status_code == 202
+    state = _wait(lambda: (s := httpx.get(base, headers=auth).json())["lake_ready"] and s)
+    assert state["committed_offset"] == 0  # nothing flushed: 1 event of 1,000, within 1 h
+    assert hub.lake.exists("aq_push") and _lake_rows(hub, "aq_push") == []
+
+
 @pytest.mark.parametrize("mode", ["thread", "auto"])
 def test_flushes_can_stay_in_the_serving_process(
     settings: Settings, hbj_steward: str, aq_feed: Callable[..., Manifest], mode: str
@@ -461,6 +474,7 @@ def test_killed_hub_loses_no_accepted_event(
             state = httpx.get(f"http://127.0.0.1:{port}/v1/feeds/aq_push", headers=auth).json()
             worker = state["flush_worker_pid"]
             assert worker not in (None, proc.pid)
+            assert state["lake_ready"] is True  # made ready at start, not by the first flush
         finally:
             hub.close()
     finally:

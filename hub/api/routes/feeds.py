@@ -49,6 +49,10 @@ class FeedStatus(BaseModel):
         default=None,
         description="the process writing feeds to the lake (null: a thread of the server)",
     )
+    lake_ready: bool | None = Field(
+        default=None,
+        description="the feed's lake table is made and loaded where flushes run (D37)",
+    )
 
 
 async def _body(request: Request) -> bytes:

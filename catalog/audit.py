@@ -285,7 +285,6 @@ class AuditLog:
             else:
                 nxt.lead = True
         for p in batch:
-            p.lead = False
             p.wake.set()
         if nxt is not None:
             nxt.wake.set()

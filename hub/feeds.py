@@ -94,27 +94,17 @@ def _worker_start(settings: Settings, parent: int) -> None:
     _worker_hub = Hub.open(settings)
 
 
-def _worker_flush(manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
-    """In the worker process: one flush, and where the feed's table stands after it."""
+def _in_worker_hub(here: Callable[..., _R], *args: Any) -> _R:
+    """In the worker process: ``here(hub, *args)`` on the storage it opened at start."""
     hub = _worker_hub
     if hub is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("flush worker not started")
     with _worker_busy:
-        return _flush_here(hub, manifest, max_events)
+        return here(hub, *args)
 
 
-def _worker_warm(manifest: Manifest) -> int:
-    """In the worker process: a feed's table made ready before its first flush."""
-    hub = _worker_hub
-    if hub is None:  # pragma: no cover - the initializer always ran
-        raise RuntimeError("flush worker not started")
-    with _worker_busy:
-        return _warm_here(hub, manifest)
-
-
-def _warm_here(hub: Hub, manifest: Manifest) -> int:
+def _warm_here(hub: Hub, manifest: Manifest) -> None:
     ensure_feed_table(manifest, hub.lake)
-    return committed_offset(manifest, hub.lake, hub.log.epoch)
 
 
 def _flush_here(hub: Hub, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
@@ -166,21 +156,21 @@ class FlushWorker:
             self._pool.submit(int)  # spawn it and open the storage before the first flush
 
     async def flush(self, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
-        return await self._run(_flush_here, _worker_flush, manifest, max_events)
+        return await self._run(_flush_here, manifest, max_events)
 
-    async def warm(self, manifest: Manifest) -> int:
+    async def warm(self, manifest: Manifest) -> None:
         """Create the feed's lake table (if new) and load it where flushes run, so that the
         first flush does not pay for it during live traffic: creating the table and the
         worker's first look at the lake took 0.8–3.7 s of a nice-19 process, and the
-        fan-out's slowest deliveries fell in that window (D37).  Returns the committed
-        offset."""
-        return await self._run(_warm_here, _worker_warm, manifest)
+        fan-out's slowest deliveries fell in that window (D37)."""
+        await self._run(_warm_here, manifest)
 
-    async def _run(self, here: Callable[..., _R], there: Callable[..., _R], *args: Any) -> _R:
+    async def _run(self, here: Callable[..., _R], *args: Any) -> _R:
+        """``here(hub, *args)`` where flushes run: the worker process or a thread."""
         if not self.in_process:
             return await asyncio.to_thread(here, self.hub, *args)
         try:
-            return await self._in_worker(there, *args)
+            return await self._in_worker(here, *args)
         except BrokenProcessPool:
             # The worker died (killed, out of memory).  A flush is safe to repeat, since the
             # lake records how far the feed got: once more, with a new worker (should that
@@ -189,13 +179,13 @@ class FlushWorker:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
-            return await self._in_worker(there, *args)
+            return await self._in_worker(here, *args)
 
-    async def _in_worker(self, there: Callable[..., _R], *args: Any) -> _R:
+    async def _in_worker(self, here: Callable[..., _R], *args: Any) -> _R:
         self.start()
         assert self._pool is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, there, *args)
+        return await loop.run_in_executor(self._pool, _in_worker_hub, here, *args)
 
     @property
     def pid(self) -> int | None:
@@ -432,6 +422,7 @@ class FeedRunner:
     async def _flush(self, feed: Feed) -> None:
         max_events = max(feed.options.flush_rows, 1000) * 10
         version, feed.committed = await self.flusher.flush(feed.manifest, max_events)
+        feed.lake_ready = True  # a flush makes the table too, should the warm-up have failed
         if version is not None:
             log.info(
                 "feed %s: flushed %d event(s) as version %d",
@@ -452,5 +443,5 @@ class FeedRunner:
             "committed_offset": feed.committed,
             "mqtt_connected": feed.subscriber.connected.is_set() if feed.subscriber else None,
             "flush_worker_pid": self.flusher.pid,  # None: flushes run in a thread (D34)
-            "lake_ready": feed.lake_ready or feed.committed > 0,
+            "lake_ready": feed.lake_ready,
         }

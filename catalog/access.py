@@ -73,7 +73,7 @@ def decide(
     every = tuple(c.name for c in m.columns)
     pii = m.personal_columns
     if principal.agency_id == dataset.agency_id:
-        return Access(dataset.id, True, "owner", every, {}, None)
+        return Access(dataset.id, True, "owner", every + tuple(m.derived_columns), {}, None)
     active = [
         g
         for g in grants
@@ -84,7 +84,8 @@ def decide(
     masked_all = {c: k for c, k in pii.items() if c not in unmasked}
     if principal.is_admin or dataset.sharing == "unconditional":
         via = "admin" if principal.is_admin else "unconditional"
-        return Access(dataset.id, True, via, every, masked_all, None, grants=ids)
+        cols = _with_derived(m.derived_columns, every, masked_all)
+        return Access(dataset.id, True, via, cols, masked_all, None, grants=ids)
     if dataset.sharing == "none":
         return _denied(dataset, f"dataset {dataset.id!r} is not shared (不予共享)")
     if not active:
@@ -103,4 +104,13 @@ def decide(
     else:
         filters = tuple(dict(g.row_filter or {}) for g in active)
     masked = {c: k for c, k in masked_all.items() if c in cols}
+    cols = _with_derived(m.derived_columns, cols, masked)
     return Access(dataset.id, True, "grant", cols, masked, filters, grants=ids)
+
+
+def _with_derived(
+    derived: Mapping[str, str], visible: tuple[str, ...], masked: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The visible columns plus the derived ones whose source the reader sees unmasked (a
+    region code derived from a masked address would say more than the address's mask)."""
+    return visible + tuple(d for d, src in derived.items() if src in visible and src not in masked)

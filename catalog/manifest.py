@@ -240,6 +240,12 @@ class Manifest(_Model):
     def personal_columns(self) -> dict[str, str]:
         return {c.name: c.pii for c in self.columns if c.pii}
 
+    @property
+    def derived_columns(self) -> dict[str, str]:
+        """Lake columns the hub derives at ingest, each with the declared column it comes
+        from: ``<column>_region_code`` of an address block key (pipelines.blockkeys)."""
+        return {b.key_column: b.column for b in self.block_keys if b.kind == "address"}
+
 
 def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
     parts: list[str] = []

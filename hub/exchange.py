@@ -1,14 +1,18 @@
-"""The exchange engine: DuckDB over the lake's Iceberg tables, sandboxed per query.
+"""The exchange engine: DuckDB over the lake's Iceberg tables, a sandboxed room per reader.
 
-One in-memory DuckDB database per process holds a view per (dataset, version)
-over ``iceberg_scan`` of that version's metadata file, and on top of it a view per
-*access profile* (visible columns, masks, row filters: :mod:`catalog.access`).  User SQL
-is checked (:mod:`hub.sqlcheck`), its dataset names are rewritten to the caller's profile
-views — so every path (SQL, rows, exports, samples, block answers) reads masked columns
-and filtered rows only — and it runs on its own cursor with DuckDB's sandbox on (no file
-access outside the lake, configuration locked), a row limit, a time limit and the
-database's memory limit.  Results stream out as Arrow record batches; every query is
-appended to the audit log when it ends.
+User SQL is checked with DuckDB's own parser (:mod:`hub.sqlcheck`) and then runs in the
+caller's *room* (:mod:`hub.rooms`): a DuckDB database of its own that holds the datasets
+its readers may read and nothing else — other agencies' datasets as copies made for the
+reader's access profile (visible columns only, personal data already masked, rows outside
+the grants' filters absent), the agency's own as stored.  So every path that reads through
+:meth:`Exchange.query` (SQL, rows, exports, samples, block answers) reads masked columns
+and filtered rows only, and a reference the check misjudged reaches nothing more.  The
+exchange's own database (the *loader*) reads the lake to make those copies and the
+serving replicas; it never runs user SQL.  A query runs on its own cursor of the room with
+DuckDB's sandbox on (file access confined, configuration locked), a row limit, a time
+limit and the room's memory limit.  Results stream out as Arrow record batches; every
+query is appended to the audit log when it ends, with the datasets and columns its plan
+reads.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from catalog.access import Access, decide
@@ -36,8 +44,9 @@ from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
 from connectors.duck import connect, reader_batches
 from hub.jsonrows import row_projection
-from hub.replicas import Replicas
-from hub.sqlcheck import CheckedQuery, check_sql_cached, columns_touched
+from hub.replicas import Replicas, exchange_folder, remove_stale, write_copy
+from hub.rooms import RoomKey, RoomObject, Rooms, profile_digest, scan_sql, table_dir
+from hub.sqlcheck import CheckedQuery, check_sql_cached
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,8 @@ class QueryResult:
     defer_close_hook: bool = False
     """Leave the close hook (the audit entry) to :meth:`run_close_hook`, called by the
     server once the answer's bytes are handed over (``hub.api.answer``)."""
+    release: Callable[[], None] | None = field(default=None, repr=False)
+    """Hands the room and its objects back once the cursor is closed."""
 
     @property
     def query_ms(self) -> float:
@@ -108,6 +119,9 @@ class QueryResult:
             self.finished = time.perf_counter()
             self._timer.cancel()
             self._cursor.close()
+            if self.release is not None:
+                release, self.release = self.release, None
+                release()
             if not self.defer_close_hook:
                 self.run_close_hook()
 
@@ -154,19 +168,20 @@ _q = quote_ident
 _lit = quote_literal
 
 
-def profile_sql(base_view: str, access: Access) -> str:
-    """The SELECT of a profile view: visible columns, masks as expressions, row filters.
+def profile_sql(source: str, access: Access) -> str:
+    """The SELECT of a version as ``access`` sees it, over ``source`` (a relation: a
+    quoted name or a parenthesised query): visible columns, masks, row filters.
 
     The owning agency reads its table as it is, including columns a source grew under
     ``schema_policy: evolve`` that the manifest does not declare yet; every other reader
     sees declared columns only, since an undeclared column has no personal-data tag."""
     if access.via == "owner" and not access.masked and access.row_filters is None:
-        return f"SELECT * FROM {_q(base_view)}"
+        return f"SELECT * FROM {source}"
     exprs = []
     for col in access.columns:
         kind = access.masked.get(col)
         exprs.append(f"{mask_sql(kind, _q(col))} AS {_q(col)}" if kind else _q(col))
-    sql = f"SELECT {', '.join(exprs)} FROM {_q(base_view)}"
+    sql = f"SELECT {', '.join(exprs)} FROM {source}"
     if access.row_filters is not None:
         alternatives = []
         for f in access.row_filters:
@@ -179,16 +194,152 @@ def profile_sql(base_view: str, access: Access) -> str:
     return sql
 
 
+_IDENT = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_]*)')
+
+
+def _names(text: str) -> set[str]:
+    """The identifiers in a plan's text (a filter such as ``district_code='520102'``)."""
+    return {(q.replace('""', '"') if q else bare).lower() for q, bare in _IDENT.findall(text)}
+
+
+def columns_from_plan(
+    plan: Any, placed: Mapping[str, RoomObject], named: frozenset[str]
+) -> dict[str, list[str]]:
+    """Columns of each dataset a query reads: what the scans of its plan project and filter
+    on (a scan names the room object it reads; a lake scan of the owner's, which names no
+    table, counts for each lake object that has all its columns) and every column name the
+    query writes that the dataset has.  Over-reports rather than under-reports."""
+    found: dict[str, set[str]] = {d: set() for d in placed}
+    stack = list(plan) if isinstance(plan, list) else [plan]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.get("children", []))
+        info = node.get("extra_info") or {}
+        if not isinstance(info, dict) or ("Projections" not in info and "Filters" not in info):
+            continue
+        projections = info.get("Projections", [])
+        cols = {
+            str(c).lower()
+            for c in (projections if isinstance(projections, list) else [projections])
+        }
+        cols |= _names(str(info.get("Filters", "")))
+        table = str(info.get("Table", ""))
+        if table:
+            owners = [d for d, o in placed.items() if o.name in table]
+        elif "SCAN" in str(node.get("name", "")):
+            owners = [
+                d for d, o in placed.items()
+                if o.source == "lake" and cols <= {c.lower() for c in o.columns}
+            ]  # fmt: skip
+        else:
+            continue
+        for d in owners:
+            found[d] |= cols
+    out: dict[str, list[str]] = {}
+    for d, obj in placed.items():
+        wanted = found[d] | named
+        out[d] = [c for c in obj.columns if c.lower() in wanted]
+    return out
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     stamp: tuple[Any, ...]
     records: dict[str, DatasetRecord]
     latest: dict[str, Version]
     grants: dict[str, list[Grant]] = field(default_factory=dict)  # agency → approved grants
+    lake_dirs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # agency → table folders
+
+
+def _lake_dirs(
+    records: Mapping[str, DatasetRecord], latest: Mapping[str, Version]
+) -> dict[str, tuple[str, ...]]:
+    dirs: dict[str, set[str]] = {}
+    for dataset_id, version in latest.items():
+        record = records.get(dataset_id)
+        if record is not None:
+            dirs.setdefault(record.agency_id, set()).add(table_dir(version))
+    return {agency: tuple(sorted(d)) for agency, d in dirs.items()}
+
+
+class _Loader:
+    """Makes the copies rooms hold, in the exchange's own database: it reads the whole lake
+    and never runs user SQL.  A large copy is a DuckDB file per (version, access profile),
+    shared by every room whose readers have that profile; a file no room links any more
+    goes when its version is no longer the latest."""
+
+    def __init__(self, db: duckdb.DuckDBPyConnection, folder: Path, replicas: Replicas | None):
+        self._db = db
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.replicas = replicas
+        self._lock = threading.Lock()
+        self._building: dict[Path, threading.Event] = {}
+        self._files: dict[Path, Version] = {}
+
+    def _select(self, version: Version, access: Access) -> str:
+        return profile_sql(f"({scan_sql(version)})", access)
+
+    def profile_table(self, version: Version, access: Access) -> pa.Table:
+        cur = self._db.cursor()
+        try:
+            return cur.execute(self._select(version, access)).to_arrow_table()
+        finally:
+            cur.close()
+
+    def profile_file(self, version: Version, access: Access) -> Path:
+        path = (
+            self.folder / f"{version.dataset_id}-v{version.version}-{profile_digest(access)}.duckdb"
+        )
+        while True:
+            with self._lock:
+                if path in self._files:
+                    return path
+                waiting = self._building.get(path)
+                if waiting is None:
+                    self._building[path] = threading.Event()
+                    break
+            waiting.wait()
+        try:
+            cur = self._db.cursor()
+            try:
+                write_copy(cur, path, self._select(version, access))
+            finally:
+                cur.close()
+            with self._lock:
+                self._files[path] = version
+        finally:
+            with self._lock:
+                self._building.pop(path).set()
+        return path
+
+    def replica_file(self, version: Version) -> Path | None:
+        replica = self.replicas.replica(version) if self.replicas is not None else None
+        return replica.path if replica is not None else None
+
+    def collect(self, latest: Mapping[str, Version]) -> None:
+        """Remove the files of superseded versions that no room links any more."""
+        with self._lock:
+            for path, version in list(self._files.items()):
+                current = latest.get(version.dataset_id)
+                if current is not None and current.version == version.version:
+                    continue
+                try:
+                    linked = path.stat().st_nlink > 1
+                except FileNotFoundError:
+                    linked = False
+                if not linked:
+                    path.unlink(missing_ok=True)
+                    del self._files[path]
 
 
 class Exchange:
     """Answers SQL over published datasets for a principal, as its access allows."""
+
+    KEEP_EARLIER_S = 300.0
+    """A room keeps an earlier version's object this long after its last use."""
 
     def __init__(
         self,
@@ -204,48 +355,78 @@ class Exchange:
         max_copies: int = 32,
         replica_folder: Path | None = None,
         replica_max_rows: int = 200_000_000,
+        max_rooms: int = 32,
     ) -> None:
         self.store = store
-        # In-memory copies of small versions: at most max_copies of at most small_rows rows
-        # each, so the memory they take stays bounded whatever the number of versions.
-        self.small_rows = small_rows
-        self.max_copies = max_copies
-        self._copies: set[str] = set()
         self.lake_root = lake_root
         self.batch_rows = batch_rows
         self.grants = grants or GrantStore(store)
         self.audit = audit
-        self._lock = threading.Lock()
-        self._views: set[str] = set()
-        self._arrow_types: dict[str, pa.DataType] = {}
-        # (rendered SQL, row separator) -> (JSON projection or None, data schema): views
-        # are per version and profile, so a rendered text always has the same columns.
-        self._json_plans: dict[tuple[str, str], tuple[str | None, pa.Schema | None]] = {}
-        self._snapshot: _Snapshot | None = None
-        config: dict[str, str] = {"threads": str(threads)} if threads else {}
+        cache = replica_folder or Path(tempfile.gettempdir()) / f"blockhub-{os.getuid()}"
+        cache.mkdir(parents=True, exist_ok=True)
+        remove_stale(cache)
+        self.folder = exchange_folder(cache)
+        self.folder.mkdir(parents=True)
         # Rows come in no particular order unless the query says ORDER BY (as in SQL, and
         # in PostgreSQL or DataFusion): DuckDB may then run a LIMIT, and what is above it,
         # on all its threads — a 1M-row Arrow answer a third faster (docs/decisions.md D30).
-        config["preserve_insertion_order"] = "false"
+        config: dict[str, str] = {
+            "preserve_insertion_order": "false",
+            "python_enable_replacements": "false",
+        }
+        if threads:
+            config["threads"] = str(threads)
         if memory_limit:
             config["memory_limit"] = memory_limit
+        # The loader: reads the lake and writes copies into the exchange's folder, nothing
+        # else; it never runs user SQL (rooms do).
         self._db = connect("iceberg", config=config)
-        if lake_root:
-            self._db.execute("SET allowed_directories=[?]", [lake_root])
+        allowed = [str(self.folder), *([lake_root] if lake_root else [])]
+        self._db.execute("SET allowed_directories=?", [allowed])
         self._db.execute("SET enable_progress_bar=false")
-        # Versions larger than the in-memory copies: DuckDB-native replicas (D24).
+        # Versions larger than the in-memory copies: DuckDB-native replicas (D24), for the
+        # owning agency's room.
         self.replicas: Replicas | None = None
         self._serving = False  # replicas are built only once warm() is called
         if replica_folder is not None and replica_max_rows > 0:
             self.replicas = Replicas(
-                self._db,
-                replica_folder,
-                max_rows=replica_max_rows,
-                point_at=self._point_at,
-                scan_sql=self._scan_sql,
+                self._db, self.folder / "replicas", max_rows=replica_max_rows, scan_sql=scan_sql
             )
         self._db.execute("SET enable_external_access=false")
         self._db.execute("SET lock_configuration=true")
+        self._loader = _Loader(self._db, self.folder / "profiles", self.replicas)
+        self.rooms = Rooms(
+            self.folder / "rooms",
+            small_rows=small_rows,
+            max_copies=max_copies,
+            max_rooms=max_rooms,
+            threads=threads,
+            memory_limit=memory_limit,
+        )
+        self._snapshot: _Snapshot | None = None
+        # (room, objects, text, row separator) → (JSON projection or None, data schema)
+        self._json_plans: dict[tuple[Any, ...], tuple[str | None, pa.Schema | None]] = {}
+        self._read_plans: dict[tuple[Any, ...], dict[str, list[str]]] = {}
+        self._arrow_types: dict[str, pa.DataType] = {}
+        self._collected = 0.0
+
+    @property
+    def small_rows(self) -> int:
+        """Versions of at most this many rows are copied into a room's memory."""
+        return self.rooms.small_rows
+
+    @small_rows.setter
+    def small_rows(self, value: int) -> None:
+        self.rooms.small_rows = value
+
+    @property
+    def max_copies(self) -> int:
+        """In-memory copies a room holds at most (larger ones are files or the lake)."""
+        return self.rooms.max_copies
+
+    @max_copies.setter
+    def max_copies(self, value: int) -> None:
+        self.rooms.max_copies = value
 
     def warm(self) -> None:
         """Serve from replicas: build them now for the latest large versions, and again
@@ -260,9 +441,11 @@ class Exchange:
         return self.replicas is None or self.replicas.wait(0)
 
     def close(self) -> None:
+        self.rooms.close()
         if self.replicas is not None:
             self.replicas.close()
         self._db.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- catalog state, cached between changes -------------------------------------
 
@@ -276,10 +459,12 @@ class Exchange:
         snap = self._snapshot
         if snap is None or snap.stamp != stamp:
             records = {d.id: d for d in self.store.list_datasets()}
-            snap = _Snapshot(stamp, records, self.store.latest_versions())
+            latest = self.store.latest_versions()
+            snap = _Snapshot(stamp, records, latest, lake_dirs=_lake_dirs(records, latest))
             self._snapshot = snap
             if self.replicas is not None and self._serving:
                 self.replicas.sync(snap.latest.values(), self.small_rows)
+            self._collected = 0.0  # let go of what the change made stale, at the next query
         return snap
 
     def _agency_grants(self, snap: _Snapshot, agency_id: str) -> list[Grant]:
@@ -312,61 +497,6 @@ class Exchange:
         records = self._state().records
         return {i: records[i] for i, a in self.accesses(principal).items() if a.readable}
 
-    # -- views ---------------------------------------------------------------------
-
-    def _create_view(self, name: str, select_sql: str) -> str:
-        if name not in self._views:
-            with self._lock:
-                if name not in self._views:
-                    self._db.execute(f"CREATE VIEW IF NOT EXISTS {_q(name)} AS {select_sql}")
-                    self._views.add(name)
-        return name
-
-    @staticmethod
-    def _scan_sql(version: Version) -> str:
-        """The version read from the lake."""
-        location = version.metadata_location.replace("'", "''")
-        return f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id={version.snapshot_id})"
-
-    @staticmethod
-    def _view_name(version: Version) -> str:
-        return f"__bh_{version.dataset_id}_v{version.version}"
-
-    def _point_at(self, version: Version, select_sql: str) -> None:
-        """Define (or redefine) the view a version is read through; views built on it
-        (a reader's masked profile) follow, since DuckDB binds views when a query runs."""
-        name = self._view_name(version)
-        with self._lock:
-            self._db.execute(f"CREATE OR REPLACE VIEW {_q(name)} AS {select_sql}")
-            self._views.add(name)
-
-    def _view(self, version: Version) -> str:
-        """The relation a version is read through: a view over ``iceberg_scan``, or — for
-        a small version (a dimension table such as districts) — an in-memory copy, made
-        once: a version never changes, and binding ``iceberg_scan`` re-reads the table's
-        metadata, manifest list and manifest on every query (~2 ms each time).  The view
-        of a large latest version is re-pointed at its replica once that is built."""
-        name = self._view_name(version)
-        if name in self._views:
-            return name
-        scan = self._scan_sql(version)
-        if version.total_rows > self.small_rows or len(self._copies) >= self.max_copies:
-            return self._create_view(name, scan)
-        with self._lock:
-            if name not in self._views:
-                self._db.execute(f"CREATE TABLE IF NOT EXISTS {_q(name)} AS {scan}")
-                self._copies.add(name)
-                self._views.add(name)
-        return name
-
-    def view_for(self, version: Version, access: Access) -> str:
-        """The view a reader with ``access`` sees of ``version``."""
-        base = self._view(version)
-        if access.full:
-            return base
-        digest = hashlib.sha256(access.profile().encode()).hexdigest()[:16]
-        return self._create_view(f"{base}_p{digest}", profile_sql(base, access))
-
     def resolve(self, dataset_id: str, principal: Principal, version: int | None) -> Version:
         """The version of a dataset a principal asked for, after the access check."""
         if not self.access(principal, dataset_id).readable:
@@ -376,6 +506,42 @@ class Exchange:
             if latest is not None:
                 return latest
         return self.store.get_version(dataset_id, version)
+
+    # -- rooms -----------------------------------------------------------------------
+
+    @staticmethod
+    def _room_key(principal: Principal, snap: _Snapshot) -> RoomKey:
+        # decide() looks at the reader's agency and admin role only: the readers of one
+        # agency (admins apart) see the same things, so they share a room.
+        return RoomKey(
+            principal.agency_id, principal.is_admin, snap.lake_dirs.get(principal.agency_id, ())
+        )
+
+    def _collect(self, snap: _Snapshot) -> None:
+        """Let rooms drop what their readers may no longer see as it is (a revoked grant,
+        a narrowed one, an expired one, a retired dataset) and earlier versions nobody
+        used for a while; remove profile files no room links."""
+        now = time.monotonic()
+        if now - self._collected < 30.0:
+            return
+        self._collected = now
+        for room in self.rooms.all():
+            reader = Principal("", room.key.agency, "", "admin" if room.key.admin else "reader")
+            profiles = {
+                d: profile_digest(a) for d, a in self.accesses(reader, snap).items() if a.readable
+            }
+
+            def keep(obj: RoomObject, profiles: dict[str, str] = profiles) -> bool:
+                dataset = obj.version.dataset_id
+                if profiles.get(dataset) != obj.digest:
+                    return False
+                latest = snap.latest.get(dataset)
+                if latest is not None and latest.version == obj.version.version:
+                    return True
+                return now - obj.last_used < self.KEEP_EARLIER_S
+
+            room.collect(keep)
+        self._loader.collect(snap.latest)
 
     # -- queries -------------------------------------------------------------------
 
@@ -442,19 +608,35 @@ class Exchange:
                 if wanted is None and latest is not None
                 else self.store.get_version(d, wanted)
             )
-        views = {d: self.view_for(v, accesses[d]) for d, v in used.items()}
-        rendered = checked.render(views.__getitem__)
         classification = max(
             (snap.records[d].classification for d in used), key=_RANK.__getitem__, default="general"
         )
-        cur = self._db.cursor()
-        timer = threading.Timer(timeout_s, cur.interrupt)
-        timer.daemon = True
-        timer.start()
+        self._collect(snap)
+        room = self.rooms.hold(self._room_key(principal, snap))
+        placed: dict[str, RoomObject] = {}
+        cur: duckdb.DuckDBPyConnection | None = None
+
+        def release() -> None:
+            for obj in placed.values():
+                room.release(obj)
+            self.rooms.leave(room)
+
+        timer = None
         try:
-            limited = f"SELECT * FROM ({rendered}) AS _q LIMIT {max_rows + 1}"
+            for d, version in used.items():
+                placed[d] = room.place(version, accesses[d], self._loader)
+            cur = room.db.cursor()
+            # The query names datasets; on its own cursor each name is the version it reads.
+            for d, obj in placed.items():
+                cur.execute(f"CREATE TEMP VIEW {_q(d)} AS SELECT * FROM {_q(obj.name)}")
+            plan_key = (room.generation, tuple(o.name for o in placed.values()), checked.text)
+            read = self._columns_read(cur, plan_key, checked, placed) if self.audit else {}
+            timer = threading.Timer(timeout_s, cur.interrupt)
+            timer.daemon = True
+            timer.start()
+            limited = f"SELECT * FROM (\n{checked.text}\n) AS _q LIMIT {max_rows + 1}"
             projection, schema = (
-                self._json_plan(cur, rendered, limited, render_json)
+                self._json_plan(cur, (*plan_key, render_json), limited, render_json)
                 if render_json
                 else (None, None)
             )
@@ -475,14 +657,17 @@ class Exchange:
                 complete = second is None
                 if second is not None:
                     head.append(second)
-        except duckdb.InterruptException:
-            timer.cancel()
-            cur.close()
-            raise QueryTimeout("query ran past its time limit and was stopped") from None
-        except duckdb.Error as e:
-            timer.cancel()
-            cur.close()
-            raise QueryFailed(clean_error(e)) from None
+        except BaseException as e:
+            if timer is not None:
+                timer.cancel()
+            if cur is not None:
+                cur.close()
+            release()
+            if isinstance(e, duckdb.InterruptException):
+                raise QueryTimeout("query ran past its time limit and was stopped") from None
+            if isinstance(e, duckdb.Error):
+                raise QueryFailed(clean_error(e)) from None
+            raise
         result = QueryResult(
             schema=schema if schema is not None else reader.schema,
             versions={d: v.version for d, v in used.items()},
@@ -494,22 +679,43 @@ class Exchange:
             max_rows=max_rows,
             rendered=render_json,
             complete=complete,
+            release=release,
         )
         if self.audit is not None:
             result.on_close = self._audit_hook(
-                sql, principal, action, detail, checked, accesses, snap
+                sql, principal, action, detail, checked, accesses, snap, read
             )
         return result
 
+    def _columns_read(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        key: tuple[Any, ...],
+        checked: CheckedQuery,
+        placed: Mapping[str, RoomObject],
+    ) -> dict[str, list[str]]:
+        """The columns of each dataset the query reads, from DuckDB's plan of it (the scans'
+        projections and filters, ``*`` and ``COLUMNS(...)`` expanded) and every column name
+        the query writes that the dataset has: a reference the optimiser answered from
+        statistics alone still counts.  Worked out once per text and objects."""
+        read = self._read_plans.get(key)
+        if read is None:
+            row = cur.execute(f"EXPLAIN (FORMAT JSON) {checked.text}\n").fetchone()
+            plan = orjson.loads(row[1]) if row is not None else []
+            read = columns_from_plan(plan, placed, checked.columns)
+            if len(self._read_plans) >= 512:
+                self._read_plans.clear()
+            self._read_plans[key] = read
+        return read
+
     def _json_plan(
-        self, cur: duckdb.DuckDBPyConnection, rendered: str, limited: str, sep: str
+        self, cur: duckdb.DuckDBPyConnection, key: tuple[Any, ...], limited: str, sep: str
     ) -> tuple[str | None, pa.Schema | None]:
         """The projection rendering the rows of ``limited`` as JSON text and the data's
         Arrow schema, or (None, None) when a column needs the Python path.  Worked out
-        once per rendered text (binding the query for its types ~0.6 ms) and remembered:
-        views are per version and profile, so a rendered text always has the same columns.
-        """
-        plan = self._json_plans.get((rendered, sep))
+        once per text and objects (binding the query for its types ~0.6 ms) and
+        remembered: an object never changes, so the same text has the same columns."""
+        plan = self._json_plans.get(key)
         if plan is None:
             rel = cur.sql(limited)
             types = [str(t) for t in rel.types]
@@ -518,7 +724,7 @@ class Exchange:
             plan = (projection, schema) if projection and schema is not None else (None, None)
             if len(self._json_plans) >= 512:
                 self._json_plans.clear()
-            self._json_plans[(rendered, sep)] = plan
+            self._json_plans[key] = plan
         return plan
 
     def _arrow_schema(self, names: list[str], duck_types: list[str]) -> pa.Schema | None:
@@ -551,11 +757,10 @@ class Exchange:
         checked: CheckedQuery,
         accesses: Mapping[str, Access],
         snap: _Snapshot,
+        read: Mapping[str, list[str]],
     ) -> CloseHook:
         audit = self.audit
         assert audit is not None
-        visible = {d: accesses[d].columns for d in checked.datasets}
-        touched = columns_touched(checked, visible)
 
         def hook(result: QueryResult, outcome: str) -> None:
             audit.append(
@@ -564,7 +769,7 @@ class Exchange:
                 agency=principal.agency_id,
                 datasets=dict(result.versions),
                 dataset_agencies={d: snap.records[d].agency_id for d in result.versions},
-                columns=touched,
+                columns=dict(read),
                 row_count=result.row_count,
                 sql_fingerprint=fingerprint(sql),
                 outcome=outcome,

@@ -1,19 +1,22 @@
 """Serving replicas: DuckDB-native copies of the latest large versions (docs/decisions.md D24).
 
 The lake (Iceberg tables of Parquet files) stays the source of truth; a replica is a
-cache of one immutable version in DuckDB's own storage, in a database file attached to
-the exchange's DuckDB.  DuckDB answers from its own format without decompressing Parquet
-pages and with a zone map per 2,048 values instead of one per Parquet row group: a point
-lookup over 5M rows takes ~1.5 ms instead of ~10 ms through ``iceberg_scan``, scans and
-exports are faster too (measured in D24).
+cache of one immutable version in DuckDB's own storage, one database file per version
+(table ``t``).  DuckDB answers from its own format without decompressing Parquet pages and
+with a zone map per 2,048 values instead of one per Parquet row group: a point lookup over
+5M rows takes ~1.5 ms instead of ~10 ms through ``iceberg_scan``, scans and exports are
+faster too (measured in D24).
 
-Replicas are built one at a time by a background thread, only for the latest version of
-a dataset above the exchange's small-copy size, within a row budget; until one is ready
-(and for every earlier version, time travel included) queries read the lake.  A version
-never changes, so a replica is exact; when a newer version becomes the latest, the old
-replica is dropped and its view goes back to the lake.  The file belongs to one process
-(``exchange-<pid>-<random>.duckdb`` under the cache folder) and is deleted on close; files left by
-processes that no longer run are removed at start.
+A replica is the stored table as it is, so only the owning agency's room attaches it
+(:mod:`hub.rooms`, through a hard link in the room's folder); every other reader reads a
+copy made for its access profile.  Replicas are built one at a time by a background
+thread, only for the latest version of a dataset above the small-copy size, within a row
+budget; until one is ready (and for every earlier version, time travel included) the
+owner's room reads the lake.  A version never changes, so a replica is exact; when a newer
+version becomes the latest, the old replica's file is removed (a room that attached it
+keeps its own link until it lets the version go).  The files belong to one process (the
+exchange's folder under the cache, ``exchange-<pid>-<random>``) and go when it closes;
+folders left by processes that no longer run are removed at start.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 import uuid
@@ -36,43 +40,57 @@ from catalog.store import Version
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "bh_replica"  # the attached database's name; user SQL can never name it (sqlcheck)
-
 
 @dataclass(frozen=True)
 class Replica:
     version: Version
-    table: str  # qualified name in the exchange's DuckDB
+    path: Path  # a DuckDB file with the version's rows in table ``t``
     rows: int
     build_s: float
 
 
-def replica_file(folder: Path) -> Path:
-    """A new file for this exchange: a process may hold several (one per hub it opens)."""
-    return folder / f"exchange-{os.getpid()}-{uuid.uuid4().hex[:8]}.duckdb"
+def exchange_folder(cache: Path) -> Path:
+    """A new folder for one exchange: a process may hold several (one per hub it opens)."""
+    return cache / f"exchange-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def remove_stale(folder: Path) -> None:
-    """Delete replica files of processes that no longer run."""
-    for path in folder.glob("exchange-*.duckdb*"):
+def remove_stale(cache: Path) -> None:
+    """Delete the exchange folders (and files of earlier releases) of processes that no
+    longer run."""
+    for path in cache.glob("exchange-*"):
         pid_text = path.name.removeprefix("exchange-").split("-", 1)[0].split(".", 1)[0]
         if not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         try:
             os.kill(int(pid_text), 0)
         except ProcessLookupError:
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         except PermissionError:
             pass  # someone else's process: running
 
 
-class Replicas:
-    """Builds and drops replicas in one background thread.
+def write_copy(cur: duckdb.DuckDBPyConnection, path: Path, select_sql: str) -> None:
+    """Write ``select_sql``'s rows as table ``t`` of a new DuckDB file at ``path``,
+    complete or not at all (written under a temporary name, checkpointed, then renamed)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+    alias = quote_ident(f"bh_build_{uuid.uuid4().hex[:8]}")
+    try:
+        cur.execute(f"ATTACH {quote_literal(str(tmp))} AS {alias}")
+        try:
+            cur.execute(f"CREATE TABLE {alias}.t AS {select_sql}")
+        finally:
+            cur.execute(f"DETACH {alias}")
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
 
-    ``point_at(view, select_sql)`` is the exchange's way of re-pointing a version's view
-    (under its own lock); it is called with the replica's table when one is ready, and
-    with the lake scan again before a replica is dropped.
-    """
+
+class Replicas:
+    """Builds and drops replicas in one background thread."""
 
     def __init__(
         self,
@@ -80,18 +98,12 @@ class Replicas:
         folder: Path,
         *,
         max_rows: int,
-        point_at: Callable[[Version, str], None],
         scan_sql: Callable[[Version], str],
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        remove_stale(folder)
-        self.path = replica_file(folder)
-        # Attached before the exchange turns external access off; DuckDB then keeps
-        # writing this file (it is a database it already holds, not a path user SQL names).
-        db.execute(f"ATTACH {quote_literal(str(self.path))} AS {SCHEMA}")
+        self.folder = folder
         self._db = db
         self.max_rows = max_rows
-        self._point_at = point_at
         self._scan_sql = scan_sql
         self._lock = threading.Lock()
         self._ready: dict[str, Replica] = {}  # dataset id → replica of its latest version
@@ -133,10 +145,7 @@ class Replicas:
                 building.interrupt()
         self._wake.put(None)
         self._thread.join(timeout=30)
-        with contextlib.suppress(duckdb.Error):
-            self._db.execute(f"DETACH {SCHEMA}")
-        for leftover in (self.path, self.path.with_name(self.path.name + ".wal")):
-            leftover.unlink(missing_ok=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- the worker ------------------------------------------------------------------
 
@@ -161,15 +170,12 @@ class Replicas:
         for version in wanted.values():
             if self._closed:
                 return
-            if self.replica(version) is None and self._key(version) not in self._failed:
+            key = (version.dataset_id, version.version)
+            if self.replica(version) is None and key not in self._failed:
                 self._build(version)
 
-    @staticmethod
-    def _key(version: Version) -> tuple[str, int]:
-        return version.dataset_id, version.version
-
     def _build(self, version: Version) -> None:
-        dataset_id, number = self._key(version)
+        dataset_id, number = version.dataset_id, version.version
         used = sum(r.rows for r in self._ready.values())
         if used + version.total_rows > self.max_rows:
             log.info(
@@ -178,24 +184,20 @@ class Replicas:
             )  # fmt: skip
             self._failed.add((dataset_id, number))
             return
-        table = f"{SCHEMA}.{quote_ident(f'{dataset_id}_v{number}')}"
+        path = self.folder / f"{dataset_id}-v{number}.duckdb"
         started = time.perf_counter()
-        cur = self._db.cursor()
-        self._building = cur
+        cur = self._building = self._db.cursor()
         try:
-            cur.execute(f"CREATE TABLE {table} AS {self._scan_sql(version)}")
+            write_copy(cur, path, self._scan_sql(version))
         except duckdb.Error as e:
             self._failed.add((dataset_id, number))
             log.warning("no replica of %s v%d: %s", dataset_id, number, e)
-            with contextlib.suppress(duckdb.Error):
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
             return
         finally:
             self._building = None
             cur.close()
         # A version never changes: the copy holds exactly its rows.
-        replica = Replica(version, table, version.total_rows, time.perf_counter() - started)
-        self._point_at(version, f"SELECT * FROM {table}")
+        replica = Replica(version, path, version.total_rows, time.perf_counter() - started)
         self._ready[dataset_id] = replica
         log.info(
             "replica of %s v%d ready: %d rows in %.1f s",
@@ -204,13 +206,5 @@ class Replicas:
 
     def _drop(self, dataset_id: str) -> None:
         replica = self._ready.pop(dataset_id, None)
-        if replica is None:
-            return
-        # Back to the lake first: a query that binds after this reads the files; one that
-        # bound the replica before keeps its transaction's view of the table.
-        self._point_at(replica.version, self._scan_sql(replica.version))
-        cur = self._db.cursor()
-        try:
-            cur.execute(f"DROP TABLE IF EXISTS {replica.table}")
-        finally:
-            cur.close()
+        if replica is not None:
+            replica.path.unlink(missing_ok=True)  # rooms that attached it hold their own links

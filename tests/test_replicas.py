@@ -1,6 +1,7 @@
-"""Serving replicas (D24): the latest large version answered from a DuckDB-native copy —
-the same rows, masking and filters as from the lake; earlier versions from the lake; the
-copy dropped when superseded, bounded by a row budget, and its file removed on close."""
+"""Serving replicas (D24) and the copies rooms hold (D38): the latest large version answered
+from a DuckDB-native copy — the same rows, masking and filters as from the lake; earlier
+versions from the lake; the copy dropped when superseded, bounded by a row budget, and the
+exchange's folder removed on close."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 from catalog.store import Principal
 from hub.context import Hub
 from hub.exchange import Exchange
-from hub.replicas import SCHEMA, remove_stale
+from hub.replicas import remove_stale
+from hub.rooms import RoomObject
 from tests.conftest import publish_file, ticket_rows
 
 OWNER = Principal("w", "gy_12345", "w", "steward")
@@ -32,17 +34,10 @@ def exchange(hub: Hub) -> Exchange:
     return ex
 
 
-def view_sql(ex: Exchange, name: str) -> str:
-    row = ex._db.execute("SELECT sql FROM duckdb_views() WHERE view_name = ?", [name]).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def replica_tables(ex: Exchange) -> set[str]:
-    rows = ex._db.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [SCHEMA]
-    ).fetchall()
-    return {r[0] for r in rows}
+def objects(ex: Exchange, who: Principal) -> dict[int, RoomObject]:
+    """The objects of ``who``'s room, by version."""
+    room = next(r for r in ex.rooms.all() if r.key.agency == who.agency_id)
+    return {o.version.version: o for o in room.objects()}
 
 
 def test_the_latest_large_version_is_answered_from_its_replica_with_the_same_rows(
@@ -50,13 +45,15 @@ def test_the_latest_large_version_is_answered_from_its_replica_with_the_same_row
 ) -> None:
     publish_file(hub, tickets_file, "tickets")
     from_lake = {p: exchange.query(SQL, p).to_table() for p in (OWNER, READER)}
+    assert objects(exchange, OWNER)[1].source in ("lake", "replica")  # as far as it got
+    assert objects(exchange, READER)[1].source == "file"  # a copy made for its profile
     assert exchange.replicas is not None and exchange.replicas.wait(30)
     version = hub.store.get_version("tickets", 1)
     replica = exchange.replicas.replica(version)
-    assert replica is not None and replica.rows == 50
-    assert SCHEMA in view_sql(exchange, "__bh_tickets_v1")
+    assert replica is not None and replica.rows == 50 and replica.path.exists()
     for who, table in from_lake.items():
         assert exchange.query(SQL, who).to_table().equals(table)
+    assert objects(exchange, OWNER)[1].source == "replica"  # attached once it was built
     masked = set(from_lake[READER].column("caller_phone").to_pylist())
     assert masked == {"138****5678"}
     filtered = "SELECT count(*) AS n FROM tickets WHERE district_code = '520102'"
@@ -69,19 +66,20 @@ def test_a_new_version_takes_the_replica_and_earlier_ones_read_the_lake(
     publish_file(hub, tickets_file, "tickets")
     exchange.query(SQL, OWNER).to_table()
     assert exchange.replicas is not None and exchange.replicas.wait(30)
-    assert replica_tables(exchange) == {"tickets_v1"}
+    assert {v.version.version for v in exchange.replicas.ready().values()} == {1}
     pq.write_table(ticket_rows(51, 10), tickets_file.parent / "tickets-2.parquet")
     assert hub.ingest("tickets").rows_written == 10
     assert exchange.query(SQL, OWNER).to_table().num_rows == 60
     assert exchange.replicas.wait(30)
-    assert replica_tables(exchange) == {"tickets_v2"}
-    assert "iceberg_scan" in view_sql(exchange, "__bh_tickets_v1")
-    assert SCHEMA in view_sql(exchange, "__bh_tickets_v2")
+    assert {v.version.version for v in exchange.replicas.ready().values()} == {2}
     v1 = exchange.query(SQL, OWNER, versions={"tickets": 1}).to_table()
     assert v1.column("ticket_id").to_pylist() == list(range(1, 51))
     assert exchange.query(SQL, OWNER).to_table().column("ticket_id").to_pylist() == list(
         range(1, 61)
     )
+    held = objects(exchange, OWNER)
+    assert held[2].source == "replica"
+    assert held[1].source in ("lake", "replica")  # v1 was attached before v2 came
 
 
 def test_the_row_budget_leaves_large_versions_on_the_lake(
@@ -92,28 +90,28 @@ def test_the_row_budget_leaves_large_versions_on_the_lake(
     publish_file(hub, tickets_file, "tickets")
     assert exchange.query(SQL, OWNER).to_table().num_rows == 50
     assert exchange.replicas.wait(30)
-    assert exchange.replicas.ready() == {} and replica_tables(exchange) == set()
-    assert "iceberg_scan" in view_sql(exchange, "__bh_tickets_v1")
+    assert exchange.replicas.ready() == {}
+    assert exchange.query(SQL, OWNER).to_table().num_rows == 50
+    assert objects(exchange, OWNER)[1].source == "lake"
 
 
-def test_the_replica_file_is_the_process_own_and_removed(
-    hub: Hub, exchange: Exchange, tickets_file: Path
-) -> None:
-    assert exchange.replicas is not None
-    path = exchange.replicas.path
-    assert path.exists() and path.name.startswith(f"exchange-{os.getpid()}-")
-    # a file left by a process that has ended goes at the next start; a live one stays
+def test_the_exchange_folder_is_the_process_own_and_removed(hub: Hub) -> None:
+    folder = hub.exchange.folder
+    assert folder.is_dir() and folder.name.startswith(f"exchange-{os.getpid()}-")
+    # a folder left by a process that has ended goes at the next start; a live one stays
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)  # fmt: skip
-    stale = path.with_name(f"exchange-{ended.stdout.strip()}-0123abcd.duckdb")
-    live = path.with_name(f"exchange-{os.getppid()}-0123abcd.duckdb")
-    stale.write_bytes(b"x")
-    live.write_bytes(b"x")
-    remove_stale(path.parent)
-    assert not stale.exists() and live.exists() and path.exists()
-    live.unlink()
+    stale = folder.with_name(f"exchange-{ended.stdout.strip()}-0123abcd")
+    stale_file = folder.with_name(f"exchange-{ended.stdout.strip()}-0123abce.duckdb")
+    live = folder.with_name(f"exchange-{os.getppid()}-0123abcd")
+    stale.mkdir()
+    stale_file.write_bytes(b"x")
+    live.mkdir()
+    remove_stale(folder.parent)
+    assert not stale.exists() and not stale_file.exists() and live.exists() and folder.exists()
+    live.rmdir()
     hub.close()
-    assert not path.exists()
+    assert not folder.exists()
 
 
 def test_a_process_that_does_not_serve_builds_no_replica(hub: Hub, tickets_file: Path) -> None:
@@ -123,4 +121,5 @@ def test_a_process_that_does_not_serve_builds_no_replica(hub: Hub, tickets_file:
     publish_file(hub, tickets_file, "tickets")
     assert ex.query(SQL, OWNER).to_table().num_rows == 50
     assert ex.replicas is not None and ex.replicas.wait(5)
-    assert ex.replicas.ready() == {} and replica_tables(ex) == set()
+    assert ex.replicas.ready() == {}
+    assert not list((ex.folder / "replicas").glob("*.duckdb"))

@@ -11,8 +11,8 @@ READABLE = {"tickets", "districts"}
 @pytest.mark.parametrize(
     ("sql", "reason"),
     [
-        ("SELECT * FROM read_csv('/etc/passwd')", "READ_CSV"),
-        ("SELECT * FROM read_parquet('/lake/blockhub/other/data/x.parquet')", "READ_PARQUET"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+        ("SELECT * FROM read_parquet('/lake/blockhub/other/data/x.parquet')", "read_parquet"),
         ("SELECT * FROM '/etc/passwd'", "no dataset"),
         ("SELECT * FROM iceberg_scan('/lake/x/metadata/1.json')", "iceberg_scan"),
         ("SELECT read_text('/etc/hostname')", "read_text"),
@@ -33,7 +33,13 @@ READABLE = {"tickets", "districts"}
         ("SELECT 1; DROP TABLE tickets", "exactly one statement"),
         ("SELECT * FROM tickets AT (VERSION => 1)", "AT (VERSION"),
         ("SELECT * FROM tickets /* ; */ WHERE 1=1 -- ; DROP", None),
-        ('SELECT * FROM "Tickets"', "no dataset 'Tickets'"),
+        ('SELECT * FROM "Tickets"', None),  # DuckDB compares names case-insensitively
+        ("SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))", "table"),
+        ("SELECT current_setting('allowed_directories')", "current_setting"),
+        ("SELECT pg_catalog.pg_get_viewdef('x')", "pg_get_viewdef"),
+        ("DESCRIBE tickets", "DESCRIBE"),
+        ("SUMMARIZE tickets", "DESCRIBE"),
+        ("CALL pragma_version()", "CALL"),
         ("SELECT * FROM query_table('tickets')", "query_table"),
         ("SELEC * FROM tickets", "cannot parse"),
     ],
@@ -47,15 +53,13 @@ def test_hostile_and_invalid_queries(sql: str, reason: str | None) -> None:
     assert reason.lower() in info.value.message.lower()
 
 
-def test_rewrite_keeps_aliases_and_ctes() -> None:
-    checked = check_sql(
-        "WITH recent AS (SELECT * FROM tickets WHERE ticket_id > 10) "
-        "SELECT d.name, count(*) FROM recent JOIN districts d USING (district_code) "
-        "WHERE tickets_ok IS NULL OR true GROUP BY 1",
-        READABLE | {"tickets_ok"},
-    )
-    assert set(checked.datasets) == {"tickets", "districts"}
-    sql = checked.render(lambda n: f"__v_{n}")
-    assert '"__v_tickets" AS tickets' in sql
-    assert '"__v_districts" AS d' in sql
-    assert "FROM recent" in sql
+def test_parse_errors_say_where() -> None:
+    with pytest.raises(QueryRejected) as info:
+        check_sql("SELECT *\nFROM tickets WHERE x = 'open", READABLE)
+    assert info.value.detail["line"] == 2 and info.value.detail["position"] > 9
+
+
+def test_the_statement_text_is_cut_before_its_semicolons() -> None:
+    checked = check_sql("SELECT * FROM tickets -- all of them\n ; ;", READABLE)
+    assert checked.text == "SELECT * FROM tickets -- all of them"
+    assert check_sql("SELECT ';' AS s FROM tickets", READABLE).text.endswith("tickets")

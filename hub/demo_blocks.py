@@ -131,6 +131,10 @@ def block_tour(
         console.print("→ new tickets arrive; ingesting them …")
         ingest()
         msg = json.loads(ws.recv(10))
+        for _ in range(20):  # a heartbeat or presence frame may come first
+            if msg.get("type") == "message":
+                break
+            msg = json.loads(ws.recv(10))
         data = msg["data"]
         console.print(
             f"← {msg['channel']} #{msg['offset']} {msg['event']}: {data['dataset']} "

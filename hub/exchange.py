@@ -340,6 +340,8 @@ class Exchange:
 
     KEEP_EARLIER_S = 300.0
     """A room keeps an earlier version's object this long after its last use."""
+    COLLECT_S = 5.0
+    """How often rooms are looked over when the catalog has not changed (grant expiry)."""
 
     def __init__(
         self,
@@ -413,20 +415,20 @@ class Exchange:
     @property
     def small_rows(self) -> int:
         """Versions of at most this many rows are copied into a room's memory."""
-        return self.rooms.small_rows
+        return self.rooms.limits.small_rows
 
     @small_rows.setter
     def small_rows(self, value: int) -> None:
-        self.rooms.small_rows = value
+        self.rooms.limits.small_rows = value
 
     @property
     def max_copies(self) -> int:
         """In-memory copies a room holds at most (larger ones are files or the lake)."""
-        return self.rooms.max_copies
+        return self.rooms.limits.max_copies
 
     @max_copies.setter
     def max_copies(self, value: int) -> None:
-        self.rooms.max_copies = value
+        self.rooms.limits.max_copies = value
 
     def warm(self) -> None:
         """Serve from replicas: build them now for the latest large versions, and again
@@ -464,7 +466,7 @@ class Exchange:
             self._snapshot = snap
             if self.replicas is not None and self._serving:
                 self.replicas.sync(snap.latest.values(), self.small_rows)
-            self._collected = 0.0  # let go of what the change made stale, at the next query
+            self._collect(snap, now=True)  # a revoked grant's copies leave the rooms at once
         return snap
 
     def _agency_grants(self, snap: _Snapshot, agency_id: str) -> list[Grant]:
@@ -517,14 +519,15 @@ class Exchange:
             principal.agency_id, principal.is_admin, snap.lake_dirs.get(principal.agency_id, ())
         )
 
-    def _collect(self, snap: _Snapshot) -> None:
+    def _collect(self, snap: _Snapshot, *, now: bool = False) -> None:
         """Let rooms drop what their readers may no longer see as it is (a revoked grant,
         a narrowed one, an expired one, a retired dataset) and earlier versions nobody
-        used for a while; remove profile files no room links."""
-        now = time.monotonic()
-        if now - self._collected < 30.0:
+        used for a while; remove profile files no room links.  At once when the catalog
+        changed, otherwise at most every ``COLLECT_S`` (expiry is a matter of time)."""
+        clock = time.monotonic()
+        if not now and clock - self._collected < self.COLLECT_S:
             return
-        self._collected = now
+        self._collected = clock
         for room in self.rooms.all():
             reader = Principal("", room.key.agency, "", "admin" if room.key.admin else "reader")
             profiles = {
@@ -538,7 +541,7 @@ class Exchange:
                 latest = snap.latest.get(dataset)
                 if latest is not None and latest.version == obj.version.version:
                     return True
-                return now - obj.last_used < self.KEEP_EARLIER_S
+                return clock - obj.last_used < self.KEEP_EARLIER_S
 
             room.collect(keep)
         self._loader.collect(snap.latest)
@@ -587,6 +590,7 @@ class Exchange:
         render_json: str | None = None,
     ) -> QueryResult:
         snap = self._state()
+        self._collect(snap)
         accesses = self.accesses(principal, snap)
         readable = {i for i, a in accesses.items() if a.readable}
         checked = check_sql_cached(sql, readable, known=snap.records.keys())
@@ -611,7 +615,6 @@ class Exchange:
         classification = max(
             (snap.records[d].classification for d in used), key=_RANK.__getitem__, default="general"
         )
-        self._collect(snap)
         room = self.rooms.hold(self._room_key(principal, snap))
         placed: dict[str, RoomObject] = {}
         cur: duckdb.DuckDBPyConnection | None = None

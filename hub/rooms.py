@@ -72,6 +72,14 @@ def table_dir(version: Version) -> str:
     return str(Path(path).parent.parent)
 
 
+@dataclass
+class Limits:
+    """What every room of an exchange copies into memory (the exchange may change it)."""
+
+    small_rows: int
+    max_copies: int
+
+
 @dataclass(frozen=True)
 class RoomKey:
     """Who shares a room: the readers of one agency (admins in a room of their own), for
@@ -120,15 +128,13 @@ class Room:
         key: RoomKey,
         folder: Path,
         *,
-        small_rows: int,
-        max_copies: int,
+        limits: Limits,
         threads: int | None = None,
         memory_limit: str | None = None,
     ) -> None:
         self.key = key
         self.folder = folder
-        self.small_rows = small_rows
-        self.max_copies = max_copies
+        self.limits = limits
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "tmp").mkdir(exist_ok=True)
         config: dict[str, str] = {
@@ -193,7 +199,9 @@ class Room:
         return sum(1 for o in self._objects.values() if o.source == "copy")
 
     def _make(self, name: str, version: Version, access: Access, loader: Loader) -> RoomObject:
-        small = version.total_rows <= self.small_rows and self._copies() < self.max_copies
+        small = (
+            version.total_rows <= self.limits.small_rows and self._copies() < self.limits.max_copies
+        )
         owner = access.via == "owner"
         cur = self.db.cursor()
         try:
@@ -201,12 +209,16 @@ class Room:
                 cur.execute(f"CREATE TABLE {_q(name)} AS {scan_sql(version)}")
                 return RoomObject(name, version, profile_digest(access), "copy")
             if owner:
-                replica = loader.replica_file(version)
-                if replica is None:
-                    cur.execute(f"CREATE VIEW {_q(name)} AS {scan_sql(version)}")
-                    return RoomObject(name, version, profile_digest(access), "lake")
                 obj = RoomObject(name, version, profile_digest(access), "replica")
-                self._attach(cur, obj, replica)
+                replica = loader.replica_file(version)
+                if replica is not None:
+                    try:
+                        self._attach(cur, obj, replica)
+                        return obj
+                    except FileNotFoundError:  # superseded a moment ago: read the lake
+                        pass
+                cur.execute(f"CREATE VIEW {_q(name)} AS {scan_sql(version)}")
+                obj.source = "lake"
                 return obj
             if small:
                 table = loader.profile_table(version, access)
@@ -217,7 +229,10 @@ class Room:
                     cur.unregister("__bh_load")
                 return RoomObject(name, version, profile_digest(access), "copy")
             obj = RoomObject(name, version, profile_digest(access), "file")
-            self._attach(cur, obj, loader.profile_file(version, access))
+            try:
+                self._attach(cur, obj, loader.profile_file(version, access))
+            except FileNotFoundError:  # superseded and collected a moment ago: again
+                self._attach(cur, obj, loader.profile_file(version, access))
             return obj
         finally:
             cur.close()
@@ -259,13 +274,14 @@ class Room:
             cur.close()
 
     def collect(self, keep: Callable[[RoomObject], bool]) -> int:
-        """Drop the objects nobody uses that ``keep`` does not want; returns how many."""
+        """Drop the objects nobody uses that ``keep`` does not want; returns how many.
+        Under the room's lock, so that a query cannot make an object of the same name
+        while the old one is being dropped (a drop takes well under a millisecond)."""
         with self._lock:
             gone = [o for o in self._objects.values() if o.in_use == 0 and not keep(o)]
             for o in gone:
                 del self._objects[o.name]
-        for o in gone:
-            self._drop(o)
+                self._drop(o)
         return len(gone)
 
     def _drop(self, obj: RoomObject) -> None:
@@ -314,8 +330,7 @@ class Rooms:
         memory_limit: str | None = None,
     ) -> None:
         self.folder = folder
-        self.small_rows = small_rows
-        self.max_copies = max_copies
+        self.limits = Limits(small_rows, max_copies)
         self.max_rooms = max_rooms
         self.threads = threads
         self.memory_limit = memory_limit
@@ -351,8 +366,7 @@ class Rooms:
         return Room(
             key,
             self.folder / f"{digest}-{uuid.uuid4().hex[:6]}",
-            small_rows=self.small_rows,
-            max_copies=self.max_copies,
+            limits=self.limits,
             threads=self.threads,
             memory_limit=self.memory_limit,
         )

@@ -193,8 +193,8 @@ class SqlChecker:
             raise QueryRejected(f"send exactly one statement (got {len(kinds)})")
         kind = kinds[0]
         if kind == "SELECT":  # PRAGMA, CALL and the like read as SELECTs of a table function
-            first = duckdb.tokenize(sql)[0][0]
-            kind = sql[first:].split(None, 1)[0].upper()
+            start: int = duckdb.tokenize(sql)[0][0]
+            kind = sql[start:].split(None, 1)[0].upper()
         raise QueryRejected(f"only SELECT queries are allowed, not {kind}", statement=kind.lower())
 
 

@@ -64,7 +64,7 @@ def spellings(name: str) -> st.SearchStrategy[str]:
     return st.sampled_from([name, name.upper(), f'"{name}"', f'"{name.title()}"'])
 
 
-NAMES = st.sampled_from(sorted(TABLES) + ["nothere", "c1", "c2", "r"]).flatmap(spellings)
+NAMES = st.sampled_from([*sorted(TABLES), "nothere", "c1", "c2", "r"]).flatmap(spellings)
 QUALIFIED = st.sampled_from(["main.secret", "memory.main.tickets", "main.tickets"])
 CTE_NAMES = st.sampled_from(["c1", "c2", "tickets", "secret", "Secret", '"SECRET"', "t_none"])
 
@@ -85,8 +85,10 @@ def queries() -> st.SearchStrategy[str]:
                 lambda t: f"WITH {t[0]} AS ({t[2]}), {t[1]} AS ({t[3]}) {t[4]}"
             ),
             st.tuples(CTE_NAMES, q).map(
-                lambda t: f"WITH RECURSIVE {t[0]} AS (SELECT 1 AS x UNION ALL "
-                f"SELECT x + 1 FROM {t[0]} WHERE x < 2) {t[1]}"
+                lambda t: (
+                    f"WITH RECURSIVE {t[0]} AS (SELECT 1 AS x UNION ALL "
+                    f"SELECT x + 1 FROM {t[0]} WHERE x < 2) {t[1]}"
+                )
             ),
             st.tuples(q, q).map(lambda t: f"{t[0]} UNION ALL {t[1]}"),
             st.tuples(q, q).map(lambda t: f"({t[0]}) EXCEPT ({t[1]})"),
@@ -94,12 +96,12 @@ def queries() -> st.SearchStrategy[str]:
             st.tuples(q, q).map(lambda t: f"SELECT x FROM ({t[0]}) AS a WHERE EXISTS ({t[1]})"),
             st.tuples(q, q).map(lambda t: f"SELECT ({t[1]} LIMIT 1) AS x FROM ({t[0]}) AS a"),
             st.tuples(q, NAMES).map(
-                lambda t: f"SELECT a.x FROM ({t[0]}) AS a WHERE a.x IN "
-                f"(SELECT b.x FROM {t[1]} AS b WHERE b.x = a.x)"
+                lambda t: (
+                    f"SELECT a.x FROM ({t[0]}) AS a WHERE a.x IN "
+                    f"(SELECT b.x FROM {t[1]} AS b WHERE b.x = a.x)"
+                )
             ),
-            st.tuples(q, q).map(
-                lambda t: f"SELECT a.x FROM ({t[0]}) AS a, LATERAL ({t[1]}) AS l"
-            ),
+            st.tuples(q, q).map(lambda t: f"SELECT a.x FROM ({t[0]}) AS a, LATERAL ({t[1]}) AS l"),
         )
 
     return st.recursive(leaf, extend, max_leaves=6)

@@ -104,3 +104,13 @@ def decide(
         filters = tuple(dict(g.row_filter or {}) for g in active)
     masked = {c: k for c, k in masked_all.items() if c in cols}
     return Access(dataset.id, True, "grant", cols, masked, filters, grants=ids)
+
+
+def platform_view(dataset: DatasetRecord) -> Access:
+    """The most any reader outside the owning agency sees without a grant: every declared
+    column, personal data masked, every row.  Server-side logic that runs for no single
+    reader (alert rules) works on this view, so what it publishes carries no value that
+    such a reader could not see (docs/security.md)."""
+    m = dataset.manifest
+    every = tuple(c.name for c in m.columns)
+    return Access(dataset.id, True, "platform", every, dict(m.personal_columns), None)

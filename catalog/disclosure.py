@@ -25,6 +25,7 @@ access is an ordinary non-owner access: masked unless a grant lifts the mask.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -375,3 +376,94 @@ def disclose_order_event(access: Access | None, event: Record | None) -> dict[st
         return {**ref, WITHHELD: sorted(values)}
     hidden = sorted(k for k in values if k not in shown)
     return {**ref, **shown, **({WITHHELD: hidden} if hidden else {})}
+
+
+# -- listings: versions, runs, quality results, error texts -------------------------------
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_LONG_CODES = re.compile(r"[0-9A-Za-z*]*[0-9][0-9A-Za-z*]{5,}")
+
+
+def scrub_message(text: str | None) -> str | None:
+    """An error text without the values it may quote: quoted literals and long codes
+    (phone and ID numbers, credit codes, region codes) become ``…``; first line only.
+    For readers outside the owning agency (a run's error can quote a source row)."""
+    if text is None:
+        return None
+    first = text.splitlines()[0] if text else ""
+    return _LONG_CODES.sub("…", _QUOTED.sub("'…'", first))
+
+
+def disclose_counts(access: Access, data: Record, fields: Iterable[str]) -> dict[str, Any]:
+    """``data`` with the count ``fields`` withheld unless the reader sees every row."""
+    out = dict(data)
+    if access.via == "owner" or counts_visible(access):
+        return out
+    withheld = [f for f in fields if f in out]
+    for f in withheld:
+        out[f] = None
+    if withheld:
+        out[WITHHELD] = withheld
+    return out
+
+
+VERSION_COUNTS = ("rows_added", "total_rows")
+RUN_COUNTS = ("rows_read", "rows_written", "bytes_written")
+
+
+def disclose_version(access: Access, version: Record) -> dict[str, Any]:
+    """A published version's entry (its counts are of every row)."""
+    return disclose_counts(access, version, VERSION_COUNTS)
+
+
+def disclose_run(access: Access, run: Record) -> dict[str, Any]:
+    """An ingest run's entry: counts as for versions; the error text scrubbed of values
+    and the details (counts per column of unresolved addresses) kept for the owner."""
+    out = disclose_counts(access, run, RUN_COUNTS)
+    if access.via == "owner":
+        return out
+    out["error"] = scrub_message(out.get("error"))
+    if out.get("details"):
+        out["details"] = {}
+        out[WITHHELD] = [*out.get(WITHHELD, []), "details"]
+    return out
+
+
+def quality_visible(access: Access) -> bool:
+    """Quality results count and sample rows of whole batches: for readers of every row."""
+    return access.via == "owner" or counts_visible(access)
+
+
+def disclose_quality_results(
+    access: Access, results: Iterable[Record], primary_key: Iterable[str]
+) -> list[dict[str, Any]]:
+    """Validation results (GX shape) as this reader may see them: the sample values of a
+    column it cannot see dropped, of a masked column masked; the sample rows' keys kept
+    only when every key column is visible unmasked.  The caller has checked
+    :func:`quality_visible` (counts of every row)."""
+    if access.via == "owner":
+        return [dict(r) for r in results]
+    pk = list(primary_key)
+    keys_ok = bool(pk) and all(c in access.columns and c not in access.masked for c in pk)
+    out = []
+    for r in results:
+        r2 = dict(r)
+        config = r2.get("expectation_config")
+        kwargs = config.get("kwargs", {}) if isinstance(config, Mapping) else {}
+        column = kwargs.get("column") if isinstance(kwargs, Mapping) else None
+        res = r2.get("result")
+        if isinstance(res, Mapping):
+            res2 = dict(res)
+            sample = res2.get("partial_unexpected_list")
+            if sample is not None:
+                if column is None or column not in access.columns:
+                    res2["partial_unexpected_list"] = []
+                else:
+                    res2["partial_unexpected_list"] = [
+                        masked_value(access, column, v) for v in sample
+                    ]
+            if not keys_ok and "partial_unexpected_index_list" in res2:
+                res2["partial_unexpected_index_list"] = []
+            r2["result"] = res2
+        out.append(r2)
+    return out

@@ -260,3 +260,25 @@ def disclose_order_payload(hub: Hub, principal: Principal, data: dict[str, Any])
         return data
     shown = disclose_order(hub, principal, order)
     return data if shown is order else {**data, "order": shown}
+
+
+def audit_unmasked(
+    hub: Hub, principal: Principal, record: DatasetRecord, access: Access, path: str
+) -> list[str]:
+    """Append an ``access.unmasked`` entry when ``access`` hands personal columns of
+    ``record`` to a non-owner raw (a grant lifted their mask); returns those columns.
+
+    One entry per delivery stream — a subscription, a response — not per event: the
+    entry names the path, the columns and the grants that lifted the mask."""
+    raw = disclosure.unmasked_personal(access, record.manifest.personal_columns)
+    if raw:
+        hub.audit.append(
+            action="access.unmasked",
+            principal=principal.id,
+            agency=principal.agency_id,
+            datasets={record.id: None},
+            dataset_agencies={record.id: record.agency_id},
+            columns={record.id: raw},
+            detail={"path": path, "grants": list(access.grants), "via": access.via},
+        )
+    return raw

@@ -26,6 +26,7 @@ from hub.api.errors import hub_error_body
 from hub.auditing import audit_subscription
 from hub.bus import Notice, SlowConsumer, Subscription
 from hub.channels import (
+    audit_unmasked,
     check_channel,
     disclose_alert,
     disclose_message,
@@ -120,6 +121,10 @@ async def _subscribe(
     )
     # After the reply: the audit write must not delay the start of the replay.
     await asyncio.to_thread(audit_subscription, hub, principal, channel, since, admission.record)
+    if admission.record is not None and admission.access is not None:
+        await asyncio.to_thread(
+            audit_unmasked, hub, principal, admission.record, admission.access, channel
+        )
 
 
 async def _order_op(

@@ -26,6 +26,10 @@ from pipelines.feeds import is_feed
 
 OPS_ROLES = ("admin", "operator")
 
+CHANNEL_KINDS = ("dataset", "feed", "alerts", "presence", "orders", "block")
+"""Every kind of websocket channel (``block`` is served by hub/api/block_channels.py).
+A kind not listed is refused; each one must have its entry in hub/outbound.py."""
+
 # Per-message decisions (masking feed payloads) reuse a principal's access for a few
 # seconds rather than reading grants for every event of every subscriber; a revoked
 # grant stops its masks being lifted within this time (new subscriptions check at once).
@@ -135,6 +139,12 @@ class Admission:
 def check_channel(hub: Hub, principal: Principal, channel: str) -> Admission:
     """Raise unless the principal may subscribe to ``channel`` (runs in a worker thread)."""
     kind, sep, name = channel.partition(":")
+    if kind not in CHANNEL_KINDS:
+        raise InvalidRequest(
+            f"unknown channel {channel!r}; channels are dataset:<id>, feed:<id>, alerts, "
+            "orders:<agency or unit>, presence, block:<region code>",
+            channel=channel,
+        )
     if kind in ("dataset", "feed") and sep and name:
         # Feeds are registered as datasets by the feed intake; both follow the exchange's
         # access rules (sharing type, grants), exactly as queries do.  Read fresh: a grant

@@ -433,7 +433,7 @@ PATHS: tuple[Outbound, ...] = (
         "feed",
         "values",
         "readable; row filter, columns, masks per event (disclose_record)",
-        _sub("feed:{dataset}", since=0),
+        _sub("feed:{feed}", since=0),
     ),
     Outbound(
         "feed-filter",
@@ -441,7 +441,7 @@ PATHS: tuple[Outbound, ...] = (
         "feed#filter",
         "values",
         "a filter names visible columns only and compares the masked value",
-        _sub("feed:{dataset}", since=0, filter={"caller_phone": ["{raw_phone}"]}),
+        _sub("feed:{feed}", since=0, filter={"caller_phone": ["{raw_phone}"]}),
     ),
     Outbound(
         "block-channel",

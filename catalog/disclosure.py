@@ -318,18 +318,22 @@ def disclose_alert(access: Access | None, alert: Record) -> dict[str, Any]:
     event = detail.get("event")
     key = detail.get("key")
     scope = event if isinstance(event, Mapping) else key if isinstance(key, Mapping) else None
-    shown = row_visible(access, scope) if scope is not None else counts_visible(access)
+    from_rows = str(alert.get("source", "")).startswith("feed:")
+    if not from_rows:  # a dataset: channel's payload: versions and counts of every row
+        shown = counts_visible(access)
+    else:
+        shown = row_visible(access, scope) if scope is not None else counts_visible(access)
     fields = detail.get("fields")
     withheld: list[str] = []
     if not shown:
         withheld = sorted(k for k in detail if k != "fields")
         detail = {"fields": fields} if fields is not None else {}
-    else:
+    elif from_rows:
         if isinstance(event, Mapping):
             detail["event"] = _project(access, event)
         if isinstance(key, Mapping):
             detail["key"] = _project(access, key)
-    if not shown or not _fields_visible(access, fields):
+    if not shown or (from_rows and not _fields_visible(access, fields)):
         out["title"] = f"{alert.get('rule_id')} on {alert.get('source')}"
         out["key"] = WITHHELD
         withheld += ["title", "key"]

@@ -142,8 +142,10 @@ class AlertEngine:
         self._last_seen[msg.channel] = max(msg.ts, self._last_seen.get(msg.channel, msg.ts))
         self._evaluated[msg.channel] = msg.offset
         source = {"channel": msg.channel, "offset": msg.offset, **msg.source}
-        view = self._view(msg.channel)
-        data = (disclose_record(view, msg.data) if view is not None else None) or {}
+        data = msg.data
+        if msg.channel.startswith("feed:"):  # rows: as the platform view shows them
+            view = self._view(msg.channel)
+            data = (disclose_record(view, msg.data) if view is not None else None) or {}
         for rule in self.by_channel.get(msg.channel, ()):
             if rule.kind == "staleness":
                 self._fresh_again(rule, source)

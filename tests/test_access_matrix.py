@@ -156,9 +156,9 @@ def counts_in(obj: Any, s: str, found: list[tuple[str, Any]], ctx: str | None = 
         if ctx not in (None, s):
             return found
         for k, v in obj.items():
-            if k in COUNT_KEYS and isinstance(v, int) and not isinstance(v, bool):
-                found.append((k, v))
-            elif k == "regions" and isinstance(v, dict) and OUTSIDE in v:
+            if (k in COUNT_KEYS and isinstance(v, int) and not isinstance(v, bool)) or (
+                k == "regions" and isinstance(v, dict) and OUTSIDE in v
+            ):
                 found.append((k, v))
             counts_in(v, s, found, ctx)
     elif isinstance(obj, list):

@@ -84,8 +84,13 @@ def test_cli_as_only_for_whom_the_caller_may_act_and_audited(tmp_path: Path) -> 
     home = tmp_path / "h"
     run("agency", "add", "gy_12345", "热线", home=home, check=True)
     run("agency", "add", "gy_hbj", "环保", home=home, check=True)
-    for pid, agency, role in [("wm", "gy_12345", "steward"), ("clerk", "gy_12345", "developer"),
-                              ("boss", "gy_12345", "admin"), ("dev", "gy_hbj", "developer")]:  # fmt: skip
+    people = [
+        ("wm", "gy_12345", "steward"),
+        ("clerk", "gy_12345", "developer"),
+        ("boss", "gy_12345", "admin"),
+        ("dev", "gy_hbj", "developer"),
+    ]
+    for pid, agency, role in people:
         run("principal", "add", pid, "--agency", agency, "--role", role, home=home, check=True)
     tok = {p: run("token", "issue", p, home=home, check=True).stdout.strip() for p in ("wm", "dev")}
     sql = "SELECT 1 AS x"

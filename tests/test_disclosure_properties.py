@@ -15,6 +15,7 @@ from catalog import disclosure
 from catalog.access import Access
 from catalog.masking import mask_value
 
+
 def settings(max_examples: int, deadline: None) -> Any:
     """Deterministic runs (the same examples on every machine and day), no example file."""
     return hypothesis_settings(
@@ -96,9 +97,7 @@ def test_a_filter_learns_nothing_beyond_the_view(
 
 @settings(max_examples=200, deadline=None)
 @given(access=accesses(), column=st.sampled_from(COLUMNS))
-def test_a_filter_on_a_column_the_reader_cannot_see_is_refused(
-    access: Access, column: str
-) -> None:
+def test_a_filter_on_a_column_the_reader_cannot_see_is_refused(access: Access, column: str) -> None:
     flt = {column: frozenset(["x"])}
     if column in access.columns:
         disclosure.check_filter(access, flt, dataset="d")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -443,8 +444,7 @@ def test_an_expired_access_answer_is_served_while_a_thread_reads_it_again(
     reads: list[str] = []
 
     class Record:
-        class manifest:  # noqa: N801  # the one attribute the view reads
-            block_keys: list[Any] = []
+        manifest = SimpleNamespace(block_keys=())  # the one attribute the view reads
 
     class Exchange:
         def record_access(self, principal: Principal, dataset: str) -> tuple[Record, str]:

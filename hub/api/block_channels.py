@@ -9,8 +9,9 @@ with ``data.block_rows`` (rows of the message inside the block) and ``data.regio
 narrowed to the block.  Offsets count per connection and channel; block channels are live
 (``since`` is refused): replay comes from the underlying ``dataset:``/``feed:`` channels.
 The read rights are those of the dataset channels: checked when subscribing (a dataset
-joins the block channel only if the reader sees its region key column unmasked: the
-block a row falls in is the value of that column), and for every message on the
+joins the block channel only if the reader sees its region key's column unmasked: the
+block a row falls in is that column's value, or for an address key the region resolved
+from it), and for every message on the
 reader's current access — the row filter keeps rows outside it out, counts and
 ``regions`` are narrowed or withheld as on the ``dataset:`` channel, and the payload is
 disclosed by :func:`hub.channels.disclose_message` (catalog/disclosure.py), the one
@@ -70,8 +71,11 @@ class BlockChannels:
             access = accesses.get(d.id)
             if key is None or access is None:
                 continue
+            # The block a row falls in is its key's value (an address key: the region
+            # resolved from the address): routable only if the reader sees that source
+            # column unmasked — else subscribing per block would reveal the masked part.
             routable = access.via == "owner" or (
-                key.key_column in access.columns and key.key_column not in access.masked
+                key.column in access.columns and key.column not in access.masked
             )
             if routable:
                 manifests[d.id] = d.manifest

@@ -61,7 +61,8 @@ ROLES = {
     "operator": ("ops", "gy_dsj", "operator"),
     "field_unit": ("unit7", "gy_hbj", "developer"),
 }
-GRANTS = {  # agency → grant scope on t_s and f_s (conditional and unconditional)
+# agency → grant scope on t_s and f_s (conditional and unconditional)
+GRANTS: dict[str, dict[str, Any]] = {
     "gy_col": {"columns": ["ticket_id", "district_code", "category", "caller_phone", "level"]},
     "gy_row": {"row_filter": {"district_code": [INSIDE]}},
     "gy_unm": {"unmask": ["caller_phone"]},

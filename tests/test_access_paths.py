@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -73,7 +74,7 @@ def test_quarantine_rows_follow_the_viewers_access(tmp_path: Path) -> None:
     (an address keeps 6 characters, an ``other`` value is starred whole); a column the
     viewer may not see is not there."""
     path = tmp_path / "q.parquet"
-    raw = {"_bh_row": [1, 2], "_bh_failed": [["x"], ["x"]],
+    raw: dict[str, list[Any]] = {"_bh_row": [1, 2], "_bh_failed": [["x"], ["x"]],
            "addr": ["贵州省贵阳市南明区花果园", "贵州省贵阳市云岩区"],
            "secret": ["甲乙丙", "丁戊己"], "hidden": ["h1", "h2"]}  # fmt: skip
     pq.write_table(pa.table(raw), path)

@@ -42,7 +42,9 @@ def test_demo_tour_runs_end_to_end(tmp_path: Path) -> None:
     batch = next(line.split("│")[1].strip() for line in listed.splitlines() if "held" in line)
     rows = run("quarantine", "show", "hotline_tickets", batch, home=demo, check=True).stdout
     assert "caller_phone=2" in rows and "****" in rows  # the mistyped phone, masked
-    gone = run("quarantine", "discard", "hotline_tickets", batch, "--as", "wangmin", home=demo)
+    gone = run(
+        "quarantine", "discard", "hotline_tickets", batch, "--as", "steward_12345", home=demo
+    )
     assert gone.returncode == 0 and "discarded 3 row(s)" in gone.stdout
     again = run("quarantine", "discard", "hotline_tickets", batch, home=demo)
     assert again.returncode == 2 and "is discarded, not held" in again.stderr

@@ -192,9 +192,9 @@ def subscription_filter(
     """Which messages of a ``dataset:``/``feed:`` channel go to this subscriber (None: all).
 
     Decided per message on the principal's current access (cached a few seconds, as for
-    masking): a revoked grant stops the deliveries, a grant's row filter holds for live
-    events, and the subscriber's own filter compares the values it would see (the masked
-    ones for masked columns) — a filter naming a column it may not see is refused here.
+    masking): a grant's row filter holds for live events, and the subscriber's own filter
+    compares the values it would see (the masked ones for masked columns) — a filter
+    naming a column it may not see is refused here.
     """
     access = admission.access
     name = channel.partition(":")[2]
@@ -202,16 +202,19 @@ def subscription_filter(
         return None
     if flt is not None:
         disclosure.check_filter(access, flt, dataset=name)
-    if access.via == "owner" and flt is None:
+    if flt is None and access.row_filters is None:
+        # Nothing to skip per message: the subscription stays on the fan-out's shared
+        # path; a grant revoked later turns its frames into withheld ones
+        # (disclose_message) until the subscriber goes.
         return None
+    if not channel.startswith("feed:"):
+        return None  # dataset: payloads are narrowed, never skipped
 
     def current() -> Access:
         return source_access(hub, principal, name)
 
-    if channel.startswith("feed:"):
-        keep = disclosure.filter_predicate(current, flt)
-        return lambda m: keep(m.data)
-    return lambda m: current().readable
+    keep = disclosure.filter_predicate(current, flt)
+    return lambda m: keep(m.data)
 
 
 def disclose_message(hub: Hub, principal: Principal, msg: Message) -> dict[str, Any] | None:

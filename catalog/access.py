@@ -114,3 +114,13 @@ def _with_derived(
     """The visible columns plus the derived ones whose source the reader sees unmasked (a
     region code derived from a masked address would say more than the address's mask)."""
     return visible + tuple(d for d, src in derived.items() if src in visible and src not in masked)
+
+
+def platform_view(dataset: DatasetRecord) -> Access:
+    """The most any reader outside the owning agency sees without a grant: every declared
+    column, personal data masked, every row.  Server-side logic that runs for no single
+    reader (alert rules) works on this view, so what it publishes carries no value that
+    such a reader could not see (docs/security.md)."""
+    m = dataset.manifest
+    every = tuple(c.name for c in m.columns)
+    return Access(dataset.id, True, "platform", every, dict(m.personal_columns), None)

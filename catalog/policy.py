@@ -22,3 +22,24 @@ def can_manage(principal: Principal, dataset_agency: str) -> bool:
     return principal.is_admin or (
         principal.role == "steward" and principal.agency_id == dataset_agency
     )
+
+
+def may_act_for(caller: Principal, target: Principal, *, local_operator: bool) -> bool:
+    """Whether ``caller`` may act as ``target`` (the CLI's ``--as``; docs/security.md).
+
+    - anyone may act as itself;
+    - the hub home's local operator (no token: whoever can read the home can read every
+      table in it) may act for any principal — audited like every other act;
+    - otherwise only within one agency, which shares one set of grants, so the view can
+      only narrow by role: an admin for anyone of its agency, a steward for anyone of its
+      agency but an admin.  Nobody acts for another agency: that would borrow its grants.
+    """
+    if caller.id == target.id:
+        return True
+    if local_operator:
+        return True
+    if caller.agency_id != target.agency_id:
+        return False
+    if caller.is_admin:
+        return True
+    return caller.role == "steward" and not target.is_admin

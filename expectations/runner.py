@@ -17,7 +17,7 @@ that a re-validated row keeps its identity.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from catalog.errors import SuiteInvalid
-from catalog.identifiers import mask_id_number, mask_name, mask_phone
+from catalog.masking import mask_value as catalog_mask
 from catalog.regions import region_codes_table
 from expectations.sql import BATCH, REGIONS, Check, ident, literal, macros, mask_sql
 from expectations.suite import GX_VERSION, Suite
@@ -36,19 +36,13 @@ ROW_ID = "_bh_row"
 FAILED = "_bh_failed"
 SAMPLE_SIZE = 20
 
-_MASKS: dict[str, Callable[[str], str]] = {
-    "phone": mask_phone,
-    "id_number": mask_id_number,
-    "name": mask_name,
-}
-
 
 def mask_value(value: Any, pii: str | None) -> Any:
-    """A sample value as a steward may see it in results: personal data masked."""
+    """A sample value as results keep it: personal data masked with the one set of masks
+    (catalog.masking), the ones every reader's query answers use."""
     if pii is None or value is None:
         return value
-    text = str(value)
-    return _MASKS.get(pii, mask_name)(text)
+    return catalog_mask(pii, str(value))
 
 
 @dataclass

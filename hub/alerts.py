@@ -5,6 +5,13 @@ it had evaluated before a restart (kept in ``ops_rule_cursors``), so no event is
 skipped while the hub was down.  Windows and thresholds use the message's own
 timestamp; staleness is checked on each tick against the channel's latest message.
 Opening, acknowledging and resolving are stored (``ops_alerts``) and published.
+
+Rules run for no single reader, so they see an event as
+:func:`catalog.access.platform_view` shows it — every declared field, personal data
+masked — and what an alert stores (title, key, event) carries nothing more.  Each
+receiver then gets the alert through :func:`catalog.disclosure.disclose_alert` with its
+own access to the source dataset; ``detail.fields`` records which fields the title and
+key were made of, so a receiver who may not see one of them gets neither.
 """
 
 from __future__ import annotations
@@ -12,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import string
+import time
 from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from catalog.errors import AccessDenied
+from catalog.access import Access, platform_view
+from catalog.disclosure import disclose_record, source_dataset
+from catalog.errors import AccessDenied, NotFound
 from catalog.eventlog import Message
 from catalog.opsstore import Alert
 from catalog.store import Principal
@@ -26,6 +37,21 @@ from hub.channels import is_ops
 from hub.context import Hub
 
 log = logging.getLogger(__name__)
+
+VIEW_TTL_S = 5.0
+"""How long the engine reuses a source dataset's platform view (a changed manifest's
+personal-data tags apply within this time)."""
+
+
+def title_fields(title: str | None) -> set[str]:
+    """The event fields a rule's title template refers to (``{aqi}`` → ``aqi``)."""
+    if not title:
+        return set()
+    try:
+        parsed = list(string.Formatter().parse(title))
+    except ValueError:
+        return set()
+    return {name.split(".")[0].split("[")[0] for _, name, _, _ in parsed if name}
 
 
 def publish_alert(hub: Hub, event: str, alert: Alert, source: dict[str, Any]) -> None:
@@ -48,6 +74,10 @@ def resolve(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> 
     return alert
 
 
+def _fields(rule: Rule) -> list[str]:
+    return sorted(set(rule.key) | title_fields(rule.title))
+
+
 class AlertEngine:
     def __init__(self, hub: Hub, rules: list[Rule]) -> None:
         self.hub = hub
@@ -61,6 +91,21 @@ class AlertEngine:
         self._saved: dict[str, int] = {}
         self._sub = hub.bus.subscription()
         self._task: asyncio.Task[None] | None = None
+        self._views: dict[str, tuple[float, Access | None]] = {}
+
+    def _view(self, channel: str) -> Access | None:
+        """The platform view of the channel's dataset (None: no such dataset)."""
+        now = time.monotonic()
+        hit = self._views.get(channel)
+        if hit is not None and now - hit[0] < VIEW_TTL_S:
+            return hit[1]
+        name = source_dataset(channel)
+        view = None
+        if name is not None:
+            with contextlib.suppress(NotFound):
+                view = platform_view(self.hub.store.get_dataset(name))
+        self._views[channel] = (now, view)
+        return view
 
     async def start(self) -> None:
         log_ = self.hub.log
@@ -97,17 +142,21 @@ class AlertEngine:
         self._last_seen[msg.channel] = max(msg.ts, self._last_seen.get(msg.channel, msg.ts))
         self._evaluated[msg.channel] = msg.offset
         source = {"channel": msg.channel, "offset": msg.offset, **msg.source}
+        data = msg.data
+        if msg.channel.startswith("feed:"):  # rows: as the platform view shows them
+            view = self._view(msg.channel)
+            data = (disclose_record(view, msg.data) if view is not None else None) or {}
         for rule in self.by_channel.get(msg.channel, ()):
             if rule.kind == "staleness":
                 self._fresh_again(rule, source)
                 continue
-            data = msg.data
             if not rule.selects(data):
                 continue
             key = rule.key_of(data)
             if rule.kind == "threshold":
                 if rule.crosses(data):
-                    self._raise(rule, key, rule.render_title(data), {"event": data}, source, msg.ts)
+                    detail: dict[str, Any] = {"event": data, "fields": _fields(rule)}
+                    self._raise(rule, key, rule.render_title(data), detail, source, msg.ts)
             elif rule.kind == "window":
                 assert rule.window_s is not None and rule.more_than is not None
                 win = self._windows[(rule.id, key)]
@@ -117,7 +166,12 @@ class AlertEngine:
                     win.popleft()
                 if len(win) > rule.more_than:
                     keyed = {k: data.get(k) for k in rule.key}
-                    detail = {"count": len(win), "window_s": rule.window_s, "key": keyed}
+                    detail = {
+                        "count": len(win),
+                        "window_s": rule.window_s,
+                        "key": keyed,
+                        "fields": _fields(rule),
+                    }
                     self._raise(rule, key, rule.render_title(data), detail, source, msg.ts)
 
     def _raise(
@@ -151,12 +205,13 @@ class AlertEngine:
             last = self._last_seen.get(rule.channel, self._started)
             age = (now - last).total_seconds()
             if age > rule.max_age_s and self.hub.ops.open_alert_for(rule.id, rule.channel) is None:
-                detail = {
+                detail: dict[str, Any] = {
                     "last_message_at": last.isoformat()
                     if rule.channel in self._last_seen
                     else None,
                     "age_s": round(age, 1),
                     "max_age_s": rule.max_age_s,
+                    "fields": [],
                 }
                 title = rule.title or f"no data on {rule.channel} for {round(age)} s"
                 self._raise(rule, rule.channel, title, detail, {"channel": rule.channel}, now)

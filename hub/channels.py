@@ -15,15 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from catalog import disclosure
 from catalog.access import Access
-from catalog.errors import AccessDenied, InvalidRequest
+from catalog.disclosure import FeedFilter
+from catalog.errors import AccessDenied, InvalidRequest, NotFound
 from catalog.eventlog import Message
-from catalog.masking import mask_value
 from catalog.store import DatasetRecord, Principal
 from hub.context import Hub
 from pipelines.feeds import is_feed
 
 OPS_ROLES = ("admin", "operator")
+
+CHANNEL_KINDS = ("dataset", "feed", "alerts", "presence", "orders", "block")
+"""Every kind of websocket channel (``block`` is served by hub/api/block_channels.py).
+A kind not listed is refused; each one must have its entry in hub/outbound.py."""
 
 # Per-message decisions (masking feed payloads) reuse a principal's access for a few
 # seconds rather than reading grants for every event of every subscriber; a revoked
@@ -34,12 +39,21 @@ ACCESS_TTL_S = 5.0
 # milliseconds of catalog queries) held every subscriber's delivery up, once per
 # principal and dataset every ACCESS_TTL_S.
 ACCESS_GRACE_S = 1.0
-_access_cache: dict[tuple[int, str, str], tuple[float, Access]] = {}
+_access_cache: dict[tuple[int, str, str], tuple[float, SourceView]] = {}
 _refreshing: set[tuple[int, str, str]] = set()
 _cache_lock = threading.Lock()
 
 
-def source_access(hub: Hub, principal: Principal, dataset: str, *, fresh: bool = False) -> Access:
+@dataclass(frozen=True)
+class SourceView:
+    """A principal's access to one dataset, with the dataset's block key column (which
+    rows-per-region counts are keyed on) read alongside."""
+
+    access: Access
+    key_column: str | None
+
+
+def source_view(hub: Hub, principal: Principal, dataset: str, *, fresh: bool = False) -> SourceView:
     """The principal's effective access (grants, masks, row filters) to a dataset or feed."""
     key = (id(hub), principal.id, dataset)
     now = time.monotonic()
@@ -59,24 +73,43 @@ def source_access(hub: Hub, principal: Principal, dataset: str, *, fresh: bool =
     return _read_access(hub, principal, dataset, key)
 
 
-def _read_access(hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> Access:
+def source_access(hub: Hub, principal: Principal, dataset: str, *, fresh: bool = False) -> Access:
+    """:func:`source_view`'s access."""
+    return source_view(hub, principal, dataset, fresh=fresh).access
+
+
+def _key_column(record: DatasetRecord) -> str | None:
+    for key in record.manifest.block_keys:
+        if key.region_like:
+            return key.key_column
+    return None
+
+
+def _read_access(
+    hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]
+) -> SourceView:
     now = time.monotonic()
-    access = hub.exchange.access(principal, dataset)
-    _remember(key, now, access)
-    return access
+    try:
+        record, access = hub.exchange.record_access(principal, dataset)
+    except NotFound:  # a dataset gone (or never there) shows nothing
+        view = SourceView(Access(dataset, False, "denied", (), {}, None), None)
+    else:
+        view = SourceView(access, _key_column(record))
+    _remember(key, now, view)
+    return view
 
 
-def _remember(key: tuple[int, str, str], read_at: float, access: Access) -> None:
+def _remember(key: tuple[int, str, str], read_at: float, view: SourceView) -> None:
     with _cache_lock:
         if len(_access_cache) > 10_000:
             _access_cache.clear()
-        _access_cache[key] = (read_at, access)
+        _access_cache[key] = (read_at, view)
 
 
 def _refresh(hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> None:
     try:
         _read_access(hub, principal, dataset, key)
-    except Exception:  # e.g. the dataset is gone: the next call past the grace reads again
+    except Exception:  # e.g. the catalog is unreachable: the next call past the grace reads
         with _cache_lock:
             _access_cache.pop(key, None)
     finally:
@@ -106,6 +139,12 @@ class Admission:
 def check_channel(hub: Hub, principal: Principal, channel: str) -> Admission:
     """Raise unless the principal may subscribe to ``channel`` (runs in a worker thread)."""
     kind, sep, name = channel.partition(":")
+    if kind not in CHANNEL_KINDS:
+        raise InvalidRequest(
+            f"unknown channel {channel!r}; channels are dataset:<id>, feed:<id>, alerts, "
+            "orders:<agency or unit>, presence, block:<region code>",
+            channel=channel,
+        )
     if kind in ("dataset", "feed") and sep and name:
         # Feeds are registered as datasets by the feed intake; both follow the exchange's
         # access rules (sharing type, grants), exactly as queries do.  Read fresh: a grant
@@ -116,7 +155,7 @@ def check_channel(hub: Hub, principal: Principal, channel: str) -> Admission:
             raise InvalidRequest(f"dataset {name!r} is not a feed", channel=channel)
         if not access.readable:
             raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
-        _remember((id(hub), principal.id, name), read_at, access)
+        _remember((id(hub), principal.id, name), read_at, SourceView(access, _key_column(record)))
         return Admission(record, access)
     if channel in ("alerts", "presence") and not sep:
         if not is_ops(principal):
@@ -138,73 +177,121 @@ def check_channel(hub: Hub, principal: Principal, channel: str) -> Admission:
     )
 
 
-FeedFilter = dict[str, frozenset[str]]
-
-
 def parse_filter(channel: str, raw: Any) -> FeedFilter | None:
     """``{"district_code": ["520102"], ...}`` → a filter (all columns must match one value)."""
     if raw is None:
         return None
     if not channel.startswith("feed:"):
         raise InvalidRequest("filters apply to feed:<id> channels only", channel=channel)
-    if not isinstance(raw, dict) or not raw:
-        raise InvalidRequest(
-            'filter must be an object of column → values, e.g. {"district_code": ["520102"]}',
-            channel=channel,
-        )
-    out: FeedFilter = {}
-    for column, values in raw.items():
-        vals = values if isinstance(values, list) else [values]
-        if not vals or not all(isinstance(v, str | int | float | bool) for v in vals):
-            raise InvalidRequest(
-                f"filter.{column} must be a value or a non-empty list of values",
-                channel=channel,
-                field=f"filter.{column}",
-            )
-        out[str(column)] = frozenset(str(v) for v in vals)
-    return out
+    return disclosure.parse_filter(raw, channel=channel)
 
 
-def matches(flt: FeedFilter, msg: Message) -> bool:
-    data = msg.data
-    for column, allowed in flt.items():
-        v = data.get(column)
-        if v is None or str(v) not in allowed:
-            return False
-    return True
+def subscription_filter(
+    hub: Hub, principal: Principal, channel: str, admission: Admission, flt: FeedFilter | None
+) -> Callable[[Message], bool] | None:
+    """Which messages of a ``dataset:``/``feed:`` channel go to this subscriber (None: all).
 
-
-def row_filter(access: Access) -> Callable[[Message], bool] | None:
-    """The grant's row filter as a predicate on feed events (None: every row)."""
-    filters = access.row_filters
-    if filters is None:
-        return None
-
-    def allowed(msg: Message) -> bool:
-        data = msg.data
-        return any(
-            all(data.get(c) is not None and str(data[c]) in vals for c, vals in f.items())
-            for f in filters
-        )
-
-    return allowed
-
-
-def mask_feed_payload(
-    hub: Hub, principal: Principal, channel: str, data: dict[str, Any]
-) -> dict[str, Any]:
-    """A feed event as ``principal`` may see it: the columns its access shows, personal
-    data masked with the same masks as queries (catalog.masking).  Returning the same
-    object when nothing changes keeps the send path on the shared, serialized-once frame.
+    Decided per message on the principal's current access (cached a few seconds, as for
+    masking): a grant's row filter holds for live events, and the subscriber's own filter
+    compares the values it would see (the masked ones for masked columns) — a filter
+    naming a column it may not see is refused here.
     """
-    access = source_access(hub, principal, channel.partition(":")[2])
-    if access.via == "owner":
+    access = admission.access
+    name = channel.partition(":")[2]
+    if access is None:
+        return None
+    if flt is not None:
+        disclosure.check_filter(access, flt, dataset=name)
+    if flt is None and access.row_filters is None:
+        # Nothing to skip per message: the subscription stays on the fan-out's shared
+        # path; a grant revoked later turns its frames into withheld ones
+        # (disclose_message) until the subscriber goes.
+        return None
+    if not channel.startswith("feed:"):
+        return None  # dataset: payloads are narrowed, never skipped
+
+    def current() -> Access:
+        return source_access(hub, principal, name)
+
+    keep = disclosure.filter_predicate(current, flt)
+    return lambda m: keep(m.data)
+
+
+def disclose_message(hub: Hub, principal: Principal, msg: Message) -> dict[str, Any] | None:
+    """A message's data as ``principal`` may see it: the same object when nothing changes
+    (the send path then shares the frame serialized once), a new dict when something is
+    masked, dropped or withheld, None when nothing of it may go out (docs/security.md).
+
+    Every channel that carries dataset values or counts is decided here: ``feed:``
+    events (columns, masks, rows), ``dataset:`` payloads (counts, rows per region),
+    ``alerts`` (the rule's event or key, by the source dataset's access) and
+    ``orders:`` (the order's related event).
+    """
+    kind, _, name = msg.channel.partition(":")
+    data = msg.data
+    if kind == "feed":
+        access = source_access(hub, principal, name)
+        if disclosure.unchanged(access, data):
+            return data
+        return disclosure.disclose_record(access, data)
+    if kind == "dataset":
+        view = source_view(hub, principal, name)
+        if view.access.via == "owner" or disclosure.counts_visible(view.access):
+            return data
+        return disclosure.disclose_update(view.access, data, view.key_column)
+    if kind == "alerts":
+        if "order" in data and "change" in data:  # an escalated order
+            return disclose_order_payload(hub, principal, data)
+        return disclose_alert(hub, principal, data)
+    if kind == "orders":
+        return disclose_order_payload(hub, principal, data)
+    return data
+
+
+def disclose_alert(hub: Hub, principal: Principal, alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert (as stored or published) for this receiver."""
+    dataset = disclosure.source_dataset(alert.get("source"))
+    access = source_access(hub, principal, dataset) if dataset else None
+    out = disclosure.disclose_alert(access, alert)
+    return alert if out == alert else out
+
+
+def disclose_order(hub: Hub, principal: Principal, order: dict[str, Any]) -> dict[str, Any]:
+    """An order (as stored or published) for this receiver: its related event disclosed
+    by the receiver's access to the event's source dataset."""
+    event = order.get("event")
+    if not disclosure.carries_values(event):
+        return order
+    dataset = disclosure.order_event_source(event)
+    access = source_access(hub, principal, dataset) if dataset else None
+    return {**order, "event": disclosure.disclose_order_event(access, event)}
+
+
+def disclose_order_payload(hub: Hub, principal: Principal, data: dict[str, Any]) -> dict[str, Any]:
+    order = data.get("order")
+    if not isinstance(order, dict):
         return data
-    visible = set(access.columns)
-    if not access.masked and visible.issuperset(data):
-        return data
-    return {
-        k: (mask_value(access.masked[k], str(v)) if k in access.masked and v is not None else v)
-        for k, v in data.items()
-        if k in visible
-    }
+    shown = disclose_order(hub, principal, order)
+    return data if shown is order else {**data, "order": shown}
+
+
+def audit_unmasked(
+    hub: Hub, principal: Principal, record: DatasetRecord, access: Access, path: str
+) -> list[str]:
+    """Append an ``access.unmasked`` entry when ``access`` hands personal columns of
+    ``record`` to a non-owner raw (a grant lifted their mask); returns those columns.
+
+    One entry per delivery stream — a subscription, a response — not per event: the
+    entry names the path, the columns and the grants that lifted the mask."""
+    raw = disclosure.unmasked_personal(access, record.manifest.personal_columns)
+    if raw:
+        hub.audit.append(
+            action="access.unmasked",
+            principal=principal.id,
+            agency=principal.agency_id,
+            datasets={record.id: None},
+            dataset_agencies={record.id: record.agency_id},
+            columns={record.id: raw},
+            detail={"path": path, "grants": list(access.grants), "via": access.via},
+        )
+    return raw

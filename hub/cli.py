@@ -1,13 +1,15 @@
 """The ``blockhub`` command line.
 
-The CLI is the operator's console on the hub's own machine: it acts with full
-rights, as ``psql`` does for a database superuser (``--as`` shows what another
-principal would see).  Errors print one line naming what is wrong, never a
-traceback (set ``BLOCKHUB_DEBUG=1`` for one).
+The CLI is the operator's console on the hub's own machine.  Its caller is the
+principal of ``BLOCKHUB_TOKEN`` when set, else the hub home's local operator ``cli``
+(an admin: it reads every dataset, personal data masked).  ``--as`` shows what another
+principal would see, where the caller may act for it, and is audited (docs/security.md).
+Errors print one line naming what is wrong, never a traceback (set ``BLOCKHUB_DEBUG=1`` for one).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -28,8 +30,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from catalog.errors import HubError, InvalidRequest
+from catalog.errors import AccessDenied, HubError, InvalidRequest
 from catalog.manifest import load_manifest
+from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
 from catalog.store import Principal, Run
 from hub.cli_quality import register as _register_quality
@@ -94,8 +97,46 @@ def hub() -> Hub:
     return state.hub
 
 
-def _principal(as_id: str | None) -> Principal:
-    return hub().store.get_principal(as_id) if as_id else CLI_PRINCIPAL
+def cli_caller() -> Principal:
+    """Who runs this command: the principal of ``BLOCKHUB_TOKEN`` when it is set, else
+    the hub home's local operator (``cli``, an admin: masked like any admin)."""
+    token = os.environ.get("BLOCKHUB_TOKEN", "").strip()
+    return hub().store.authenticate(token) if token else CLI_PRINCIPAL
+
+
+def acting(as_id: str | None, command: str) -> Principal:
+    """The principal a command acts as: the caller, or ``--as`` where the caller may act
+    for that principal (catalog.policy.may_act_for).  Every ``--as`` for someone else is
+    appended to the audit log (``cli.act_as``), refused ones too."""
+    caller = cli_caller()
+    if as_id is None or as_id == caller.id:
+        return caller
+    h = hub()
+    target = h.store.get_principal(as_id)
+    local = os.environ.get("BLOCKHUB_TOKEN", "").strip() == ""
+    allowed = may_act_for(caller, target, local_operator=local)
+    h.audit.append(
+        action="cli.act_as",
+        principal=caller.id,
+        agency=caller.agency_id,
+        datasets={},
+        dataset_agencies={},
+        outcome="ok" if allowed else "denied",
+        detail={
+            "as": target.id,
+            "as_agency": target.agency_id,
+            "command": command,
+            "os_user": getpass.getuser(),
+        },
+    )
+    if not allowed:
+        raise AccessDenied(
+            f"{caller.id!r} may not act as {target.id!r} (--as: yourself, or a principal of "
+            "your own agency if you are its steward or admin)",
+            principal=caller.id,
+            act_as=target.id,
+        )
+    return target
 
 
 # -- agencies, principals, tokens ------------------------------------------------------
@@ -327,7 +368,7 @@ def query(
         if not number.isdigit():
             raise InvalidRequest(f"--at wants dataset=N, not {item!r}")
         versions[name] = int(number)
-    result = hub().exchange.query(sql, _principal(as_), versions=versions, max_rows=limit)
+    result = hub().exchange.query(sql, acting(as_, "query"), versions=versions, max_rows=limit)
     table = result.to_table()
     if fmt == "json":
         print(
@@ -365,7 +406,7 @@ def block(
 
     h = hub()
     blocks = Blocks(h.exchange, timeout_s=settings().query_timeout_s)
-    principal = _principal(as_)
+    principal = acting(as_, "block")
     code = code.strip()
     if len(code) == 18 and not code.isdigit():
         answer = blocks.enterprise(code, principal)
@@ -404,7 +445,7 @@ def demo(
     run_demo(settings(), tour=tour, rows=rows, port=port, console=out)
 
 
-_register_quality(app, hub, out)
+_register_quality(app, hub, out, acting)
 audit_app = typer.Typer(help="The hash-chained audit log of exchanges.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from catalog.errors import AccessDenied
+from catalog.policy import can_manage
 from catalog.quality import QualityResult, QualityStore
+from catalog.store import Principal
 from hub.context import Hub
 from hub.quality_report import render_report
 from pipelines.freshness import FreshnessStatus, check_freshness, freshness
@@ -43,8 +46,23 @@ def _results_table(result: QualityResult) -> Table:
     return t
 
 
-def register(app: typer.Typer, get_hub: Callable[[], Hub], out: Console) -> None:
-    """Add the quality commands to the CLI."""
+def _manager(principal: Principal, agency: str) -> Principal:
+    """The quarantine is the owning agency's stewards' (and admins') to handle."""
+    if not can_manage(principal, agency):
+        raise AccessDenied(
+            f"only a steward of {agency!r} (or an admin) may handle its quarantine",
+            principal=principal.id,
+        )
+    return principal
+
+
+def register(
+    app: typer.Typer,
+    get_hub: Callable[[], Hub],
+    out: Console,
+    acting: Callable[[str | None, str], Principal],
+) -> None:
+    """Add the quality commands to the CLI (``acting`` resolves the caller and ``--as``)."""
     quarantine_app = typer.Typer(help="Quarantined rows: list, show, release, discard.")
     app.add_typer(quarantine_app, name="quarantine")
 
@@ -133,12 +151,16 @@ def register(app: typer.Typer, get_hub: Callable[[], Hub], out: Console) -> None
 
     @quarantine_app.command("show")
     def quarantine_show(
-        dataset: str, batch: str, limit: Annotated[int, typer.Option()] = 20
+        dataset: str,
+        batch: str,
+        limit: Annotated[int, typer.Option()] = 20,
+        as_: Annotated[str | None, typer.Option("--as", help="show as this principal")] = None,
     ) -> None:
         """Rows of a batch: key, failed expectations, values (personal data masked)."""
         record = get_hub().store.get_dataset(dataset)
         b = qstore().get_batch(batch, dataset)
-        rows = quarantine_rows(b, record.manifest, limit=limit)
+        viewer = acting(as_, "quarantine show")
+        rows = quarantine_rows(b, get_hub().exchange.access(viewer, dataset), limit=limit)
         keys = record.manifest.primary_key or ["_bh_row"]
         t = Table(*keys, "failed expectations", "values")
         for r in rows:
@@ -158,18 +180,19 @@ def register(app: typer.Typer, get_hub: Callable[[], Hub], out: Console) -> None
         batch: str,
         force: Annotated[bool, typer.Option(help="publish without re-validating")] = False,
         note: Annotated[str | None, typer.Option(help="why")] = None,
-        as_: Annotated[str, typer.Option("--as", help="recorded as acting principal")] = "cli",
+        as_: Annotated[str | None, typer.Option("--as", help="act as this principal")] = None,
     ) -> None:
         """Re-validate a held batch with the current suite; publish the rows that pass."""
         h = get_hub()
         record = h.store.get_dataset(dataset)
+        actor = _manager(acting(as_, "quarantine release"), record.agency_id)
         o = release(
             batch,
             record.manifest,
             store=h.store,
             lake=h.lake,
             publisher=h.bus.publish,
-            principal=as_,
+            principal=actor.id,
             suites_dir=h.settings.suites,
             force=force,
             note=note,
@@ -186,12 +209,13 @@ def register(app: typer.Typer, get_hub: Callable[[], Hub], out: Console) -> None
         dataset: str,
         batch: str,
         note: Annotated[str | None, typer.Option(help="why")] = None,
-        as_: Annotated[str, typer.Option("--as", help="recorded as acting principal")] = "cli",
+        as_: Annotated[str | None, typer.Option("--as", help="act as this principal")] = None,
     ) -> None:
         """Discard a held batch for good (recorded; its file is deleted)."""
         h = get_hub()
         record = h.store.get_dataset(dataset)
-        a = discard(batch, record.manifest, store=h.store, principal=as_, note=note)
+        actor = _manager(acting(as_, "quarantine discard"), record.agency_id)
+        a = discard(batch, record.manifest, store=h.store, principal=actor.id, note=note)
         out.print(f"discarded {a.rows_discarded:,} row(s) of batch {a.batch_id}")
 
     @app.command("freshness")

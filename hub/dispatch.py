@@ -14,6 +14,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from catalog.disclosure import carries_values, order_event_source, source_dataset
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
 from catalog.opsstore import Order, OrderEvent
 from catalog.store import Principal
@@ -96,6 +97,26 @@ def _check_target(hub: Hub, target: str) -> None:
         ) from None
 
 
+def _sourced(hub: Hub, event: dict[str, Any] | None, alert_id: str | None) -> dict[str, Any] | None:
+    """An order's event that carries values must say which dataset they came from (its
+    ``channel``, or the alert it answers): every receiver gets them as its own access to
+    that dataset shows them (catalog/disclosure.py), never as the operator typed them."""
+    if not carries_values(event):
+        return event
+    assert event is not None
+    if order_event_source(event) is not None:
+        return event
+    if alert_id is not None:
+        source = hub.ops.get_alert(alert_id).source
+        if source_dataset(source) is not None:
+            return {**event, "channel": source}
+    raise InvalidRequest(
+        "an order's event with values must name its source channel "
+        '(e.g. "channel": "feed:air_readings") or answer an alert',
+        field="event.channel",
+    )
+
+
 def open_order(
     hub: Hub,
     principal: Principal,
@@ -112,6 +133,7 @@ def open_order(
     if not instructions.strip():
         raise InvalidRequest("instructions must not be empty", field="instructions")
     _check_target(hub, target)
+    event = _sourced(hub, event, alert_id)
     order = hub.ops.open_order(
         target=target,
         instructions=instructions,

@@ -16,13 +16,15 @@ from typing import Any
 
 import duckdb
 
+from catalog.access import Access
+from catalog.disclosure import disclose_record
 from catalog.errors import Conflict
 from catalog.eventlog import Publisher
 from catalog.lake import Lake
 from catalog.manifest import Manifest
 from catalog.quality import QualityStore, QuarantineAction, QuarantineBatch
 from catalog.store import CatalogStore
-from expectations.runner import FAILED, ROW_ID, BatchValidator, mask_value
+from expectations.runner import FAILED, ROW_ID, BatchValidator
 from expectations.sql import ident, literal
 from expectations.suite import load_suite
 from pipelines.ingest import _greater, notify
@@ -47,9 +49,12 @@ def _held(qstore: QualityStore, batch_id: str, dataset_id: str) -> QuarantineBat
 
 
 def quarantine_rows(
-    batch: QuarantineBatch, manifest: Manifest, *, limit: int = 100, offset: int = 0
+    batch: QuarantineBatch, access: Access, *, limit: int = 100, offset: int = 0
 ) -> list[dict[str, Any]]:
-    """Rows of a batch with their row id and failed rules; personal columns masked."""
+    """Rows of a batch with their row id and failed rules, as ``access`` (the viewer's
+    access to the dataset) shows them: the owner's stewards see them as they came in,
+    anyone else (an admin) with personal data masked and only the columns it may see —
+    by the same rule as every other outbound path (catalog/disclosure.py)."""
     if not Path(batch.path).exists():
         return []
     con = duckdb.connect()
@@ -61,11 +66,13 @@ def quarantine_rows(
         ).to_arrow_table()
     finally:
         con.close()
-    pii = manifest.personal_columns
-    return [
-        {k: (v if k in (ROW_ID, FAILED) else mask_value(v, pii.get(k))) for k, v in row.items()}
-        for row in rel.to_pylist()
-    ]
+    out = []
+    for row in rel.to_pylist():
+        meta = {k: row.pop(k) for k in (ROW_ID, FAILED) if k in row}
+        shown = disclose_record(access, row)
+        if shown is not None:
+            out.append({**meta, **shown})
+    return out
 
 
 def release(

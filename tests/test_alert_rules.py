@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
+from catalog.manifest import Manifest
 from hub.alert_rules import AlertRulesError, load_rules
 from hub.alerts import AlertEngine
 from hub.context import Hub
@@ -38,12 +40,16 @@ def test_bad_rules_name_the_file_and_field(tmp_path: Path) -> None:
         load_rules(tmp_path / "missing.yaml")
 
 
-def test_events_published_while_down_are_evaluated_after_restart(hub: Hub, tmp_path: Path) -> None:
+def test_events_published_while_down_are_evaluated_after_restart(
+    hub: Hub, tmp_path: Path, make_feed: Callable[..., Manifest]
+) -> None:
+    # Rules see a feed's events as its manifest declares them (platform view): register it.
+    hub.store.register_dataset(make_feed("tt", {"kk": "int64", "vv": "int64"}))
     rules = load_rules(
         write(
             tmp_path,
-            "rules:\n  - {id: hot, kind: threshold, channel: 'feed:t', field: v, op: '>',"
-            " value: 10, key: [k]}\n",
+            "rules:\n  - {id: hot, kind: threshold, channel: 'feed:tt', field: vv, op: '>',"
+            " value: 10, key: [kk]}\n",
         )
     )
 
@@ -52,23 +58,23 @@ def test_events_published_while_down_are_evaluated_after_restart(hub: Hub, tmp_p
         engine = AlertEngine(hub, rules)
         await engine.start()
         for d in publish:
-            await hub.bus.publish_async("feed:t", "feed.event", d)
+            await hub.bus.publish_async("feed:tt", "feed.event", d)
         for _ in range(100):
             await asyncio.sleep(0.02)
-            if engine._evaluated.get("feed:t", 0) >= hub.log.head("feed:t"):
+            if engine._evaluated.get("feed:tt", 0) >= hub.log.head("feed:tt"):
                 break
         await engine.stop()  # saves how far it got
         await hub.bus.stop()
 
-    asyncio.run(run([{"k": 1, "v": 5}, {"k": 1, "v": 50}]))
-    assert [a.key for a in hub.ops.list_alerts()] == ["k=1"]
+    asyncio.run(run([{"kk": 1, "vv": 5}, {"kk": 1, "vv": 50}]))
+    assert [a.key for a in hub.ops.list_alerts()] == ["kk=1"]
     # while the engine is down, two more events land in the log
-    hub.log.append("feed:t", "feed.event", {"k": 2, "v": 99})
-    hub.log.append("feed:t", "feed.event", {"k": 1, "v": 77})
+    hub.log.append("feed:tt", "feed.event", {"kk": 2, "vv": 99})
+    hub.log.append("feed:tt", "feed.event", {"kk": 1, "vv": 77})
     asyncio.run(run([]))
     alerts = {a.key: a for a in hub.ops.list_alerts()}
-    assert set(alerts) == {"k=1", "k=2"} and alerts["k=1"].count == 2
-    assert hub.ops.rule_cursor("feed:t", hub.log.epoch) == 4
+    assert set(alerts) == {"kk=1", "kk=2"} and alerts["kk=1"].count == 2
+    assert hub.ops.rule_cursor("feed:tt", hub.log.epoch) == 4
 
 
 def test_asyncapi_lists_every_event_and_op() -> None:

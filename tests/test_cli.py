@@ -42,7 +42,9 @@ def test_demo_tour_runs_end_to_end(tmp_path: Path) -> None:
     batch = next(line.split("│")[1].strip() for line in listed.splitlines() if "held" in line)
     rows = run("quarantine", "show", "hotline_tickets", batch, home=demo, check=True).stdout
     assert "caller_phone=2" in rows and "****" in rows  # the mistyped phone, masked
-    gone = run("quarantine", "discard", "hotline_tickets", batch, "--as", "wangmin", home=demo)
+    gone = run(
+        "quarantine", "discard", "hotline_tickets", batch, "--as", "steward_12345", home=demo
+    )
     assert gone.returncode == 0 and "discarded 3 row(s)" in gone.stdout
     again = run("quarantine", "discard", "hotline_tickets", batch, home=demo)
     assert again.returncode == 2 and "is discarded, not held" in again.stderr
@@ -75,3 +77,38 @@ def test_admin_flow_and_query(tmp_path: Path) -> None:
     assert res.returncode == 2 and "not allowed" in res.stderr
     res = run("ingest", "nope", home=home)
     assert res.returncode == 2 and "no dataset 'nope'" in res.stderr
+
+
+def test_cli_as_only_for_whom_the_caller_may_act_and_audited(tmp_path: Path) -> None:
+    """The caller is BLOCKHUB_TOKEN's principal (else the home's local operator); ``--as``
+    works for the caller itself, a steward for its own agency's non-admins, the local
+    operator for anyone — and every ``--as`` for someone else is in the audit log."""
+    home = tmp_path / "h"
+    run("agency", "add", "gy_12345", "热线", home=home, check=True)
+    run("agency", "add", "gy_hbj", "环保", home=home, check=True)
+    people = [
+        ("wm", "gy_12345", "steward"),
+        ("clerk", "gy_12345", "developer"),
+        ("boss", "gy_12345", "admin"),
+        ("dev", "gy_hbj", "developer"),
+    ]
+    for pid, agency, role in people:
+        run("principal", "add", pid, "--agency", agency, "--role", role, home=home, check=True)
+    tok = {p: run("token", "issue", p, home=home, check=True).stdout.strip() for p in ("wm", "dev")}
+    sql = "SELECT 1 AS x"
+    res = run("query", sql, "--as", "wm", home=home, env={"BLOCKHUB_TOKEN": tok["dev"]})
+    assert res.returncode == 2 and "may not act as 'wm'" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    res = run("query", sql, "--as", "dev", home=home, env={"BLOCKHUB_TOKEN": tok["dev"]})
+    assert res.returncode == 0, res.stderr  # itself
+    res = run("query", sql, "--as", "clerk", home=home, env={"BLOCKHUB_TOKEN": tok["wm"]})
+    assert res.returncode == 0, res.stderr  # a steward for its own agency
+    res = run("query", sql, "--as", "boss", home=home, env={"BLOCKHUB_TOKEN": tok["wm"]})
+    assert res.returncode == 2  # not for its agency's admin
+    res = run("query", sql, "--as", "dev", home=home, env={"BLOCKHUB_TOKEN": tok["wm"]})
+    assert res.returncode == 2  # never for another agency (its grants)
+    res = run("query", sql, "--as", "dev", home=home)
+    assert res.returncode == 0, res.stderr  # the home's local operator
+    listed = run("audit", "list", "--action", "cli.act_as", home=home, check=True).stdout
+    assert listed.count("cli.act_as") == 5, listed
+    assert listed.count("denied") == 3, listed

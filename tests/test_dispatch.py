@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -411,11 +412,12 @@ def test_a_backlogs_mask_answers_are_computed_once_per_principal_and_message(
 
     calls: list[tuple[str, int]] = []
 
-    def counting(hub: Any, principal: Principal, channel: str, data: dict[str, Any]) -> Any:
+    def counting(hub: Any, principal: Principal, msg: Message) -> Any:
+        data = msg.data
         calls.append((principal.id, data["i"]))
         return data if principal.role == "operator" else {**data, "phone": "138****5678"}
 
-    monkeypatch.setattr(ws, "mask_feed_payload", counting)
+    monkeypatch.setattr(ws, "disclose_message", counting)
     cache = ws._SameMessage()
     now = datetime.now(tz=UTC)
     backlog = [Message(i, "feed:f", i, "e", now, "feed.event", {"i": i}) for i in range(1, 4)]
@@ -441,11 +443,14 @@ def test_an_expired_access_answer_is_served_while_a_thread_reads_it_again(
 
     reads: list[str] = []
 
+    class Record:
+        manifest = SimpleNamespace(block_keys=())  # the one attribute the view reads
+
     class Exchange:
-        def access(self, principal: Principal, dataset: str) -> str:
+        def record_access(self, principal: Principal, dataset: str) -> tuple[Record, str]:
             time.sleep(0.3)  # a catalog read that takes a while
             reads.append(dataset)
-            return f"answer {len(reads)}"
+            return Record(), f"answer {len(reads)}"
 
     class FakeHub:
         exchange = Exchange()
@@ -460,7 +465,7 @@ def test_an_expired_access_answer_is_served_while_a_thread_reads_it_again(
     assert channels.source_access(hub, op, "aq") == "answer 1"  # type: ignore[arg-type,comparison-overlap]
     assert time.monotonic() - t0 < 0.1  # not waiting for the read
     deadline = time.monotonic() + 5
-    while channels._access_cache[key][1] != "answer 2" and time.monotonic() < deadline:
+    while channels._access_cache[key][1].access != "answer 2" and time.monotonic() < deadline:  # type: ignore[comparison-overlap]
         time.sleep(0.02)
     assert reads == ["aq", "aq"]  # one read in the background, not one per call
     assert channels.source_access(hub, op, "aq") == "answer 2"  # type: ignore[arg-type,comparison-overlap]

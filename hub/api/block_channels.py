@@ -8,7 +8,14 @@ forwards the messages that fall in the block (children included) as
 with ``data.block_rows`` (rows of the message inside the block) and ``data.regions``
 narrowed to the block.  Offsets count per connection and channel; block channels are live
 (``since`` is refused): replay comes from the underlying ``dataset:``/``feed:`` channels.
-The read rights are those of the dataset channels, checked when subscribing.
+The read rights are those of the dataset channels: checked when subscribing (a dataset
+joins the block channel only if the reader sees its region key's column unmasked: the
+block a row falls in is that column's value, or for an address key the region resolved
+from it), and for every message on the
+reader's current access — the row filter keeps rows outside it out, counts and
+``regions`` are narrowed or withheld as on the ``dataset:`` channel, and the payload is
+disclosed by :func:`hub.channels.disclose_message` (catalog/disclosure.py), the one
+rule of every outbound path.
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
+from catalog import disclosure
 from catalog.errors import HubError, InvalidRequest
 from catalog.eventlog import Message
-from catalog.identifiers import mask_id_number, mask_name, mask_phone
 from catalog.manifest import Manifest
-from catalog.store import DatasetRecord, Principal
+from catalog.store import Principal
 from hub.blocks import block_channel, block_key, message_regions, region_prefix, rows_in_block
 from hub.bus import Notice, Subscription
+from hub.channels import disclose_message, source_view
 from hub.context import Hub
 
 log = logging.getLogger(__name__)
@@ -55,21 +63,27 @@ class BlockChannels:
         name, region = block_channel(channel.partition(":")[2])
         if name in self._subs:
             self.remove(name)
+        accesses = await asyncio.to_thread(self.hub.exchange.accesses, self.principal)
         readable = await asyncio.to_thread(self.hub.exchange.readable, self.principal)
-        records = {
-            d.id: d for d in readable.values() if block_key(d.manifest, "region") is not None
-        }
-        manifests = {d: r.manifest for d, r in records.items()}
+        manifests: dict[str, Manifest] = {}
+        for d in readable.values():
+            key = block_key(d.manifest, "region")
+            access = accesses.get(d.id)
+            if key is None or access is None:
+                continue
+            # The block a row falls in is its key's value (an address key: the region
+            # resolved from the address): routable only if the reader sees that source
+            # column unmasked — else subscribing per block would reveal the masked part.
+            routable = access.via == "owner" or (
+                key.column in access.columns and key.column not in access.masked
+            )
+            if routable:
+                manifests[d.id] = d.manifest
         sub = self.hub.bus.subscription()
         for dataset_id in manifests:
             await sub.add(f"dataset:{dataset_id}")
             await sub.add(f"feed:{dataset_id}")
-        unmasked = {
-            d for d, r in records.items() if self.principal.is_admin or owns(self.principal, r)
-        }
-        task = asyncio.create_task(
-            self._pump(name, region_prefix(region), sub, manifests, unmasked)
-        )
+        task = asyncio.create_task(self._pump(name, region_prefix(region), sub, manifests))
         self._subs[name] = (sub, task)
         return {
             "type": "subscribed",
@@ -98,18 +112,15 @@ class BlockChannels:
         prefix: str,
         sub: Subscription,
         manifests: dict[str, Manifest],
-        unmasked: set[str],
     ) -> None:
         offset = 0
         try:
             async for item in sub:
                 if isinstance(item, Notice):
                     continue
-                out = _in_block(item, prefix, manifests)
+                out = self._shown(item, prefix, manifests)
                 if out is None:
                     continue
-                if out["dataset"] not in unmasked:
-                    out["data"] = mask_payload(out["data"], manifests[out["dataset"]])
                 offset += 1
                 await self.send({**item.to_wire(), "channel": channel, "offset": offset, **out})
         except asyncio.CancelledError:
@@ -132,42 +143,33 @@ class BlockChannels:
                     }
                 )
 
-
-_MASKS = {"phone": mask_phone, "id_number": mask_id_number, "name": mask_name}
-
-
-def owns(principal: Principal, record: DatasetRecord) -> bool:
-    return principal.agency_id == record.agency_id
-
-
-def mask_payload(data: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
-    """A feed event's personal fields masked as for a consumer (PIPL; the usual masks, and
-    the whole value starred for other kinds).  Grants that lift masking are the exchange
-    issue's; until they exist here, every other agency's reader gets the masked form."""
-    personal = manifest.personal_columns
-    out = dict(data)
-    for field_name, kind in personal.items():
-        value = out.get(field_name)
-        if isinstance(value, str) and value:
-            out[field_name] = _MASKS.get(kind, lambda v: "*" * len(v))(value)
-    row = out.get("row")
-    if isinstance(row, dict):
-        out["row"] = mask_payload(row, manifest)
-    return out
-
-
-def _in_block(msg: Message, prefix: str, manifests: dict[str, Manifest]) -> dict[str, Any] | None:
-    dataset_id = msg.channel.partition(":")[2]
-    regions = message_regions(msg, manifests.get(dataset_id))
-    inside = {code: n for code, n in regions.items() if code.startswith(prefix)}
-    n = rows_in_block(inside, prefix)
-    if not n:
-        return None
-    data = dict(msg.data)
-    if "regions" in data:
-        data["regions"] = inside
-    data["block_rows"] = n
-    return {"data": data, "dataset": dataset_id}
+    def _shown(
+        self, msg: Message, prefix: str, manifests: dict[str, Manifest]
+    ) -> dict[str, Any] | None:
+        """The message as this reader sees it inside the block, or None."""
+        dataset_id = msg.channel.partition(":")[2]
+        view = source_view(self.hub, self.principal, dataset_id)
+        if not view.access.readable:
+            return None
+        if msg.channel.startswith("feed:") and not disclosure.row_visible(view.access, msg.data):
+            return None
+        data = disclose_message(self.hub, self.principal, msg)
+        if data is None:
+            return None
+        regions = message_regions(msg, manifests.get(dataset_id))
+        if msg.type == "dataset.updated":
+            # Only the rows per region the reader may count (narrowed by its row filter).
+            shown_regions = data.get("regions")
+            regions = dict(shown_regions) if isinstance(shown_regions, dict) else {}
+        inside = {code: n for code, n in regions.items() if code.startswith(prefix)}
+        n = rows_in_block(inside, prefix)
+        if not n:
+            return None
+        data = dict(data)
+        if "regions" in data:
+            data["regions"] = inside
+        data["block_rows"] = n
+        return {"data": data, "dataset": dataset_id}
 
 
 # -- the hook the websocket endpoint calls --------------------------------------------------

@@ -26,11 +26,13 @@ from hub.api.errors import hub_error_body
 from hub.auditing import audit_subscription
 from hub.bus import Notice, SlowConsumer, Subscription
 from hub.channels import (
+    audit_unmasked,
     check_channel,
-    mask_feed_payload,
-    matches,
+    disclose_alert,
+    disclose_message,
+    disclose_order,
     parse_filter,
-    row_filter,
+    subscription_filter,
 )
 from hub.context import Hub
 from hub.ops import OpsRuntime
@@ -85,8 +87,10 @@ async def _subscribe(
     ws: WebSocket, hub: Hub, principal: Principal, conn: Connection, msg: dict[str, Any]
 ) -> None:
     channel = msg["channel"]
+    flt = parse_filter(channel, msg.get("filter"))
     try:
         admission = await asyncio.to_thread(check_channel, hub, principal, channel)
+        keep = await asyncio.to_thread(subscription_filter, hub, principal, channel, admission, flt)
     except AccessDenied:  # an attempt on someone else's data is on record too
         try:
             await asyncio.to_thread(
@@ -95,7 +99,6 @@ async def _subscribe(
         except Exception:  # the caller still learns it was refused
             log.exception("audit entry of a refused subscription to %s failed", channel)
         raise
-    flt = parse_filter(channel, msg.get("filter"))
     since = msg.get("since")
     if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
         raise InvalidRequest("since must be an integer offset", channel=channel)
@@ -111,12 +114,6 @@ async def _subscribe(
             )
         )
         since = 0
-    keep = (lambda m: matches(flt, m)) if flt else None
-    if channel.startswith("feed:") and admission.access is not None:
-        # A grant's row filter holds for live events too (as read by the check above).
-        rows = row_filter(admission.access)
-        if rows is not None:
-            keep = rows if keep is None else (lambda m, a=keep, b=rows: a(m) and b(m))
     head = await conn.sub.add(channel, since, keep)
     conn.channels.add(channel)
     await ws.send_text(
@@ -124,6 +121,10 @@ async def _subscribe(
     )
     # After the reply: the audit write must not delay the start of the replay.
     await asyncio.to_thread(audit_subscription, hub, principal, channel, since, admission.record)
+    if admission.record is not None and admission.access is not None:
+        await asyncio.to_thread(
+            audit_unmasked, hub, principal, admission.record, admission.access, channel
+        )
 
 
 async def _order_op(
@@ -142,7 +143,14 @@ async def _order_op(
         dispatch.act, hub, principal, order_id, ORDER_OPS[op], note, data
     )
     await ws.send_text(
-        _dumps({"type": "ok", "op": op, "id": msg.get("id"), "order": order.to_dict()})
+        _dumps(
+            {
+                "type": "ok",
+                "op": op,
+                "id": msg.get("id"),
+                "order": disclose_order(hub, principal, order.to_dict()),
+            }
+        )
     )
 
 
@@ -156,7 +164,14 @@ async def _alert_op(
     fn = alerts.acknowledge if op == "alert.ack" else alerts.resolve
     alert = await asyncio.to_thread(fn, hub, principal, alert_id, note)
     await ws.send_text(
-        _dumps({"type": "ok", "op": op, "id": msg.get("id"), "alert": alert.to_dict()})
+        _dumps(
+            {
+                "type": "ok",
+                "op": op,
+                "id": msg.get("id"),
+                "alert": disclose_alert(hub, principal, alert.to_dict()),
+            }
+        )
     )
 
 
@@ -200,11 +215,12 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
 def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:
     if isinstance(item, Notice):
         return orjson.dumps(item.to_wire(), default=str)
-    if item.channel.startswith("feed:"):
-        masked = mask_feed_payload(hub, principal, item.channel, item.data)
-        if masked is not item.data:
-            return orjson.dumps({**item.to_wire(), "data": masked}, default=str)
-    return item.wire_bytes  # serialized once per message, shared by every subscriber
+    shown = disclose_message(hub, principal, item)
+    if shown is item.data:
+        return item.wire_bytes  # serialized once per message, shared by every subscriber
+    if shown is None:  # access narrowed after the subscription's filter let it through
+        return orjson.dumps({**item.to_wire(), "data": None, "withheld": True}, default=str)
+    return orjson.dumps({**item.to_wire(), "data": shown}, default=str)
 
 
 class _SameMessage:
@@ -233,17 +249,19 @@ class _SameMessage:
         per_message = entry[1]
         answer = per_message.get(principal.id)
         if answer is None:
-            answer = mask_feed_payload(hub, principal, msg.channel, msg.data) is msg.data
+            answer = disclose_message(hub, principal, msg) is msg.data
             per_message[principal.id] = answer
         return answer
 
 
 _same_message = _SameMessage()
+_DISCLOSED = ("feed:", "dataset:", "alerts", "orders:")
+"""Channels whose messages carry dataset values or counts (:func:`disclose_message`)."""
 
 
 def _unmasked(hub: Hub, principal: Principal, msg: Message) -> bool:
     """True when this principal gets the message exactly as published."""
-    if not msg.channel.startswith("feed:"):
+    if not msg.channel.startswith(_DISCLOSED):
         return True
     return _same_message.unmasked(hub, principal, msg)
 

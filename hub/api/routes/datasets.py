@@ -7,8 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from catalog.access import Access
+from catalog.disclosure import disclose_run, disclose_version
 from catalog.errors import AccessDenied, NotFound
 from catalog.policy import can_manage
 from catalog.store import DatasetRecord, Principal, Run, Version
@@ -25,15 +27,16 @@ class VersionOut(BaseModel):
     dataset: str
     version: int
     snapshot_id: str
-    rows_added: int
-    total_rows: int
+    rows_added: int | None = Field(description="null: withheld (your grant filters rows)")
+    total_rows: int | None = Field(description="null: withheld (your grant filters rows)")
     run_id: str | None
     cursor: Any
     committed_at: datetime
+    withheld: list[str] | None = None
 
     @classmethod
-    def of(cls, v: Version) -> VersionOut:
-        return cls.model_validate(v.to_dict())
+    def of(cls, v: Version, access: Access) -> VersionOut:
+        return cls.model_validate(disclose_version(access, v.to_dict()))
 
 
 class RunOut(BaseModel):
@@ -44,16 +47,19 @@ class RunOut(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     duration_s: float | None
-    rows_read: int
-    rows_written: int
-    bytes_written: int
+    rows_read: int | None
+    rows_written: int | None
+    bytes_written: int | None
     version: int | None
     error: str | None
     details: dict[str, Any] = {}
+    withheld: list[str] | None = None
 
     @classmethod
-    def of(cls, r: Run) -> RunOut:
-        return cls.model_validate(r.to_dict())
+    def of(cls, r: Run, access: Access | None = None) -> RunOut:
+        """``access``: the reader's (None: the caller may manage the dataset)."""
+        d = r.to_dict()
+        return cls.model_validate(disclose_run(access, d) if access is not None else d)
 
 
 class ColumnOut(BaseModel):
@@ -100,11 +106,11 @@ def _summary(d: DatasetRecord, latest: Version | None) -> dict[str, Any]:
     }
 
 
-def _readable(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
-    record = hub.store.get_dataset(dataset_id)
-    if not hub.exchange.access(principal, dataset_id).readable:
+def _readable(hub: Hub, principal: Principal, dataset_id: str) -> tuple[DatasetRecord, Access]:
+    record, access = hub.exchange.record_access(principal, dataset_id)
+    if not access.readable:
         raise AccessDenied(f"you may not read dataset {dataset_id!r}", dataset=dataset_id)
-    return record
+    return record, access
 
 
 @router.get("", response_model=list[DatasetSummary], summary="Datasets you may read")
@@ -116,7 +122,7 @@ def list_datasets(hub: HubDep, principal: PrincipalDep) -> list[dict[str, Any]]:
 
 @router.get("/{dataset_id}", response_model=DatasetDetail, summary="Describe a dataset")
 def describe_dataset(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
-    d = _readable(hub, principal, dataset_id)
+    d, access = _readable(hub, principal, dataset_id)
     m = d.manifest
     versions = hub.store.versions(d.id)
     return {
@@ -133,23 +139,24 @@ def describe_dataset(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> d
         "update_frequency": m.update_frequency,
         "source_connector": m.source.connector,
         "sync_mode": m.source.mode,
-        "versions": [VersionOut.of(v) for v in versions[-20:]],
-        "runs": [RunOut.of(r) for r in hub.store.list_runs(d.id, limit=10)],
+        "versions": [VersionOut.of(v, access) for v in versions[-20:]],
+        "runs": [RunOut.of(r, access) for r in hub.store.list_runs(d.id, limit=10)],
     }
 
 
 @router.get("/{dataset_id}/versions", response_model=list[VersionOut], summary="Published versions")
 def list_versions(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> list[VersionOut]:
-    _readable(hub, principal, dataset_id)
-    return [VersionOut.of(v) for v in hub.store.versions(dataset_id)]
+    _, access = _readable(hub, principal, dataset_id)
+    return [VersionOut.of(v, access) for v in hub.store.versions(dataset_id)]
 
 
 @router.get("/{dataset_id}/runs", response_model=list[RunOut], summary="Ingest runs, newest first")
 def list_runs(
     dataset_id: str, hub: HubDep, principal: PrincipalDep, limit: int = 50
 ) -> list[RunOut]:
-    _readable(hub, principal, dataset_id)
-    return [RunOut.of(r) for r in hub.store.list_runs(dataset_id, limit=min(limit, 500))]
+    _, access = _readable(hub, principal, dataset_id)
+    runs = hub.store.list_runs(dataset_id, limit=min(limit, 500))
+    return [RunOut.of(r, access) for r in runs]
 
 
 @router.post(
@@ -176,6 +183,7 @@ runs_router = APIRouter(
 @runs_router.get("/{run_id}", response_model=RunOut, summary="One ingest run")
 def get_run(run_id: str, hub: HubDep, principal: PrincipalDep) -> RunOut:
     run = hub.store.get_run(run_id)
-    if not hub.exchange.access(principal, run.dataset_id).readable:
+    access = hub.exchange.access(principal, run.dataset_id)
+    if not access.readable:
         raise NotFound(f"no run {run_id!r}", run=run_id)
-    return RunOut.of(run)
+    return RunOut.of(run, access)

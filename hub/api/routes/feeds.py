@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from catalog.disclosure import WITHHELD, disclose_counts
 from catalog.errors import AccessDenied, Conflict
 from catalog.policy import can_manage, can_read
 from hub.api.deps import HubDep, PrincipalDep
@@ -132,10 +133,13 @@ async def push_events(
 
 @router.get("/{feed_id}", response_model=FeedStatus, summary="A feed's intake and flush state")
 async def feed_status(feed_id: str, request: Request, hub: HubDep, principal: PrincipalDep) -> Any:
-    record = await asyncio.to_thread(hub.store.get_dataset, feed_id)
-    if not can_read(principal, record):
+    record, access = await asyncio.to_thread(hub.exchange.record_access, principal, feed_id)
+    if not access.readable:
         raise AccessDenied(f"you may not read {feed_id!r}", dataset=feed_id)
     if not is_feed(record.manifest):
         raise Conflict(f"dataset {feed_id!r} is not a feed", dataset=feed_id)
     state = _runner(request).status(feed_id)
-    return {"feed": feed_id, "connector": record.manifest.source.connector, **state}
+    # Event counts are of every event: withheld from a reader whose grant filters rows.
+    shown = disclose_counts(access, state, ("accepted", "rejected"))
+    shown.pop(WITHHELD, None)
+    return {"feed": feed_id, "connector": record.manifest.source.connector, **shown}

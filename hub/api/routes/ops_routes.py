@@ -14,7 +14,7 @@ from catalog.store import Principal
 from hub import alerts, dispatch
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
-from hub.channels import is_ops, order_targets
+from hub.channels import disclose_alert, disclose_order, is_ops, order_targets
 
 router = APIRouter(
     prefix="/v1", tags=["dispatch"], responses=error_responses(400, 401, 403, 404, 409, 422)
@@ -45,13 +45,14 @@ def list_alerts(
     limit: int = 200,
 ) -> dict[str, Any]:
     _ops_only(principal)
-    return {"alerts": [a.to_dict() for a in hub.ops.list_alerts(status, min(limit, 1000))]}
+    found = hub.ops.list_alerts(status, min(limit, 1000))
+    return {"alerts": [disclose_alert(hub, principal, a.to_dict()) for a in found]}
 
 
 @router.get("/alerts/{alert_id}", summary="One alert")
 def get_alert(alert_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     _ops_only(principal)
-    return hub.ops.get_alert(alert_id).to_dict()
+    return disclose_alert(hub, principal, hub.ops.get_alert(alert_id).to_dict())
 
 
 @router.post("/alerts/{alert_id}/ack", summary="Acknowledge an open alert")
@@ -59,7 +60,8 @@ async def ack_alert(
     alert_id: str, hub: HubDep, principal: PrincipalDep, body: Note | None = None
 ) -> dict[str, Any]:
     note = body.note if body else None
-    return (await run_in_threadpool(alerts.acknowledge, hub, principal, alert_id, note)).to_dict()
+    alert = await run_in_threadpool(alerts.acknowledge, hub, principal, alert_id, note)
+    return disclose_alert(hub, principal, alert.to_dict())
 
 
 @router.post("/alerts/{alert_id}/resolve", summary="Resolve an alert")
@@ -67,7 +69,8 @@ async def resolve_alert(
     alert_id: str, hub: HubDep, principal: PrincipalDep, body: Note | None = None
 ) -> dict[str, Any]:
     note = body.note if body else None
-    return (await run_in_threadpool(alerts.resolve, hub, principal, alert_id, note)).to_dict()
+    alert = await run_in_threadpool(alerts.resolve, hub, principal, alert_id, note)
+    return disclose_alert(hub, principal, alert.to_dict())
 
 
 class OrderIn(BaseModel):
@@ -93,7 +96,7 @@ async def open_order(body: OrderIn, hub: HubDep, principal: PrincipalDep) -> dic
             deadline=body.deadline,
         )
     )
-    return order.to_dict()
+    return disclose_order(hub, principal, order.to_dict())
 
 
 @router.get("/orders", summary="Orders the caller may see, newest first")
@@ -110,13 +113,14 @@ def list_orders(
         mine = order_targets(principal)
         targets = [t for t in mine if t == target] if target else mine
     found = hub.ops.list_orders(targets=targets, status=status, limit=min(limit, 1000))
-    return {"orders": [o.to_dict() for o in found]}
+    return {"orders": [disclose_order(hub, principal, o.to_dict()) for o in found]}
 
 
 @router.get("/orders/{order_id}", summary="One order with its full history")
 def get_order(order_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     order = dispatch.get_order(hub, principal, order_id)
-    return {**order.to_dict(), "history": [e.to_dict() for e in hub.ops.order_history(order_id)]}
+    shown = disclose_order(hub, principal, order.to_dict())
+    return {**shown, "history": [e.to_dict() for e in hub.ops.order_history(order_id)]}
 
 
 class OrderAction(BaseModel):
@@ -134,4 +138,4 @@ async def act_on_order(
 ) -> dict[str, Any]:
     note, data = (body.note, body.data) if body else (None, None)
     order = await run_in_threadpool(dispatch.act, hub, principal, order_id, action, note, data)
-    return order.to_dict()
+    return disclose_order(hub, principal, order.to_dict())

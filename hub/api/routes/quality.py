@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter
@@ -9,12 +10,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from catalog.access import Access
+from catalog.disclosure import disclose_quality_results, quality_visible
 from catalog.errors import AccessDenied, NotFound
-from catalog.policy import can_manage, can_read
+from catalog.policy import can_manage
 from catalog.quality import QualityResult, QualityStore
 from catalog.store import DatasetRecord, Principal
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses, json_error_content
+from hub.channels import audit_unmasked
 from hub.context import Hub
 from hub.quality_report import render_report
 from pipelines.freshness import freshness
@@ -25,11 +29,27 @@ router = APIRouter(
 )
 
 
-def _readable(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
-    record = hub.store.get_dataset(dataset_id)
-    if not can_read(principal, record):
+def _readable(hub: Hub, principal: Principal, dataset_id: str) -> tuple[DatasetRecord, Access]:
+    """The dataset and the caller's access, for quality results: they count and sample
+    rows of whole batches, so they are for readers of every row (the owner, or a reader
+    without a row filter); sample values then go out as that reader sees them."""
+    record, access = hub.exchange.record_access(principal, dataset_id)
+    if not access.readable:
         raise AccessDenied(f"you may not read dataset {dataset_id!r}", dataset=dataset_id)
-    return record
+    if not quality_visible(access):
+        raise AccessDenied(
+            f"quality results of {dataset_id!r} count rows outside your grant's row filter",
+            dataset=dataset_id,
+        )
+    return record, access
+
+
+def _shown(record: DatasetRecord, access: Access, result: QualityResult) -> QualityResult:
+    """A result with its samples as this reader may see them."""
+    results = disclose_quality_results(
+        access, result.document.get("results", []), record.manifest.primary_key
+    )
+    return replace(result, document={**result.document, "results": results})
 
 
 def _managed(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
@@ -55,8 +75,9 @@ def _freshness(hub: Hub, record: DatasetRecord) -> Any:
 def get_quality(
     dataset_id: str, hub: HubDep, principal: PrincipalDep, limit: int = 20
 ) -> dict[str, Any]:
-    record = _readable(hub, principal, dataset_id)
-    results = _quality(hub).results(dataset_id, limit=min(max(limit, 1), 200))
+    record, access = _readable(hub, principal, dataset_id)
+    found = _quality(hub).results(dataset_id, limit=min(max(limit, 1), 200))
+    results = [_shown(record, access, r) for r in found]
     return {
         "dataset": dataset_id,
         "suite": record.manifest.expectations,
@@ -76,7 +97,7 @@ def get_quality(
 def quality_report(
     dataset_id: str, hub: HubDep, principal: PrincipalDep, run: str | None = None
 ) -> HTMLResponse:
-    record = _readable(hub, principal, dataset_id)
+    record, access = _readable(hub, principal, dataset_id)
     q = _quality(hub)
     result: QualityResult | None
     if run:
@@ -86,7 +107,8 @@ def quality_report(
     else:
         latest = q.results(dataset_id, limit=1)
         result = latest[0] if latest else None
-    page = render_report(dataset_id, record.title, result, _freshness(hub, record))
+    shown = _shown(record, access, result) if result is not None else None
+    page = render_report(dataset_id, record.title, shown, _freshness(hub, record))
     return HTMLResponse(page)
 
 
@@ -117,9 +139,10 @@ def quarantine_batch_rows(
 ) -> dict[str, Any]:
     record = _managed(hub, principal, dataset_id)
     batch = _quality(hub).get_batch(batch_id, dataset_id)
-    rows = quarantine_rows(
-        batch, record.manifest, limit=min(max(limit, 1), 1000), offset=max(offset, 0)
-    )
+    access = hub.exchange.access(principal, record.id)
+    rows = quarantine_rows(batch, access, limit=min(max(limit, 1), 1000), offset=max(offset, 0))
+    if rows:
+        audit_unmasked(hub, principal, record, access, f"quarantine:{batch_id}")
     return {"batch": batch.to_dict(), "rows": rows}
 
 

@@ -201,8 +201,12 @@ def _manifest_paths(paths: list[Path]) -> list[Path]:
 @app.command()
 def register(paths: list[Path]) -> None:
     """Register (or update) datasets from manifest files or folders."""
-    for p in _manifest_paths(paths):
-        record = hub().register(load_manifest(p), file=str(p))
+    h = hub()
+    loaded = [(load_manifest(p), p) for p in _manifest_paths(paths)]
+    for m, p in loaded:  # every source checked before anything is registered
+        h.sources.check(m, file=str(p))
+    for m, p in loaded:
+        record = h.register(m, file=str(p))
         out.print(f"registered [bold]{record.id}[/] ({record.sharing}, {record.classification})")
 
 

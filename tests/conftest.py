@@ -201,6 +201,22 @@ def pg_profile(
     return name
 
 
+def mysql_profile(
+    hub: Hub, agency: str, database: str, *, name: str = "air_db", user: str = "root",
+    password: str | None = None,
+) -> str:  # fmt: skip
+    """A connection profile of ``agency`` to a database of the machine's MariaDB."""
+    hub.sources.sources.add_profile(
+        agency,
+        name,
+        "mysql",
+        protected=hub.sources.protected,
+        settings={"host": MYSQL_HOST, "port": 3306, "user": user, "database": database},
+        secrets={"password": password} if password else {},
+    )
+    return name
+
+
 def publish_file(hub: Hub, path: Path, ident: str, **overrides: Any) -> Manifest:
     """Register a dataset over the Parquet files next to ``path`` and ingest it once."""
     agency = overrides.get("agency", "gy_12345")

@@ -44,6 +44,7 @@ from hub.demo_blocks import readings_with_address, write_sources
 from hub.sampleworld import enterprises, hotline_tickets
 from hub.server import free_port, serving
 from hub.settings import Settings
+from pipelines.feeds import is_feed
 
 SEED = 20240601
 CHUNK = 1_000_000
@@ -73,6 +74,8 @@ def build(hub: Hub, folder: Path, tickets: int, readings: int, companies: int) -
     pq.write_table(enterprises(companies, seed=SEED), folder / "enterprises" / "e.parquet")
     configure_sources(hub, folder, mqtt_prefix="blockhub-bench/blocks")
     for m in load_manifests(MANIFESTS):
+        if is_feed(m):  # fed by its source, not pulled
+            continue
         if m.id == "hotline_tickets":
             m = _parquet(m, "tickets-*.parquet")
         elif m.id == "enterprises":

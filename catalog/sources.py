@@ -47,7 +47,7 @@ from catalog.locations import (
     split_pattern,
     url_path_problem,
 )
-from catalog.manifest import Manifest
+from catalog.manifest import _ID, Manifest
 from catalog.store import Base, CatalogStore, utcnow
 
 SourceKind = Literal["files", "postgres", "mysql", "http", "mqtt", "none", "custom"]
@@ -68,7 +68,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "gbt2260": "none",
 }
 
-_FEED_OPTIONS = {"topics", "qos", "client_id", "flush_rows", "flush_seconds"}
+_FEED_OPTIONS = {"topics", "qos", "flush_rows", "flush_seconds"}
 #: Options a manifest may set, per kind.  Everything else is refused: an allowlist, so
 #: that a new libpq keyword or reader option cannot become a way to name a location.
 MANIFEST_OPTIONS: dict[str, frozenset[str]] = {
@@ -110,6 +110,8 @@ _WHY_NOT: dict[str, str] = {
     "password": "credentials live in the connection profile",
     "s3": "the bucket, endpoint and keys are the file root's (source.root)",
     "root": "name the root in source.root",
+    "client_id": "the hub names its MQTT session itself (blockhub-<installation>-<feed>): a "
+    "chosen id could take over another feed's persistent session and its subscriptions",
 }
 
 #: Settings (shown) and secrets (never shown) each profile kind takes.
@@ -461,8 +463,6 @@ def _int(value: Any) -> Any:
 
 
 def _check_name(name: str) -> None:
-    from catalog.manifest import _ID
-
     if not _ID.match(name):
         raise InvalidRequest(
             f"{name!r}: a root or profile name starts with a-z and holds a-z, 0-9 and _",

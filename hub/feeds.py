@@ -328,7 +328,7 @@ class FeedRunner:
             port=int(conn["port"]),
             topics=list(conn["topics"]),
             qos=opts.qos,
-            client_id=opts.client_id or self._client_id(feed.id),
+            client_id=self._client_id(feed.id),
             on_batch=lambda messages: self._on_mqtt(feed, messages),
             username=conn.get("username"),
             password=conn.get("password"),

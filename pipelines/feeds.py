@@ -56,7 +56,6 @@ class FeedOptions(BaseModel):
         default_factory=list, description="MQTT topic filters, under the profile's topic_prefix"
     )
     qos: Literal[0, 1, 2] = 1
-    client_id: str | None = None
     flush_rows: int = Field(default=1000, ge=1, le=1_000_000)
     flush_seconds: float = Field(default=5.0, gt=0, le=3600)
 

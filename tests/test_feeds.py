@@ -158,6 +158,9 @@ def test_feed_options_are_checked(aq_feed: Callable[..., Manifest]) -> None:
         feed_options(aq_feed("mqtt", host="169.254.169.254"))
     with pytest.raises(ManifestError, match=r"source\.options\.password: credentials live"):
         feed_options(aq_feed("mqtt", password="${BLOCKHUB_AUDIT_KEY}"))
+    # A chosen client id could take over another feed's persistent session on the broker.
+    with pytest.raises(ManifestError, match=r"source\.options\.client_id: the hub names"):
+        feed_options(aq_feed("mqtt", client_id="blockhub-other-feed"))
 
 
 def test_parse_batch_reads_arrays_objects_and_ndjson() -> None:

@@ -39,11 +39,12 @@ from catalog.store import Principal
 from connectors.duck import connect
 from hub.blocks import Blocks, block_key, block_sql, find_region, region_prefix, region_where
 from hub.context import Hub
-from hub.demo import AGENCIES, MANIFESTS
+from hub.demo import AGENCIES, MANIFESTS, configure_sources
 from hub.demo_blocks import readings_with_address, write_sources
 from hub.sampleworld import enterprises, hotline_tickets
 from hub.server import free_port, serving
 from hub.settings import Settings
+from pipelines.feeds import is_feed
 
 SEED = 20240601
 CHUNK = 1_000_000
@@ -71,18 +72,21 @@ def build(hub: Hub, folder: Path, tickets: int, readings: int, companies: int) -
             folder / "air" / f"readings-{first:09d}.parquet",
         )
     pq.write_table(enterprises(companies, seed=SEED), folder / "enterprises" / "e.parquet")
+    configure_sources(hub, folder, mqtt_prefix="blockhub-bench/blocks")
     for m in load_manifests(MANIFESTS):
+        if is_feed(m):  # fed by its source, not pulled
+            continue
         if m.id == "hotline_tickets":
-            m = _parquet(m, folder / "hotline" / "tickets-*.parquet")
+            m = _parquet(m, "tickets-*.parquet")
         elif m.id == "enterprises":
-            m = _parquet(m, folder / "enterprises" / "e.parquet")
+            m = _parquet(m, "e.parquet")
         elif m.id == "air_readings":
-            m = _parquet(m, folder / "air" / "readings-*.parquet")
-        hub.store.register_dataset(m)
+            m = _parquet(m, "readings-*.parquet")
+        hub.register(m, file=f"<{m.id}>")
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run = hub.ingest(m.id, env={"BLOCKHUB_DEMO_WORLD": str(folder)})
+            run = hub.ingest(m.id)
         if run.status != "succeeded":
             raise SystemExit(f"ingest of {m.id} failed: {run.error}")
         print(
@@ -92,8 +96,9 @@ def build(hub: Hub, folder: Path, tickets: int, readings: int, companies: int) -
         )
 
 
-def _parquet(m, path: Path):  # type: ignore[no-untyped-def]
-    source = m.source.model_copy(update={"connector": "parquet", "options": {"path": str(path)}})
+def _parquet(m, pattern: str):  # type: ignore[no-untyped-def]
+    """The manifest reading ``pattern`` (Parquet) in the same root instead of its CSV."""
+    source = m.source.model_copy(update={"connector": "parquet", "options": {"path": pattern}})
     return m.model_copy(update={"source": source})
 
 

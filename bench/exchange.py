@@ -83,9 +83,14 @@ def prepare(data: Path, home: Path, masked: bool) -> str:
     try:
         hub.store.upsert_agency("bench_12345", "bench hotline")
         hub.store.upsert_agency("bench_other", "bench consumer")
+        # The data folder is the owning agency's file root, as an admin would set it up.
+        if hub.sources.sources.get_root("bench_12345", "data") is None:
+            hub.sources.sources.add_root(
+                "bench_12345", "data", str(data), protected=hub.sources.protected
+            )
         for doc, file in ((TICKETS, "hotline_tickets.parquet"), (DISTRICTS, "districts.parquet")):
-            src = {**doc["source"], "options": {"path": str(data / file)}}  # type: ignore[dict-item]
-            hub.store.register_dataset(parse_manifest({**doc, "source": src}))
+            src = {**doc["source"], "root": "data", "options": {"path": file}}  # type: ignore[dict-item]
+            hub.register(parse_manifest({**doc, "source": src}), file=f"<{doc['id']}>")
             if not hub.store.versions(str(doc["id"])):
                 t0 = time.perf_counter()
                 run = hub.ingest(str(doc["id"]))

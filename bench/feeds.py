@@ -58,7 +58,12 @@ def events(n: int, first: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def manifest(feed_id: str, connector: str, options: dict[str, Any]) -> Any:
+def manifest(
+    feed_id: str, connector: str, options: dict[str, Any], profile: str | None = None
+) -> Any:
+    source: dict[str, Any] = {"connector": connector, "options": options}
+    if profile:
+        source["profile"] = profile
     return parse_manifest(
         {
             "id": feed_id,
@@ -69,7 +74,7 @@ def manifest(feed_id: str, connector: str, options: dict[str, Any]) -> Any:
             "classification": "general",
             "columns": COLUMNS,
             "primary_key": ["station_id", "measured_at"],
-            "source": {"connector": connector, "options": options},
+            "source": source,
         }
     )
 
@@ -199,8 +204,15 @@ def bench_mqtt(root: Path, n: int) -> dict[str, float]:
     hub = Hub.open(Settings(home=root / "mqtt", bus_poll_s=0.05))
     hub.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
     topic = f"bench/{uuid.uuid4().hex[:8]}/hub"
-    m = manifest("aq_live", "mqtt", {"topics": [f"{topic}/+"], "flush_rows": 5000})
-    hub.store.register_dataset(m)
+    hub.sources.sources.add_profile(
+        "gy_hbj",
+        "broker",
+        "mqtt",
+        protected=hub.sources.protected,
+        settings={"host": "127.0.0.1", "port": 1883, "topic_prefix": topic},
+    )
+    m = manifest("aq_live", "mqtt", {"topics": ["+"], "flush_rows": 5000}, profile="broker")
+    hub.register(m, file="<aq_live>")
     try:
         with serving(hub, free_port()):
             start = time.perf_counter()

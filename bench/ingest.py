@@ -131,7 +131,8 @@ def _manifest(t: str) -> dict[str, Any]:
         "primary_key": ["ticket_id"],
         "source": {
             "connector": "postgres",
-            "options": {"dsn": DSN, "table": t},
+            "profile": "hotline_db",
+            "options": {"table": t},
             "cursor": "updated_at",
             "mode": "append",
         },
@@ -147,12 +148,19 @@ def run_blockhub(t: str, work: Path) -> int:
     # are likewise built before its clock starts); a run opens the hub and ingests.
     setup = Hub.open(Settings(home=work / "blockhub-home"))
     setup.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
-    setup.store.register_dataset(parse_manifest(_manifest(t)))
+    setup.sources.sources.add_profile(
+        "gy_12345",
+        "hotline_db",
+        "postgres",
+        protected=setup.sources.protected,
+        settings={"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"},
+    )
+    setup.register(parse_manifest(_manifest(t)), file="<hotline>")
     setup.close()
     _start()
     hub = Hub.open(Settings(home=work / "blockhub-home"))
     try:
-        run = hub.ingest("hotline", env={})
+        run = hub.ingest("hotline")
         if run.status not in ("succeeded", "unchanged"):
             raise SystemExit(f"blockhub run {run.status}: {run.error}")
         return run.rows_written

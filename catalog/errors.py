@@ -41,6 +41,16 @@ class ManifestError(HubError):
         self.problems = problems
 
 
+class SourceRefused(ManifestError):
+    """A manifest's source names what its agency was not given (docs/security.md,
+    "Sources"): a path outside the agency's file roots, an unknown root or profile, a
+    location or secret of its own.  Names the file and field; nothing is registered or read.
+    """
+
+    code = "source_refused"
+    status = 403
+
+
 class InvalidRequest(HubError):
     code = "invalid_request"
     status = 400

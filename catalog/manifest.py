@@ -30,7 +30,6 @@ GatePolicy = Literal["block", "drop-rows", "warn"]
 CLASSIFICATION_RANK: dict[str, int] = {"general": 0, "important": 1, "core": 2}
 
 _ID = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
-_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 Identifier = Annotated[str, Field(pattern=_ID.pattern, description="lower-case a-z, 0-9, _")]
 
@@ -141,6 +140,16 @@ def parse_frequency(text: str) -> timedelta:
 
 class Source(_Model):
     connector: str = Field(description="registered connector name, e.g. postgres, csv, parquet")
+    root: Identifier | None = Field(
+        default=None,
+        description="file sources: one of the agency's file roots (an admin configures them); "
+        "options.path is relative to it",
+    )
+    profile: Identifier | None = Field(
+        default=None,
+        description="databases, HTTP APIs, MQTT brokers: one of the agency's connection "
+        "profiles, which holds the server and the secrets",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
     cursor: Identifier | None = Field(
         default=None, description="column whose max value is the watermark"
@@ -317,33 +326,3 @@ def load_manifests(folder: str | os.PathLike[str]) -> list[Manifest]:
     root = Path(folder)
     files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
     return [load_manifest(f) for f in files]
-
-
-def resolve_secrets(options: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    """Replace ``${NAME}`` references in option strings with values from ``env``.
-
-    Manifests never hold secrets themselves; the edge (CLI, DAG task) passes the
-    environment it trusts.  A missing variable is an error naming it.
-    """
-
-    def sub(value: Any) -> Any:
-        if isinstance(value, str):
-
-            def repl(m: re.Match[str]) -> str:
-                name = m.group(1)
-                if name not in env:
-                    raise ManifestError(
-                        "<environment>",
-                        [{"field": name, "message": "referenced by source.options but not set"}],
-                    )
-                return env[name]
-
-            return _ENV_REF.sub(repl, value)
-        if isinstance(value, dict):
-            return {k: sub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [sub(v) for v in value]
-        return value
-
-    result: dict[str, Any] = sub(options)
-    return result

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from catalog.errors import ConnectorError
+from catalog.sources import ResolvedSource
 
 ENTRY_POINT_GROUP = "blockhub.connectors"
 
@@ -34,6 +35,14 @@ class Connector(ABC):
     def __init__(self, options: dict[str, Any], *, batch_rows: int = 100_000) -> None:
         self.options = options
         self.batch_rows = batch_rows
+        self.resolved: ResolvedSource | None = None
+
+    def bind(self, resolved: ResolvedSource) -> None:
+        """The source as the hub resolved it from the agency's root or profile
+        (catalog.sources).  File connectors then open only files inside the root, checked
+        on the open descriptor; the HTTP connector only requests URLs under the profile's
+        base.  Called by the ingest flow before anything is read."""
+        self.resolved = resolved
 
     @abstractmethod
     def discover(self) -> pa.Schema:

@@ -40,7 +40,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from catalog.errors import ConnectorError
+from catalog.errors import ConnectorError, SourceRefused
+from catalog.locations import LocationRefused, is_within, s3_key_problem
 from connectors.base import Connector, CursorValue
 from connectors.duck import connect, stream
 from connectors.sql import incremental, quote_ident, quote_literal
@@ -162,32 +163,78 @@ class FileConnector(Connector):
                     raise ConnectorError(
                         f"{self.name} source {self.path}: object not found", connector=self.name
                     )
-                return [self.path]
-            fixed = key[: min(key.index(ch) for ch in _GLOB if ch in key)]
-            base = fixed.rsplit("/", 1)[0]
-            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+                found = [self.path]
+            else:
+                fixed = key[: min(key.index(ch) for ch in _GLOB if ch in key)]
+                base = fixed.rsplit("/", 1)[0]
+                infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+                found = sorted(
+                    f"s3://{i.path}"
+                    for i in infos
+                    if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, key)
+                )
         except OSError as e:
             raise ConnectorError(
                 f"{self.name} source {self.path}: cannot list: {e}", connector=self.name
             ) from None
-        return sorted(
-            f"s3://{i.path}"
-            for i in infos
-            if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, key)
+        prefix = self.resolved.s3_prefix if self.resolved is not None else None
+        if prefix is not None:
+            for f in found:
+                k = f[len("s3://") :]
+                problem = s3_key_problem(k)
+                if problem or not is_within(k, prefix):
+                    raise self._refused(f"{f} is outside the root s3://{prefix}")
+        return found
+
+    def _refused(self, reason: str) -> SourceRefused:
+        return SourceRefused(
+            f"<{self.name} source>", [{"field": "source.options.path", "message": reason}]
         )
+
+    def _open_fd(self, path: str) -> int:
+        """A descriptor of a local file: through the root's confinement when the hub bound
+        one (the check is made on the file actually opened), else a plain open."""
+        confinement = self.resolved.confinement if self.resolved is not None else None
+        if confinement is None:
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise ConnectorError(
+                    f"{self.name} source {path}: cannot open: {e.strerror or e}",
+                    connector=self.name,
+                ) from None
+        try:
+            return confinement.open(path)
+        except LocationRefused as e:
+            raise self._refused(e.reason) from None
 
     @contextlib.contextmanager
     def _local(self, path: str) -> Iterator[str]:
-        """A local UTF-8 copy of the file when needed (download, transcode), else the file."""
-        needs_copy = path.startswith("s3://") or self.encoding not in _UTF8
-        if not needs_copy:
-            yield path
+        """A path DuckDB reads for ``path``: a local file through its open descriptor
+        (``/proc/self/fd/N``: DuckDB reads the very file that was checked, and expands no
+        glob or brace in its name), or a UTF-8 copy when it must be downloaded or
+        transcoded."""
+        if path.startswith("s3://"):
+            with self._copy(path, None) as local:
+                yield local
             return
-        name = os.path.basename(path) or "file"
-        fd, local = tempfile.mkstemp(dir=self._tmp.name, suffix="-" + name)
-        os.close(fd)
+        fd = self._open_fd(path)
         try:
-            with self._open(path) as src, open(local, "wb") as dst:
+            if self.encoding in _UTF8 or not self.transcode:
+                yield f"/proc/self/fd/{fd}"
+            else:
+                with self._copy(path, fd) as local:
+                    yield local
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _copy(self, path: str, fd: int | None) -> Iterator[str]:
+        name = os.path.basename(path) or "file"
+        tmp_fd, local = tempfile.mkstemp(dir=self._tmp.name, suffix="-" + name)
+        os.close(tmp_fd)
+        try:
+            with self._open(path, fd) as src, open(local, "wb") as dst:
                 if self.encoding in _UTF8 or not self.transcode:
                     shutil.copyfileobj(src, dst, _CHUNK)
                 else:
@@ -201,7 +248,7 @@ class FileConnector(Connector):
     transcode: ClassVar[bool] = True
 
     @contextlib.contextmanager
-    def _open(self, path: str) -> Iterator[Any]:
+    def _open(self, path: str, fd: int | None) -> Iterator[Any]:
         if path.startswith("s3://"):
             try:
                 stream = self._s3().open_input_stream(path[len("s3://") :])
@@ -212,7 +259,8 @@ class FileConnector(Connector):
             with stream:
                 yield stream
         else:
-            with open(path, "rb") as f:
+            assert fd is not None
+            with os.fdopen(os.dup(fd), "rb") as f:
                 yield f
 
     def _transcode(self, path: str, src: Any, dst: Any) -> None:
@@ -243,8 +291,14 @@ class FileConnector(Connector):
 
     # -- reading one file ----------------------------------------------------------
 
-    def _reader_sql(self, local: str) -> str:
-        return f"SELECT * FROM {self.reader}({quote_literal(local)}{self._reader_options()})"
+    def _reader_sql(self, local: str, path: str = "") -> str:
+        extra = ""
+        if self.transcode and local.startswith("/proc/self/fd/"):
+            # DuckDB tells compression from the file name, which the descriptor has not.
+            for suffix, kind in ((".gz", "gzip"), (".zst", "zstd")):
+                if path.endswith(suffix):
+                    extra = f", compression={quote_literal(kind)}"
+        return f"SELECT * FROM {self.reader}({quote_literal(local)}{self._reader_options()}{extra})"
 
     def _reader_options(self) -> str:
         return ""
@@ -331,24 +385,25 @@ class FileConnector(Connector):
         with self._local(path) as local:
             con = self._connection()
             try:
-                raw = self._reader_sql(local)
+                raw = self._reader_sql(local, path)
                 try:
                     sql, checks = self._projection(con, raw)
                 except duckdb.Error as e:
-                    raise self._error(path, e) from None
+                    raise self._error(path, e, local) from None
                 sql = incremental(sql, cursor, since)
                 try:
                     yield from stream(con, sql, self.batch_rows)
                 except duckdb.ConversionException as e:
                     found = self._diagnose(con, path, raw, checks)
-                    raise (found or self._error(path, e)) from None
+                    raise (found or self._error(path, e, local)) from None
                 except duckdb.Error as e:
-                    raise self._error(path, e) from None
+                    raise self._error(path, e, local) from None
             finally:
                 con.close()
 
-    def _error(self, path: str, e: Exception) -> ConnectorError:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    def _error(self, path: str, e: Exception, local: str | None = None) -> ConnectorError:
+        text = str(e).replace(local, path) if local else str(e)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         first = lines[0] if lines else type(e).__name__
         # DuckDB's CSV errors carry the line on a later line of the message.
         extra = [ln for ln in lines[1:] if ln.lower().startswith(("line", "original line"))]
@@ -367,10 +422,11 @@ class FileConnector(Connector):
         con = self._connection()
         try:
             with self._local(files[-1]) as local:
-                sql, _ = self._projection(con, self._reader_sql(local))
-                return con.execute(f"SELECT * FROM ({sql}) LIMIT 0").arrow().schema
-        except duckdb.Error as e:
-            raise self._error(files[-1], e) from None
+                try:
+                    sql, _ = self._projection(con, self._reader_sql(local, files[-1]))
+                    return con.execute(f"SELECT * FROM ({sql}) LIMIT 0").arrow().schema
+                except duckdb.Error as e:
+                    raise self._error(files[-1], e, local) from None
         finally:
             con.close()
 

@@ -23,7 +23,9 @@ import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.errors import ConnectorError
+from catalog.errors import ConnectorError, SourceRefused
+from catalog.locations import LocationRefused
+from catalog.sources import ResolvedSource
 from connectors.base import Connector, CursorValue
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ class HttpApiConnector(Connector):
             headers={"Accept": "application/json", **headers},
             timeout=float(self.option("timeout_s", 30.0)),
             follow_redirects=True,
+            verify=bool(self.option("verify_tls", True)),
         )
         self._first: tuple[dict[str, Any], Page] | None = None
         self._remember = False
@@ -142,6 +145,25 @@ class HttpApiConnector(Connector):
         return ConnectorError(
             f"http_api option {option}: {message}", connector=self.name, option=option
         )
+
+    def bind(self, resolved: ResolvedSource) -> None:
+        """Confine every request — the first, each next page, each redirect — to the
+        profile's origin and base path (an httpx request hook sees them all)."""
+        super().bind(resolved)
+        origin = resolved.origin
+        if origin is None:
+            return
+
+        def check(request: httpx.Request) -> None:
+            try:
+                origin.check(str(request.url))
+            except LocationRefused as e:
+                raise SourceRefused(
+                    f"<{self.name} source>", [{"field": "source.options.path", "message": e.reason}]
+                ) from None
+
+        check(httpx.Request("GET", self.url))
+        self.client.event_hooks = {**self.client.event_hooks, "request": [check]}
 
     def close(self) -> None:
         self.client.close()

@@ -30,12 +30,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from catalog.errors import AccessDenied, HubError, InvalidRequest
+from catalog.errors import AccessDenied, HubError, InvalidRequest, ManifestError
 from catalog.manifest import load_manifest
 from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
+from catalog.sources import source_problems
 from catalog.store import Principal, Run
 from hub.cli_quality import register as _register_quality
+from hub.cli_sources import register as _register_sources
 from hub.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import feed_options, is_feed
@@ -203,6 +205,9 @@ def validate(paths: list[Path]) -> None:
     for p in _manifest_paths(paths):
         try:
             m = load_manifest(p)
+            problems = source_problems(m)
+            if problems:
+                raise ManifestError(str(p), problems)
             if is_feed(m):  # a feed's options are checked here too, not only at serve time
                 feed_options(m, file=str(p))
             suite = _check_suite(m.expectations)
@@ -237,8 +242,12 @@ def _manifest_paths(paths: list[Path]) -> list[Path]:
 @app.command()
 def register(paths: list[Path]) -> None:
     """Register (or update) datasets from manifest files or folders."""
-    for p in _manifest_paths(paths):
-        record = hub().store.register_dataset(load_manifest(p))
+    h = hub()
+    loaded = [(load_manifest(p), p) for p in _manifest_paths(paths)]
+    for m, p in loaded:  # every source checked before anything is registered
+        h.sources.check(m, file=str(p))
+    for m, p in loaded:
+        record = h.register(m, file=str(p))
         out.print(f"registered [bold]{record.id}[/] ({record.sharing}, {record.classification})")
 
 
@@ -446,6 +455,7 @@ def demo(
 
 
 _register_quality(app, hub, out, acting)
+_register_sources(app, hub, out)
 audit_app = typer.Typer(help="The hash-chained audit log of exchanges.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

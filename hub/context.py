@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,9 +10,10 @@ from catalog.audit import AuditLog
 from catalog.eventlog import LogBackend
 from catalog.grants import GrantStore
 from catalog.lake import Lake
-from catalog.manifest import Manifest, load_manifests
+from catalog.manifest import Manifest, load_manifest
 from catalog.opsstore import OpsStore
-from catalog.store import CatalogStore, Run
+from catalog.sources import SourceGuard
+from catalog.store import CatalogStore, DatasetRecord, Run
 from hub.bus import Bus
 from hub.exchange import Exchange
 from hub.settings import Settings
@@ -40,6 +39,7 @@ class Hub:
     _exchange: Exchange | None = field(default=None, repr=False)
     _grants: GrantStore | None = field(default=None, repr=False)
     _audit: AuditLog | None = field(default=None, repr=False)
+    _guard: SourceGuard | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Hub:
@@ -76,15 +76,33 @@ class Hub:
             )
         return self._exchange
 
+    @property
+    def sources(self) -> SourceGuard:
+        """The agencies' file roots and connection profiles, and the check every manifest's
+        source passes at registration and at each read (catalog.sources)."""
+        if self._guard is None:
+            self._guard = self.settings.source_guard(self.store, self.audit)
+        return self._guard
+
+    def register(self, manifest: Manifest, *, file: str) -> DatasetRecord:
+        """Register (or update) a dataset once its source is one its agency was given;
+        a refused source raises :class:`~catalog.errors.SourceRefused` naming ``file``
+        and the field, and nothing is registered."""
+        self.sources.check(manifest, file=file)
+        return self.store.register_dataset(manifest)
+
     def register_manifests(self, folder: Path | None = None) -> list[Manifest]:
         """Register every manifest of a folder (the settings' folder by default)."""
         root = folder or self.settings.manifests
         if root is None:
             return []
-        manifests = load_manifests(root)
-        for m in manifests:
+        files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+        loaded = [(load_manifest(f), str(f)) for f in files]
+        for m, f in loaded:  # every file checked before any is registered
+            self.sources.check(m, file=f)
+        for m, _ in loaded:
             self.store.register_dataset(m)
-        return manifests
+        return [m for m, _ in loaded]
 
     def ingest(
         self,
@@ -92,7 +110,6 @@ class Hub:
         *,
         trigger: str = "manual",
         progress: ProgressFn | None = None,
-        env: Mapping[str, str] | None = None,
     ) -> Run:
         manifest = self.store.get_dataset(dataset_id).manifest
         return run_ingest(
@@ -100,7 +117,7 @@ class Hub:
             store=self.store,
             lake=self.lake,
             publisher=self.bus.publish,
-            env=dict(os.environ) if env is None else env,
+            guard=self.sources,
             trigger=trigger,
             progress=progress,
             suites_dir=self.settings.suites,

@@ -10,7 +10,6 @@ and exits.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -50,11 +49,40 @@ PRINCIPALS = [
 ]
 
 
+#: Each sample agency's export folder under the world folder: its file root ``exports``.
+EXPORT_FOLDERS = {
+    "gy_12345": "hotline",
+    "gy_hbj": "air",
+    "gy_scjgj": "enterprises",
+    "gy_tjj": "population",
+}
+
+
+def configure_sources(hub: Hub, folder: Path, *, mqtt_prefix: str) -> None:
+    """What an admin does for the sample world (`blockhub source root add`, `... profile
+    add`): each agency's export folder under ``folder`` becomes its file root ``exports``,
+    and the environment bureau's stations publish to the machine's broker under
+    ``mqtt_prefix`` (profile ``stations_broker``).  ``folder`` must lie outside the hub's
+    home: the hub never reads its own state as a source."""
+    guard = hub.sources
+    for agency, sub in EXPORT_FOLDERS.items():
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        guard.sources.add_root(agency, "exports", str(folder / sub), protected=guard.protected)
+    guard.sources.add_profile(
+        "gy_hbj",
+        "stations_broker",
+        "mqtt",
+        protected=guard.protected,
+        settings={"host": "127.0.0.1", "port": 1883, "topic_prefix": mqtt_prefix},
+    )
+
+
 @dataclass
 class World:
     hub: Hub
     folder: Path
     tokens: dict[str, str]
+    mqtt_prefix: str = ""
     next_id: int = 1
     clock: datetime = START
 
@@ -107,23 +135,26 @@ def _quality_line(console: Console, hub: Hub, run: Run) -> None:
 
 
 def build_world(settings: Settings, rows: int, console: Console) -> World:
-    """Fresh state under ``<home>/demo``: agencies, principals, tokens, datasets, two versions."""
-    home = settings.home / "demo"
-    if home.exists():
-        shutil.rmtree(home)
+    """Fresh state under ``<home>/demo``: the hub's own in ``demo/hub``, the agencies'
+    export folders in ``demo/world``; agencies, their roots and profiles, principals,
+    tokens, datasets, two versions."""
+    demo = settings.home / "demo"
+    if demo.exists():
+        shutil.rmtree(demo)
+    home = demo / "hub"
     home.mkdir(parents=True)
     s = settings.model_copy(update={"home": home, "manifests": MANIFESTS})
-    os.environ["BLOCKHUB_DEMO_WORLD"] = str(home / "world")
     # The air-quality feed's topics start with this, so that demos on one broker stay apart.
-    os.environ["BLOCKHUB_DEMO_MQTT"] = f"blockhub-demo/{uuid.uuid4().hex[:8]}/guiyang"
+    mqtt_prefix = f"blockhub-demo/{uuid.uuid4().hex[:8]}/guiyang"
     hub = Hub.open(s)
     for agency_id, name in AGENCIES.items():
         hub.store.upsert_agency(agency_id, name)
+    configure_sources(hub, demo / "world", mqtt_prefix=mqtt_prefix)
     tokens = {}
     for pid, agency, role, name in PRINCIPALS:
         hub.store.create_principal(pid, agency, name, role)
         tokens[pid] = hub.store.issue_token(pid, label="demo", ttl=timedelta(days=7))
-    world = World(hub=hub, folder=home / "world", tokens=tokens)
+    world = World(hub=hub, folder=demo / "world", tokens=tokens, mqtt_prefix=mqtt_prefix)
     console.print(f"[bold]blockhub demo[/] — state in {home}")
     for m in hub.register_manifests():
         console.print(
@@ -259,7 +290,7 @@ def live_feed_tour(world: World, console: Console, port: int) -> None:
     from websockets.sync.client import connect
 
     console.rule("用 live feed: air quality over MQTT")
-    prefix = os.environ["BLOCKHUB_DEMO_MQTT"]
+    prefix = world.mqtt_prefix
     station = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-station")
     try:
         station.connect("127.0.0.1", 1883)
@@ -339,7 +370,7 @@ Tokens (valid 7 days): {json.dumps(world.tokens, indent=2)}
   OpenAPI: {base}/docs · websocket: ws://127.0.0.1:{port}/v1/ws (docs/websocket.md)
 
 Publish an air-quality reading (a live feed; docs/feeds.md):
-  mosquitto_pub -t {os.environ["BLOCKHUB_DEMO_MQTT"]}/air/GYAQ01 -q 1 -m \\
+  mosquitto_pub -t {world.mqtt_prefix}/air/GYAQ01 -q 1 -m \\
     '{{"station_id": "GYAQ01", "measured_at": "2024-06-01T08:00:00+08:00", "aqi": 57}}'
 
 Drop another tickets-*.csv export into {world.folder / "hotline"} and run

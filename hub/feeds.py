@@ -27,7 +27,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -35,9 +35,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from catalog.errors import HubError
+from catalog.errors import HubError, SourceRefused
 from catalog.eventlog import append_many
-from catalog.manifest import Manifest, resolve_secrets
+from catalog.manifest import Manifest
 from catalog.runtime import settle_heap
 from catalog.store import Version
 from connectors.mqtt import MqttSubscriber
@@ -221,11 +221,9 @@ class Feed:
 class FeedRunner:
     """Runs every registered feed of one hub; rescans the catalog for new ones."""
 
-    def __init__(
-        self, hub: Hub, *, env: Mapping[str, str] | None = None, rescan_s: float = 5.0
-    ) -> None:
+    def __init__(self, hub: Hub, *, rescan_s: float = 5.0) -> None:
         self.hub = hub
-        self.env = dict(os.environ) if env is None else dict(env)
+        self._refused: dict[str, str] = {}  # feed → the refusal last put on the audit chain
         self.rescan_s = rescan_s
         self.feeds: dict[str, Feed] = {}
         self.flusher = FlushWorker(hub)
@@ -310,21 +308,30 @@ class FeedRunner:
         feed.committed = committed_offset(feed.manifest, hub.lake, hub.log.epoch)
         if feed.manifest.source.connector != "mqtt":
             return
-        opts = feed.options
-        # Topics may name a deployment prefix from the environment, like secrets do.
-        resolved = resolve_secrets(
-            {"username": opts.username, "password": opts.password, "topics": opts.topics},
-            self.env,
-        )
+        # The broker, its credentials and the topic prefix are the agency's profile's;
+        # the connection is resolved (and audited) each time the subscriber starts.
+        guard = hub.sources
+        try:
+            resolved = guard.resolve(feed.manifest)
+        except SourceRefused as e:
+            if self._refused.get(feed.id) != e.message:
+                self._refused[feed.id] = e.message
+                guard.record(
+                    feed.manifest, None, outcome="denied", trigger="feed", reason=e.message
+                )
+            raise
+        self._refused.pop(feed.id, None)
+        guard.record(feed.manifest, resolved, trigger="feed")
+        opts, conn = feed.options, resolved.options
         sub = MqttSubscriber(
-            host=opts.host,
-            port=opts.port,
-            topics=resolved["topics"],
+            host=str(conn["host"]),
+            port=int(conn["port"]),
+            topics=list(conn["topics"]),
             qos=opts.qos,
-            client_id=opts.client_id or self._client_id(feed.id),
+            client_id=self._client_id(feed.id),
             on_batch=lambda messages: self._on_mqtt(feed, messages),
-            username=resolved["username"],
-            password=resolved["password"],
+            username=conn.get("username"),
+            password=conn.get("password"),
         )
         sub.start()
         feed.subscriber = sub

@@ -39,7 +39,7 @@ class Settings(StorageSettings):
         ge=0,
         description="rows of latest large versions served from DuckDB-native replicas (0: none)",
     )
-    audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")
+    # audit_key (the audit chain's HMAC key) is a StorageSettings field: Airflow tasks sign too.
     # dispatch (websocket, alerts, orders): docs/websocket.md, docs/dispatch.md
     ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")
     ws_send_buffer_bytes: int = Field(default=8 << 20, gt=0, description="unsent bytes per socket")

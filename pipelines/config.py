@@ -14,8 +14,10 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from catalog.audit import AuditLog
 from catalog.eventlog import LogBackend, open_event_log
 from catalog.lake import Lake
+from catalog.sources import Protected, SourceGuard, SourceStore, protected_places
 from catalog.store import CatalogStore
 
 
@@ -35,6 +37,7 @@ class StorageSettings(BaseSettings):
     suites: Path | None = Field(
         default=None, description="folder of expectation suites (default: expectations/suites)"
     )
+    audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")
 
     @field_validator("home")
     @classmethod
@@ -56,6 +59,22 @@ class StorageSettings(BaseSettings):
     @property
     def events_db(self) -> str:
         return self.events_url or f"sqlite:///{self.home / 'events.db'}"
+
+    def protected(self) -> Protected:
+        """The hub's own places, never a source (catalog.sources): the home folder, the
+        lake, the database files and the databases named by URL."""
+        return protected_places(
+            home=str(self.home),
+            warehouse=self.lake_warehouse,
+            database_urls=[self.catalog_db, self.lake_db, self.events_db],
+        )
+
+    def source_guard(self, store: CatalogStore, audit: AuditLog | None = None) -> SourceGuard:
+        """The guard every manifest's source passes, at registration and at each read;
+        reads go on the audit chain (``audit``, or one opened here with the key)."""
+        if audit is None:
+            audit = AuditLog(store, key=self.audit_key.encode() if self.audit_key else None)
+        return SourceGuard(SourceStore(store), self.protected(), audit)
 
     def open_storage(self) -> Storage:
         """Open (creating where needed) the catalog, the lake and the event log."""

@@ -28,6 +28,7 @@ from catalog.errors import HubError, InvalidRequest, ManifestError
 from catalog.eventlog import Message, Publisher
 from catalog.lake import Lake
 from catalog.manifest import Manifest
+from catalog.sources import source_problems
 from catalog.store import CatalogStore, Version
 from pipelines.ingest import Staged, notify, publish
 
@@ -51,13 +52,10 @@ class FeedOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    topics: list[str] = Field(default_factory=list, description="MQTT topic filters")
+    topics: list[str] = Field(
+        default_factory=list, description="MQTT topic filters, under the profile's topic_prefix"
+    )
     qos: Literal[0, 1, 2] = 1
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: str | None = None
-    client_id: str | None = None
     flush_rows: int = Field(default=1000, ge=1, le=1_000_000)
     flush_seconds: float = Field(default=5.0, gt=0, le=3600)
 
@@ -65,6 +63,11 @@ class FeedOptions(BaseModel):
 def feed_options(manifest: Manifest, *, file: str | None = None) -> FeedOptions:
     """The feed options of a manifest; a :class:`ManifestError` names the file and field."""
     where = file or f"<dataset {manifest.id}>"
+    # The broker and its credentials are the agency's connection profile's
+    # (catalog.sources): a manifest naming its own is refused with that reason.
+    located = [p for p in source_problems(manifest) if p["field"].startswith("source.options.")]
+    if located:
+        raise ManifestError(where, located)
     try:
         opts = FeedOptions.model_validate(manifest.source.options)
     except ValidationError as e:

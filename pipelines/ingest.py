@@ -20,10 +20,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.errors import ConnectorError, HubError, SchemaDrift
+from catalog.errors import ConnectorError, HubError, SchemaDrift, SourceRefused
 from catalog.eventlog import Publisher
 from catalog.lake import Lake, StagedFile
-from catalog.manifest import Manifest, resolve_secrets
+from catalog.manifest import Manifest
+from catalog.sources import ResolvedSource, SourceGuard
 from catalog.store import CatalogStore, Run, Version
 from connectors.base import Connector, CursorValue, cursor_value, get_connector
 from pipelines.blockkeys import BlockKeyStep
@@ -154,15 +155,64 @@ def extract(
     *,
     lake: Lake,
     run_id: str,
-    env: Mapping[str, str] | None = None,
+    guard: SourceGuard | None = None,
+    trigger: str | None = None,
     progress: ProgressFn | None = None,
     connector: Connector | None = None,
+    resolved: ResolvedSource | None = None,
 ) -> Staged:
-    """Read the source past the table's cursor and stage the rows as Parquet files."""
+    """Read the source past the table's cursor and stage the rows as Parquet files.
+
+    The source is resolved through ``guard`` (the agency's roots and profiles) unless a
+    ``connector`` is given; every read resolved here, and every refusal, goes on the
+    audit chain (``source.read``) with the run."""
+    if connector is None:
+        if guard is None:
+            raise SourceRefused(
+                f"<dataset {manifest.id}>",
+                [
+                    {
+                        "field": "source",
+                        "message": "no source guard: the hub reads no source "
+                        "without the agency's roots and profiles",
+                    }
+                ],
+            )
+        try:
+            connector, resolved = make_connector(manifest, guard)
+        except SourceRefused as e:
+            guard.record(
+                manifest, None, outcome="denied", run_id=run_id, trigger=trigger, reason=e.message
+            )
+            raise
+    if guard is not None and resolved is not None:
+        guard.record(manifest, resolved, run_id=run_id, trigger=trigger)
+    try:
+        return _extract(manifest, lake=lake, run_id=run_id, progress=progress, connector=connector)
+    except SourceRefused as e:  # a file the connector met at read time was refused
+        refused = SourceRefused(f"<dataset {manifest.id}>", e.problems)
+        if guard is not None:
+            guard.record(
+                manifest,
+                resolved,
+                outcome="denied",
+                run_id=run_id,
+                trigger=trigger,
+                reason=refused.message,
+            )
+        raise refused from None
+
+
+def _extract(
+    manifest: Manifest,
+    *,
+    lake: Lake,
+    run_id: str,
+    progress: ProgressFn | None,
+    connector: Connector,
+) -> Staged:
     started = time.perf_counter()
     src = manifest.source
-    if connector is None:
-        connector = make_connector(manifest, env)
     renames = {c.source_name: c.name for c in manifest.columns if c.source_name}
     with connector:
         connector.declare({c.name: c.arrow_type for c in manifest.columns}, renames)
@@ -229,10 +279,15 @@ def extract(
     )
 
 
-def make_connector(manifest: Manifest, env: Mapping[str, str] | None) -> Connector:
-    """The connector of a manifest's source, its secrets resolved from ``env``."""
+def make_connector(manifest: Manifest, guard: SourceGuard) -> tuple[Connector, ResolvedSource]:
+    """The connector of a manifest's source, resolved against the agency's file roots and
+    connection profiles now (a root or profile changed or removed since registration
+    counts): its options come from the guard, never straight from the manifest."""
     cls = get_connector(manifest.source.connector)
-    return cls(resolve_secrets(manifest.source.options, dict(env or {})))
+    resolved = guard.resolve(manifest)
+    connector = cls(resolved.options)
+    connector.bind(resolved)
+    return connector, resolved
 
 
 def _renamed_schema(schema: pa.Schema, renames: Mapping[str, str]) -> pa.Schema:
@@ -415,32 +470,38 @@ def _extract_with_retries(
     *,
     lake: Lake,
     run_id: str,
-    env: Mapping[str, str] | None,
+    guard: SourceGuard | None,
+    trigger: str | None,
     progress: ProgressFn | None,
     connector: Connector | None,
-    prepared: Connector | None = None,
+    prepared: tuple[Connector, ResolvedSource] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Staged:
     """:func:`extract`, tried again ``source.retries`` times when the source fails.
 
     ``prepared`` is a connector already connecting (:meth:`Connector.prepare`) for the
-    first attempt; the others use ``connector``, or a new one when it is None.
+    first attempt; the others use ``connector``, or a new one when it is None (resolved
+    again: each attempt is a read, checked and on record).
 
     Only a :class:`ConnectorError` (source down, refused, timed out) is retried: a
-    schema drift or bad data would fail the same way again.  Each attempt stages
-    from scratch; a failed attempt's files are already removed by ``Lake.stage``.
+    schema drift, bad data or a refused location would fail the same way again.  Each
+    attempt stages from scratch; a failed attempt's files are already removed by
+    ``Lake.stage``.
     """
     src = manifest.source
     delay = src.backoff_s
     for attempt in range(src.retries + 1):
+        first = attempt == 0 and prepared is not None
         try:
             return extract(
                 manifest,
                 lake=lake,
                 run_id=run_id,
-                env=env,
+                guard=guard,
+                trigger=trigger,
                 progress=progress,
-                connector=prepared if attempt == 0 and prepared is not None else connector,
+                connector=prepared[0] if first and prepared is not None else connector,
+                resolved=prepared[1] if first and prepared is not None else None,
             )
         except ConnectorError as e:
             if attempt == src.retries:
@@ -460,19 +521,20 @@ def _extract_with_retries(
 
 
 def _prepare_source(
-    manifest: Manifest, env: Mapping[str, str] | None, given: Connector | None
-) -> tuple[Connector | None, HubError | None]:
+    manifest: Manifest, guard: SourceGuard | None, given: Connector | None
+) -> tuple[tuple[Connector, ResolvedSource] | None, HubError | None]:
     """The run's connector, connecting in the background (:meth:`Connector.prepare`)
     while the run reconciles the catalog and reads the lake's state — a tenth of a small
     incremental run's time.  A connector that cannot be made (unknown name, missing
-    option or secret) is an error for the recorded run, kept until the run exists."""
-    if given is not None:
+    option, a source the agency was not given) is an error for the recorded run, kept
+    until the run exists."""
+    if given is not None or guard is None:
         return None, None
     try:
-        prepared = make_connector(manifest, env)
+        prepared = make_connector(manifest, guard)
     except HubError as e:
         return None, e
-    prepared.prepare()
+    prepared[0].prepare()
     return prepared, None
 
 
@@ -482,7 +544,7 @@ def run_ingest(
     store: CatalogStore,
     lake: Lake,
     publisher: Publisher | None,
-    env: Mapping[str, str] | None = None,
+    guard: SourceGuard | None = None,
     trigger: str = "manual",
     progress: ProgressFn | None = None,
     connector: Connector | None = None,
@@ -491,26 +553,38 @@ def run_ingest(
     """One whole ingest run of a dataset, recorded in the catalog.  Never raises for a
     source or data problem: the run is recorded as failed with the reason.
 
-    With a suite in the manifest the quality gate (:mod:`pipelines.quality`) runs
-    between extract and publish; ``suites_dir`` is where suites are looked up (the
-    shipped ``expectations/suites`` by default)."""
-    prepared, source_error = _prepare_source(manifest, env, connector)
+    The source is resolved through ``guard`` (the agency's file roots and connection
+    profiles) and every read is on the audit chain; without a guard only a given
+    ``connector`` can be read.  With a suite in the manifest the quality gate
+    (:mod:`pipelines.quality`) runs between extract and publish; ``suites_dir`` is where
+    suites are looked up (the shipped ``expectations/suites`` by default)."""
+    prepared, source_error = _prepare_source(manifest, guard, connector)
     try:
         reconcile(manifest, lake=lake, store=store, publisher=publisher)
         run = store.start_run(manifest.id, trigger)
     except BaseException:
         if prepared is not None:
-            prepared.close()
+            prepared[0].close()
         raise
     staged: Staged | None = None
     try:
         if source_error is not None:
+            if isinstance(source_error, SourceRefused) and guard is not None:
+                guard.record(
+                    manifest,
+                    None,
+                    outcome="denied",
+                    run_id=run.id,
+                    trigger=trigger,
+                    reason=source_error.message,
+                )
             raise source_error
         staged = _extract_with_retries(
             manifest,
             lake=lake,
             run_id=run.id,
-            env=env,
+            guard=guard,
+            trigger=trigger,
             progress=progress,
             connector=connector,
             prepared=prepared,

@@ -34,17 +34,19 @@ def extract_step(
     manifest_path: str,
     *,
     trigger: str,
-    env: Mapping[str, str],
     settings: StorageSettings | None = None,
 ) -> dict[str, Any]:
-    """Register the manifest, close interrupted runs, start a run and stage the new rows."""
+    """Register the manifest (its source checked against the agency's roots and profiles,
+    as any registration), close interrupted runs, start a run and stage the new rows."""
     manifest, st = _open(manifest_path, settings)
     try:
+        guard = (settings or StorageSettings()).source_guard(st.store)
+        guard.check(manifest, file=manifest_path)
         st.store.register_dataset(manifest)
         reconcile(manifest, lake=st.lake, store=st.store, publisher=st.log.append)
         run = st.store.start_run(manifest.id, trigger)
         try:
-            staged = extract(manifest, lake=st.lake, run_id=run.id, env=env)
+            staged = extract(manifest, lake=st.lake, run_id=run.id, guard=guard, trigger=trigger)
         except Exception as e:
             _fail(st, run.id, e)
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,12 +29,19 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", bus_poll_s=0.05)
 
 
-@pytest.fixture
-def hub(settings: Settings) -> Iterator[Hub]:
-    h = Hub.open(settings)
+def _agencies(h: Hub) -> Hub:
+    """The sample agencies, and the hotline's database profile that
+    :func:`manifest_dict`'s default source names."""
     h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
     h.store.upsert_agency("gy_dsj", "贵阳市大数据发展管理局")
     h.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    pg_profile(h, "gy_12345", name="hotline_db")
+    return h
+
+
+@pytest.fixture
+def hub(settings: Settings) -> Iterator[Hub]:
+    h = _agencies(Hub.open(settings))
     yield h
     h.close()
 
@@ -105,7 +113,12 @@ def manifest_dict(**overrides: Any) -> dict[str, Any]:
         ],
         "primary_key": ["ticket_id"],
         "block_keys": [{"column": "district_code", "kind": "region"}],
-        "source": {"connector": "postgres", "options": {}, "cursor": "updated_at"},
+        "source": {
+            "connector": "postgres",
+            "profile": "hotline_db",
+            "options": {"table": "tickets"},
+            "cursor": "updated_at",
+        },
     }
     base.update(overrides)
     return base
@@ -148,13 +161,70 @@ def tickets_file(tmp_path: Path) -> Path:
     return path
 
 
+def file_root(hub: Hub, agency: str, folder: Path) -> str:
+    """The name of a file root of ``agency`` at ``folder`` (added when missing), the way
+    an admin gives an agency its export folder (`blockhub source root add`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "r_" + hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:10]
+    if hub.sources.sources.get_root(agency, name) is None:
+        hub.sources.sources.add_root(agency, name, str(folder), protected=hub.sources.protected)
+    return name
+
+
+def file_source(
+    hub: Hub,
+    folder: Path,
+    pattern: str,
+    *,
+    agency: str = "gy_12345",
+    connector: str = "parquet",
+    **options: Any,
+) -> dict[str, Any]:
+    """``source`` of a manifest reading ``pattern`` under ``folder`` (a root of ``agency``)."""
+    root = file_root(hub, agency, folder)
+    return {"connector": connector, "root": root, "options": {"path": pattern, **options}}
+
+
+def pg_profile(
+    hub: Hub, agency: str = "gy_12345", database: str = "test", *, name: str | None = None
+) -> str:
+    """A connection profile of ``agency`` to the machine's PostgreSQL (trust auth)."""
+    name = name or f"pg_{database}"
+    if hub.sources.sources.get_profile(agency, name) is None:
+        hub.sources.sources.add_profile(
+            agency,
+            name,
+            "postgres",
+            protected=hub.sources.protected,
+            settings={"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": database},
+        )
+    return name
+
+
+def mysql_profile(
+    hub: Hub, agency: str, database: str, *, name: str = "air_db", user: str = "root",
+    password: str | None = None,
+) -> str:  # fmt: skip
+    """A connection profile of ``agency`` to a database of the machine's MariaDB."""
+    hub.sources.sources.add_profile(
+        agency,
+        name,
+        "mysql",
+        protected=hub.sources.protected,
+        settings={"host": MYSQL_HOST, "port": 3306, "user": user, "database": database},
+        secrets={"password": password} if password else {},
+    )
+    return name
+
+
 def publish_file(hub: Hub, path: Path, ident: str, **overrides: Any) -> Manifest:
     """Register a dataset over the Parquet files next to ``path`` and ingest it once."""
-    source = {"connector": "parquet", "options": {"path": str(path.parent / "*.parquet")}}
+    agency = overrides.get("agency", "gy_12345")
+    source = file_source(hub, path.parent, "*.parquet", agency=agency)
     m = parse_manifest(
         manifest_dict(id=ident, source={**source, "cursor": "updated_at"}, **overrides)
     )
-    hub.store.register_dataset(m)
+    hub.register(m, file=f"<{ident}>")
     run = hub.ingest(ident)
     assert run.status == "succeeded", run.error
     return m
@@ -200,7 +270,10 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
     table = hotline_tickets(
         300, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 2, 1, tzinfo=UTC)
     )
-    pq.write_table(table, folder / "world.parquet")
+    exports = folder / "exports"
+    exports.mkdir(exist_ok=True)
+    pq.write_table(table, exports / "world.parquet")
+    source = file_source(hub, exports, "world.parquet")
     yaml_doc = yaml.safe_load(
         (Path(__file__).parent.parent / "hub/demo_world/hotline_tickets.yaml").read_text("utf-8")
     )
@@ -211,14 +284,10 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
                 "id": ident,
                 "sharing": sharing,
                 "classification": classification,
-                "source": {
-                    "connector": "parquet",
-                    "options": {"path": str(folder / "world.parquet")},
-                    "cursor": "updated_at",
-                },
+                "source": {**source, "cursor": "updated_at"},
             }
         )
-        hub.store.register_dataset(m)
+        hub.register(m, file=f"<{ident}>")
         assert hub.ingest(ident).status == "succeeded"
     hub.store.upsert_agency("gy_jyj", "贵阳市教育局")
     hub.store.create_principal("stranger", "gy_jyj", "stranger", "developer")
@@ -238,11 +307,7 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
 
 
 def _world_hub(home: Path) -> Hub:
-    h = Hub.open(Settings(home=home, bus_poll_s=0.05))
-    h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
-    h.store.upsert_agency("gy_dsj", "贵阳市大数据发展管理局")
-    h.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
-    return h
+    return _agencies(Hub.open(Settings(home=home, bus_poll_s=0.05)))
 
 
 @pytest.fixture(scope="module")

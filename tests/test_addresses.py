@@ -16,7 +16,7 @@ from catalog.manifest import Manifest, parse_manifest
 from catalog.store import Principal
 from hub.context import Hub
 from pipelines.blockkeys import rollup
-from tests.conftest import manifest_dict
+from tests.conftest import file_source, manifest_dict
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,12 @@ def test_resolve_address(text: str, code: str | None) -> None:
     assert resolve_address(text) == code
 
 
-def _address_manifest(path: Path, **overrides: Any) -> Manifest:
+def _src(tmp_path: Path) -> Path:
+    (tmp_path / "src").mkdir(exist_ok=True)
+    return tmp_path / "src"
+
+
+def _address_manifest(hub: Hub, path: Path, **overrides: Any) -> Manifest:
     return parse_manifest(
         manifest_dict(
             id="complaints",
@@ -47,7 +52,7 @@ def _address_manifest(path: Path, **overrides: Any) -> Manifest:
             ],
             primary_key=["id"],
             block_keys=[{"column": "place", "kind": "address"}],
-            source={"connector": "parquet", "options": {"path": str(path)}, "cursor": "id"},
+            source={**file_source(hub, path.parent, path.name), "cursor": "id"},
             **overrides,
         )
     )
@@ -65,9 +70,9 @@ def test_ingest_derives_the_code_column_and_counts_the_unresolved(hub: Hub, tmp_
     ]
     pq.write_table(
         pa.table({"id": pa.array(range(len(places)), pa.int64()), "place": places}),
-        tmp_path / "c.parquet",
+        _src(tmp_path) / "c.parquet",
     )
-    hub.store.register_dataset(_address_manifest(tmp_path / "c.parquet"))
+    hub.store.register_dataset(_address_manifest(hub, _src(tmp_path) / "c.parquet"))
     run = hub.ingest("complaints")
     assert run.status == "succeeded"
     assert run.details == {"unresolved_addresses": {"place": 2}}  # empty and null are not

@@ -29,7 +29,7 @@ from catalog.regions import load_regions
 from catalog.store import Principal
 from hub.blocks import Blocks
 from hub.context import Hub
-from hub.demo import AGENCIES, MANIFESTS
+from hub.demo import AGENCIES, MANIFESTS, configure_sources
 from hub.demo_blocks import BLOCK_DATASETS, add_readings, write_sources
 from hub.sampleworld import GUIYANG_DISTRICT_CODES, hotline_tickets
 from hub.server import free_port, serving
@@ -47,7 +47,6 @@ class World:
     folder: Path
     base: str
     tokens: dict[str, str]
-    env: dict[str, str]
     next_ticket: int = 1
     clock: datetime = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -71,7 +70,7 @@ class World:
         return path
 
     def ingest(self, dataset_id: str) -> Any:
-        run = self.hub.ingest(dataset_id, env=self.env)
+        run = self.hub.ingest(dataset_id)
         assert run.status == "succeeded", run.error
         return run
 
@@ -98,9 +97,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         hub.store.create_principal(pid, agency, pid, role)
         tokens[pid] = hub.store.issue_token(pid, ttl=timedelta(hours=1))
     folder = root / "world"
+    configure_sources(hub, folder, mqtt_prefix=f"blockhub-test/{root.name}")
     hub.register_manifests(MANIFESTS)
     port = free_port()
-    w = World(hub, folder, f"127.0.0.1:{port}", tokens, {"BLOCKHUB_DEMO_WORLD": str(folder)})
+    w = World(hub, folder, f"127.0.0.1:{port}", tokens)
     w.add_tickets(3_000)
     write_sources(folder, seed=SEED, readings=20 * 24 * 3, companies=2_000)
     for dataset_id in ("hotline_tickets", *BLOCK_DATASETS):

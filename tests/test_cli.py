@@ -35,7 +35,7 @@ def test_demo_tour_runs_end_to_end(tmp_path: Path) -> None:
     assert "quality passed: 15/15 expectations met on 3,000 rows" in out
     assert "#4 quality.failed: 3 of 500 rows quarantined (drop-rows)" in out
     assert "#5 dataset.updated: version 4, +497 rows" in out
-    demo = tmp_path / "demo"
+    demo = tmp_path / "demo" / "hub"
     shown = run("quality", "hotline_tickets", home=demo, check=True).stdout
     assert "dropped" in shown and "be_valid_resident_id(caller_id_number)" in shown
     listed = run("quarantine", "list", "hotline_tickets", home=demo, check=True).stdout

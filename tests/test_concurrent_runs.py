@@ -20,8 +20,8 @@ def test_the_second_of_two_overlapping_runs_publishes_nothing(hub: Hub, tickets_
     first = hub.store.start_run("tickets", "test")
     second = hub.store.start_run("tickets", "test")
     # Both read from the same cursor, so both staged the same 10 new rows.
-    a = extract(m, lake=hub.lake, run_id=first.id)
-    b = extract(m, lake=hub.lake, run_id=second.id)
+    a = extract(m, lake=hub.lake, guard=hub.sources, run_id=first.id)
+    b = extract(m, lake=hub.lake, guard=hub.sources, run_id=second.id)
     assert a.rows_read == b.rows_read == 10
     version = publish(a, m, lake=hub.lake, store=hub.store)
     assert version is not None and version.version == 2
@@ -36,7 +36,9 @@ def test_a_refused_run_is_recorded_with_its_reason(hub: Hub, tickets_file: Path)
     publish_file(hub, tickets_file, "tickets")
     pq.write_table(ticket_rows(51, 10), tickets_file.parent / "tickets-2.parquet")
     m = hub.store.get_dataset("tickets").manifest
-    stale = extract(m, lake=hub.lake, run_id=hub.store.start_run("tickets", "test").id)
+    stale = extract(
+        m, lake=hub.lake, guard=hub.sources, run_id=hub.store.start_run("tickets", "test").id
+    )
     assert hub.ingest("tickets").version == 2  # another run lands first
     with pytest.raises(Conflict):
         publish(stale, m, lake=hub.lake, store=hub.store)

@@ -25,7 +25,7 @@ from catalog.lake import Lake
 from catalog.manifest import Manifest
 from connectors.duck import connect
 from pipelines.config import StorageSettings
-from tests.conftest import PG_DSN, PgSchema, manifest_dict
+from tests.conftest import PgSchema, manifest_dict
 
 pytestmark = pytest.mark.postgres
 
@@ -61,6 +61,13 @@ def start(home: Path) -> subprocess.Popen[bytes]:
 def register(home: Path, manifest_file: Path) -> None:
     env = {**os.environ, "BLOCKHUB_HOME": str(home)}
     subprocess.run([BLOCKHUB, "agency", "add", "gy_12345", "热线"], env=env, check=True)
+    settings = [f"--set={kv}" for kv in ("host=127.0.0.1", "port=5432", "user=postgres")]
+    subprocess.run(
+        [BLOCKHUB, "source", "profile", "add", "gy_12345", "hotline_db", "postgres", *settings,
+         "--set=database=test"],
+        env=env,
+        check=True,
+    )  # fmt: skip
     subprocess.run([BLOCKHUB, "register", str(manifest_file)], env=env, check=True)
 
 
@@ -113,7 +120,8 @@ def test_sigkill_at_many_points_loses_nothing_and_duplicates_nothing(
     data = manifest_dict(
         source={
             "connector": "postgres",
-            "options": {"dsn": PG_DSN, "table": f"{pg.schema}.tickets"},
+            "profile": "hotline_db",
+            "options": {"table": f"{pg.schema}.tickets"},
             "cursor": "updated_at",
         }
     )

@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from catalog.audit import AuditLog
 from catalog.eventlog import EventLog
+from catalog.sources import SourceStore
 from hub.settings import Settings
 from tests.conftest import manifest_dict
 
@@ -50,7 +52,8 @@ def test_dag_imports_without_side_effects(tmp_path: Path) -> None:
 
 
 def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
-    data = tmp_path / "tickets.parquet"
+    (tmp_path / "exports").mkdir()
+    data = tmp_path / "exports" / "tickets.parquet"
     pq.write_table(
         pa.table(
             {
@@ -66,9 +69,8 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
     )
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    m = manifest_dict(
-        source={"connector": "parquet", "options": {"path": str(data)}, "cursor": "updated_at"}
-    )
+    source = {"connector": "parquet", "root": "exports", "options": {"path": "tickets.parquet"}}
+    m = manifest_dict(source={**source, "cursor": "updated_at"})
     m["schedule"] = "@hourly"
     m["expectations"] = "tickets"  # the validate task runs the gate between extract and publish
     suites = tmp_path / "suites"
@@ -80,6 +82,9 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
     settings = Settings(home=home)
     st = settings.open_storage()
     st.store.upsert_agency("gy_12345", "贵阳市12345热线")
+    SourceStore(st.store).add_root(
+        "gy_12345", "exports", str(data.parent), protected=settings.protected()
+    )
     st.close()
 
     airflow_home = tmp_path / "airflow"
@@ -116,5 +121,12 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
         messages = EventLog(settings.events_db).read("dataset:tickets")
         assert [(m.type, m.data["version"]) for m in messages] == [("dataset.updated", 1)]
         assert messages[0].data["quality"]["status"] == "passed"
+        # The Airflow task's read is on the audit chain like any other (the agency, the
+        # resolved file).
+        reads = AuditLog(st.store).entries(action="source.read")
+        assert [(e.agency, e.detail["location"], e.outcome) for e in reads] == [
+            ("gy_12345", str(data.resolve()), "ok")
+        ]
+        assert reads[0].detail["run"] == runs[0].id
     finally:
         st.close()

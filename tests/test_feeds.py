@@ -75,8 +75,10 @@ def aq_feed(make_manifest: Callable[..., Manifest], topic: str) -> Callable[...,
 
     def make(connector: str = "mqtt", **options: Any) -> Manifest:
         opts: dict[str, Any] = {"flush_rows": 5, "flush_seconds": 0.5, **options}
+        source: dict[str, Any] = {"connector": connector, "options": opts}
         if connector == "mqtt":
-            opts.setdefault("topics", [f"{topic}/#"])
+            opts.setdefault("topics", ["#"])  # under the profile's topic_prefix
+            source["profile"] = "broker"
         return make_manifest(
             id="aq_live" if connector == "mqtt" else "aq_push",
             title="空气质量小时监测实时数据",
@@ -84,10 +86,26 @@ def aq_feed(make_manifest: Callable[..., Manifest], topic: str) -> Callable[...,
             columns=AQ_COLUMNS,
             primary_key=["station_id", "measured_at"],
             block_keys=[],
-            source={"connector": connector, "options": opts},
+            source=source,
         )
 
     return make
+
+
+def broker(hub: Hub, topic: str, **settings: Any) -> None:
+    """The environment bureau's MQTT profile ``broker``: the machine's Mosquitto, topics
+    under ``topic`` (a password, if given, is the profile's secret)."""
+    password = settings.pop("password", None)
+    hub.sources.sources.add_profile(
+        "gy_hbj",
+        "broker",
+        "mqtt",
+        protected=hub.sources.protected,
+        settings={"host": "127.0.0.1", "port": 1883, "topic_prefix": topic}
+        | ({"username": "aq"} if password else {})
+        | settings,
+        secrets={"password": password} if password else {},
+    )
 
 
 def test_check_events_casts_columns_and_names_each_bad_event(
@@ -133,8 +151,16 @@ def test_feed_options_are_checked(aq_feed: Callable[..., Manifest]) -> None:
         feed_options(aq_feed("mqtt", topics=[]))
     with pytest.raises(ManifestError, match=r"source\.options\.flush_rows"):
         feed_options(aq_feed("push", flush_rows=0))
-    with pytest.raises(ManifestError, match=r"source\.options\.colour: unknown field"):
+    with pytest.raises(ManifestError, match=r"source\.options\.colour: not an option"):
         feed_options(aq_feed("push", colour="red"))
+    # The broker and its credentials are the profile's, never the manifest's.
+    with pytest.raises(ManifestError, match=r"source\.options\.host: the server is the conn"):
+        feed_options(aq_feed("mqtt", host="169.254.169.254"))
+    with pytest.raises(ManifestError, match=r"source\.options\.password: credentials live"):
+        feed_options(aq_feed("mqtt", password="${BLOCKHUB_AUDIT_KEY}"))
+    # A chosen client id could take over another feed's persistent session on the broker.
+    with pytest.raises(ManifestError, match=r"source\.options\.client_id: the hub names"):
+        feed_options(aq_feed("mqtt", client_id="blockhub-other-feed"))
 
 
 def test_parse_batch_reads_arrays_objects_and_ndjson() -> None:
@@ -196,6 +222,7 @@ def hbj_steward(hub: Hub) -> str:
 def test_mqtt_events_reach_the_websocket_at_once_and_the_lake_in_micro_batches(
     hub: Hub, tokens: dict[str, str], aq_feed: Callable[..., Manifest], topic: str
 ) -> None:
+    broker(hub, topic)
     m = aq_feed("mqtt", flush_rows=3, flush_seconds=60)
     hub.store.register_dataset(m)
     port = free_port()
@@ -279,7 +306,9 @@ def test_push_accepts_a_valid_batch_and_rejects_a_bad_one_whole(
     hbj_steward: str,
     aq_feed: Callable[..., Manifest],
     live: str,
+    topic: str,
 ) -> None:
+    broker(hub, topic)
     hub.store.register_dataset(aq_feed("push", flush_rows=4, flush_seconds=60))
     hub.store.register_dataset(aq_feed("mqtt"))
     url = f"http://{live}/v1/feeds/aq_push/events"
@@ -445,6 +474,7 @@ def test_killed_hub_loses_no_accepted_event(
         (folder / f"{m.id}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
     setup = Hub.open(settings)
     setup.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    broker(setup, topic)
     setup.store.create_principal("hbj", "gy_hbj", "环保局数据管理员", "steward")
     token = setup.store.issue_token("hbj", ttl=timedelta(hours=1))
     setup.close()
@@ -569,7 +599,9 @@ def test_feeds_get_no_airflow_dag(tmp_path: Path, aq_feed: Callable[..., Manifes
     folder.mkdir()
     for m in (aq_feed("push"), aq_feed("mqtt")):
         (folder / f"{m.id}.yaml").write_text(yaml.safe_dump(m.model_dump(mode="json")))
-    ticket = manifest_dict(source={"connector": "csv", "options": {"path": "/x.csv"}})
+    ticket = manifest_dict(
+        source={"connector": "csv", "root": "exports", "options": {"path": "x.csv"}}
+    )
     (folder / "tickets.yaml").write_text(yaml.safe_dump(ticket, allow_unicode=True))
     code = (
         "import pipelines.dags.blockhub_datasets as d; "
@@ -587,11 +619,10 @@ def test_a_broker_that_is_down_does_not_stop_the_hub(
     tokens: dict[str, str],
     aq_feed: Callable[..., Manifest],
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hub.store.register_dataset(aq_feed("mqtt", port=free_port(), password="${AQ_MQTT_SECRET}"))
+    broker(hub, "blockhub-test/down", port=free_port(), password="never-logged-secret")
+    hub.store.register_dataset(aq_feed("mqtt"))
     hub.store.register_dataset(aq_feed("push"))
-    monkeypatch.setenv("AQ_MQTT_SECRET", "never-logged-secret")
     port = free_port()
     auth = {"Authorization": f"Bearer {tokens['admin']}"}
     with serving(hub, port):

@@ -4,6 +4,7 @@ Parquet; globs and new files picked up once; errors that name file, row and reas
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from catalog.manifest import Manifest
 from connectors.duck import connect
 from hub.cli import CLI_PRINCIPAL
 from hub.context import Hub
+from tests.conftest import file_source
 
 HEADER = "工单编号,区县代码,诉求类别,来电号码,金额,更新时间\n"
 SOURCE_NAMES = {
@@ -56,12 +58,36 @@ def csv_rows(first: int, n: int, hour: int = 8) -> str:
 
 
 @pytest.fixture
-def dataset(hub: Hub, make_manifest: Callable[..., Manifest]) -> Callable[..., Manifest]:
+def src(tmp_path: Path) -> Path:
+    """The hotline's export folder: its file root (beside the hub's home, never inside)."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def dataset(hub: Hub, make_manifest: Callable[..., Manifest], src: Path) -> Callable[..., Manifest]:
+    """A dataset reading ``path``: a file or pattern under ``src`` (the agency's root), or
+    ``s3://bucket/...`` (a bucket root whose endpoint and keys are ``s3``)."""
+
     def make(connector: str, mode: str = "append", names: bool = True, **options: Any) -> Manifest:
-        m = make_manifest(
-            columns=columns(names),
-            source={"connector": connector, "options": options, "mode": mode},
-        )
+        path = str(options.pop("path"))
+        s3 = options.pop("s3", None)
+        if path.startswith("s3://"):
+            bucket, _, rel = path[len("s3://") :].partition("/")
+            hub.sources.sources.add_root(
+                "gy_12345",
+                "bucket",
+                f"s3://{bucket}",
+                protected=hub.sources.protected,
+                settings={"endpoint": s3["endpoint"], "region": s3["region"]},
+                secrets={"access_key": s3["access_key"], "secret_key": s3["secret_key"]},
+            )
+            source = {"connector": connector, "root": "bucket", "options": {"path": rel}}
+        else:
+            source = file_source(hub, src, os.path.relpath(path, src), connector=connector)
+        source["options"].update(options)
+        m = make_manifest(columns=columns(names), source={**source, "mode": mode})
         hub.store.register_dataset(m)
         return m
 
@@ -74,11 +100,11 @@ def rows(hub: Hub) -> list[dict[str, Any]]:
 
 
 def test_gb18030_csv_with_chinese_headers_and_missing_spellings(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+    hub: Hub, src: Path, dataset: Callable[..., Manifest]
 ) -> None:
     text = HEADER + csv_rows(1, 3) + "4,520103,无,-,N/A,2024-06-01 09:30:00\n"
     text += "5,520103,𠮷字街道,NULL,,2024-06-01 09:31:00\n"
-    path = tmp_path / "工单导出.csv"
+    path = src / "工单导出.csv"
     path.write_bytes(text.encode("gb18030"))
     dataset("csv", path=str(path), encoding="gb18030", null_values=NULLS, time_zone="Asia/Shanghai")
     run = hub.ingest("tickets")
@@ -92,9 +118,9 @@ def test_gb18030_csv_with_chinese_headers_and_missing_spellings(
 
 
 def test_utf8_bom_and_the_rename_option(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+    hub: Hub, src: Path, dataset: Callable[..., Manifest]
 ) -> None:
-    path = tmp_path / "bom.csv"
+    path = src / "bom.csv"
     path.write_text(HEADER + csv_rows(1, 2), encoding="utf-8-sig")
     dataset("csv", names=False, path=str(path), rename=SOURCE_NAMES_REVERSED)
     run = hub.ingest("tickets")
@@ -106,9 +132,9 @@ SOURCE_NAMES_REVERSED = {v: k for k, v in SOURCE_NAMES.items()}
 
 
 def test_a_glob_picks_up_each_new_file_once(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+    hub: Hub, src: Path, dataset: Callable[..., Manifest]
 ) -> None:
-    exports = tmp_path / "exports"
+    exports = src / "exports"
     exports.mkdir()
     (exports / "tickets-20240601.csv").write_text(HEADER + csv_rows(1, 3), encoding="utf-8")
     (exports / "tickets-20240602.csv").write_text(HEADER + csv_rows(4, 2), encoding="utf-8")
@@ -128,25 +154,23 @@ def test_a_glob_picks_up_each_new_file_once(
     assert hub.ingest("tickets").status == "unchanged"
 
 
-def test_replace_rereads_every_file(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
-) -> None:
-    (tmp_path / "a.csv").write_text(HEADER + csv_rows(1, 3), encoding="utf-8")
-    dataset("csv", mode="replace", path=str(tmp_path / "*.csv"))
+def test_replace_rereads_every_file(hub: Hub, src: Path, dataset: Callable[..., Manifest]) -> None:
+    (src / "a.csv").write_text(HEADER + csv_rows(1, 3), encoding="utf-8")
+    dataset("csv", mode="replace", path=str(src / "*.csv"))
     hub.ingest("tickets")
-    (tmp_path / "b.csv").write_text(HEADER + csv_rows(4, 1), encoding="utf-8")
+    (src / "b.csv").write_text(HEADER + csv_rows(4, 1), encoding="utf-8")
     assert hub.ingest("tickets").rows_written == 4
     assert len(rows(hub)) == 4
 
 
 def test_a_bad_value_names_file_row_column_and_type_and_publishes_nothing(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+    hub: Hub, src: Path, dataset: Callable[..., Manifest]
 ) -> None:
-    good = tmp_path / "t-1.csv"
+    good = src / "t-1.csv"
     good.write_text(HEADER + csv_rows(1, 3), encoding="utf-8")
-    dataset("csv", path=str(tmp_path / "t-*.csv"), null_values=NULLS)
+    dataset("csv", path=str(src / "t-*.csv"), null_values=NULLS)
     assert hub.ingest("tickets").rows_written == 3
-    bad = tmp_path / "t-2.csv"
+    bad = src / "t-2.csv"
     bad.write_text(
         HEADER + csv_rows(4, 2) + "6,520102,噪音,1,十二元,2024-06-01 08:00:00\n", encoding="utf-8"
     )
@@ -163,10 +187,10 @@ def test_a_bad_value_names_file_row_column_and_type_and_publishes_nothing(
 
 
 def test_a_bad_value_deep_in_a_large_file_is_diagnosed_like_one_in_the_first_batch(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+    hub: Hub, src: Path, dataset: Callable[..., Manifest]
 ) -> None:
     # The error surfaces while batches stream (through the Arrow reader), not from execute.
-    path = tmp_path / "big.csv"
+    path = src / "big.csv"
     bad_row = 250_000
     lines = csv_rows(1, 300_000).splitlines(keepends=True)
     lines[bad_row - 1] = f"{bad_row},520102,噪音,1,十二元,2024-06-01 08:00:00\n"
@@ -180,9 +204,9 @@ def test_a_bad_value_deep_in_a_large_file_is_diagnosed_like_one_in_the_first_bat
 
 
 def test_bytes_that_are_not_the_declared_encoding(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+    hub: Hub, src: Path, dataset: Callable[..., Manifest]
 ) -> None:
-    path = tmp_path / "broken.csv"
+    path = src / "broken.csv"
     path.write_bytes(
         (HEADER + csv_rows(1, 2)).encode("gb18030") + b"3,520102,\xff\xfe,1,1,2024-06-01\n"
     )
@@ -192,8 +216,8 @@ def test_bytes_that_are_not_the_declared_encoding(
     assert str(path) in run.error and "line 4" in run.error and "gb18030" in run.error
 
 
-def test_excel_workbook(hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]) -> None:
-    path = tmp_path / "企业名录.xlsx"
+def test_excel_workbook(hub: Hub, src: Path, dataset: Callable[..., Manifest]) -> None:
+    path = src / "企业名录.xlsx"
     con = connect("excel")
     con.execute(
         f"""COPY (SELECT i::BIGINT AS 工单编号, '520102' AS 区县代码,
@@ -214,7 +238,7 @@ def test_excel_workbook(hub: Hub, tmp_path: Path, dataset: Callable[..., Manifes
 
 @pytest.mark.parametrize("layout", ["array", "ndjson"])
 def test_json_and_ndjson(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest], layout: str
+    hub: Hub, src: Path, dataset: Callable[..., Manifest], layout: str
 ) -> None:
     import json
 
@@ -229,7 +253,7 @@ def test_json_and_ndjson(
         }
         for i in range(1, 4)
     ]
-    path = tmp_path / f"t.{layout}"
+    path = src / f"t.{layout}"
     if layout == "array":
         path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     else:
@@ -244,7 +268,7 @@ def test_json_and_ndjson(
     assert got[0]["updated_at"] == dt.datetime(2024, 6, 1, 0, 1, tzinfo=dt.UTC)
 
 
-def test_parquet_glob(hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]) -> None:
+def test_parquet_glob(hub: Hub, src: Path, dataset: Callable[..., Manifest]) -> None:
     for part in range(2):
         ids = list(range(part * 10 + 1, part * 10 + 11))
         table = pa.table(
@@ -259,16 +283,16 @@ def test_parquet_glob(hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
                 ),
             }
         )
-        pq.write_table(table, tmp_path / f"part-{part}.parquet")
-    dataset("parquet", names=False, path=str(tmp_path / "part-*.parquet"))
+        pq.write_table(table, src / f"part-{part}.parquet")
+    dataset("parquet", names=False, path=str(src / "part-*.parquet"))
     run = hub.ingest("tickets")
     assert (run.status, run.rows_written) == ("succeeded", 20), run.error
 
 
 def test_no_matching_file_is_a_clear_failure(
-    hub: Hub, tmp_path: Path, dataset: Callable[..., Manifest]
+    hub: Hub, src: Path, dataset: Callable[..., Manifest]
 ) -> None:
-    dataset("csv", path=str(tmp_path / "nothing-*.csv"))
+    dataset("csv", path=str(src / "nothing-*.csv"))
     run = hub.ingest("tickets")
     assert run.status == "failed" and run.error and "no file matches" in run.error
 

@@ -287,8 +287,19 @@ def test_records_path_must_hold_a_list(beds: tuple[BedsApi, str]) -> None:
 
 
 @pytest.fixture
-def beds_manifest(make_manifest: Callable[..., Manifest], beds: tuple[BedsApi, str]) -> Manifest:
+def beds_manifest(
+    hub: Hub, make_manifest: Callable[..., Manifest], beds: tuple[BedsApi, str]
+) -> Manifest:
     _, base = beds
+    # The API, and the token in its header, are the big-data bureau's profile.
+    hub.sources.sources.add_profile(
+        "gy_dsj",
+        "beds_api",
+        "http",
+        protected=hub.sources.protected,
+        settings={"base_url": base},
+        secrets={"headers": {"Authorization": f"Bearer {TOKEN}"}},
+    )
     return make_manifest(
         id="hospital_beds",
         title="医院床位实时可用情况",
@@ -306,10 +317,10 @@ def beds_manifest(make_manifest: Callable[..., Manifest], beds: tuple[BedsApi, s
         primary_key=["report_id"],
         source={
             "connector": "http_api",
+            "profile": "beds_api",
             "cursor": "updated_at",
             "options": {
-                "url": f"{base}/page",
-                "headers": {"Authorization": "Bearer ${BEDS_API_TOKEN}"},
+                "path": "page",
                 "records": "data.items",
                 "pagination": {"style": "page", "size": 200},
                 "since_param": "updated_since",
@@ -324,13 +335,12 @@ def test_incremental_ingest_by_cursor_adds_only_new_reports(
 ) -> None:
     api, _ = beds
     hub.store.register_dataset(beds_manifest)
-    env = {"BEDS_API_TOKEN": TOKEN}
-    first = hub.ingest("hospital_beds", env=env)
+    first = hub.ingest("hospital_beds")
     assert first.status == "succeeded", first.error
     assert first.rows_written == 560
     api.reports = 3
     api.params.clear()
-    second = hub.ingest("hospital_beds", env=env)
+    second = hub.ingest("hospital_beds")
     assert second.status == "succeeded", second.error
     assert second.rows_written == 280
     # discover reads the plain first page for the schema; every read page carries the cursor.
@@ -345,13 +355,12 @@ def test_incremental_ingest_by_cursor_adds_only_new_reports(
 def test_failing_api_is_a_failed_run_and_publishes_nothing(
     hub: Hub, beds: tuple[BedsApi, str], beds_manifest: Manifest
 ) -> None:
-    _, base = beds
-    opts = {**beds_manifest.source.options, "url": f"{base}/down", "retry": {"attempts": 2}}
+    opts = {**beds_manifest.source.options, "path": "down", "retry": {"attempts": 2}}
     broken = beds_manifest.model_copy(
         update={"source": beds_manifest.source.model_copy(update={"options": opts})}
     )
     hub.store.register_dataset(broken)
-    run = hub.ingest("hospital_beds", env={"BEDS_API_TOKEN": TOKEN})
+    run = hub.ingest("hospital_beds")
     assert run.status == "failed"
     assert run.error is not None and "HTTP 503" in run.error and TOKEN not in run.error
     assert hub.store.versions("hospital_beds") == []

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from catalog.errors import ManifestError
-from catalog.manifest import load_manifest, parse_manifest, resolve_secrets
+from catalog.manifest import load_manifest, parse_manifest
 from tests.conftest import manifest_dict
 
 
@@ -75,10 +75,3 @@ def test_broken_yaml_names_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     found = problems(tmp_path / "absent.yaml")
     assert "(file)" in found
-
-
-def test_secrets_come_from_the_environment_not_the_manifest() -> None:
-    opts = {"dsn": "host=db password=${PG_PASSWORD}", "n": 3}
-    assert resolve_secrets(opts, {"PG_PASSWORD": "s3cret"})["dsn"] == "host=db password=s3cret"
-    with pytest.raises(ManifestError, match="PG_PASSWORD"):
-        resolve_secrets(opts, {})

@@ -12,7 +12,7 @@ from catalog.manifest import Manifest
 from connectors.mysql import MySQLConnector
 from hub.cli import CLI_PRINCIPAL
 from hub.context import Hub
-from tests.conftest import MySQLDatabase
+from tests.conftest import MySQLDatabase, mysql_profile
 
 pytestmark = pytest.mark.mysql
 
@@ -58,7 +58,8 @@ def dataset(
             block_keys=[{"column": "district_code"}],
             source={
                 "connector": "mysql",
-                "options": {"dsn": readings.dsn, "table": "readings", **options},
+                "profile": mysql_profile(hub, "gy_hbj", readings.name),
+                "options": {"table": "readings", **options},
                 "cursor": "measured_at",
                 "mode": mode,
             },
@@ -141,13 +142,15 @@ def test_bad_credentials_fail_the_run_with_the_reason(
     readings.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY 'right-pw'")
     readings.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY 'right-pw'")
     try:
-        dsn = f"host=127.0.0.1 port=3306 user={user} password=wrong-pw database={readings.name}"
+        profile = mysql_profile(
+            hub, "gy_12345", readings.name, user=user, password="wrong-pw", name="air_wrong"
+        )
         m = make_manifest(
             id="air",
             columns=COLUMNS,
             primary_key=["station_id"],
             block_keys=[],
-            source={"connector": "mysql", "options": {"dsn": dsn, "table": "readings"}},
+            source={"connector": "mysql", "profile": profile, "options": {"table": "readings"}},
         )
         hub.store.register_dataset(m)
         run = hub.ingest("air")

@@ -13,7 +13,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from catalog.manifest import Manifest
 from hub.context import Hub
-from tests.conftest import PG_DSN, PgSchema
+from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres
 
@@ -42,7 +42,8 @@ def tickets(pg: PgSchema, hub: Hub, make_manifest: Callable[..., Manifest]) -> M
     m = make_manifest(
         source={
             "connector": "postgres",
-            "options": {"dsn": PG_DSN, "table": f"{schema}.tickets"},
+            "profile": "hotline_db",
+            "options": {"table": f"{schema}.tickets"},
             "cursor": "updated_at",
         }
     )
@@ -133,13 +134,15 @@ def test_source_down_is_a_failed_run_with_reason(
 ) -> None:
     m = make_manifest(
         id="down",
-        source={
-            "connector": "postgres",
-            "options": {
-                "dsn": "host=127.0.0.1 port=1 user=postgres password=hunter2",
-                "table": "t",
-            },
-        },
+        source={"connector": "postgres", "profile": "down", "options": {"table": "t"}},
+    )
+    hub.sources.sources.add_profile(
+        "gy_12345",
+        "down",
+        "postgres",
+        protected=hub.sources.protected,
+        settings={"host": "127.0.0.1", "port": 1, "database": "test", "user": "postgres"},
+        secrets={"password": "hunter2"},
     )
     hub.store.register_dataset(m)
     run = hub.ingest("down")
@@ -188,7 +191,8 @@ def test_an_enum_column_reads_as_text_on_full_and_incremental_reads(
     m = make_manifest(
         source={
             "connector": "postgres",
-            "options": {"dsn": PG_DSN, "table": f"{pg.schema}.tickets"},
+            "profile": "hotline_db",
+            "options": {"table": f"{pg.schema}.tickets"},
             "cursor": "updated_at",
         }
     )

@@ -21,6 +21,7 @@ from hub.context import Hub
 from hub.server import free_port, serving
 from pipelines.freshness import check_freshness
 from pipelines.quarantine import discard, quarantine_rows, release
+from tests.conftest import file_source
 from tests.quality_data import BAD, DUPLICATE, bad_tickets
 
 DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo_world" / "hotline_tickets.yaml"
@@ -36,11 +37,7 @@ def hotline(tmp_path: Path, hub: Hub) -> Callable[..., Manifest]:
 
     def make(policy: str = "drop-rows", **overrides: Any) -> Manifest:
         data = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
-        data["source"] = {
-            "connector": "parquet",
-            "options": {"path": str(src / "*.parquet")},
-            "cursor": "ticket_id",
-        }
+        data["source"] = {**file_source(hub, src, "*.parquet"), "cursor": "ticket_id"}
         data["quality"] = {"policy": policy}
         data.update(overrides)
         manifest = parse_manifest(data, file="hotline.yaml")
@@ -408,7 +405,7 @@ def test_steps_block_a_bad_batch_between_extract_and_publish(
     table, _ = bad_tickets(300)
     _write(tmp_path, "a", table)
 
-    staged = extract_step(str(path), trigger="airflow:test", env={}, settings=settings)
+    staged = extract_step(str(path), trigger="airflow:test", settings=settings)
     gated = validate_step(str(path), staged, settings=settings)
     assert gated["quality"]["status"] == "blocked" and gated["files"] == []
     assert publish_step(str(path), gated, settings=settings) is None
@@ -431,7 +428,7 @@ def test_steps_hand_drop_rows_delete_files_to_publish(
     table, expected = bad_tickets(300)
     _write(tmp_path, "a", table)
 
-    staged = extract_step(str(path), trigger="airflow:test", env={}, settings=settings)
+    staged = extract_step(str(path), trigger="airflow:test", settings=settings)
     gated = validate_step(str(path), staged, settings=settings)
     bad_rows = len(expected) + 1  # both copies of the duplicated ticket id
     assert [f[3] for f in gated["files"] if len(f) == 4] == [gated["files"][0][0]]

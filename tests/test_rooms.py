@@ -30,7 +30,7 @@ from catalog.store import Principal
 from hub.context import Hub
 from hub.exchange import Exchange
 from hub.settings import Settings
-from tests.conftest import manifest_dict
+from tests.conftest import file_source, manifest_dict
 
 OWNER = Principal("owner", "gy_12345", "owner", "steward")
 GRANTEE = Principal("dev", "gy_hbj", "dev", "developer")
@@ -94,13 +94,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         data = folder / dataset / "rows.parquet"
         data.parent.mkdir()
         pq.write_table(rows(dataset), data)
-        source = {"connector": "parquet", "options": {"path": str(data)}, "cursor": "updated_at"}
+        source = {**file_source(hub, data.parent, data.name), "cursor": "updated_at"}
         m = parse_manifest(
             manifest_dict(
                 id=dataset, sharing=sharing, columns=COLUMNS, source=source, block_keys=[]
             )
         )
-        hub.store.register_dataset(m)
+        hub.register(m, file=f"<{dataset}>")
         assert hub.ingest(dataset).status == "succeeded"
     record = hub.store.get_dataset("cond_ds")
     g = hub.grants.request(
@@ -288,9 +288,10 @@ def test_a_revoked_grant_leaves_the_room(tmp_path: Path) -> None:
             hub.store.upsert_agency(agency, agency)
         for p in (OWNER, GRANTEE):
             hub.store.create_principal(p.id, p.agency_id, p.name, p.role)
-        data = tmp_path / "rows.parquet"
+        data = tmp_path / "src" / "rows.parquet"
+        data.parent.mkdir()
         pq.write_table(rows("cond_ds"), data)
-        source = {"connector": "parquet", "options": {"path": str(data)}, "cursor": "updated_at"}
+        source = {**file_source(hub, data.parent, data.name), "cursor": "updated_at"}
         m = parse_manifest(
             manifest_dict(
                 id="cond_ds",
@@ -300,7 +301,7 @@ def test_a_revoked_grant_leaves_the_room(tmp_path: Path) -> None:
                 block_keys=[],
             )
         )
-        hub.store.register_dataset(m)
+        hub.register(m, file="<cond_ds>")
         assert hub.ingest("cond_ds").status == "succeeded"
         record = hub.store.get_dataset("cond_ds")
         g = hub.grants.request(

@@ -34,9 +34,21 @@ def tickets(pg: PgSchema) -> PgSchema:
 
 
 def register(hub: Hub, make_manifest: Callable[..., Manifest], **source: Any) -> Manifest:
+    source.setdefault("profile", "hotline_db")
     m = make_manifest(source={"connector": "postgres", **source})
     hub.store.register_dataset(m)
     return m
+
+
+def closed_port(hub: Hub) -> None:
+    """Profile ``closed``: a PostgreSQL server where nothing listens."""
+    hub.sources.sources.add_profile(
+        "gy_12345",
+        "closed",
+        "postgres",
+        protected=hub.sources.protected,
+        settings={"host": "127.0.0.1", "port": 1, "database": "test", "user": "postgres"},
+    )
 
 
 def test_wrong_password_on_a_real_role(
@@ -56,11 +68,15 @@ def test_wrong_password_on_a_real_role(
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(base + " password=wrong-pw").close()  # else pg_hba trusts the role:
         # .ci/run adds "host all blockhub_pwcheck 127.0.0.1/32 scram-sha-256" before trust.
-    register(
-        hub,
-        make_manifest,
-        options={"dsn": base + " password=wrong-pw", "table": f"{tickets.schema}.tickets"},
+    hub.sources.sources.add_profile(
+        "gy_12345",
+        "pw_role",
+        "postgres",
+        protected=hub.sources.protected,
+        settings={"host": "127.0.0.1", "port": 5432, "database": "test", "user": PW_ROLE},
+        secrets={"password": "wrong-pw"},
     )
+    register(hub, make_manifest, profile="pw_role", options={"table": f"{tickets.schema}.tickets"})
     run = hub.ingest("tickets")
     assert run.status == "failed"
     assert run.error and "password authentication failed" in run.error
@@ -71,10 +87,12 @@ def test_wrong_password_on_a_real_role(
 def test_closed_port_is_retried_with_backoff_then_fails(
     hub: Hub, make_manifest: Callable[..., Manifest]
 ) -> None:
+    closed_port(hub)
     register(
         hub,
         make_manifest,
-        options={"dsn": "host=127.0.0.1 port=1 user=postgres dbname=test", "table": "t"},
+        profile="closed",
+        options={"table": "t"},
         retries=2,
         backoff_s=0.2,
     )
@@ -94,7 +112,6 @@ def test_slow_source_hits_the_statement_timeout(
         hub,
         make_manifest,
         options={
-            "dsn": PG_DSN,
             "query": f"SELECT t.* FROM {tickets.schema}.tickets t, pg_sleep(3) s",
             "statement_timeout_s": 0.5,
         },
@@ -114,7 +131,7 @@ def test_a_source_that_recovers_within_the_retries_succeeds(
     register(
         hub,
         make_manifest,
-        options={"dsn": PG_DSN, "table": f"{tickets.schema}.late"},
+        options={"table": f"{tickets.schema}.late"},
         retries=3,
         backoff_s=0.5,
     )
@@ -145,7 +162,7 @@ def test_a_read_failing_midway_publishes_nothing_and_leaves_no_staged_files(
         f"SELECT ticket_id, district_code, (1 / (ticket_id - 250000))::text AS category, "
         f"caller_phone, amount, updated_at FROM {pg.schema}.tickets"
     )
-    register(hub, make_manifest, options={"dsn": PG_DSN, "query": query})
+    register(hub, make_manifest, options={"query": query})
     run = hub.ingest("tickets")
     # One condition per assert: this test has failed intermittently in full runs (never
     # alone); the next failure should say which part.

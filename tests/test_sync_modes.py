@@ -12,7 +12,7 @@ import pytest
 from catalog.manifest import Manifest
 from hub.cli import CLI_PRINCIPAL
 from hub.context import Hub
-from tests.conftest import PG_DSN, PgSchema
+from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres
 
@@ -46,10 +46,16 @@ def dataset(
     hub: Hub, source: PgSchema, make_manifest: Callable[..., Manifest]
 ) -> Callable[..., Manifest]:
     def make(**src: Any) -> Manifest:
-        options = {"dsn": PG_DSN, "table": f"{source.schema}.tickets"}
+        options = {"table": f"{source.schema}.tickets"}
         options.update(src.pop("options", {}))
         m = make_manifest(
-            source={"connector": "postgres", "options": options, "cursor": "updated_at", **src}
+            source={
+                "connector": "postgres",
+                "profile": "hotline_db",
+                "options": options,
+                "cursor": "updated_at",
+                **src,
+            }
         )
         hub.store.register_dataset(m)
         return m
@@ -93,7 +99,8 @@ def test_append_without_primary_key_dedupes_the_boundary_by_whole_row(
         primary_key=[],
         source={
             "connector": "postgres",
-            "options": {"dsn": PG_DSN, "table": f"{source.schema}.tickets"},
+            "profile": "hotline_db",
+            "options": {"table": f"{source.schema}.tickets"},
             "cursor": "updated_at",
         },
     )

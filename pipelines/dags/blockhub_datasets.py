@@ -40,7 +40,7 @@ def build_dag(manifest_path: Path) -> DAG:
             from pipelines.steps import extract_step
 
             trigger = f"airflow:{context['dag_run'].run_id}"
-            return extract_step(path, trigger=trigger, env=dict(os.environ))
+            return extract_step(path, trigger=trigger)
 
         @task
         def validate(staged: dict[str, Any]) -> dict[str, Any]:

@@ -764,6 +764,21 @@ class Exchange:
     ) -> CloseHook:
         audit = self.audit
         assert audit is not None
+        # Personal data another agency's grant lets this reader see unmasked, and the query
+        # reads: every unmasking is on record (docs/access.md).
+        unmasked = {
+            d: cols
+            for d in checked.datasets
+            if accesses[d].via != "owner"
+            and (
+                cols := [
+                    c
+                    for c in read.get(d, ())
+                    if c in snap.records[d].manifest.personal_columns
+                    and c not in accesses[d].masked
+                ]
+            )
+        }
 
         def hook(result: QueryResult, outcome: str) -> None:
             audit.append(
@@ -787,6 +802,7 @@ class Exchange:
                         if accesses[d].masked
                     },
                     "grants": sorted({g for d in checked.datasets for g in accesses[d].grants}),
+                    **({"unmasked": unmasked} if unmasked else {}),
                 },
             )
 

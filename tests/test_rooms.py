@@ -311,6 +311,8 @@ def test_a_revoked_grant_leaves_the_room(tmp_path: Path) -> None:
         ex = hub.exchange
         unmasked = ex.query("SELECT caller_phone FROM cond_ds", GRANTEE).to_table()
         assert set(unmasked.column(0).to_pylist()) <= RAW_PHONES
+        entry = hub.audit.entries(limit=1)[0]
+        assert entry.detail["unmasked"] == {"cond_ds": ["caller_phone"]}  # on record
         hub.grants.revoke(g.id, by="owner", reason="purpose fulfilled")
         with pytest.raises(HubError):
             ex.query("SELECT caller_phone FROM cond_ds", GRANTEE).to_table()

@@ -44,6 +44,7 @@ from hub.context import Hub
 from hub.outbound import PATHS, Outbound, channel_kinds, routes
 from hub.server import free_port, serving
 from hub.settings import Settings
+from tests.conftest import file_source
 from tests.wsclient import WS
 
 SHARING = {"u": "unconditional", "c": "conditional", "n": "none"}
@@ -237,10 +238,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ids: dict[str, str] = {}
     for s in SHARING:
         table = pa.Table.from_pylist(rows_of(s))
-        pq.write_table(table, folder / f"t_{s}.parquet")
-        src = {"connector": "parquet", "options": {"path": str(folder / f"t_{s}.parquet")},
+        (folder / "src").mkdir(exist_ok=True)
+        pq.write_table(table, folder / "src" / f"t_{s}.parquet")
+        src = {**file_source(hub, folder / "src", f"t_{s}.parquet", agency="gy_12345"),
                "cursor": "updated_at"}  # fmt: skip
-        hub.store.register_dataset(_manifest(f"t_{s}", s, src))
+        hub.register(_manifest(f"t_{s}", s, src), file=f"<t_{s}>")
         hub.store.register_dataset(_manifest(f"f_{s}", s, {"connector": "push", "options": {}}))
         run = hub.ingest(f"t_{s}")
         assert run.status == "succeeded", run.error

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -152,10 +152,13 @@ def list_versions(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> list
 
 @router.get("/{dataset_id}/runs", response_model=list[RunOut], summary="Ingest runs, newest first")
 def list_runs(
-    dataset_id: str, hub: HubDep, principal: PrincipalDep, limit: int = 50
+    dataset_id: str,
+    hub: HubDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RunOut]:
     _, access = _readable(hub, principal, dataset_id)
-    runs = hub.store.list_runs(dataset_id, limit=min(limit, 500))
+    runs = hub.store.list_runs(dataset_id, limit=limit)
     return [RunOut.of(r, access) for r in runs]
 
 

@@ -14,6 +14,7 @@ from catalog.policy import can_manage
 from catalog.store import Principal, utcnow
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.limits import Moment
 from hub.context import Hub
 
 router = APIRouter(tags=["grants"], responses=error_responses(400, 401, 403, 404, 409, 422))
@@ -26,14 +27,14 @@ class AccessRequestIn(BaseModel):
         default=None, description='rows wanted, e.g. {"district_code": ["520102"]}'
     )
     unmask: list[str] = Field(default_factory=list, description="personal columns to see unmasked")
-    expires_at: datetime | None = Field(default=None, description="when the grant should end")
+    expires_at: Moment | None = Field(default=None, description="when the grant should end")
 
 
 class ApproveIn(BaseModel):
     columns: list[str] | None = Field(default=None, description="narrow the columns")
     row_filter: dict[str, list[str]] | None = Field(default=None, description="narrow the rows")
     unmask: list[str] | None = Field(default=None, description="narrow the unmasked columns")
-    expires_at: datetime | None = Field(default=None, description="set or shorten the expiry")
+    expires_at: Moment | None = Field(default=None, description="set or shorten the expiry")
 
 
 class ReasonIn(BaseModel):

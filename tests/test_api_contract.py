@@ -37,6 +37,8 @@ from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.conftest import build_exchange_world, fresh_pg_database
 
+pytestmark = pytest.mark.contract
+
 AGENCIES = {
     "gy_12345": "贵阳市12345政务服务便民热线",
     "gy_dsj": "贵阳市大数据发展管理局",

@@ -56,6 +56,8 @@ CHECKS = [
 
 EXAMPLES = 30
 """Examples per operation: the run stays within a few minutes on two cores."""
+STATEFUL_EXAMPLES = 40
+"""Scenarios of linked calls (up to 6 steps each)."""
 
 
 class ContractHub:
@@ -170,4 +172,50 @@ def test_every_operation_keeps_its_contract(case: Any, contract_hub: ContractHub
     who = role_of(case)
     case.call_and_validate(
         base_url=contract_hub.url, headers=contract_hub.headers(who), checks=CHECKS
+    )
+
+
+OPERATION_ROLES = {
+    "POST /v1/datasets/{dataset_id}/access-requests": "stranger",
+    "GET /v1/access-requests/{request_id}": "stranger",
+    "POST /v1/access-requests/{request_id}/approve": "steward",
+    "POST /v1/access-requests/{request_id}/refuse": "steward",
+    "POST /v1/access-requests/{request_id}/revoke": "steward",
+    "POST /v1/orders": "operator",
+    "GET /v1/orders": "operator",
+    "GET /v1/orders/{order_id}": "operator",
+    "POST /v1/orders/{order_id}/{action}": "operator",
+    "GET /v1/alerts": "operator",
+    "GET /v1/alerts/{alert_id}": "operator",
+    "POST /v1/alerts/{alert_id}/ack": "operator",
+    "POST /v1/alerts/{alert_id}/resolve": "operator",
+    "POST /v1/datasets": "steward",
+    "POST /v1/datasets/{dataset_id}/ingest": "steward",
+}
+"""In the stateful run each operation is called as the role its flow needs (a stranger
+files a request, the owning steward decides it), so that the links chain real objects."""
+
+
+def test_linked_flows_keep_the_contract(contract_hub: ContractHub) -> None:
+    """Schemathesis follows the OpenAPI links: answers of one call become the parameters
+    of the next (a filed request is approved, refused or revoked; an opened order is
+    read and acted on; a listed alert is acknowledged), every answer checked."""
+
+    class Flows(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            label = f"{case.method.upper()} {case.path}"
+            who = OPERATION_ROLES.get(label, "admin")
+            return {"base_url": contract_hub.url, "headers": contract_hub.headers(who)}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS)
+
+    Flows.run(
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=6,
+            derandomize=True,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
     )

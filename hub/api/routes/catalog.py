@@ -19,6 +19,7 @@ from catalog.search import freshness, search
 from catalog.store import DatasetRecord, Principal, Version, utcnow
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.links import links
 from hub.context import Hub
 
 router = APIRouter(tags=["catalog"], responses=error_responses(400, 401, 403, 404, 409, 422))
@@ -297,6 +298,12 @@ def _register(hub: Hub, principal: Principal, m: Manifest, *, create: bool) -> d
     status_code=201,
     summary="Register a dataset from its manifest (steward of the owning agency)",
     openapi_extra=_MANIFEST_BODY,
+    responses={
+        201: links(
+            Describe=("GET", "/v1/datasets/{dataset_id}", {"dataset_id": "$response.body#/id"}),
+            Entry=("GET", "/v1/catalog/{dataset_id}", {"dataset_id": "$response.body#/id"}),
+        )
+    },
 )
 async def register_dataset(
     request: Request, hub: HubDep, principal: PrincipalDep

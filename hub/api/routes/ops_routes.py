@@ -14,6 +14,7 @@ from hub import alerts, dispatch
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.api.limits import Moment
+from hub.api.links import links
 from hub.channels import disclose_alert, disclose_order, is_ops, order_targets
 
 router = APIRouter(
@@ -37,7 +38,22 @@ class Note(BaseModel):
     note: str | None = Field(default=None, max_length=4000)
 
 
-@router.get("/alerts", summary="Alerts, newest first (operators)")
+_ALERT = "/v1/alerts/{alert_id}"
+_FIRST_ALERT = {"alert_id": "$response.body#/alerts/0/id"}
+_ORDER = "/v1/orders/{order_id}"
+
+
+@router.get(
+    "/alerts",
+    summary="Alerts, newest first (operators)",
+    responses={
+        200: links(
+            GetAlert=("GET", _ALERT, _FIRST_ALERT),
+            Acknowledge=("POST", _ALERT + "/ack", _FIRST_ALERT),
+            Resolve=("POST", _ALERT + "/resolve", _FIRST_ALERT),
+        )
+    },
+)
 def list_alerts(
     hub: HubDep,
     principal: PrincipalDep,
@@ -82,7 +98,17 @@ class OrderIn(BaseModel):
     deadline: Moment | None = Field(default=None, description="acknowledge by (ISO 8601)")
 
 
-@router.post("/orders", status_code=201, summary="Open a dispatch order (operators)")
+@router.post(
+    "/orders",
+    status_code=201,
+    summary="Open a dispatch order (operators)",
+    responses={
+        201: links(
+            GetOrder=("GET", _ORDER, {"order_id": "$response.body#/id"}),
+            Act=("POST", _ORDER + "/{action}", {"order_id": "$response.body#/id"}),
+        )
+    },
+)
 async def open_order(body: OrderIn, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     order = await run_in_threadpool(
         lambda: dispatch.open_order(
@@ -99,7 +125,11 @@ async def open_order(body: OrderIn, hub: HubDep, principal: PrincipalDep) -> dic
     return disclose_order(hub, principal, order.to_dict())
 
 
-@router.get("/orders", summary="Orders the caller may see, newest first")
+@router.get(
+    "/orders",
+    summary="Orders the caller may see, newest first",
+    responses={200: links(GetOrder=("GET", _ORDER, {"order_id": "$response.body#/orders/0/id"}))},
+)
 def list_orders(
     hub: HubDep,
     principal: PrincipalDep,

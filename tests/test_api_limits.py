@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from catalog.errors import QueryRejected
 from hub.api.errors import ErrorBody
 from hub.context import Hub
 from hub.server import free_port, serving
@@ -402,15 +401,21 @@ def test_json_nested_past_the_limit_is_a_400_on_every_json_route(api: Api, depth
     api.healthy()
 
 
-def test_json_nested_within_the_limit_is_accepted(api: Api) -> None:
-    event = {"a": json.loads("[" * 20 + "]" * 20)}
-    r = api.post(
-        "/v1/orders",
-        json={"target": "gy_12345", "instructions": "深层事件", "event": event},
-        who="operator",
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["event"] == event
+def test_json_nested_up_to_the_limit_passes_the_check(api: Api) -> None:
+    """The boundary: a body nesting exactly ``max_json_depth`` levels reaches the route,
+    one more level is refused."""
+    limit = api.world.hub.settings.max_json_depth
+
+    def order(depth: int) -> bytes:  # the body object, the event, then lists
+        nested = "[" * (depth - 2) + "]" * (depth - 2)
+        head = '{"target": "gy_12345", "instructions": "x", "event": {"a": '
+        return (head + nested + "}}").encode()
+
+    headers = {"content-type": "application/json"}
+    r = api.post("/v1/orders", content=order(limit), headers=headers, who="operator")
+    assert r.status_code < 500 and (r.status_code < 400 or r.json()["code"] != "invalid_json")
+    r = api.post("/v1/orders", content=order(limit + 1), headers=headers, who="operator")
+    assert assert_error(r, 400)["code"] == "invalid_json"
 
 
 @pytest.mark.parametrize(
@@ -504,24 +509,11 @@ def test_a_yaml_manifest_with_aliases_deep_nesting_or_nul_is_a_422(
 # -- SQL that does not parse ---------------------------------------------------------------
 
 
-def _checker_reports_positions() -> bool:
-    """Whether the SQL checker answers a parse failure with QueryRejected carrying
-    ``detail.position`` (the SQL sandbox part of the same issue rebuilds it)."""
-    from hub.sqlcheck import check_sql
-
-    try:
-        check_sql("SELECT 'abc FROM t", ["t"], ["t"])
-    except QueryRejected as e:
-        return "position" in e.detail
-    except Exception:
-        return False
-    return False
-
-
-needs_sql_positions = pytest.mark.skipif(
-    not _checker_reports_positions(),
-    reason="needs the rebuilt SQL checker (issue 19 SQL sandbox, hub/sqlcheck.py): parse "
-    "errors as QueryRejected with detail.position — run again once it is merged",
+NO_POSITION_YET = pytest.mark.xfail(
+    strict=True,
+    reason="hub/sqlcheck.py (the SQL sandbox part of issue 19) refuses this with a 400 but "
+    "no detail.position: 'query text is longer than 100,000 characters' and DuckDB's 'Max "
+    "expression depth limit of 1000 exceeded' carry none; strict, so it fails once they do",
 )
 
 UNPARSABLE = {
@@ -534,14 +526,31 @@ UNPARSABLE = {
     "huge text": "SELECT * FROM t_open WHERE category = '" + "噪" * 300_000,
     "huge junk": "SELECT " + "@#" * 400_000,
 }
+WITHOUT_POSITION = {"30,000 chained operators", "huge text", "huge junk"}
 
 
-@needs_sql_positions
-@pytest.mark.parametrize("sql", list(UNPARSABLE.values()), ids=list(UNPARSABLE))
+def _cases(marked: bool) -> list[Any]:
+    return [
+        pytest.param(sql, id=k, marks=NO_POSITION_YET if marked and k in WITHOUT_POSITION else ())
+        for k, sql in UNPARSABLE.items()
+    ]
+
+
+@pytest.mark.parametrize("sql", _cases(marked=False))
+def test_sql_that_does_not_parse_is_a_400_not_a_crash(api: Api, sql: str) -> None:
+    """Whatever the position says: a 400 in the one shape, and the server still answers
+    (no RecursionError, no 5xx) — the part of the class that holds for every case."""
+    body = assert_error(api.post("/v1/query", json={"sql": sql}), 400)
+    assert body["code"] in ("query_rejected", "query_failed"), body
+    api.healthy()
+
+
+@pytest.mark.parametrize("sql", _cases(marked=True))
 def test_sql_that_does_not_parse_is_a_400_with_a_position(api: Api, sql: str) -> None:
     r = api.post("/v1/query", json={"sql": sql})
     body = assert_error(r, 400)
     assert body["code"] in ("query_rejected", "query_failed"), body
+    assert "detail" in body and "position" in body["detail"], body
     position = body["detail"]["position"]
     if isinstance(position, dict):
         assert {"line", "column"} <= set(position) or "offset" in position, position
@@ -552,9 +561,8 @@ def test_sql_that_does_not_parse_is_a_400_with_a_position(api: Api, sql: str) ->
     api.healthy()
 
 
-@needs_sql_positions
 def test_sql_in_the_query_string_that_does_not_parse_is_a_400_with_a_position(api: Api) -> None:
-    r = api.get("/v1/query", params={"sql": UNPARSABLE["unterminated string"]})
+    r = api.get("/v1/query", params={"sql": "SELECT 'abc FROM t_open"})
     assert "position" in assert_error(r, 400)["detail"]
 
 

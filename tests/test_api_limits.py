@@ -620,3 +620,37 @@ def test_websocket_messages_never_break_the_connection(api: Api, messages: list[
                 assert frame["status"] < 500, frame
             if frame == {"type": "pong", "id": "sync-after-fuzz"}:
                 break
+
+
+def _depth(doc: Any) -> int:
+    if isinstance(doc, dict):
+        return 1 + max(map(_depth, doc.values()), default=0)
+    if isinstance(doc, list):
+        return 1 + max(map(_depth, doc), default=0)
+    return 0
+
+
+_nested = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), inner, max_size=3)
+    ),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(doc=_nested, limit=st.integers(2, 12))
+def test_the_depth_check_agrees_with_a_recursive_count(doc: Any, limit: int) -> None:
+    """The middleware's check (orjson, then an explicit stack) refuses exactly the
+    documents nesting deeper than the limit, brackets inside strings not counted."""
+    from hub.api.limits import BadJson, check_json
+
+    body = json.dumps(doc).encode()
+    try:
+        check_json(body, limit)
+        refused = False
+    except BadJson:
+        refused = True
+    assert refused == (_depth(doc) > limit)

@@ -128,7 +128,7 @@ def check_json(body: bytes, max_depth: int) -> None:
             position={"line": e.lineno, "column": e.colno, "offset": e.pos},
             max_depth=max_depth if deep else None,
         ) from None
-    if body.count(b"[") + body.count(b"{") <= max_depth:
+    if not isinstance(doc, dict | list) or body.count(b"[") + body.count(b"{") <= max_depth:
         return
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:

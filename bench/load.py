@@ -84,8 +84,14 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
     try:
         for agency, name in AGENCIES.items():
             h.store.upsert_agency(agency, name)
-        data = home / "sources"
+        # The owning agency's export folder, beside the home (a root may not overlap it),
+        # as an admin gives it (`blockhub source root add`).
+        data = home.parent / f"{home.name}-exports"
         data.mkdir(parents=True, exist_ok=True)
+        if h.sources.sources.get_root("gy_12345", "exports") is None:
+            h.sources.sources.add_root(
+                "gy_12345", "exports", str(data), protected=h.sources.protected
+            )
         table = hotline_tickets(
             rows, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 3, 1, tzinfo=UTC)
         )
@@ -103,12 +109,13 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
                     "classification": "general",
                     "source": {
                         "connector": "parquet",
-                        "options": {"path": str(data / "tickets.parquet")},
+                        "root": "exports",
+                        "options": {"path": "tickets.parquet"},
                         "cursor": "updated_at",
                     },
                 }
             )
-            h.store.register_dataset(m)
+            h.register(m, file=f"<{ident}>")
             run = h.ingest(ident)
             if run.status != "succeeded":
                 raise RuntimeError(f"seeding {ident} failed: {run.error}")

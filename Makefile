@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser demo tour serve test lint typecheck pytest clean
+.PHONY: install browser demo tour serve test quick lint typecheck pytest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ pytest: $(STAMP) browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The inner loop: lint and a fast subset (~2 min). `make test` (and CI) runs everything,
+# the load test (marker load) and the OpenAPI fuzzing (marker contract) included.
+QUICK_TESTS := tests/test_layering.py tests/test_sqlcheck.py tests/test_identifiers.py \
+	tests/test_manifest.py tests/test_rows.py tests/test_json_encoder.py \
+	tests/test_rate_limits.py tests/test_api.py
+quick: lint
+	$(BIN)/pytest -q -x -m "not load and not contract" $(QUICK_TESTS)
 
 clean:
 	rm -rf $(VENV) blockhub-data .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -82,6 +83,9 @@ class TokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
+
+_TOKEN_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+"""The id part of a token as :meth:`CatalogStore.issue_token` makes it (hex)."""
 
 _AUTHENTICATE = (
     select(
@@ -404,6 +408,8 @@ class CatalogStore:
         if len(parts) != 3 or parts[0] != "bh":
             raise Unauthenticated("malformed token")
         _, token_id, secret = parts
+        if not _TOKEN_ID.fullmatch(token_id):  # never sent to the database as it came
+            raise Unauthenticated("malformed token")
         # One Core statement, token and principal together: every REST request and every
         # websocket connection comes through here (two ORM gets cost ~0.6 ms; D35).
         with self.engine.connect() as conn:

@@ -84,19 +84,43 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
+        """The cursor a client sent back; anything but the shape :meth:`encode` makes —
+        integers past 2**53, nested values, other JSON — is an :class:`InvalidRequest`."""
         try:
+            if len(text) > MAX_CURSOR:
+                raise ValueError
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             doc = json.loads(raw)
-            version = int(doc["v"])
-            after = doc.get("k")
-            offset = doc.get("o")
-            if after is not None and not isinstance(after, list):
+            if not isinstance(doc, dict):
                 raise ValueError
-            if offset is not None and (not isinstance(offset, int) or offset < 0):
+            version, after, offset = doc["v"], doc.get("k"), doc.get("o")
+            if not _whole(version, 1, _MAX_VERSION):
                 raise ValueError
-        except (ValueError, KeyError, TypeError, binascii.Error):
+            if after is not None and (
+                not isinstance(after, list) or not all(_scalar(v) for v in after)
+            ):
+                raise ValueError
+            if offset is not None and not _whole(offset, 0, _MAX_OFFSET):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
             raise InvalidRequest("cursor is not one this API handed out", field="cursor") from None
         return cls(version, after, offset)
+
+
+MAX_CURSOR = 8192
+"""Characters of a cursor (one this API hands out is far shorter)."""
+_MAX_VERSION = 2**31 - 1  # versions are INTEGER columns of the catalog
+_MAX_OFFSET = 2**53 - 1
+
+
+def _whole(value: Any, least: int, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
+
+
+def _scalar(value: Any) -> bool:
+    """A keyset value as :meth:`Cursor.encode` writes it: a string, a number (any size:
+    it becomes an SQL literal, never a Python or SQL integer of ours), a boolean."""
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def _jsonable(value: Any) -> Any:

@@ -40,6 +40,27 @@ class Settings(StorageSettings):
         description="rows of latest large versions served from DuckDB-native replicas (0: none)",
     )
     # audit_key (the audit chain's HMAC key) is a StorageSettings field: Airflow tasks sign too.
+    # Request limits, checked before any route (docs/api.md "Limits"): 413, 414, 400.
+    max_body_bytes: int = Field(
+        default=1 << 20, gt=0, description="request body (manifests, SQL, grants, orders)"
+    )
+    feed_max_body_bytes: int = Field(
+        default=16 << 20, gt=0, description="body of a feed batch (POST /v1/feeds/{id}/events)"
+    )
+    max_json_depth: int = Field(default=32, ge=2, le=512, description="nesting of a JSON body")
+    max_url_bytes: int = Field(default=16384, ge=256, description="path and query string")
+    # Per-principal limits on query and export answers (docs/api.md "Limits"): past them
+    # a 429 with Retry-After.  "query": JSON/NDJSON answers of /v1/query, rows, sample and
+    # blocks; "export": csv, arrow and parquet answers.
+    query_concurrency: int = Field(default=8, gt=0, description="query answers in flight")
+    query_rate: float = Field(default=50.0, gt=0, description="query answers per second")
+    query_burst: int = Field(default=100, gt=0, description="query answers back to back")
+    export_concurrency: int = Field(default=2, gt=0, description="exports in flight")
+    export_rate: float = Field(default=2.0, gt=0, description="exports per second")
+    export_burst: int = Field(default=10, gt=0, description="exports back to back")
+    answers_max_inflight: int = Field(
+        default=64, gt=0, description="query and export answers in flight, all principals"
+    )
     # dispatch (websocket, alerts, orders): docs/websocket.md, docs/dispatch.md
     ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")
     ws_send_buffer_bytes: int = Field(default=8 << 20, gt=0, description="unsent bytes per socket")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator
@@ -68,6 +69,21 @@ def live(hub: Hub) -> Iterator[str]:
     port = free_port()
     with serving(hub, port):
         yield f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new database in the machine's PostgreSQL for the test; yields its SQLAlchemy URL
+    (e.g. a hub's ``catalog_url``) and drops it afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @dataclass

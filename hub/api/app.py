@@ -8,8 +8,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from hub.api import errors
+from hub.api.limits import Budget, Limiter, RequestBounds, RequestLimits
 from hub.api.routes import (
     audit,
     blocks,
@@ -35,6 +37,9 @@ DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
 DESCRIPTION = """\
 blockhub exchange API. Every endpoint but `/healthz` needs `Authorization: Bearer <token>`.
 Errors share one body: `{"ok": false, "status", "code", "error", "detail"}`.
+Limits (docs/api.md): request bodies, URLs and JSON nesting are bounded (413, 414, 400);
+query and export answers per principal are limited in number at once and per second
+(429 with `Retry-After`).
 The websocket protocol at `/v1/ws` is described in docs/websocket.md.
 """
 
@@ -61,12 +66,31 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
             if owned:
                 the_hub.close()
 
-    app = FastAPI(title="blockhub", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="blockhub",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Answered by RequestLimits in front of every route (400: NUL in the URL, a JSON
+        # body that is not strict JSON or nests too deep).
+        responses=errors.error_responses(400, 413, 414),
+    )
     app.state.hub = the_hub
+    app.state.limiter = limiter(the_hub.settings)
     app.state.feeds = FeedRunner(the_hub)
     app.state.ops = ops
     errors.install(app)
     app.add_middleware(RawSend)
+    s = the_hub.settings
+    app.add_middleware(
+        RequestLimits,
+        bounds=lambda: RequestBounds(
+            max_body_bytes=s.max_body_bytes,
+            max_json_depth=s.max_json_depth,
+            max_url_bytes=s.max_url_bytes,
+            feed_body_bytes=s.feed_max_body_bytes,
+        ),
+    )
     app.include_router(datasets.router)
     app.include_router(datasets.runs_router)
     app.include_router(query.router)
@@ -84,9 +108,31 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     # the authenticated API with the operator's own token.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness (no authentication, no data)")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Liveness (no authentication, no data)",
+        response_model=Health,
+    )
     def healthz() -> dict[str, bool]:
         """``warm``: no serving replica is being built (queries read the lake until then)."""
         return {"ok": True, "warm": the_hub.exchange.warm_done()}
 
     return app
+
+
+class Health(BaseModel):
+    ok: bool
+    warm: bool
+
+
+def limiter(settings: Settings) -> Limiter:
+    """The per-principal limits of query and export answers, from settings."""
+    s = settings
+    return Limiter(
+        {
+            "query": Budget(s.query_concurrency, s.query_rate, s.query_burst),
+            "export": Budget(s.export_concurrency, s.export_rate, s.export_burst),
+        },
+        max_inflight=s.answers_max_inflight,
+    )

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from catalog.errors import Unauthenticated
 from catalog.store import Principal
+from hub.api.limits import Limiter
 from hub.context import Hub
 
 _bearer = HTTPBearer(auto_error=False, description="API token: `Authorization: Bearer bh_...`")
@@ -45,3 +46,12 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 """The authenticated principal, looked up in a worker thread before the endpoint runs.
 An endpoint whose own work runs in a worker thread may take ``CredentialsDep`` and call
 :func:`authenticate` there instead (the query endpoints: one thread hop per answer)."""
+
+
+def get_limiter(request: Request) -> Limiter:
+    limiter: Limiter = request.app.state.limiter
+    return limiter
+
+
+LimiterDep = Annotated[Limiter, Depends(get_limiter)]
+"""The per-principal limits of query and export answers (hub.api.limits)."""

@@ -41,14 +41,19 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     413: "too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    429: "too_many_requests",
 }
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def _hub(_: Request, exc: HubError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         return JSONResponse(hub_error_body(exc), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -99,10 +104,24 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "No such dataset, version or object",
         408: "Query ran past its time limit",
         409: "Conflict with the current state",
-        413: "Request too large",
+        413: "Request body larger than its limit",
+        414: "URL longer than its limit",
         422: "Invalid request body",
+        429: "Too many query or export answers at once or per second; retry after "
+        "`Retry-After` seconds",
     }
-    return {s: {"model": ErrorBody, "description": text.get(s, "Error")} for s in statuses}
+    out: dict[int | str, dict[str, Any]] = {}
+    for s in statuses:
+        out[s] = {"model": ErrorBody, "description": text.get(s, "Error")}
+        if s == 429:
+            out[s]["headers"] = {"Retry-After": RETRY_AFTER}
+    return out
+
+
+RETRY_AFTER = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 STANDARD_ERRORS = error_responses(400, 401, 403, 404, 422)

@@ -22,7 +22,8 @@ from catalog.eventlog import Message, ws_text_frame
 from catalog.store import Principal
 from hub import alerts, dispatch
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
-from hub.api.errors import hub_error_body
+from hub.api.errors import error_body, hub_error_body
+from hub.api.limits import MAX_INT, NUL_MESSAGE
 from hub.auditing import audit_subscription
 from hub.bus import Notice, SlowConsumer, Subscription
 from hub.channels import (
@@ -100,8 +101,12 @@ async def _subscribe(
             log.exception("audit entry of a refused subscription to %s failed", channel)
         raise
     since = msg.get("since")
-    if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
-        raise InvalidRequest("since must be an integer offset", channel=channel)
+    if since is not None and (
+        not isinstance(since, int) or isinstance(since, bool) or abs(since) > MAX_INT
+    ):
+        raise InvalidRequest(
+            f"since must be an integer offset (at most {MAX_INT})", channel=channel
+        )
     if since is not None and msg.get("epoch") not in (None, hub.log.epoch):
         await ws.send_text(
             _dumps(
@@ -185,7 +190,11 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
         except ValueError:
             await ws.send_text(_error(InvalidRequest("messages must be JSON objects")))
             continue
+        if "\x00" in raw or "\\u0000" in raw:  # as over HTTP (hub.api.limits)
+            await ws.send_text(_error(InvalidRequest(NUL_MESSAGE)))
+            continue
         op = msg.get("op")
+        op = op if isinstance(op, str) else None  # a list or an object is no op name
         channel = msg.get("channel")
         try:
             if op == "ping":
@@ -210,6 +219,13 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
                 )
         except HubError as e:
             await ws.send_text(_error(e, channel=channel) if channel else _error(e))
+        except (WebSocketDisconnect, asyncio.CancelledError):
+            raise
+        except Exception:  # a bug: the answer over HTTP would be a 500; the link stays up
+            log.exception("websocket op %r failed", op)
+            await ws.send_text(
+                _dumps({"type": "error", **error_body(500, "internal_error", "internal error")})
+            )
 
 
 def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:

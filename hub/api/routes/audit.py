@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from catalog.errors import AccessDenied
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.limits import MAX_INT32
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=error_responses(401, 403, 422))
 
@@ -49,7 +50,9 @@ def list_audit(
             description="an action (`query`, `subscribe`, `order.close`) or a family (`order.*`)"
         ),
     ] = None,
-    after: Annotated[int, Query(ge=0, description="only entries with seq above this")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_INT32, description="only entries with seq above this")
+    ] = 0,
     limit: Annotated[int, Query(gt=0, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     if principal.is_admin:

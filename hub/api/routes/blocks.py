@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
-from hub.api.deps import HubDep, PrincipalDep
+from hub.api.deps import HubDep, LimiterDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.blocks import Blocks
 
 router = APIRouter(
-    prefix="/v1/blocks", tags=["blocks"], responses=error_responses(400, 401, 403, 404, 408, 422)
+    prefix="/v1/blocks",
+    tags=["blocks"],
+    responses=error_responses(400, 401, 403, 404, 408, 422, 429),
 )
 
 
@@ -23,15 +25,20 @@ router = APIRouter(
 async def region_block(
     hub: HubDep,
     principal: PrincipalDep,
+    limiter: LimiterDep,
     code: Annotated[str, Path(description="6- or 12-digit region code, e.g. 520102")],
     children: Annotated[
         bool, Query(description="also break every dataset down by child region")
     ] = False,
 ) -> dict[str, Any]:
     blocks = Blocks(hub.exchange, timeout_s=hub.settings.query_timeout_s)
-    answer: dict[str, Any] = await run_in_threadpool(
-        blocks.region, code, principal, with_children=children
-    )
+    slot = limiter.admit(principal.id, "query")
+    try:
+        answer: dict[str, Any] = await run_in_threadpool(
+            blocks.region, code, principal, with_children=children
+        )
+    finally:
+        slot.release()
     return {"ok": True, **answer}
 
 
@@ -42,9 +49,10 @@ async def region_block(
 async def region_block_children(
     hub: HubDep,
     principal: PrincipalDep,
+    limiter: LimiterDep,
     code: Annotated[str, Path(description="6- or 12-digit region code")],
 ) -> dict[str, Any]:
-    return await region_block(hub, principal, code, children=True)
+    return await region_block(hub, principal, limiter, code, children=True)
 
 
 @router.get(
@@ -54,8 +62,13 @@ async def region_block_children(
 async def enterprise_block(
     hub: HubDep,
     principal: PrincipalDep,
+    limiter: LimiterDep,
     credit_code: Annotated[str, Path(description="18-character unified social credit code")],
 ) -> dict[str, Any]:
     blocks = Blocks(hub.exchange, timeout_s=hub.settings.query_timeout_s)
-    answer: dict[str, Any] = await run_in_threadpool(blocks.enterprise, credit_code, principal)
+    slot = limiter.admit(principal.id, "query")
+    try:
+        answer: dict[str, Any] = await run_in_threadpool(blocks.enterprise, credit_code, principal)
+    finally:
+        slot.release()
     return {"ok": True, **answer}

@@ -19,6 +19,7 @@ from catalog.search import freshness, search
 from catalog.store import DatasetRecord, Principal, Version, utcnow
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.links import links
 from hub.context import Hub
 
 router = APIRouter(tags=["catalog"], responses=error_responses(400, 401, 403, 404, 409, 422))
@@ -189,7 +190,7 @@ async def _manifest_from(request: Request) -> Manifest:
             "<request>", [{"field": "(body)", "message": "must be UTF-8 text"}]
         ) from None
     try:
-        data = json.loads(text) if ctype == "application/json" else yaml.safe_load(text)
+        data = json.loads(text) if ctype == "application/json" else _load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ManifestError(
             "<request>",
@@ -201,6 +202,60 @@ async def _manifest_from(request: Request) -> Manifest:
             ],
         ) from None
     return parse_manifest(data, file="<request>")
+
+
+MAX_MANIFEST_DEPTH = 32
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML of a manifest from a client: no aliases (``*a`` makes a few bytes stand for
+    an exponentially large document), no nesting past :data:`MAX_MANIFEST_DEPTH` (the
+    composer recurses per level), no text a database or an encoder cannot take."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases are not allowed", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_MANIFEST_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_MANIFEST_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_scalar(self, node: Any) -> Any:
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and _unstorable(value):
+            raise yaml.constructor.ConstructorError(
+                None, None, "NUL characters and lone surrogates are not allowed", node.start_mark
+            )
+        return value
+
+
+def _unstorable(text: str) -> bool:
+    """NUL (PostgreSQL cannot store it) or a lone surrogate (no UTF-8 encoder can write it)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _ManifestLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 _MANIFEST_BODY = {
@@ -243,6 +298,12 @@ def _register(hub: Hub, principal: Principal, m: Manifest, *, create: bool) -> d
     status_code=201,
     summary="Register a dataset from its manifest (steward of the owning agency)",
     openapi_extra=_MANIFEST_BODY,
+    responses={
+        201: links(
+            Describe=("GET", "/v1/datasets/{dataset_id}", {"dataset_id": "$response.body#/id"}),
+            Entry=("GET", "/v1/catalog/{dataset_id}", {"dataset_id": "$response.body#/id"}),
+        )
+    },
 )
 async def register_dataset(
     request: Request, hub: HubDep, principal: PrincipalDep

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,7 @@ from catalog.policy import can_manage
 from catalog.store import DatasetRecord, Principal, Run, Version
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.links import links
 from hub.context import Hub
 
 router = APIRouter(
@@ -113,7 +114,24 @@ def _readable(hub: Hub, principal: Principal, dataset_id: str) -> tuple[DatasetR
     return record, access
 
 
-@router.get("", response_model=list[DatasetSummary], summary="Datasets you may read")
+_DATASET = "/v1/datasets/{dataset_id}"
+_FIRST = {"dataset_id": "$response.body#/0/id"}
+
+
+@router.get(
+    "",
+    response_model=list[DatasetSummary],
+    summary="Datasets you may read",
+    responses={
+        200: links(
+            Describe=("GET", _DATASET, _FIRST),
+            Versions=("GET", _DATASET + "/versions", _FIRST),
+            Rows=("GET", _DATASET + "/rows", _FIRST),
+            Sample=("GET", _DATASET + "/sample", _FIRST),
+            Quality=("GET", _DATASET + "/quality", _FIRST),
+        )
+    },
+)
 def list_datasets(hub: HubDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     latest = hub.store.latest_versions()
     readable = hub.exchange.readable(principal)
@@ -152,10 +170,13 @@ def list_versions(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> list
 
 @router.get("/{dataset_id}/runs", response_model=list[RunOut], summary="Ingest runs, newest first")
 def list_runs(
-    dataset_id: str, hub: HubDep, principal: PrincipalDep, limit: int = 50
+    dataset_id: str,
+    hub: HubDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RunOut]:
     _, access = _readable(hub, principal, dataset_id)
-    runs = hub.store.list_runs(dataset_id, limit=min(limit, 500))
+    runs = hub.store.list_runs(dataset_id, limit=limit)
     return [RunOut.of(r, access) for r in runs]
 
 
@@ -163,6 +184,7 @@ def list_runs(
     "/{dataset_id}/ingest",
     response_model=RunOut,
     summary="Run an ingest now (steward of the owning agency, or admin)",
+    responses={200: links(GetRun=("GET", "/v1/runs/{run_id}", {"run_id": "$response.body#/id"}))},
 )
 async def ingest_now(dataset_id: str, hub: HubDep, principal: PrincipalDep) -> RunOut:
     record = hub.store.get_dataset(dataset_id)

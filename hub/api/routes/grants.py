@@ -14,6 +14,8 @@ from catalog.policy import can_manage
 from catalog.store import Principal, utcnow
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.limits import Moment
+from hub.api.links import links
 from hub.context import Hub
 
 router = APIRouter(tags=["grants"], responses=error_responses(400, 401, 403, 404, 409, 422))
@@ -26,14 +28,14 @@ class AccessRequestIn(BaseModel):
         default=None, description='rows wanted, e.g. {"district_code": ["520102"]}'
     )
     unmask: list[str] = Field(default_factory=list, description="personal columns to see unmasked")
-    expires_at: datetime | None = Field(default=None, description="when the grant should end")
+    expires_at: Moment | None = Field(default=None, description="when the grant should end")
 
 
 class ApproveIn(BaseModel):
     columns: list[str] | None = Field(default=None, description="narrow the columns")
     row_filter: dict[str, list[str]] | None = Field(default=None, description="narrow the rows")
     unmask: list[str] | None = Field(default=None, description="narrow the unmasked columns")
-    expires_at: datetime | None = Field(default=None, description="set or shorten the expiry")
+    expires_at: Moment | None = Field(default=None, description="set or shorten the expiry")
 
 
 class ReasonIn(BaseModel):
@@ -59,6 +61,15 @@ class GrantOut(BaseModel):
     reason: str | None
 
 
+_ONE = "/v1/access-requests/{request_id}"
+_BY_ID = {"request_id": "$response.body#/id"}
+_DECIDE = {
+    "Approve": ("POST", _ONE + "/approve", _BY_ID),
+    "Refuse": ("POST", _ONE + "/refuse", _BY_ID),
+    "Revoke": ("POST", _ONE + "/revoke", _BY_ID),
+}
+
+
 def _out(g: Grant) -> dict[str, Any]:
     return g.to_dict(utcnow())
 
@@ -77,6 +88,7 @@ def _steward_of(hub: Hub, principal: Principal, g: Grant) -> None:
     response_model=GrantOut,
     status_code=201,
     summary="Request access to a dataset (developers and stewards of other agencies)",
+    responses={201: links(**_DECIDE, GetRequest=("GET", _ONE, _BY_ID))},
 )
 def request_access(
     dataset_id: str, body: AccessRequestIn, hub: HubDep, principal: PrincipalDep
@@ -145,6 +157,7 @@ def get_request(request_id: str, hub: HubDep, principal: PrincipalDep) -> dict[s
     "/v1/access-requests/{request_id}/approve",
     response_model=GrantOut,
     summary="Approve a request, possibly narrowed (steward of the owning agency)",
+    responses={200: links(Revoke=("POST", _ONE + "/revoke", _BY_ID))},
 )
 def approve(
     request_id: str, body: ApproveIn, hub: HubDep, principal: PrincipalDep

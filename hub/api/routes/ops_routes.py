@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -14,6 +13,8 @@ from catalog.store import Principal
 from hub import alerts, dispatch
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.limits import Moment
+from hub.api.links import links
 from hub.channels import disclose_alert, disclose_order, is_ops, order_targets
 
 router = APIRouter(
@@ -37,15 +38,30 @@ class Note(BaseModel):
     note: str | None = Field(default=None, max_length=4000)
 
 
-@router.get("/alerts", summary="Alerts, newest first (operators)")
+_ALERT = "/v1/alerts/{alert_id}"
+_FIRST_ALERT = {"alert_id": "$response.body#/alerts/0/id"}
+_ORDER = "/v1/orders/{order_id}"
+
+
+@router.get(
+    "/alerts",
+    summary="Alerts, newest first (operators)",
+    responses={
+        200: links(
+            GetAlert=("GET", _ALERT, _FIRST_ALERT),
+            Acknowledge=("POST", _ALERT + "/ack", _FIRST_ALERT),
+            Resolve=("POST", _ALERT + "/resolve", _FIRST_ALERT),
+        )
+    },
+)
 def list_alerts(
     hub: HubDep,
     principal: PrincipalDep,
     status: Literal["open", "acknowledged", "resolved"] | None = None,
-    limit: int = 200,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     _ops_only(principal)
-    found = hub.ops.list_alerts(status, min(limit, 1000))
+    found = hub.ops.list_alerts(status, limit)
     return {"alerts": [disclose_alert(hub, principal, a.to_dict()) for a in found]}
 
 
@@ -77,12 +93,22 @@ class OrderIn(BaseModel):
     target: str = Field(min_length=1, max_length=64, description="agency id or unit id")
     instructions: str = Field(min_length=1, max_length=8000)
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    alert_id: str | None = None
+    alert_id: str | None = Field(default=None, max_length=200)
     event: dict[str, Any] | None = Field(default=None, description="the related event")
-    deadline: datetime | None = Field(default=None, description="acknowledge by (ISO 8601)")
+    deadline: Moment | None = Field(default=None, description="acknowledge by (ISO 8601)")
 
 
-@router.post("/orders", status_code=201, summary="Open a dispatch order (operators)")
+@router.post(
+    "/orders",
+    status_code=201,
+    summary="Open a dispatch order (operators)",
+    responses={
+        201: links(
+            GetOrder=("GET", _ORDER, {"order_id": "$response.body#/id"}),
+            Act=("POST", _ORDER + "/{action}", {"order_id": "$response.body#/id"}),
+        )
+    },
+)
 async def open_order(body: OrderIn, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     order = await run_in_threadpool(
         lambda: dispatch.open_order(
@@ -99,20 +125,24 @@ async def open_order(body: OrderIn, hub: HubDep, principal: PrincipalDep) -> dic
     return disclose_order(hub, principal, order.to_dict())
 
 
-@router.get("/orders", summary="Orders the caller may see, newest first")
+@router.get(
+    "/orders",
+    summary="Orders the caller may see, newest first",
+    responses={200: links(GetOrder=("GET", _ORDER, {"order_id": "$response.body#/orders/0/id"}))},
+)
 def list_orders(
     hub: HubDep,
     principal: PrincipalDep,
     status: Literal["open", "acknowledged", "in_progress", "closed", "cancelled"] | None = None,
-    target: str | None = None,
-    limit: int = 200,
+    target: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     if is_ops(principal):
         targets = [target] if target else None
     else:
         mine = order_targets(principal)
         targets = [t for t in mine if t == target] if target else mine
-    found = hub.ops.list_orders(targets=targets, status=status, limit=min(limit, 1000))
+    found = hub.ops.list_orders(targets=targets, status=status, limit=limit)
     return {"orders": [disclose_order(hub, principal, o.to_dict()) for o in found]}
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
@@ -18,6 +18,7 @@ from catalog.quality import QualityResult, QualityStore
 from catalog.store import DatasetRecord, Principal
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses, json_error_content
+from hub.api.limits import MAX_INT
 from hub.channels import audit_unmasked
 from hub.context import Hub
 from hub.quality_report import render_report
@@ -73,10 +74,13 @@ def _freshness(hub: Hub, record: DatasetRecord) -> Any:
 
 @router.get("/{dataset_id}/quality", summary="Quality results of recent runs and freshness")
 def get_quality(
-    dataset_id: str, hub: HubDep, principal: PrincipalDep, limit: int = 20
+    dataset_id: str,
+    hub: HubDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> dict[str, Any]:
     record, access = _readable(hub, principal, dataset_id)
-    found = _quality(hub).results(dataset_id, limit=min(max(limit, 1), 200))
+    found = _quality(hub).results(dataset_id, limit=limit)
     results = [_shown(record, access, r) for r in found]
     return {
         "dataset": dataset_id,
@@ -134,13 +138,13 @@ def quarantine_batch_rows(
     batch_id: str,
     hub: HubDep,
     principal: PrincipalDep,
-    limit: int = 100,
-    offset: int = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> dict[str, Any]:
     record = _managed(hub, principal, dataset_id)
     batch = _quality(hub).get_batch(batch_id, dataset_id)
     access = hub.exchange.access(principal, record.id)
-    rows = quarantine_rows(batch, access, limit=min(max(limit, 1), 1000), offset=max(offset, 0))
+    rows = quarantine_rows(batch, access, limit=limit, offset=offset)
     if rows:
         audit_unmasked(hub, principal, record, access, f"quarantine:{batch_id}")
     return {"batch": batch.to_dict(), "rows": rows}

@@ -10,14 +10,27 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from catalog.errors import AccessDenied, InvalidRequest
-from hub.api.answer import action_of, answer, guard_core, pick_format, replay, stream_doc
-from hub.api.deps import HubDep, PrincipalDep
+from catalog.store import Principal
+from hub.api.answer import (
+    BULK_FORMATS,
+    action_of,
+    answer,
+    guard_core,
+    pick_format,
+    replay,
+    stream_doc,
+)
+from hub.api.deps import HubDep, LimiterDep, PrincipalDep
 from hub.api.errors import error_responses
+from hub.api.limits import MAX_INT32, Held
+from hub.context import Hub
 from hub.encoders import Format
 from hub.rows import MAX_PAGE, Cursor, Filter, RowsQuery, parse_sort
 
 router = APIRouter(
-    prefix="/v1/datasets", tags=["exchange"], responses=error_responses(400, 401, 403, 404, 408)
+    prefix="/v1/datasets",
+    tags=["exchange"],
+    responses=error_responses(400, 401, 403, 404, 408, 422, 429),
 )
 
 _ROWS_DOC = stream_doc(
@@ -34,6 +47,7 @@ async def get_rows(
     dataset_id: str,
     hub: HubDep,
     principal: PrincipalDep,
+    limiter: LimiterDep,
     filter: Annotated[
         list[str],
         Query(description="column:op:value, op one of eq ne lt lte gt gte in (in: a,b,c)"),
@@ -42,11 +56,34 @@ async def get_rows(
     columns: Annotated[str | None, Query(description="comma-separated columns")] = None,
     limit: Annotated[int, Query(gt=0, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-    version: Annotated[int | None, Query(gt=0, description="time travel")] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT32, description="time travel")] = None,
     format: Format | None = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     fmt = pick_format(format, accept)
+    slot = limiter.admit(principal.id, "export" if fmt in BULK_FORMATS else "query")
+    try:
+        response = await _rows(
+            dataset_id, hub, principal, filter, sort, columns, limit, cursor, version, fmt
+        )
+    except BaseException:
+        slot.release()
+        raise
+    return Held(response, slot)
+
+
+async def _rows(
+    dataset_id: str,
+    hub: Hub,
+    principal: Principal,
+    filter: list[str],
+    sort: str | None,
+    columns: str | None,
+    limit: int,
+    cursor: str | None,
+    version: int | None,
+    fmt: str,
+) -> Response:
     access = await run_in_threadpool(hub.exchange.access, principal, dataset_id)
     if not access.readable:
         err = AccessDenied(f"you may not read dataset {dataset_id!r}", dataset=dataset_id)
@@ -111,15 +148,22 @@ async def get_sample(
     dataset_id: str,
     hub: HubDep,
     principal: PrincipalDep,
+    limiter: LimiterDep,
     n: Annotated[int, Query(gt=0, le=100)] = 10,
 ) -> Response:
     quoted = '"' + dataset_id.replace('"', '""') + '"'
-    result = await run_in_threadpool(
-        hub.exchange.query,
-        f"SELECT * FROM {quoted} LIMIT {n}",
-        principal,
-        max_rows=n,
-        timeout_s=hub.settings.query_timeout_s,
-        action="sample",
-    )
-    return await answer(result, "json")
+    slot = limiter.admit(principal.id, "query")
+    try:
+        result = await run_in_threadpool(
+            hub.exchange.query,
+            f"SELECT * FROM {quoted} LIMIT {n}",
+            principal,
+            max_rows=n,
+            timeout_s=hub.settings.query_timeout_s,
+            action="sample",
+        )
+        response = await answer(result, "json")
+    except BaseException:
+        slot.release()
+        raise
+    return Held(response, slot)

@@ -157,7 +157,10 @@ class SqlChecker:
         """Check ``sql`` for a caller who may read ``readable``; raise QueryRejected with why
         (AccessDenied for a dataset in ``known`` that the caller may not read)."""
         if len(sql) > MAX_SQL_CHARS:
-            raise QueryRejected(f"query text is longer than {MAX_SQL_CHARS:,} characters")
+            raise QueryRejected(
+                f"query text is longer than {MAX_SQL_CHARS:,} characters",
+                **_position_detail(sql, MAX_SQL_CHARS),
+            )
         if not sql.strip():
             raise QueryRejected("send one SELECT statement (the query is empty)")
         tree = self._serialize(sql)
@@ -182,6 +185,8 @@ class SqlChecker:
         if tree.get("error_type") == "parser":
             raw = tree.get("position")
             offset = int(raw) if isinstance(raw, str | int) and str(raw).isdigit() else None
+            if offset is None and "depth" in message:
+                offset = _too_deep_at(sql)
             first = message.splitlines()[0]
             raise QueryRejected(f"cannot parse query: {first}", **_position_detail(sql, offset))
         # Parsed, but not a SELECT: name what it is, from DuckDB's own statement split.
@@ -196,6 +201,20 @@ class SqlChecker:
             start: int = duckdb.tokenize(sql)[0][0]
             kind = sql[start:].split(None, 1)[0].upper()
         raise QueryRejected(f"only SELECT queries are allowed, not {kind}", statement=kind.lower())
+
+
+def _too_deep_at(sql: str, limit: int = 1000) -> int:
+    """Where an expression grows past DuckDB's parser depth: the token at which operators
+    and opening parentheses, counted from the start, reach the limit (DuckDB's error says
+    how deep, not where; a chain of ``1+1+…`` or nested calls is that deep there)."""
+    tokens = duckdb.tokenize(sql)
+    seen = 0
+    for position, kind in tokens:
+        if kind == duckdb.token_type.operator and sql[position] in "(+-*/%|&<>=!^~":
+            seen += 1
+            if seen >= limit:
+                return int(position)
+    return int(tokens[-1][0]) if tokens else 0
 
 
 def _statement_text(sql: str) -> str:

@@ -509,13 +509,6 @@ def test_a_yaml_manifest_with_aliases_deep_nesting_or_nul_is_a_422(
 # -- SQL that does not parse ---------------------------------------------------------------
 
 
-NO_POSITION_YET = pytest.mark.xfail(
-    strict=True,
-    reason="hub/sqlcheck.py (the SQL sandbox part of issue 19) refuses this with a 400 but "
-    "no detail.position: 'query text is longer than 100,000 characters' and DuckDB's 'Max "
-    "expression depth limit of 1000 exceeded' carry none; strict, so it fails once they do",
-)
-
 UNPARSABLE = {
     "unterminated string": "SELECT 'abc FROM t_open",
     "unterminated identifier": 'SELECT "abc FROM t_open',
@@ -526,17 +519,13 @@ UNPARSABLE = {
     "huge text": "SELECT * FROM t_open WHERE category = '" + "噪" * 300_000,
     "huge junk": "SELECT " + "@#" * 400_000,
 }
-WITHOUT_POSITION = {"30,000 chained operators", "huge text", "huge junk"}
 
 
-def _cases(marked: bool) -> list[Any]:
-    return [
-        pytest.param(sql, id=k, marks=NO_POSITION_YET if marked and k in WITHOUT_POSITION else ())
-        for k, sql in UNPARSABLE.items()
-    ]
+def _cases() -> list[Any]:
+    return [pytest.param(sql, id=k) for k, sql in UNPARSABLE.items()]
 
 
-@pytest.mark.parametrize("sql", _cases(marked=False))
+@pytest.mark.parametrize("sql", _cases())
 def test_sql_that_does_not_parse_is_a_400_not_a_crash(api: Api, sql: str) -> None:
     """Whatever the position says: a 400 in the one shape, and the server still answers
     (no RecursionError, no 5xx) — the part of the class that holds for every case."""
@@ -545,7 +534,7 @@ def test_sql_that_does_not_parse_is_a_400_not_a_crash(api: Api, sql: str) -> Non
     api.healthy()
 
 
-@pytest.mark.parametrize("sql", _cases(marked=True))
+@pytest.mark.parametrize("sql", _cases())
 def test_sql_that_does_not_parse_is_a_400_with_a_position(api: Api, sql: str) -> None:
     r = api.post("/v1/query", json={"sql": sql})
     body = assert_error(r, 400)

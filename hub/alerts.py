@@ -32,7 +32,7 @@ from catalog.eventlog import Message
 from catalog.opsstore import Alert
 from catalog.store import Principal
 from hub.alert_rules import Rule
-from hub.bus import Notice
+from hub.bus import Notice, backoff_s
 from hub.channels import is_ops
 from hub.context import Hub
 
@@ -87,8 +87,9 @@ class AlertEngine:
             self.by_channel[r.channel].append(r)
         self._windows: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
         self._last_seen: dict[str, datetime] = {}
-        self._evaluated: dict[str, int] = {}
-        self._saved: dict[str, int] = {}
+        # channel -> (epoch, offset) evaluated: an offset means something only in its epoch
+        self._evaluated: dict[str, tuple[str, int]] = {}
+        self._saved: dict[str, tuple[str, int]] = {}
         self._sub = hub.bus.subscription()
         self._task: asyncio.Task[None] | None = None
         self._views: dict[str, tuple[float, Access | None]] = {}
@@ -108,16 +109,37 @@ class AlertEngine:
         return view
 
     async def start(self) -> None:
-        log_ = self.hub.log
+        self._started = datetime.now(UTC)
+        try:
+            await self._subscribe_once()
+        except Exception as e:  # the event log or the catalog is down: _run retries
+            log.warning("alert engine: rule channels not subscribed yet (%s); retrying", e)
+        self._task = asyncio.create_task(self._run(), name="blockhub-alerts")
+
+    async def _subscribe_once(self) -> None:
+        """Read each rule channel from where it was evaluated before (in the epoch the
+        cursor was saved in)."""
         for channel in self.by_channel:
-            since = await asyncio.to_thread(self.hub.ops.rule_cursor, channel, log_.epoch)
+            if channel in self._sub.last:
+                continue
+            epoch = self.hub.bus.epoch
+            since = await asyncio.to_thread(self.hub.ops.rule_cursor, channel, epoch)
             head = await self._sub.add(channel, since)
             if head:  # staleness counts from the channel's latest message, if any
-                last = await asyncio.to_thread(log_.read, channel, head - 1, 1)
+                last = await asyncio.to_thread(self.hub.log.read, channel, head - 1, 1)
                 if last:
                     self._last_seen[channel] = last[0].ts
-        self._started = datetime.now(UTC)
-        self._task = asyncio.create_task(self._run(), name="blockhub-alerts")
+
+    async def _subscribe(self) -> None:
+        """:meth:`_subscribe_once` until it succeeds, with backoff."""
+        failures = 0
+        while len(self._sub.last) < len(self.by_channel):
+            try:
+                await self._subscribe_once()
+            except Exception as e:
+                failures += 1
+                log.warning("alert engine: rule channels not subscribed yet (%s); retrying", e)
+                await asyncio.sleep(backoff_s(failures, 0.5, 30.0))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -128,6 +150,7 @@ class AlertEngine:
         await asyncio.to_thread(self.save_cursors)
 
     async def _run(self) -> None:
+        await self._subscribe()
         while True:
             item = await self._sub.get()
             if isinstance(item, Notice):
@@ -140,7 +163,7 @@ class AlertEngine:
     def evaluate(self, msg: Message) -> None:
         """Apply every rule of the message's channel (runs in a worker thread)."""
         self._last_seen[msg.channel] = max(msg.ts, self._last_seen.get(msg.channel, msg.ts))
-        self._evaluated[msg.channel] = msg.offset
+        self._evaluated[msg.channel] = (msg.epoch, msg.offset)
         source = {"channel": msg.channel, "offset": msg.offset, **msg.source}
         data = msg.data
         if msg.channel.startswith("feed:"):  # rows: as the platform view shows them
@@ -219,7 +242,7 @@ class AlertEngine:
     def save_cursors(self) -> None:
         """Persist how far each channel was evaluated (each tick and on stop; a crash
         re-evaluates at most one tick's events, which de-duplication absorbs)."""
-        for channel, offset in list(self._evaluated.items()):
-            if self._saved.get(channel) != offset:
-                self.hub.ops.set_rule_cursor(channel, self.hub.log.epoch, offset)
-                self._saved[channel] = offset
+        for channel, (epoch, offset) in list(self._evaluated.items()):
+            if self._saved.get(channel) != (epoch, offset):
+                self.hub.ops.set_rule_cursor(channel, epoch, offset)
+                self._saved[channel] = (epoch, offset)

@@ -485,7 +485,8 @@ class EventLog:
                     known = con.execute(_KNOWN_EVENT, (event_id,)).fetchone()
                     if known is not None:
                         con.execute("ROLLBACK")
-                        return self._known(*known, type, data, source)
+                        seq0, channel0, offset0, ts0 = known
+                        return self._known(seq0, channel0, offset0, ts0, type, data, source)
                 row = con.execute(_NEXT_OFFSET, (channel,)).fetchone()
                 if row is None:
                     offset = 1

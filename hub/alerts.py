@@ -29,7 +29,8 @@ from catalog.access import Access, platform_view
 from catalog.disclosure import disclose_record, source_dataset
 from catalog.errors import AccessDenied, NotFound
 from catalog.eventlog import Message
-from catalog.opsstore import Alert
+from catalog.opsstore import Alert, AlertEvents
+from catalog.outbox import Event
 from catalog.store import Principal
 from hub.alert_rules import Rule
 from hub.bus import Notice, backoff_s
@@ -54,23 +55,32 @@ def title_fields(title: str | None) -> set[str]:
     return {name.split(".")[0].split("[")[0] for _, name, _, _ in parsed if name}
 
 
-def publish_alert(hub: Hub, event: str, alert: Alert, source: dict[str, Any]) -> None:
-    hub.bus.publish("alerts", event, alert.to_dict(), source)
+def alert_event(event: str, source: dict[str, Any]) -> AlertEvents:
+    """The ``alerts`` event announcing an alert's change, made in the transaction that
+    changes it (staged in the catalog's outbox, published after the commit)."""
+
+    def events(alert: Alert) -> list[Event]:
+        return [Event("alerts", event, alert.to_dict(), {"rule": alert.rule_id, **source})]
+
+    return events
 
 
 def acknowledge(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
     if not is_ops(principal):
         raise AccessDenied("only operators and admins handle alerts", role=principal.role)
-    alert = hub.ops.acknowledge_alert(alert_id, principal.id, note)
-    publish_alert(hub, "alert.acknowledged", alert, {"rule": alert.rule_id, "actor": principal.id})
+    announced = alert_event("alert.acknowledged", {"actor": principal.id})
+    alert = hub.ops.acknowledge_alert(alert_id, principal.id, note, events=announced)
+    hub.announce()
     return alert
 
 
 def resolve(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
     if not is_ops(principal):
         raise AccessDenied("only operators and admins handle alerts", role=principal.role)
-    alert = hub.ops.resolve_alert(alert_id, principal.id, note)
-    publish_alert(hub, "alert.resolved", alert, {"rule": alert.rule_id, "actor": principal.id})
+    alert = hub.ops.resolve_alert(
+        alert_id, principal.id, note, events=alert_event("alert.resolved", {"actor": principal.id})
+    )
+    hub.announce()
     return alert
 
 
@@ -206,17 +216,29 @@ class AlertEngine:
         source: dict[str, Any],
         at: datetime,
     ) -> None:
-        alert, new = self.hub.ops.raise_alert(
-            rule.id, key, severity=rule.severity, title=title, source=rule.channel, detail=detail
+        # Repeats only bump the stored count: one message per alert, not per event.
+        _alert, new = self.hub.ops.raise_alert(
+            rule.id,
+            key,
+            severity=rule.severity,
+            title=title,
+            source=rule.channel,
+            detail=detail,
+            events=alert_event("alert.opened", {"rule": rule.id, **source}),
         )
-        if new:  # repeats only bump the stored count: one message per alert, not per event
-            publish_alert(self.hub, "alert.opened", alert, {"rule": rule.id, **source})
+        if new:
+            self.hub.announce()
 
     def _fresh_again(self, rule: Rule, source: dict[str, Any]) -> None:
         alert = self.hub.ops.open_alert_for(rule.id, rule.channel)
         if alert is not None:
-            done = self.hub.ops.resolve_alert(alert.id, "system", "data arrived again")
-            publish_alert(self.hub, "alert.resolved", done, {"rule": rule.id, **source})
+            self.hub.ops.resolve_alert(
+                alert.id,
+                "system",
+                "data arrived again",
+                events=alert_event("alert.resolved", {"rule": rule.id, **source}),
+            )
+            self.hub.announce()
 
     def check_staleness(self, now: datetime | None = None) -> None:
         """Open a staleness alert for each rule channel quiet for longer than allowed."""

@@ -48,7 +48,7 @@ def backoff_s(failures: int, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** max(0, failures - 1)) * (0.5 + random.random()))
 
 
-class _Outage:
+class Outage:
     """The state of a dependency that fails and comes back: one warning when it starts,
     one every ``every_s`` while it lasts, one when it ends (never one per retry)."""
 
@@ -465,7 +465,7 @@ class Bus:
         self._epoch: str | None = None
         self._generation = 0
         self._suspect = False  # something looked like another epoch: verify before reading
-        self.outage = _Outage(f"event log {redacted_url(log.url)}")
+        self.outage = Outage(f"event log {redacted_url(log.url)}")
 
     @property
     def epoch(self) -> str:

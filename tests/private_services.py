@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,13 +178,6 @@ class PrivatePostgres:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.chown(folder, "postgres", "postgres")
         os.chmod(folder, 0o700)
-        # The temporary folder's parents must be traversable by the postgres user.
-        for parent in folder.parents:
-            if parent == Path("/"):
-                break
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                os.chmod(parent, mode | 0o001)
         self._run(
             str(PG_BIN / "initdb"),
             "-D", str(self.data),
@@ -194,12 +188,14 @@ class PrivatePostgres:
         )  # fmt: skip
 
     def _run(self, *args: str) -> None:
-        subprocess.run(
+        done = subprocess.run(
             ["runuser", "-u", "postgres", "--", *args],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(args[:1])} failed: {done.stdout[-2000:]}")
 
     @property
     def dsn(self) -> str:
@@ -237,9 +233,14 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres(tmp_path_factory.mktemp("pg") / "cluster").start()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    # Not under pytest's temporary folder: pytest keeps its parents private to root (and
+    # sets that again as it makes new ones), and the server runs as ``postgres``.
+    root = Path(tempfile.mkdtemp(prefix="blockhub-pg-"))
+    os.chmod(root, 0o755)
+    server = PrivatePostgres(root / "cluster").start()
     try:
         yield server
     finally:
         server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)

@@ -81,10 +81,20 @@ def test_an_api_ingest_answers_success_with_the_bus_down_and_announces_once_it_i
     hub = Hub.open(settings)
     hub.store.upsert_agency("gy_12345", "热线")
     hub.store.create_principal("steward", "gy_12345", "steward", "steward")
+    hub.store.create_principal("op", "gy_12345", "op", "operator")
     token = hub.store.issue_token("steward", ttl=timedelta(hours=1))
+    op_token = hub.store.issue_token("op", ttl=timedelta(hours=1))
     from catalog.manifest import parse_manifest
 
     hub.store.register_dataset(parse_manifest(manifest_dict(source=_source(tmp_path))))
+    push = manifest_dict(
+        id="noise_push",
+        columns=[{"name": "seq", "type": "int64"}],
+        primary_key=[],
+        block_keys=[],
+        source={"connector": "push", "options": {}},
+    )
+    hub.store.register_dataset(parse_manifest(push))
     port = free_port()
     auth = {"Authorization": f"Bearer {token}"}
     try:
@@ -92,12 +102,30 @@ def test_an_api_ingest_answers_success_with_the_bus_down_and_announces_once_it_i
             base = f"127.0.0.1:{port}"
             ws = WS(base, token)
             assert ws.subscribe("dataset:tickets", since=0)["head"] == 0
+            desk = WS(base, op_token)
+            assert desk.subscribe("orders:gy_12345", since=0)["head"] == 0
             bus_redis.stop()  # the bus goes down
             r = httpx.post(f"http://{base}/v1/datasets/tickets/ingest", headers=auth, timeout=60)
             assert r.status_code == 200, r.text
             run = r.json()
             assert run["status"] == "succeeded" and run["version"] == 1
-            assert hub.store.outbox.pending_count() == 1  # the event waits in the catalog
+            # An order opened meanwhile is opened (and announced later), not refused.
+            r = httpx.post(
+                f"http://{base}/v1/orders",
+                json={"target": "gy_12345", "instructions": "核查噪音投诉"},
+                headers={"Authorization": f"Bearer {op_token}"},
+                timeout=30,
+            )
+            assert r.status_code == 201, r.text
+            order_id = r.json()["id"]
+            assert hub.store.outbox.pending_count() == 2  # the events wait in the catalog
+            # A push cannot be made durable without the log: 503, resend later.
+            r = httpx.post(
+                f"http://{base}/v1/feeds/noise_push/events", json=[{"seq": 1}], headers=auth
+            )
+            assert r.status_code == 503 and r.headers["retry-after"].isdigit(), r.text
+            assert r.json()["code"] == "service_unavailable"
+            assert r.json()["detail"]["service"] == "event log"
             # Nothing reached the subscriber, and it was not told anything false.
             with pytest.raises(TimeoutError):
                 ws.recv(timeout=1.0)
@@ -110,14 +138,19 @@ def test_an_api_ingest_answers_success_with_the_bus_down_and_announces_once_it_i
             with pytest.raises(TimeoutError):
                 ws.recv(timeout=2.0)
             with hub.store.engine.connect() as c:
-                rows = list(c.execute(select(outbox_table)))
-            assert [(r.event_id, r.offset, r.published_at is not None) for r in rows] == [
-                (event_id, 1, True)
-            ]
+                rows = list(c.execute(select(outbox_table).order_by(outbox_table.c.seq)))
+            assert (rows[0].event_id, rows[0].offset) == (event_id, 1)
+            assert all(r.published_at is not None for r in rows)
             log = RedisEventLog(bus_redis.url())
             assert [m.data["version"] for m in log.read("dataset:tickets")] == [1]
             log.dispose()
+            opened = desk.messages(1, timeout=30)[0]
+            assert opened["event"] == "order.opened" and opened["offset"] == 1
+            assert opened["data"]["order"]["id"] == order_id
+            with pytest.raises(TimeoutError):
+                desk.recv(timeout=0.5)
             ws.close()
+            desk.close()
     finally:
         hub.close()
 

@@ -90,16 +90,6 @@ class LogUnavailable(Exception):
     """The log's server cannot be reached (refused, timed out, restarting)."""
 
 
-class LogReset(Exception):
-    """The log started over under this process: offsets of ``old`` mean nothing in ``new``
-    (a Redis flushed, restarted without its data, or failed over to a replica that was
-    behind).  Raised by :meth:`LogBackend.verify` callers that must not go on reading."""
-
-    def __init__(self, old: str, new: str, reason: str) -> None:
-        super().__init__(f"event log epoch {old} -> {new}: {reason}")
-        self.old, self.new, self.reason = old, new, reason
-
-
 @dataclass(frozen=True)
 class Message:
     """One published message, as stored and as sent to subscribers."""

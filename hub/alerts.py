@@ -97,8 +97,10 @@ class AlertEngine:
             self.by_channel[r.channel].append(r)
         self._windows: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
         self._last_seen: dict[str, datetime] = {}
-        # channel -> (epoch, offset) evaluated: an offset means something only in its epoch
-        self._evaluated: dict[str, tuple[str, int]] = {}
+        self._evaluated: dict[str, int] = {}  # channel -> offset evaluated
+        # channel -> (epoch, offset) to save, set in one assignment: an offset means
+        # something only in its epoch (after the log started over, the new one's)
+        self._cursors: dict[str, tuple[str, int]] = {}
         self._saved: dict[str, tuple[str, int]] = {}
         self._sub = hub.bus.subscription()
         self._task: asyncio.Task[None] | None = None
@@ -173,7 +175,8 @@ class AlertEngine:
     def evaluate(self, msg: Message) -> None:
         """Apply every rule of the message's channel (runs in a worker thread)."""
         self._last_seen[msg.channel] = max(msg.ts, self._last_seen.get(msg.channel, msg.ts))
-        self._evaluated[msg.channel] = (msg.epoch, msg.offset)
+        self._evaluated[msg.channel] = msg.offset
+        self._cursors[msg.channel] = (msg.epoch, msg.offset)
         source = {"channel": msg.channel, "offset": msg.offset, **msg.source}
         data = msg.data
         if msg.channel.startswith("feed:"):  # rows: as the platform view shows them
@@ -264,7 +267,7 @@ class AlertEngine:
     def save_cursors(self) -> None:
         """Persist how far each channel was evaluated (each tick and on stop; a crash
         re-evaluates at most one tick's events, which de-duplication absorbs)."""
-        for channel, (epoch, offset) in list(self._evaluated.items()):
+        for channel, (epoch, offset) in list(self._cursors.items()):
             if self._saved.get(channel) != (epoch, offset):
                 self.hub.ops.set_rule_cursor(channel, epoch, offset)
                 self._saved[channel] = (epoch, offset)

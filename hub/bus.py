@@ -112,6 +112,10 @@ class SlowConsumer(Exception):
 class Subscription:
     """One consumer's view of some channels, with per-channel delivered offsets."""
 
+    #: Reads of messages of another epoch a fill retries (50 ms apart) before it takes them
+    #: for history the current epoch does not have.
+    STRANGER_TRIES = 100
+
     def __init__(self, bus: Bus, queue_size: int) -> None:
         self._bus = bus
         # Items for the sender task, when they cannot be written at once (a deque and an
@@ -328,6 +332,7 @@ class Subscription:
         read made across an epoch change (:meth:`Bus._reset`) is dropped and made again.
         """
         bus = self._bus
+        strangers = 0
         try:
             while channel in self.last and not self.overflowed:
                 while channel in self.last and self._behind():
@@ -348,9 +353,19 @@ class Subscription:
                     continue
                 if batch and batch[-1].epoch != bus.epoch:
                     # Read from a log that started over, before the bus knew: not these.
-                    bus.suspect()
-                    await asyncio.sleep(0.05)
-                    continue
+                    # (Bounded: messages that stay of another epoch after the bus has had
+                    # time to verify the log are history this epoch does not have.)
+                    strangers += 1
+                    if strangers < self.STRANGER_TRIES:
+                        bus.suspect()
+                        await asyncio.sleep(0.05)
+                        continue
+                    log.error("%s holds messages of another epoch; announced as a gap", channel)
+                    head = await asyncio.to_thread(bus.log.head, channel)
+                    if generation == bus._generation and self.last.get(channel) == after:
+                        self._gap(channel, after, head + 1)
+                    break
+                strangers = 0
                 paused = False
                 for msg in batch:
                     last = self.last.get(channel)
@@ -842,6 +857,7 @@ class Bus:
         """
         assert self._room is not None
         next_verify = 0.0
+        verified = False  # a mismatch was verified already: do not verify again for it
         while True:
             await self._room.wait()
             try:
@@ -854,11 +870,19 @@ class Bus:
                     next_verify = time.monotonic() + self.VERIFY_S
                     if epoch != self.epoch:
                         self._reset(epoch)
+                        verified = False
                     self.outage.ok()
                 msgs = await asyncio.to_thread(self.log.tail, self._seq, 1000, self.poll_s * 5)
                 if msgs and msgs[-1].epoch != self.epoch:
-                    self._suspect = True  # appended after the log started over: verify first
+                    if not verified:  # appended after the log started over: verify first
+                        self._suspect = verified = True
+                        continue
+                    # Still of another epoch once the log says it is this one: not history
+                    # of this epoch; skipped (subscribers' fills announce the hole).
+                    log.error("event log: %d message(s) of another epoch skipped", len(msgs))
+                    self._seq = msgs[-1].seq
                     continue
+                verified = False
                 self._offer_all(msgs)
             except Exception as e:
                 self.outage.failed(e)

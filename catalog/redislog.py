@@ -95,6 +95,10 @@ redis.call('SET', KEYS[1], ARGV[2])
 return ARGV[2]
 """
 
+#: Longest XREAD BLOCK: the tail's socket times out a few seconds later, so a server that
+#: stops answering without closing the connection is noticed within ~15 s.
+TAIL_BLOCK_MAX_S = 10.0
+
 #: What a failed round trip raises: the server is down, restarting or still loading.
 UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
 
@@ -148,7 +152,7 @@ class RedisEventLog:
         # identity before it reads on (a reconnect may be to a server that lost the log).
         self._tail_redis: Any = redis.Redis.from_url(
             conn_url,
-            socket_timeout=30,
+            socket_timeout=TAIL_BLOCK_MAX_S + 5,  # a server that stops answering is found
             socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0),
         )
@@ -307,9 +311,8 @@ class RedisEventLog:
     def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]:
         key = self._k("all")
         if block_s > 0:
-            res = self._tail_redis.xread(
-                {key: f"{after_seq}-0"}, count=limit, block=int(block_s * 1000)
-            )
+            block_ms = int(min(block_s, TAIL_BLOCK_MAX_S) * 1000)
+            res = self._tail_redis.xread({key: f"{after_seq}-0"}, count=limit, block=block_ms)
             entries = res[0][1] if res else []
         else:
             entries = self.redis.xrange(key, f"({after_seq}-0", "+", count=limit)

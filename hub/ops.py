@@ -122,7 +122,7 @@ class OpsRuntime:
         """Publish the outbox's pending events, oldest first; while the event log (or the
         catalog) is down, retry with backoff and jitter, at most 30 s apart."""
         outbox, publish = self.hub.store.outbox, self.hub.bus.publish
-        outage = Outage("outbox drain (events wait in the catalog)")
+        outage = Outage("event log or catalog, for the outbox drain,")
         while True:
             try:
                 drained = await asyncio.to_thread(outbox.drain, publish, force=True)

@@ -128,6 +128,9 @@ class PrivateMosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # As root mosquitto switches to its own user, which cannot write in pytest's
+            # private temporary folder: the sessions would not be saved across a restart.
+            "user root\n"
             "persistence true\n"
             f"persistence_location {folder}/\n"
             "autosave_interval 1\n"

@@ -7,7 +7,8 @@ acknowledged — and the hub acknowledges a message only once the log holds its 
 
 - The broker stopped and started mid-feed: the hub reconnects (paho's backoff, 1–30 s)
   and resubscribes; every event published, before, during (queued by the publisher) and
-  after the outage, is in the feed's channel exactly once.
+  after the outage, is in the feed's channel — at least once: QoS 1 lets a publisher that
+  reconnects resend what it had not seen acknowledged, and the broker forwards both.
 - The event log stopped while messages arrive: the hub keeps retrying them, acknowledges
   nothing, and when the log is back every event is there — none dropped.
 """
@@ -180,9 +181,11 @@ def test_a_broker_outage_mid_feed_loses_nothing(feed: FeedWorld) -> None:
         station.send(200, 100)
         station.wait_all()
         got = feed.wait_logged(300)
-        time.sleep(1.0)  # anything redelivered twice would be here by now
-        got = feed.logged()
-        assert sorted(got) == list(range(300)), (len(got), len(set(got)))
+        deadline = time.monotonic() + 60
+        while set(got) != set(range(300)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            got = feed.logged()
+        assert set(got) == set(range(300)), sorted(set(range(300)) - set(got))  # none lost
         assert feed.status()["mqtt_connected"] is True
     finally:
         station.close()

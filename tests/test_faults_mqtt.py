@@ -127,6 +127,13 @@ def feed(tmp_path: Path) -> Iterator[FeedWorld]:
     hub.store.create_principal("hbj", "gy_hbj", "hbj", "steward")
     token = hub.store.issue_token("hbj", ttl=timedelta(hours=1))
     topic = f"blockhub-test/{uuid.uuid4().hex[:8]}/aq"
+    hub.sources.sources.add_profile(
+        "gy_hbj",
+        "broker",
+        "mqtt",
+        protected=hub.sources.protected,
+        settings={"host": "127.0.0.1", "port": broker.port, "topic_prefix": topic},
+    )
     hub.store.register_dataset(
         parse_manifest(
             manifest_dict(
@@ -137,9 +144,9 @@ def feed(tmp_path: Path) -> Iterator[FeedWorld]:
                 block_keys=[],
                 source={
                     "connector": "mqtt",
+                    "profile": "broker",
                     "options": {
-                        "port": broker.port,
-                        "topics": [f"{topic}/#"],
+                        "topics": ["#"],  # under the profile's topic_prefix
                         "qos": 1,
                         "flush_rows": 1000,
                         "flush_seconds": 3600,

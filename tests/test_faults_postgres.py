@@ -28,7 +28,7 @@ from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings
 from tests import private_services
-from tests.conftest import manifest_dict, ticket_rows
+from tests.conftest import file_source, manifest_dict, ticket_rows
 from tests.private_services import PrivatePostgres
 from tests.wsclient import WS
 
@@ -83,11 +83,7 @@ def world(tmp_path: Path, private_postgres: PrivatePostgres) -> Iterator[World]:
     hub.store.upsert_agency("gy_12345", "热线")
     hub.store.create_principal("steward", "gy_12345", "steward", "steward")
     token = hub.store.issue_token("steward", ttl=timedelta(hours=1))
-    source = {
-        "connector": "parquet",
-        "options": {"path": str(folder / "*.parquet")},
-        "cursor": "updated_at",
-    }
+    source = {**file_source(hub, folder, "*.parquet"), "cursor": "updated_at"}
     hub.store.register_dataset(parse_manifest(manifest_dict(source=source)))
     port = free_port()
     try:

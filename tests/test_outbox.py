@@ -34,7 +34,7 @@ from catalog.store import CatalogStore
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings
-from tests.conftest import manifest_dict, ticket_rows
+from tests.conftest import file_source, manifest_dict, ticket_rows
 from tests.private_services import PrivateRedis
 from tests.wsclient import WS
 
@@ -51,17 +51,14 @@ def _wait(check: Callable[[], Any], timeout: float = 20.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
-def _source(tmp_path: Path, n: int = 40) -> dict[str, Any]:
+def _exports(tmp_path: Path, n: int = 40) -> Path:
+    """An export folder with one Parquet file of ``n`` tickets."""
     import pyarrow.parquet as pq
 
     folder = tmp_path / "exports"
     folder.mkdir(exist_ok=True)
     pq.write_table(ticket_rows(1, n), folder / "tickets-1.parquet")
-    return {
-        "connector": "parquet",
-        "options": {"path": str(folder / "*.parquet")},
-        "cursor": "updated_at",
-    }
+    return folder
 
 
 @pytest.fixture
@@ -86,7 +83,8 @@ def test_an_api_ingest_answers_success_with_the_bus_down_and_announces_once_it_i
     op_token = hub.store.issue_token("op", ttl=timedelta(hours=1))
     from catalog.manifest import parse_manifest
 
-    hub.store.register_dataset(parse_manifest(manifest_dict(source=_source(tmp_path))))
+    source = {**file_source(hub, _exports(tmp_path), "*.parquet"), "cursor": "updated_at"}
+    hub.store.register_dataset(parse_manifest(manifest_dict(source=source)))
     push = manifest_dict(
         id="noise_push",
         columns=[{"name": "seq", "type": "int64"}],
@@ -163,8 +161,16 @@ def test_a_cli_ingest_commits_with_the_bus_down_and_a_hub_announces_it_later(
     manifest = tmp_path / "tickets.yaml"
     import yaml
 
-    manifest.write_text(yaml.safe_dump(manifest_dict(source=_source(tmp_path))), "utf-8")
+    source = {
+        "connector": "parquet",
+        "root": "exports",
+        "options": {"path": "*.parquet"},
+        "cursor": "updated_at",
+    }
+    manifest.write_text(yaml.safe_dump(manifest_dict(source=source)), "utf-8")
     subprocess.run([BLOCKHUB, "agency", "add", "gy_12345", "热线"], env=env, check=True)
+    root = [BLOCKHUB, "source", "root", "add", "gy_12345", "exports", str(_exports(tmp_path))]
+    subprocess.run(root, env=env, check=True)
     subprocess.run([BLOCKHUB, "register", str(manifest)], env=env, check=True)
     bus_redis.stop()
     done = subprocess.run(

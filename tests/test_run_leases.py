@@ -61,7 +61,7 @@ class Source:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/items"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -76,7 +76,8 @@ def source() -> Iterator[Source]:
     s.close()
 
 
-def items_manifest(url: str) -> dict[str, Any]:
+def items_manifest() -> dict[str, Any]:
+    """A dataset read from the agency's HTTP profile ``items_api``."""
     return manifest_dict(
         id="items",
         columns=[{"name": "id", "type": "int64"}, {"name": "name", "type": "string"}],
@@ -84,8 +85,9 @@ def items_manifest(url: str) -> dict[str, Any]:
         block_keys=[],
         source={
             "connector": "http_api",
+            "profile": "items_api",
             "mode": "replace",
-            "options": {"url": url, "timeout_s": 120, "retry": {"attempts": 1}},
+            "options": {"path": "items", "timeout_s": 120, "retry": {"attempts": 1}},
         },
     )
 
@@ -96,8 +98,10 @@ def test_a_killed_ingest_is_marked_interrupted_and_the_next_run_proceeds(
     home = tmp_path / "home"
     env = {**os.environ, "BLOCKHUB_HOME": str(home)}
     manifest = tmp_path / "items.yaml"
-    manifest.write_text(yaml.safe_dump(items_manifest(source.url)), "utf-8")
+    manifest.write_text(yaml.safe_dump(items_manifest()), "utf-8")
     subprocess.run([BLOCKHUB, "agency", "add", "gy_12345", "热线"], env=env, check=True)
+    profile = ["source", "profile", "add", "gy_12345", "items_api", "http"]
+    subprocess.run([BLOCKHUB, *profile, "--set", f"base_url={source.base}"], env=env, check=True)
     subprocess.run([BLOCKHUB, "register", str(manifest)], env=env, check=True)
     proc = subprocess.Popen(
         [BLOCKHUB, "ingest", "items"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -163,7 +167,7 @@ def test_a_lease_runs_out_when_its_holder_stops_renewing_and_not_before(tmp_path
     runner.create_all()
     sweeper = CatalogStore(url, clock=clock, lease_s=60)
     runner.upsert_agency("gy_12345", "热线")
-    m = parse_manifest(items_manifest("http://127.0.0.1:9/items"))
+    m = parse_manifest(items_manifest())
     runner.register_dataset(m)
     run = runner.start_run("items")
     runner._leases.stop()  # the holder stops renewing (its clock does not matter now)
@@ -193,7 +197,7 @@ def test_an_airflow_run_between_tasks_is_not_taken_for_dead(tmp_path: Path) -> N
     store = CatalogStore(f"sqlite:///{tmp_path / 'catalog.db'}", clock=clock)
     store.create_all()
     store.upsert_agency("gy_12345", "热线")
-    store.register_dataset(parse_manifest(items_manifest("http://127.0.0.1:9/items")))
+    store.register_dataset(parse_manifest(items_manifest()))
     run = store.start_run("items")
     store.hand_over(run.id, steps.HANDOVER_S)
     assert store.lease_of(run.id) == (None, clock() + timedelta(seconds=steps.HANDOVER_S))

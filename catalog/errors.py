@@ -138,3 +138,102 @@ class SuiteInvalid(HubError):
 
     code = "invalid_suite"
     status = 422
+
+
+class ServiceUnavailable(HubError):
+    """A server blockhub depends on (the catalog database, the event log's Redis, the
+    lake's catalog) cannot be reached right now; the same request may succeed later.
+    Answered as 503 with ``Retry-After``; the detail names the service, never its
+    address or credentials (those go to the server log)."""
+
+    code = "service_unavailable"
+    status = 503
+
+    def __init__(self, service: str, *, retry_after_s: int = 5, **detail: Any) -> None:
+        super().__init__(
+            f"the {service} is unavailable; try again in a few seconds",
+            service=service,
+            retry_after_s=retry_after_s,
+            **detail,
+        )
+        self.service = service
+        self.retry_after_s = retry_after_s
+
+
+class CommitUnsettled(ServiceUnavailable):
+    """A run's lake commit may have landed but the catalog could not record it (the
+    catalog or the lake's catalog went away mid-commit).  Nothing was deleted: the next
+    run of the dataset, or the hub's sweep of expired runs, records the version if the
+    commit landed and closes the run either way."""
+
+    code = "commit_unsettled"
+
+    def __init__(self, dataset: str, run: str, service: str = "catalog database") -> None:
+        super().__init__(service, dataset=dataset, run=run)
+        self.message = (
+            f"the {service} went away while run {run} of {dataset!r} was committing; "
+            "nothing was deleted, and the run is settled (its version recorded if the commit "
+            "landed) once the catalog is back"
+        )
+
+
+# Drivers' errors that mean "the server is not there right now", by module and class name:
+# catalog imports none of the drivers (redis-py only comes with a Redis event log).
+# Connection exception; insufficient resources (too many connections); the server shutting
+# down or starting up.
+_UNAVAILABLE_SQLSTATE = ("08", "53", "57P")
+
+
+def unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """The :class:`ServiceUnavailable` an exception of a driver means, or None when it means
+    something else (a bug, bad SQL, a constraint) and is an internal error.
+
+    Covers SQLAlchemy's connection errors (PostgreSQL refused, shut down, the connection
+    lost mid-query; SQLite busy or locked past its timeout), the event log's own
+    :class:`~catalog.eventlog.LogUnavailable`, and redis-py's connection and timeout errors
+    (a Redis down, restarting or still loading its data)."""
+    if isinstance(exc, ServiceUnavailable):
+        return exc
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:  # the error, or what it was raised from
+        seen.add(id(e))
+        found = _classify(e)
+        if found is not None:
+            return found
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _classify(e: BaseException) -> ServiceUnavailable | None:
+    mod, name = type(e).__module__, type(e).__name__
+    if name == "LogUnavailable" or (
+        mod.startswith("redis") and name in ("ConnectionError", "TimeoutError", "BusyLoadingError")
+    ):
+        return ServiceUnavailable("event log")
+    if mod.startswith("sqlalchemy"):
+        if getattr(e, "connection_invalidated", False):
+            return ServiceUnavailable("catalog database")
+        orig = getattr(e, "orig", None)
+        if orig is not None:
+            return _classify_driver(orig)
+        if name in ("DisconnectionError", "TimeoutError"):  # the pool's own
+            return ServiceUnavailable("catalog database")
+    return _classify_driver(e)
+
+
+def _classify_driver(e: BaseException) -> ServiceUnavailable | None:
+    mod, name = type(e).__module__, type(e).__name__
+    if mod.startswith("psycopg"):
+        state = getattr(e, "sqlstate", None) or ""
+        if name in ("OperationalError", "InterfaceError") and (
+            not state or state.startswith(_UNAVAILABLE_SQLSTATE)
+        ):
+            return ServiceUnavailable("catalog database")
+    if mod == "sqlite3" and name == "OperationalError":
+        text = str(e).lower()
+        if "locked" in text or "busy" in text:
+            return ServiceUnavailable("catalog database", retry_after_s=1)
+    if mod.startswith("pymysql") and name == "OperationalError":
+        return ServiceUnavailable("catalog database")
+    return None

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse, urlunparse
 
 import orjson
 from sqlalchemy import (
@@ -71,6 +72,22 @@ _messages = Table(
     Column("data", Text, nullable=False),
     Column("source", Text, nullable=True),
 )
+# Appends that carry an event id (the catalog's outbox, catalog/outbox.py) are made once:
+# appending the same id again returns the message already stored.  Kept as long as the
+# message itself (retention trims both).
+_event_ids = Table(
+    "log_event_ids",
+    _meta,
+    Column("event_id", String(64), primary_key=True),
+    Column("channel", String(200), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+)
+
+
+class LogUnavailable(Exception):
+    """The log's server cannot be reached (refused, timed out, restarting)."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +142,17 @@ def ws_text_frame(payload: bytes) -> bytes:
 
 
 class Publisher(Protocol):
-    """What the ingest flow needs to announce something: append one message."""
+    """What the ingest flow needs to announce something: append one message.  With an
+    ``event_id`` the append happens once: the same id again returns the stored message."""
 
     def __call__(
-        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+        self,
+        channel: str,
+        type: str,
+        data: dict[str, Any],
+        source: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
     ) -> Any: ...
 
 
@@ -140,8 +164,15 @@ class LogBackend(Protocol):
     blocking_tail: bool
 
     def append(
-        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+        self,
+        channel: str,
+        type: str,
+        data: dict[str, Any],
+        source: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
     ) -> Message: ...
+    def verify(self, after_seq: int, epoch: str) -> str: ...
     def read(self, channel: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
     def tail(self, after_seq: int, limit: int = 1000, block_s: float = 0) -> list[Message]: ...
     def change_probe(self) -> Callable[[], bool] | None: ...
@@ -155,6 +186,16 @@ class LogBackend(Protocol):
     def trim_before(self, channel: str, before: datetime) -> int: ...
     def channels(self) -> list[str]: ...
     def dispose(self) -> None: ...
+
+
+def redacted_url(url: str) -> str:
+    """A log's URL for messages and logs: without a user name or password."""
+    parsed = urlparse(url)
+    if parsed.password is None and parsed.username is None:
+        return url
+    host = parsed.hostname or ""
+    netloc = f"{host}:{parsed.port}" if parsed.port else host
+    return urlunparse(parsed._replace(netloc=netloc))
 
 
 def open_event_log(url: str) -> LogBackend:
@@ -183,6 +224,10 @@ _HEAD = "SELECT last_offset FROM log_channels WHERE name = ?"
 _NEW_CHANNEL = "INSERT INTO log_channels (name, last_offset) VALUES (?, 1)"
 _INSERT_MESSAGE = (
     'INSERT INTO log_messages (channel, "offset", ts, type, data, source) VALUES (?, ?, ?, ?, ?, ?)'
+)
+_KNOWN_EVENT = "SELECT seq, channel, offset, ts FROM log_event_ids WHERE event_id = ?"
+_NEW_EVENT = (
+    'INSERT INTO log_event_ids (event_id, channel, "offset", seq, ts) VALUES (?, ?, ?, ?, ?)'
 )
 _BUSY_WAIT_S = 30.0
 
@@ -327,17 +372,32 @@ class EventLog:
             self._probes.append(con)
         return con
 
+    def verify(self, after_seq: int, epoch: str) -> str:
+        """The log's epoch now.  A SQL log keeps its epoch in its own database, which a
+        process cannot lose under it while it has the file open: always ``self.epoch``."""
+        return self.epoch
+
     def append(
         self,
         channel: str,
         type: str,
         data: dict[str, Any],
         source: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
     ) -> Message:
         if self._sqlite_file() is not None:
-            return self._append_sqlite(channel, type, data, source)
+            return self._append_sqlite(channel, type, data, source, event_id)
         ts = datetime.now(UTC)
         with self.engine.begin() as c:
+            if event_id is not None:
+                known = c.execute(
+                    select(_event_ids).where(_event_ids.c.event_id == event_id).with_for_update()
+                ).first()
+                if known is not None:
+                    return self._known(
+                        known.seq, known.channel, known.offset, known.ts, type, data, source
+                    )
             # The row update takes the write lock, so offsets are allocated one at a time.
             offset = c.scalar(
                 update(_channels)
@@ -359,12 +419,38 @@ class EventLog:
                 )
             ).inserted_primary_key
             assert seq is not None
+            if event_id is not None:
+                c.execute(
+                    insert(_event_ids).values(
+                        event_id=event_id, channel=channel, offset=offset, seq=seq[0], ts=ts
+                    )
+                )
         return Message(int(seq[0]), channel, int(offset), self.epoch, ts, type, data, source or {})
 
     __call__ = append
 
+    def _known(
+        self,
+        seq: int,
+        channel: str,
+        offset: int,
+        ts: datetime | str,
+        type: str,
+        data: dict[str, Any],
+        source: dict[str, Any] | None,
+    ) -> Message:
+        """The message an event id was appended as before (its payload is the caller's:
+        an event id names one payload)."""
+        when = _sqlite_ts(ts) if isinstance(ts, str) else _aware(ts)
+        return Message(int(seq), channel, int(offset), self.epoch, when, type, data, source or {})
+
     def _append_sqlite(
-        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None
+        self,
+        channel: str,
+        type: str,
+        data: dict[str, Any],
+        source: dict[str, Any] | None,
+        event_id: str | None = None,
     ) -> Message:
         """``append`` on a plain sqlite3 connection of this thread (D33).
 
@@ -385,17 +471,23 @@ class EventLog:
             _begin_immediate(con)
             ts = datetime.now(UTC)  # under the lock: times follow the log's order
             try:
+                if event_id is not None:
+                    known = con.execute(_KNOWN_EVENT, (event_id,)).fetchone()
+                    if known is not None:
+                        con.execute("ROLLBACK")
+                        seq0, channel0, offset0, ts0 = known
+                        return self._known(seq0, channel0, offset0, ts0, type, data, source)
                 row = con.execute(_NEXT_OFFSET, (channel,)).fetchone()
                 if row is None:
                     offset = 1
                     con.execute(_NEW_CHANNEL, (channel,))
                 else:
                     offset = int(row[0])
-                cur = con.execute(
-                    _INSERT_MESSAGE,
-                    (channel, offset, ts.strftime("%Y-%m-%d %H:%M:%S.%f"), type, text, src),
-                )
+                stamp = ts.strftime("%Y-%m-%d %H:%M:%S.%f")
+                cur = con.execute(_INSERT_MESSAGE, (channel, offset, stamp, type, text, src))
                 seq = cur.lastrowid
+                if event_id is not None:
+                    con.execute(_NEW_EVENT, (event_id, channel, offset, seq, stamp))
                 con.execute("COMMIT")
             except BaseException:
                 if con.in_transaction:
@@ -510,6 +602,11 @@ class EventLog:
                     _messages.c.channel == channel, _messages.c.offset <= head - keep_last
                 )
             )
+            c.execute(
+                delete(_event_ids).where(
+                    _event_ids.c.channel == channel, _event_ids.c.offset <= head - keep_last
+                )
+            )
             return int(res.rowcount or 0)
 
     def channels(self) -> list[str]:
@@ -530,6 +627,13 @@ class EventLog:
                     _messages.c.channel == channel,
                     _messages.c.ts < before,
                     _messages.c.offset < head,
+                )
+            )
+            c.execute(
+                delete(_event_ids).where(
+                    _event_ids.c.channel == channel,
+                    _event_ids.c.ts < before,
+                    _event_ids.c.offset < head,
                 )
             )
             return int(res.rowcount or 0)

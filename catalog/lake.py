@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from catalog import iceberg_patch  # noqa: F401  (pyiceberg 0.12's metadata copies, D28)
 from catalog.deletes import PublishFiles, delete_data_file, write_position_deletes
-from catalog.errors import Conflict, DatasetNotFound, SchemaDrift
+from catalog.errors import CommitUnsettled, Conflict, DatasetNotFound, SchemaDrift, unavailable
 from catalog.manifest import SchemaPolicy, SyncMode
 from catalog.prefetch import prefetch as prefetch_items
 
@@ -404,7 +404,18 @@ class Lake:
                 f"dataset {dataset_id!r} changed during the commit ({e}); nothing was published",
                 dataset=dataset_id,
             ) from None
-        snap = self.current(dataset_id)
+        except Exception as e:
+            # The lake's catalog went away during the commit: it may or may not have moved
+            # the table's pointer.  The caller must not delete the staged files.
+            if unavailable(e) is None:
+                raise
+            raise CommitUnsettled(dataset_id, run_id, "lake catalog") from e
+        try:
+            snap = self.current(dataset_id)
+        except Exception as e:  # committed, but it cannot be read back now
+            if unavailable(e) is None:
+                raise
+            raise CommitUnsettled(dataset_id, run_id, "lake catalog") from e
         assert snap is not None
         return snap
 

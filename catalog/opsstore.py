@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from catalog.errors import Conflict, InvalidRequest, NotFound
+from catalog.outbox import Event, stage
 from catalog.store import _aware, utcnow
+
+#: The events that announce a change to an alert, or to an order (one per channel), staged
+#: in the catalog's outbox in the transaction that makes the change (catalog/outbox.py).
+AlertEvents = Callable[["Alert"], Sequence[Event]]
+OrderEvents = Callable[["Order", "OrderEvent"], Sequence[Event]]
 
 ALERT_STATUSES = ("open", "acknowledged", "resolved")
 ORDER_STATUSES = ("open", "acknowledged", "in_progress", "closed", "cancelled")
@@ -239,8 +245,10 @@ class OpsStore:
         source: str,
         detail: dict[str, Any],
         at: datetime | None = None,
+        events: AlertEvents | None = None,
     ) -> tuple[Alert, bool]:
-        """Open an alert, or bump the open one for the same rule+key. Returns (alert, new)."""
+        """Open an alert, or bump the open one for the same rule+key. Returns (alert, new);
+        ``events`` announce a new one (a repeat only bumps the count)."""
         now = at or utcnow()
         open_key = f"{rule_id}|{key}"
         for _ in range(3):  # another process may open the same alert concurrently
@@ -269,7 +277,10 @@ class OpsStore:
                     )
                     s.add(row)
                     s.flush()
-                    return _alert(row), True
+                    alert = _alert(row)
+                    if events is not None:
+                        stage(s, events(alert))
+                    return alert, True
             except IntegrityError:
                 continue
         raise Conflict(f"could not record alert {open_key!r}", rule=rule_id)
@@ -297,7 +308,13 @@ class OpsStore:
         with self.session() as s:
             return [_alert(r) for r in s.scalars(q)]
 
-    def acknowledge_alert(self, alert_id: str, who: str, note: str | None = None) -> Alert:
+    def acknowledge_alert(
+        self,
+        alert_id: str,
+        who: str,
+        note: str | None = None,
+        events: AlertEvents | None = None,
+    ) -> Alert:
         with self.session() as s:
             row = s.get(AlertRow, alert_id)
             if row is None:
@@ -312,9 +329,18 @@ class OpsStore:
             row.acked_by, row.acked_at = who, utcnow()
             row.note = note or row.note
             s.flush()
-            return _alert(row)
+            alert = _alert(row)
+            if events is not None:
+                stage(s, events(alert))
+            return alert
 
-    def resolve_alert(self, alert_id: str, who: str, note: str | None = None) -> Alert:
+    def resolve_alert(
+        self,
+        alert_id: str,
+        who: str,
+        note: str | None = None,
+        events: AlertEvents | None = None,
+    ) -> Alert:
         with self.session() as s:
             row = s.get(AlertRow, alert_id)
             if row is None:
@@ -326,7 +352,10 @@ class OpsStore:
             row.resolved_by, row.resolved_at = who, utcnow()
             row.note = note or row.note
             s.flush()
-            return _alert(row)
+            alert = _alert(row)
+            if events is not None:
+                stage(s, events(alert))
+            return alert
 
     def rule_cursor(self, channel: str, epoch: str) -> int | None:
         with self.session() as s:
@@ -355,6 +384,7 @@ class OpsStore:
         alert_id: str | None = None,
         event: dict[str, Any] | None = None,
         deadline: datetime | None = None,
+        events: OrderEvents | None = None,
     ) -> Order:
         if priority not in PRIORITIES:
             raise InvalidRequest(
@@ -379,13 +409,15 @@ class OpsStore:
                 updated_at=now,
             )
             s.add(row)
-            s.add(
-                OrderEventRow(
-                    order_id=row.id, action="open", actor=opened_by, at=now, status="open"
-                )
+            opened = OrderEventRow(
+                order_id=row.id, action="open", actor=opened_by, at=now, status="open"
             )
+            s.add(opened)
             s.flush()
-            return _order(row)
+            order = _order(row)
+            if events is not None:
+                stage(s, events(order, _order_event(opened)))
+            return order
 
     def get_order(self, order_id: str) -> Order:
         with self.session() as s:
@@ -423,6 +455,7 @@ class OpsStore:
         actor: str,
         note: str | None = None,
         data: dict[str, Any] | None = None,
+        events: OrderEvents | None = None,
     ) -> tuple[Order, OrderEvent]:
         """Apply acknowledge / progress / close / cancel; records the event in the history."""
         if action not in ORDER_TRANSITIONS:
@@ -454,9 +487,14 @@ class OpsStore:
             )
             s.add(ev)
             s.flush()
-            return _order(row), _order_event(ev)
+            order, change = _order(row), _order_event(ev)
+            if events is not None:
+                stage(s, events(order, change))
+            return order, change
 
-    def escalate_overdue(self, now: datetime | None = None) -> list[tuple[Order, OrderEvent]]:
+    def escalate_overdue(
+        self, now: datetime | None = None, events: OrderEvents | None = None
+    ) -> list[tuple[Order, OrderEvent]]:
         """Mark every still-unacknowledged order past its deadline as escalated (once)."""
         now = now or utcnow()
         out = []
@@ -489,5 +527,8 @@ class OpsStore:
                 )
                 s.add(ev)
                 s.flush()
-                out.append((_order(row), _order_event(ev)))
+                order, change = _order(row), _order_event(ev)
+                if events is not None:
+                    stage(s, events(order, change))
+                out.append((order, change))
         return out

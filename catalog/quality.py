@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from catalog.errors import NotFound
+from catalog.outbox import Event, stage
 
 GateStatus = Literal["passed", "warned", "dropped", "blocked"]
 BatchStatus = Literal["held", "released", "discarded", "superseded"]
@@ -309,7 +311,10 @@ class QualityStore:
         seconds: float,
         document: dict[str, Any],
         quarantine_batch: str | None = None,
+        events: Callable[[QualityResult], Sequence[Event]] | None = None,
     ) -> QualityResult:
+        """Store a run's validation; ``events`` (e.g. ``quality.failed``) go to the outbox in
+        the same transaction (catalog/outbox.py)."""
         stats = document.get("statistics", {})
         values = {
             "run_id": run_id,
@@ -334,6 +339,9 @@ class QualityStore:
                 c.execute(update(_results).where(_results.c.run_id == run_id).values(**values))
             else:
                 c.execute(insert(_results).values(**values))
+            if events is not None:
+                row = c.execute(select(_results).where(_results.c.run_id == run_id)).one()
+                stage(c, events(_result(row)))
         return self.get_result(run_id)
 
     def get_result(self, run_id: str) -> QualityResult:
@@ -474,8 +482,15 @@ class QualityStore:
         )
 
     def set_freshness(
-        self, dataset_id: str, *, stale_since: datetime | None, announced_at: datetime | None
+        self,
+        dataset_id: str,
+        *,
+        stale_since: datetime | None,
+        announced_at: datetime | None,
+        events: Sequence[Event] = (),
     ) -> None:
+        """Record a dataset's freshness; ``events`` (``dataset.stale``) go to the outbox in
+        the same transaction."""
         values = {"stale_since": stale_since, "announced_at": announced_at, "checked_at": _now()}
         with self.engine.begin() as c:
             done = c.execute(
@@ -483,3 +498,4 @@ class QualityStore:
             )
             if not done.rowcount:
                 c.execute(insert(_freshness).values(dataset_id=dataset_id, **values))
+            stage(c, events)

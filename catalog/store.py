@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import secrets
+import socket
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,9 +30,11 @@ from sqlalchemy import (
     Text,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -36,9 +42,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from catalog.errors import Conflict, DatasetNotFound, NotFound, Unauthenticated, VersionNotFound
 from catalog.manifest import Manifest
+from catalog.outbox import Event, Outbox, outbox_meta, stage
+
+log = logging.getLogger(__name__)
 
 Role = Literal["admin", "steward", "operator", "developer"]
-RunStatus = Literal["running", "succeeded", "failed", "unchanged"]
+RunStatus = Literal["running", "succeeded", "failed", "unchanged", "interrupted"]
+#: How long a run stays "running" without its process renewing the lease (D-faults).
+RUN_LEASE_S = 60.0
 ROLES: tuple[str, ...] = ("admin", "steward", "operator", "developer")
 
 
@@ -128,6 +139,47 @@ class RunRow(Base):
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     details_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RunLeaseRow(Base):
+    """Who runs a run, until when: the process renews it while it works (every third of
+    the lease); a run whose lease ran out, or whose process is gone, is interrupted."""
+
+    __tablename__ = "run_leases"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    # host:pid:start time of the process holding it; None between two Airflow tasks.
+    holder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _proc_start(pid: int) -> str | None:
+    """When a process started (clock ticks since boot, Linux), to tell it from a later
+    process given the same pid; None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_identity() -> str:
+    """This process as a lease holder: ``host:pid:start``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_proc_start(os.getpid()) or ''}"
+
+
+def holder_gone(holder: str | None) -> bool:
+    """Whether a lease holder is a process of this host that no longer runs (another host's
+    holders are only known gone when their lease runs out)."""
+    if not holder:
+        return False
+    host, _, rest = holder.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    now = _proc_start(int(pid_text))
+    if now is None:
+        return not os.path.exists(f"/proc/{pid_text}") and os.path.isdir("/proc/self")
+    return bool(start) and now != start
 
 
 class VersionRow(Base):
@@ -307,22 +359,37 @@ def make_engine(url: str) -> Engine:
 
 
 class CatalogStore:
-    """Typed access to the catalog tables."""
+    """Typed access to the catalog tables.
 
-    def __init__(self, url: str) -> None:
+    ``clock`` gives "now" for run leases (tests move it on instead of waiting);
+    ``lease_s`` is how long a run stays running without its process renewing it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        lease_s: float = RUN_LEASE_S,
+    ) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._stamp: tuple[tuple[Any, ...], Any] | None = None  # (extras, statement)
+        self.clock = clock
+        self.lease_s = lease_s
+        self.outbox = Outbox(self.engine)
+        self._leases = _LeaseKeeper(self)
 
     def create_all(self) -> None:
-        try:
-            Base.metadata.create_all(self.engine)
-        except OperationalError:
-            # Another process opening the same catalog created a table in between.
-            Base.metadata.create_all(self.engine)
+        for meta in (Base.metadata, outbox_meta):
+            try:
+                meta.create_all(self.engine)
+            except OperationalError:
+                # Another process opening the same catalog created a table in between.
+                meta.create_all(self.engine)
 
     def dispose(self) -> None:
+        self._leases.stop()
         self.engine.dispose()
 
     @contextmanager
@@ -468,6 +535,8 @@ class CatalogStore:
     # -- runs ---------------------------------------------------------------------
 
     def start_run(self, dataset_id: str, trigger: str = "manual") -> Run:
+        """Record a run as running, leased to this process, which renews the lease in a
+        background thread until :meth:`finish_run` (or :meth:`hand_over`)."""
         with self.session() as s:
             if s.get(DatasetRow, dataset_id) is None:
                 raise DatasetNotFound(dataset_id)
@@ -476,7 +545,16 @@ class CatalogStore:
             )
             s.add(row)
             s.flush()
-            return _run(row)
+            s.add(
+                RunLeaseRow(
+                    run_id=row.id,
+                    holder=process_identity(),
+                    expires_at=self.clock() + timedelta(seconds=self.lease_s),
+                )
+            )
+            run = _run(row)
+        self._leases.keep(run.id)
+        return run
 
     def finish_run(
         self,
@@ -503,8 +581,87 @@ class CatalogStore:
             row.bytes_written = bytes_written
             row.version = version
             row.error = error
+            s.execute(delete(RunLeaseRow).where(RunLeaseRow.run_id == run_id))
             s.flush()
-            return _run(row)
+            run = _run(row)
+        self._leases.drop(run_id)
+        return run
+
+    def renew_leases(self, run_ids: Sequence[str]) -> None:
+        """Push the leases of ``run_ids`` (this process's running runs) ``lease_s`` on."""
+        if not run_ids:
+            return
+        with self.session() as s:
+            s.execute(
+                update(RunLeaseRow)
+                .where(RunLeaseRow.run_id.in_(list(run_ids)))
+                .values(
+                    holder=process_identity(),
+                    expires_at=self.clock() + timedelta(seconds=self.lease_s),
+                )
+            )
+
+    def hand_over(self, run_id: str, for_s: float) -> None:
+        """This process is done with the run but the run is not (an Airflow task ends, the
+        next one takes it on): nobody holds it for ``for_s`` seconds, then it is expired."""
+        self._leases.drop(run_id)
+        with self.session() as s:
+            s.execute(
+                update(RunLeaseRow)
+                .where(RunLeaseRow.run_id == run_id)
+                .values(holder=None, expires_at=self.clock() + timedelta(seconds=for_s))
+            )
+
+    def take_over(self, run_id: str) -> None:
+        """This process goes on with a run another one handed over (:meth:`hand_over`)."""
+        with self.session() as s:
+            lease = s.get(RunLeaseRow, run_id)
+            expires = self.clock() + timedelta(seconds=self.lease_s)
+            if lease is None:
+                s.add(RunLeaseRow(run_id=run_id, holder=process_identity(), expires_at=expires))
+            else:
+                lease.holder, lease.expires_at = process_identity(), expires
+        self._leases.keep(run_id)
+
+    def expire_lease(self, run_id: str) -> None:
+        """Give a run up at once (its outcome is for :func:`pipelines.ingest.reconcile` to
+        settle), e.g. when the catalog went away in the middle of its commit."""
+        self._leases.drop(run_id)
+        with self.session() as s:
+            s.execute(
+                update(RunLeaseRow)
+                .where(RunLeaseRow.run_id == run_id)
+                .values(holder=None, expires_at=self.clock() - timedelta(seconds=1))
+            )
+
+    def expired_runs(self, dataset_id: str | None = None, now: datetime | None = None) -> list[Run]:
+        """Runs still marked running whose process is gone: the lease ran out, its holder is
+        a process of this host that no longer runs, or it has no lease at all (a run
+        recorded before leases existed)."""
+        now = now or self.clock()
+        q = (
+            select(RunRow, RunLeaseRow.holder, RunLeaseRow.expires_at)
+            .outerjoin(RunLeaseRow, RunLeaseRow.run_id == RunRow.id)
+            .where(RunRow.status == "running")
+            .order_by(RunRow.started_at)
+        )
+        if dataset_id is not None:
+            q = q.where(RunRow.dataset_id == dataset_id)
+        out = []
+        with self.session() as s:
+            for row, holder, expires_at in s.execute(q):
+                expires = _aware(expires_at)
+                if expires is None or expires <= now or holder_gone(holder):
+                    out.append(_run(row))
+        return out
+
+    def lease_of(self, run_id: str) -> tuple[str | None, datetime] | None:
+        """(holder, expires_at) of a run's lease, None when it has none."""
+        with self.session() as s:
+            lease = s.get(RunLeaseRow, run_id)
+            if lease is None:
+                return None
+            return lease.holder, _aware(lease.expires_at) or utcnow()
 
     def get_run(self, run_id: str) -> Run:
         with self.session() as s:
@@ -533,8 +690,13 @@ class CatalogStore:
         run_id: str | None,
         cursor: Any,
         committed_at: datetime,
+        events: Callable[[Version], Sequence[Event]] | None = None,
     ) -> Version:
-        """Record a lake snapshot as the dataset's next version (idempotent per snapshot)."""
+        """Record a lake snapshot as the dataset's next version (idempotent per snapshot).
+
+        ``events`` makes the events that announce the new version (``dataset.updated``),
+        staged in the catalog's outbox in the same transaction (catalog/outbox.py): a
+        recorded version is always announced, once, even if the log is down right now."""
         with self.session() as s:
             existing = s.scalars(
                 select(VersionRow).where(
@@ -559,7 +721,10 @@ class CatalogStore:
             )
             s.add(row)
             s.flush()
-            return _version(row)
+            version = _version(row)
+            if events is not None:
+                stage(s, events(version))
+            return version
 
     def versions(self, dataset_id: str) -> list[Version]:
         with self.session() as s:
@@ -624,3 +789,50 @@ class CatalogStore:
         stmt = last[1]
         with self.engine.connect() as conn:
             return tuple(conn.execute(stmt).one())
+
+
+class _LeaseKeeper:
+    """Renews the leases of the runs this process is running, from one daemon thread, every
+    third of the lease: while the process lives, its runs are not taken for dead."""
+
+    def __init__(self, store: CatalogStore) -> None:
+        self.store = store
+        self._runs: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def keep(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.add(run_id)
+            if self._thread is None or self._pid != os.getpid():  # none yet, or forked
+                self._pid = os.getpid()
+                self._wake = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._renew, args=(self._wake,), name="blockhub-run-leases", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.discard(run_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._runs.clear()
+            self._thread = None
+            self._wake.set()
+
+    def _renew(self, wake: threading.Event) -> None:
+        while not wake.wait(self.store.lease_s / 3):
+            with self._lock:
+                runs = sorted(self._runs)
+                if not runs:  # decided under the lock: keep() starts a new thread after
+                    if self._wake is wake:
+                        self._thread = None
+                    return
+            try:
+                self.store.renew_leases(runs)
+            except Exception as e:  # the catalog is down: try again next time
+                log.warning("run leases not renewed (%s); retrying", e)

@@ -8,21 +8,24 @@ makes the events durable before it returns therefore means the broker
 redelivers anything the hub did not keep, and one durable write serves many
 messages.  The session is persistent (``clean_session=False`` under a stable
 client id), so the broker also queues QoS ≥ 1 messages published while the hub
-is down.
+is down.  While the hub cannot keep messages (its event log is down) it acknowledges
+nothing and retries with backoff; the broker redelivers whatever was not acknowledged
+after a reconnect, so a broker or log outage loses nothing (at least once: a message whose
+acknowledgement was lost in a broker outage can come twice).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from catalog.errors import ConnectorError
+from catalog.errors import ConnectorError, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,15 @@ class MqttSubscriber:
         password: str | None = None,
         max_batch: int = 1000,
         attempts: int = 3,
+        max_backoff_s: float = 5.0,
     ) -> None:
         self.host, self.port, self.topics, self.qos = host, port, topics, qos
         self.on_batch = on_batch
         self.max_batch = max_batch
         self.attempts = attempts
+        self.max_backoff_s = max_backoff_s
         self.connected = threading.Event()
+        self._stopping = threading.Event()
         self._refused: str | None = None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name=f"mqtt-{client_id}", daemon=True)
@@ -105,28 +111,62 @@ class MqttSubscriber:
                     self._queue.put(_STOP)
                     break
                 batch.append(item)
-            self._hand_over(batch)
+            if not self._hand_over(batch):
+                return  # stopping with messages not kept: unacknowledged, the broker keeps them
             for _topic, _payload, mid, qos in batch:
                 if qos > 0:
                     self.client.ack(mid, qos)
 
-    def _hand_over(self, batch: list[tuple[str, bytes, int, int]]) -> None:
+    def _hand_over(self, batch: list[tuple[str, bytes, int, int]]) -> bool:
+        """Hand a batch over until it is kept; True when it may be acknowledged.
+
+        While the hub cannot keep messages because a server it writes to is down (the event
+        log), the batch is retried with backoff and jitter (at most ``max_backoff_s`` apart)
+        for as long as that lasts, and nothing is acknowledged: the broker holds the rest of
+        the session's messages meanwhile (QoS ≥ 1, up to its in-flight window and queue).
+        A batch that fails for another reason (a bug, not an outage) is retried
+        ``attempts`` times and then dropped with an error in the log, so that one poisoned
+        message cannot stall the feed for good.  Returns False only when stopping.
+        """
         items = [(topic, payload) for topic, payload, _mid, _qos in batch]
-        for attempt in range(1, self.attempts + 1):
+        failures = outage = 0
+        while True:
             try:
                 self.on_batch(items)
-                return
-            except Exception:
-                if attempt == self.attempts:
-                    # Holding the acks would stall the broker's in-flight window for good.
-                    log.exception(
-                        "mqtt: %d message(s) could not be kept after %d attempts; dropped",
+                if outage:
+                    log.warning(
+                        "mqtt %s:%d: %d message(s) kept after %d attempt(s)",
+                        self.host,
+                        self.port,
                         len(items),
-                        attempt,
+                        outage + 1,
                     )
-                    return
-                log.exception("mqtt: keeping %d message(s) failed; retrying", len(items))
-                time.sleep(0.5 * attempt)
+                return True
+            except Exception as e:
+                if unavailable(e) is not None:
+                    outage += 1
+                    if outage == 1 or outage % 20 == 0:
+                        log.warning(
+                            "mqtt %s:%d: %d message(s) wait, not acknowledged: %s; retrying",
+                            self.host,
+                            self.port,
+                            len(items),
+                            e,
+                        )
+                    delay = min(self.max_backoff_s, 0.1 * 2 ** min(outage, 10))
+                else:
+                    failures += 1
+                    if failures >= self.attempts:
+                        log.exception(
+                            "mqtt: %d message(s) could not be kept after %d attempts; dropped",
+                            len(items),
+                            failures,
+                        )
+                        return True
+                    log.exception("mqtt: keeping %d message(s) failed; retrying", len(items))
+                    delay = 0.5 * failures
+            if self._stopping.wait(delay * (0.5 + random.random())):
+                return False
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe; a broker that cannot be reached is a ConnectorError."""
@@ -152,7 +192,9 @@ class MqttSubscriber:
             )
 
     def stop(self) -> None:
-        """Disconnect; messages already queued are handed over and acknowledged first."""
+        """Disconnect; messages already queued are handed over and acknowledged first
+        (unless they cannot be kept now: they stay unacknowledged, the broker keeps them)."""
+        self._stopping.set()
         self._queue.put(_STOP)
         if self._worker.is_alive():
             self._worker.join(30)

@@ -29,10 +29,11 @@ from catalog.access import Access, platform_view
 from catalog.disclosure import disclose_record, source_dataset
 from catalog.errors import AccessDenied, NotFound
 from catalog.eventlog import Message
-from catalog.opsstore import Alert
+from catalog.opsstore import Alert, AlertEvents
+from catalog.outbox import Event
 from catalog.store import Principal
 from hub.alert_rules import Rule
-from hub.bus import Notice
+from hub.bus import Notice, backoff_s
 from hub.channels import is_ops
 from hub.context import Hub
 
@@ -54,23 +55,32 @@ def title_fields(title: str | None) -> set[str]:
     return {name.split(".")[0].split("[")[0] for _, name, _, _ in parsed if name}
 
 
-def publish_alert(hub: Hub, event: str, alert: Alert, source: dict[str, Any]) -> None:
-    hub.bus.publish("alerts", event, alert.to_dict(), source)
+def alert_event(event: str, source: dict[str, Any]) -> AlertEvents:
+    """The ``alerts`` event announcing an alert's change, made in the transaction that
+    changes it (staged in the catalog's outbox, published after the commit)."""
+
+    def events(alert: Alert) -> list[Event]:
+        return [Event("alerts", event, alert.to_dict(), {"rule": alert.rule_id, **source})]
+
+    return events
 
 
 def acknowledge(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
     if not is_ops(principal):
         raise AccessDenied("only operators and admins handle alerts", role=principal.role)
-    alert = hub.ops.acknowledge_alert(alert_id, principal.id, note)
-    publish_alert(hub, "alert.acknowledged", alert, {"rule": alert.rule_id, "actor": principal.id})
+    announced = alert_event("alert.acknowledged", {"actor": principal.id})
+    alert = hub.ops.acknowledge_alert(alert_id, principal.id, note, events=announced)
+    hub.announce()
     return alert
 
 
 def resolve(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
     if not is_ops(principal):
         raise AccessDenied("only operators and admins handle alerts", role=principal.role)
-    alert = hub.ops.resolve_alert(alert_id, principal.id, note)
-    publish_alert(hub, "alert.resolved", alert, {"rule": alert.rule_id, "actor": principal.id})
+    alert = hub.ops.resolve_alert(
+        alert_id, principal.id, note, events=alert_event("alert.resolved", {"actor": principal.id})
+    )
+    hub.announce()
     return alert
 
 
@@ -87,8 +97,11 @@ class AlertEngine:
             self.by_channel[r.channel].append(r)
         self._windows: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
         self._last_seen: dict[str, datetime] = {}
-        self._evaluated: dict[str, int] = {}
-        self._saved: dict[str, int] = {}
+        self._evaluated: dict[str, int] = {}  # channel -> offset evaluated
+        # channel -> (epoch, offset) to save, set in one assignment: an offset means
+        # something only in its epoch (after the log started over, the new one's)
+        self._cursors: dict[str, tuple[str, int]] = {}
+        self._saved: dict[str, tuple[str, int]] = {}
         self._sub = hub.bus.subscription()
         self._task: asyncio.Task[None] | None = None
         self._views: dict[str, tuple[float, Access | None]] = {}
@@ -108,16 +121,37 @@ class AlertEngine:
         return view
 
     async def start(self) -> None:
-        log_ = self.hub.log
+        self._started = datetime.now(UTC)
+        try:
+            await self._subscribe_once()
+        except Exception as e:  # the event log or the catalog is down: _run retries
+            log.warning("alert engine: rule channels not subscribed yet (%s); retrying", e)
+        self._task = asyncio.create_task(self._run(), name="blockhub-alerts")
+
+    async def _subscribe_once(self) -> None:
+        """Read each rule channel from where it was evaluated before (in the epoch the
+        cursor was saved in)."""
         for channel in self.by_channel:
-            since = await asyncio.to_thread(self.hub.ops.rule_cursor, channel, log_.epoch)
+            if channel in self._sub.last:
+                continue
+            epoch = self.hub.bus.epoch
+            since = await asyncio.to_thread(self.hub.ops.rule_cursor, channel, epoch)
             head = await self._sub.add(channel, since)
             if head:  # staleness counts from the channel's latest message, if any
-                last = await asyncio.to_thread(log_.read, channel, head - 1, 1)
+                last = await asyncio.to_thread(self.hub.log.read, channel, head - 1, 1)
                 if last:
                     self._last_seen[channel] = last[0].ts
-        self._started = datetime.now(UTC)
-        self._task = asyncio.create_task(self._run(), name="blockhub-alerts")
+
+    async def _subscribe(self) -> None:
+        """:meth:`_subscribe_once` until it succeeds, with backoff."""
+        failures = 0
+        while len(self._sub.last) < len(self.by_channel):
+            try:
+                await self._subscribe_once()
+            except Exception as e:
+                failures += 1
+                log.warning("alert engine: rule channels not subscribed yet (%s); retrying", e)
+                await asyncio.sleep(backoff_s(failures, 0.5, 30.0))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -128,6 +162,7 @@ class AlertEngine:
         await asyncio.to_thread(self.save_cursors)
 
     async def _run(self) -> None:
+        await self._subscribe()
         while True:
             item = await self._sub.get()
             if isinstance(item, Notice):
@@ -141,6 +176,7 @@ class AlertEngine:
         """Apply every rule of the message's channel (runs in a worker thread)."""
         self._last_seen[msg.channel] = max(msg.ts, self._last_seen.get(msg.channel, msg.ts))
         self._evaluated[msg.channel] = msg.offset
+        self._cursors[msg.channel] = (msg.epoch, msg.offset)
         source = {"channel": msg.channel, "offset": msg.offset, **msg.source}
         data = msg.data
         if msg.channel.startswith("feed:"):  # rows: as the platform view shows them
@@ -183,17 +219,29 @@ class AlertEngine:
         source: dict[str, Any],
         at: datetime,
     ) -> None:
-        alert, new = self.hub.ops.raise_alert(
-            rule.id, key, severity=rule.severity, title=title, source=rule.channel, detail=detail
+        # Repeats only bump the stored count: one message per alert, not per event.
+        _alert, new = self.hub.ops.raise_alert(
+            rule.id,
+            key,
+            severity=rule.severity,
+            title=title,
+            source=rule.channel,
+            detail=detail,
+            events=alert_event("alert.opened", {"rule": rule.id, **source}),
         )
-        if new:  # repeats only bump the stored count: one message per alert, not per event
-            publish_alert(self.hub, "alert.opened", alert, {"rule": rule.id, **source})
+        if new:
+            self.hub.announce()
 
     def _fresh_again(self, rule: Rule, source: dict[str, Any]) -> None:
         alert = self.hub.ops.open_alert_for(rule.id, rule.channel)
         if alert is not None:
-            done = self.hub.ops.resolve_alert(alert.id, "system", "data arrived again")
-            publish_alert(self.hub, "alert.resolved", done, {"rule": rule.id, **source})
+            self.hub.ops.resolve_alert(
+                alert.id,
+                "system",
+                "data arrived again",
+                events=alert_event("alert.resolved", {"rule": rule.id, **source}),
+            )
+            self.hub.announce()
 
     def check_staleness(self, now: datetime | None = None) -> None:
         """Open a staleness alert for each rule channel quiet for longer than allowed."""
@@ -219,7 +267,7 @@ class AlertEngine:
     def save_cursors(self) -> None:
         """Persist how far each channel was evaluated (each tick and on stop; a crash
         re-evaluates at most one tick's events, which de-duplication absorbs)."""
-        for channel, offset in list(self._evaluated.items()):
-            if self._saved.get(channel) != offset:
-                self.hub.ops.set_rule_cursor(channel, self.hub.log.epoch, offset)
-                self._saved[channel] = offset
+        for channel, (epoch, offset) in list(self._cursors.items()):
+            if self._saved.get(channel) != (epoch, offset):
+                self.hub.ops.set_rule_cursor(channel, epoch, offset)
+                self._saved[channel] = (epoch, offset)

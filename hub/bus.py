@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from bisect import bisect_right
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
@@ -34,9 +36,53 @@ from typing import Any
 
 import orjson
 
-from catalog.eventlog import LogBackend, Message, ws_text_frame
+from catalog.eventlog import LogBackend, Message, redacted_url, ws_text_frame
 
 log = logging.getLogger(__name__)
+
+
+def backoff_s(failures: int, base: float, cap: float) -> float:
+    """How long to wait after ``failures`` failures in a row: doubling from ``base`` up to
+    ``cap``, times a random factor in [0.5, 1.5) so that many processes (or subscribers)
+    that lost the same server do not come back at the same instant."""
+    return float(min(cap, base * 2 ** max(0, failures - 1)) * (0.5 + random.random()))
+
+
+class Outage:
+    """The state of a dependency that fails and comes back: one warning when it starts,
+    one every ``every_s`` while it lasts, one when it ends (never one per retry)."""
+
+    def __init__(self, what: str, every_s: float = 30.0) -> None:
+        self.what, self.every_s = what, every_s
+        self.failures = 0
+        self._since = 0.0
+        self._said = 0.0
+
+    def failed(self, err: BaseException) -> None:
+        now = time.monotonic()
+        self.failures += 1
+        if self.failures == 1:
+            self._since = self._said = now
+            log.warning("%s unavailable (%s); retrying with backoff", self.what, err)
+        elif now - self._said >= self.every_s:
+            self._said = now
+            log.warning(
+                "%s still unavailable after %.0f s and %d attempts (%s)",
+                self.what,
+                now - self._since,
+                self.failures,
+                err,
+            )
+
+    def ok(self) -> None:
+        if self.failures:
+            log.warning(
+                "%s available again after %.1f s (%d failed attempts)",
+                self.what,
+                time.monotonic() - self._since,
+                self.failures,
+            )
+            self.failures = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +111,10 @@ class SlowConsumer(Exception):
 
 class Subscription:
     """One consumer's view of some channels, with per-channel delivered offsets."""
+
+    #: Reads of messages of another epoch a fill retries (50 ms apart) before it takes them
+    #: for history the current epoch does not have.
+    STRANGER_TRIES = 100
 
     def __init__(self, bus: Bus, queue_size: int) -> None:
         self._bus = bus
@@ -149,7 +199,12 @@ class Subscription:
     ) -> int:
         """Subscribe to a channel; replay from after ``since`` (None: live only), passing
         only messages ``accept`` takes.  Returns the channel's current head offset."""
-        head = await self._bus.head(channel)
+        bus = self._bus
+        for _ in range(3):  # a head read across an epoch change is of the old epoch
+            generation = bus._generation
+            head = await bus.head(channel)
+            if generation == bus._generation:
+                break
         start = head if since is None else max(0, since)
         self.last[channel] = start
         if accept is None:
@@ -157,13 +212,13 @@ class Subscription:
         else:
             self.filters[channel] = accept
         self._settle()
-        self._bus._register(channel, self)
+        bus._register(channel, self)
         if start < head:
             self._schedule_fill(channel)
         else:
             # A message appended after the head was read may have been read and handed
             # round before this subscription was registered: look again, and fill.
-            later = await self._bus.head(channel)
+            later = await bus.head(channel)
             if later > self.last.get(channel, later):
                 self._schedule_fill(channel)
         return head
@@ -251,39 +306,97 @@ class Subscription:
         self.plain = False
         self._bus._spawn(self._fill(channel))
 
+    def _epoch_changed(self, old: str, new: str) -> None:
+        """The log started over (:meth:`Bus._reset`): every channel is told, then goes on
+        from the new epoch's first message — which, in a log that started over empty, is
+        the first one this subscriber has not seen."""
+        self.seen = 0
+        for channel in list(self.last):
+            self.last[channel] = 0
+            self._put(Notice("epoch_changed", channel, {"epoch": new, "previous_epoch": old}))
+            self._schedule_fill(channel)
+
+    def _gap(self, channel: str, after: int, first: int) -> None:
+        """History after ``after`` up to ``first`` is not there: say so, and go on from it."""
+        self._put(
+            Notice("history_gap", channel, {"requested_after": after, "first_available": first})
+        )
+        self.last[channel] = first - 1
+
     async def _fill(self, channel: str) -> None:
-        """Read from the log everything after the last delivered offset, up to its head."""
+        """Read from the log everything after the last delivered offset, up to its head.
+
+        Whatever the log no longer holds is announced as a ``history_gap``: the part
+        retention dropped, and a hole a log that lost data may have (a Redis that lost
+        writes, keys evicted) — rather than waiting for offsets that will never come.  A
+        read made across an epoch change (:meth:`Bus._reset`) is dropped and made again.
+        """
+        bus = self._bus
+        strangers = 0
         try:
             while channel in self.last and not self.overflowed:
                 while channel in self.last and self._behind():
                     await asyncio.sleep(0.005)
-                after = self.last[channel]
-                first = await asyncio.to_thread(self._bus.log.first_retained, channel)
+                generation = bus._generation
+                after = self.last.get(channel)
+                if after is None:
+                    break
+                first = await asyncio.to_thread(bus.log.first_retained, channel)
+                if generation != bus._generation:
+                    continue
                 if after + 1 < first:
-                    self._put(
-                        Notice(
-                            "history_gap",
-                            channel,
-                            {"requested_after": after, "first_available": first},
-                        )
-                    )
+                    self._gap(channel, after, first)
                     after = first - 1
-                    self.last[channel] = after
                 self._passed_by.discard(channel)
-                batch = await asyncio.to_thread(self._bus.log.read, channel, after, 500)
+                batch = await asyncio.to_thread(bus.log.read, channel, after, 500)
+                if generation != bus._generation:
+                    continue
+                if batch and batch[-1].epoch != bus.epoch:
+                    # Read from a log that started over, before the bus knew: not these.
+                    # (Bounded: messages that stay of another epoch after the bus has had
+                    # time to verify the log are history this epoch does not have.)
+                    strangers += 1
+                    if strangers < self.STRANGER_TRIES:
+                        bus.suspect()
+                        await asyncio.sleep(0.05)
+                        continue
+                    log.error("%s holds messages of another epoch; announced as a gap", channel)
+                    head = await asyncio.to_thread(bus.log.head, channel)
+                    if generation == bus._generation and self.last.get(channel) == after:
+                        self._gap(channel, after, head + 1)
+                    break
+                strangers = 0
                 paused = False
                 for msg in batch:
-                    if self.last.get(channel) != msg.offset - 1:
+                    last = self.last.get(channel)
+                    if last is None:
                         break
+                    if msg.offset <= last:
+                        continue
                     if self._behind():  # let the reader catch up; read on from here later
                         paused = True
                         break
+                    if msg.offset != last + 1:
+                        self._gap(channel, last, msg.offset)
                     self._deliver(msg)
                 if len(batch) < 500 and not paused:
-                    head = await asyncio.to_thread(self._bus.log.head, channel)
+                    head = await asyncio.to_thread(bus.log.head, channel)
+                    if generation != bus._generation:
+                        continue
+                    last = self.last.get(channel, head)
+                    if last < head and not batch:
+                        # Nothing after ``last`` although the head is beyond it: unless it
+                        # was appended just now, those offsets are lost.  Look once more
+                        # (the head was read before this read, so this one would see them).
+                        again = await asyncio.to_thread(bus.log.read, channel, last, 1)
+                        if generation != bus._generation:
+                            continue
+                        if not again and self.last.get(channel) == last:
+                            self._gap(channel, last, head + 1)
+                            last = head
                     # A message appended after that head read may have been offered live
                     # meanwhile and let go by: then read once more.
-                    if self.last.get(channel, head) >= head and channel not in self._passed_by:
+                    if last >= head and channel not in self._passed_by:
                         break
         finally:
             self._filling.discard(channel)
@@ -332,6 +445,11 @@ class Bus:
     QUICK_READ = 64
     #: Poll period right after the file watch saw a write whose commit was not visible yet.
     HOT_POLL_S = 0.001
+    #: A log on a server (Redis) is asked at least this often whether it is still the same
+    #: log (:meth:`LogBackend.verify`), and after every failure before reading on.
+    VERIFY_S = 1.0
+    #: Longest wait between two attempts while the log's server is unreachable.
+    MAX_BACKOFF_S = 5.0
 
     def __init__(self, log: LogBackend, *, poll_s: float = 0.2, queue_size: int = 10_000) -> None:
         self.log = log
@@ -356,6 +474,27 @@ class Bus:
         self._room: asyncio.Event | None = None
         self._fan_task: asyncio.Task[None] | None = None
         self._loop_head: Callable[[str], int] | None = None
+        # The epoch this bus delivers (None until read from the log).  It changes only in
+        # :meth:`_reset`, which also moves the generation on: anything read from the log
+        # before that (a fill's read, a head) belongs to the old epoch and is dropped.
+        self._epoch: str | None = None
+        self._generation = 0
+        self._suspect = False  # something looked like another epoch: verify before reading
+        self.outage = Outage(f"event log {redacted_url(log.url)}")
+
+    @property
+    def epoch(self) -> str:
+        """The epoch of every offset this bus hands out (welcome, subscribed, messages)."""
+        return self._epoch if self._epoch is not None else self.log.epoch
+
+    @property
+    def ready(self) -> bool:
+        """Whether the bus knows where the log is (a hub started while the log's server was
+        down does not, until it is back: new websocket connections are refused till then)."""
+        return self._epoch is not None
+
+    def _position(self) -> tuple[int, str]:
+        return self.log.last_seq(), self.log.epoch
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -363,7 +502,13 @@ class Bus:
         self._more = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._seq = await asyncio.to_thread(self.log.last_seq)
+        try:
+            self._seq, self._epoch = await asyncio.to_thread(self._position)
+        except Exception as e:
+            if not self.log.blocking_tail:
+                raise
+            # A log on a server that is down: the tailer finds it when it is back.
+            self.outage.failed(e)
         self._loop_head = self.log.loop_head()
         self._task = asyncio.create_task(self._tail(), name="blockhub-bus-tail")
         self._fan_task = asyncio.create_task(self._fan(), name="blockhub-bus-fan-out")
@@ -408,10 +553,17 @@ class Bus:
         task.add_done_callback(self._tasks.discard)
 
     def publish(
-        self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
+        self,
+        channel: str,
+        type: str,
+        data: dict[str, Any],
+        source: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
     ) -> Message:
-        """Append to the log and wake the tailer (safe to call from any thread)."""
-        msg = self.log.append(channel, type, data, source)
+        """Append to the log and wake the tailer (safe to call from any thread).  With an
+        ``event_id`` the append is made once (the catalog's outbox)."""
+        msg = self.log.append(channel, type, data, source, event_id=event_id)
         self.nudge()
         return msg
 
@@ -432,6 +584,43 @@ class Bus:
         assert self._wake is not None
         self._woken = True
         self._wake.set()
+
+    def _backoff(self) -> float:
+        return backoff_s(self.outage.failures, self.poll_s, self.MAX_BACKOFF_S)
+
+    def suspect(self) -> None:
+        """Something read from the log was of another epoch: check the log before reading
+        on (safe to call from any thread)."""
+        self._suspect = True
+
+    def _reset(self, epoch: str) -> None:
+        """The log started over in ``epoch``: drop what was read of the old one, tell every
+        subscription (``epoch_changed`` on each channel) and read the new one from its
+        start.  Runs in the event loop, between two reads of the tailer."""
+        assert self._room is not None
+        old = self.epoch
+        self._epoch = epoch
+        self._generation += 1
+        self._seq = 0
+        self._buf.clear()
+        self._seqs.clear()
+        self._blobs.clear()
+        self._answers.clear()
+        self._single = None
+        self._room.set()
+        subs = {sub for channel_subs in self._subs.values() for sub in channel_subs}
+        for sub in subs:
+            try:
+                sub._epoch_changed(old, epoch)
+            except Exception:  # one subscriber's failure must not cost the others
+                log.exception("telling a subscriber of the new epoch failed")
+        log.warning(
+            "event log started over: epoch %s -> %s; %d subscription(s) told and replayed "
+            "from the new epoch's start",
+            old,
+            epoch,
+            len(subs),
+        )
 
     def _offer_all(self, msgs: list[Message]) -> None:
         """Hand a tail read to the fan-out (messages in log order)."""
@@ -470,6 +659,7 @@ class Bus:
         """Go round the subscribers of the buffered channels until every one of them has
         been offered everything read so far; after each round, drop what all have seen."""
         step = self.ROUND_SLICE
+        generation = self._generation
         while True:
             head = self._seq
             channels = (self._single,) if self._single else {m.channel for m in self._buf}
@@ -478,6 +668,8 @@ class Bus:
             for k in range(0, len(subs), step):
                 if k:
                     await asyncio.sleep(0)  # the tailer may add messages meanwhile
+                    if generation != self._generation:
+                        return  # the log started over: the buffer and bookmarks are new
                 visited += self._serve(subs[k : k + step])
             # Every subscriber of these channels has now seen up to ``head`` at least.
             self._drop_through(head)
@@ -634,6 +826,8 @@ class Bus:
                     self._offer_all(msgs)
                     if len(msgs) < self.QUICK_READ:
                         pending = False
+                        if self.outage.failures:
+                            self.outage.ok()
                         continue
                 while True:  # a backlog: in a worker thread, 1,000 at a time
                     await self._room.wait()
@@ -642,19 +836,56 @@ class Bus:
                     if len(msgs) < 1000:
                         break
                 pending = False
-            except Exception:  # a failing read must not kill delivery for good
-                log.exception("event log tail failed; retrying")
-                await asyncio.sleep(self.poll_s)
+                self.outage.ok()
+            except Exception as e:  # a failing read must not kill delivery for good
+                self.outage.failed(e)
+                await asyncio.sleep(
+                    backoff_s(self.outage.failures, self.poll_s, self.MAX_BACKOFF_S)
+                )
 
     async def _tail_blocking(self) -> None:
         """Tail a log that can wait for appends (Redis ``XREAD BLOCK``): this process's
-        publishes and every other process's arrive the same way, with no polling."""
+        publishes and every other process's arrive the same way, with no polling.
+
+        The log is on a server that may restart, be flushed or fail over under the hub.
+        So before reading on after any failure, after a message of another epoch, and at
+        least every :attr:`VERIFY_S`, the tailer asks the log whether it is still the same
+        log (:meth:`LogBackend.verify`, one round trip in a worker thread); when it is not,
+        the bus moves to the new epoch (:meth:`_reset`).  While the server is unreachable
+        the tailer retries with exponential backoff and jitter, at most
+        :attr:`MAX_BACKOFF_S` apart, logging the outage once (and every 30 s), not per try.
+        """
         assert self._room is not None
+        next_verify = 0.0
+        verified = False  # a mismatch was verified already: do not verify again for it
         while True:
             await self._room.wait()
             try:
+                if self._epoch is None:  # the log was down when the bus started
+                    self._seq, self._epoch = await asyncio.to_thread(self._position)
+                    next_verify = 0.0
+                if self._suspect or self.outage.failures or time.monotonic() >= next_verify:
+                    self._suspect = False
+                    epoch = await asyncio.to_thread(self.log.verify, self._seq, self.epoch)
+                    next_verify = time.monotonic() + self.VERIFY_S
+                    if epoch != self.epoch:
+                        self._reset(epoch)
+                        verified = False
+                    self.outage.ok()
                 msgs = await asyncio.to_thread(self.log.tail, self._seq, 1000, self.poll_s * 5)
+                if msgs and msgs[-1].epoch != self.epoch:
+                    if not verified:  # appended after the log started over: verify first
+                        self._suspect = verified = True
+                        continue
+                    # Still of another epoch once the log says it is this one: not history
+                    # of this epoch; skipped (subscribers' fills announce the hole).
+                    log.error("event log: %d message(s) of another epoch skipped", len(msgs))
+                    self._seq = msgs[-1].seq
+                    continue
+                verified = False
                 self._offer_all(msgs)
-            except Exception:
-                log.exception("event log tail failed; retrying")
-                await asyncio.sleep(self.poll_s)
+            except Exception as e:
+                self.outage.failed(e)
+                await asyncio.sleep(
+                    backoff_s(self.outage.failures, self.poll_s, self.MAX_BACKOFF_S)
+                )

@@ -30,7 +30,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from catalog.errors import AccessDenied, HubError, InvalidRequest, ManifestError
+from catalog.errors import (
+    AccessDenied,
+    HubError,
+    InvalidRequest,
+    ManifestError,
+    ServiceUnavailable,
+    unavailable,
+)
 from catalog.manifest import load_manifest
 from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
@@ -497,12 +504,18 @@ def main() -> None:
         err.print(f"[red]error:[/] {e.message}")
         if os.environ.get("BLOCKHUB_DEBUG"):
             raise
-        sys.exit(2)
+        # 75 (EX_TEMPFAIL): a server blockhub needs is down; the same command may work later.
+        sys.exit(75 if isinstance(e, ServiceUnavailable) else 2)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # never a traceback to a user, unless asked for
         if os.environ.get("BLOCKHUB_DEBUG"):
             raise
+        down = unavailable(e)
+        if down is not None:
+            cause = (str(e).splitlines() or [""])[0][:200]
+            err.print(f"[red]error:[/] {down.message} ({type(e).__name__}: {cause})")
+            sys.exit(75)
         err.print(f"[red]error:[/] unexpected {type(e).__name__}: {e}")
         err.print("[dim]set BLOCKHUB_DEBUG=1 for the traceback[/]")
         sys.exit(1)

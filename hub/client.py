@@ -33,10 +33,16 @@ from websockets.asyncio.client import ClientConnection
 log = logging.getLogger(__name__)
 
 FATAL_CLOSE_CODES = {4401: "authentication failed", 4029: "too many connections"}
+# Any other close (1013 "try again later" while a server the hub needs is down, 1011, 4008)
+# is retried with backoff.
 
 
 class ClientFatal(Exception):
     """The server refused the client for a reason a reconnect cannot fix."""
+
+
+class TryAgain(Exception):
+    """The server cannot serve right now (503, close code 1013): reconnect with backoff."""
 
 
 class HubClient:
@@ -144,7 +150,7 @@ class HubClient:
             except ClientFatal as e:
                 self._fatal = e
                 return
-            except (OSError, websockets.WebSocketException, TimeoutError) as e:
+            except (OSError, websockets.WebSocketException, TimeoutError, TryAgain) as e:
                 log.info("blockhub connection lost (%r); reconnecting in %.1f s", e, delay)
             finally:
                 self._connected.clear()
@@ -157,6 +163,8 @@ class HubClient:
         welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if welcome.get("type") != "welcome":
             await ws.close()
+            if welcome.get("status") == 503:  # a server the hub needs is down: later
+                raise TryAgain(welcome.get("error", "unavailable"))
             raise ClientFatal(welcome.get("error", "refused"))
         if self.epoch is not None and welcome["epoch"] != self.epoch:
             # The log was reset: offsets restart, so replay every channel from its start.
@@ -190,4 +198,9 @@ class HubClient:
             else:
                 if kind == "history_gap":
                     self.last[frame["channel"]] = frame["first_available"] - 1
+                elif kind == "epoch_changed":
+                    # The log started over: offsets restart, the next one is the new
+                    # epoch's first (not a duplicate of an old one).
+                    self.epoch = frame["epoch"]
+                    self.last[frame["channel"]] = 0
                 self._out.put_nowait(frame)

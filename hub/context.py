@@ -17,7 +17,7 @@ from catalog.store import CatalogStore, DatasetRecord, Run
 from hub.bus import Bus
 from hub.exchange import Exchange
 from hub.settings import Settings
-from pipelines.ingest import ProgressFn, run_ingest
+from pipelines.ingest import ProgressFn, announce, run_ingest
 
 
 def local_root(warehouse: str) -> str | None:
@@ -122,6 +122,11 @@ class Hub:
             progress=progress,
             suites_dir=self.settings.suites,
         )
+
+    def announce(self) -> None:
+        """Publish what the catalog's outbox holds, now, best effort (after a change whose
+        events were staged in its transaction; a serving hub's drainer retries the rest)."""
+        announce(self.store, self.bus.publish)
 
     def close(self) -> None:
         if self._exchange is not None:

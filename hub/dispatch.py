@@ -16,7 +16,8 @@ from typing import Any
 
 from catalog.disclosure import carries_values, order_event_source, source_dataset
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
-from catalog.opsstore import Order, OrderEvent
+from catalog.opsstore import Order, OrderEvent, OrderEvents
+from catalog.outbox import Event
 from catalog.store import Principal
 from hub.channels import is_ops, order_targets
 from hub.context import Hub
@@ -74,12 +75,23 @@ def _target_channels(hub: Hub, target: str) -> list[str]:
     return channels
 
 
-def _publish(hub: Hub, order: Order, event: OrderEvent, *, also: tuple[str, ...] = ()) -> None:
+def _events(hub: Hub, *, also: tuple[str, ...] = ()) -> OrderEvents:
+    """The events announcing an order's change on its channels, made in the transaction
+    that changes it (staged in the catalog's outbox: an order moved on is announced)."""
+
+    def events(order: Order, event: OrderEvent) -> list[Event]:
+        data = {"order": order.to_dict(), "change": event.to_dict()}
+        source = {"order": order.id, "actor": event.actor}
+        channels = (*_target_channels(hub, order.target), *also)
+        return [Event(ch, EVENT_TYPES[event.action], data, source) for ch in channels]
+
+    return events
+
+
+def _publish(hub: Hub, order: Order, event: OrderEvent) -> None:
+    """After the change is committed: audit it, and publish its staged events."""
     audit_order_event(hub, order, event)
-    data = {"order": order.to_dict(), "change": event.to_dict()}
-    source = {"order": order.id, "actor": event.actor}
-    for channel in (*_target_channels(hub, order.target), *also):
-        hub.bus.publish(channel, EVENT_TYPES[event.action], data, source)
+    hub.announce()
 
 
 def _check_target(hub: Hub, target: str) -> None:
@@ -142,6 +154,7 @@ def open_order(
         alert_id=alert_id,
         event=event,
         deadline=deadline,
+        events=_events(hub),
     )
     (opened,) = hub.ops.order_history(order.id)
     _publish(hub, order, opened)
@@ -176,15 +189,17 @@ def act(
     get_order(hub, principal, order_id)
     if action == "cancel" and not is_ops(principal):
         raise AccessDenied("only operators and admins cancel orders", role=principal.role)
-    order, event = hub.ops.act_on_order(order_id, action, principal.id, note, data)
+    order, event = hub.ops.act_on_order(
+        order_id, action, principal.id, note, data, events=_events(hub)
+    )
     _publish(hub, order, event)
     return order
 
 
 def escalate_overdue(hub: Hub) -> list[Order]:
     out = []
-    for order, event in hub.ops.escalate_overdue():
-        _publish(hub, order, event, also=("alerts",))
+    for order, event in hub.ops.escalate_overdue(events=_events(hub, also=("alerts",))):
+        _publish(hub, order, event)
         out.append(order)
     return out
 

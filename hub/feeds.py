@@ -107,19 +107,23 @@ def _warm_here(hub: Hub, manifest: Manifest) -> None:
     ensure_feed_table(manifest, hub.lake)
 
 
-def _flush_here(hub: Hub, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
+def _flush_here(
+    hub: Hub, manifest: Manifest, max_events: int, epoch: str
+) -> tuple[Version | None, int]:
+    # ``epoch`` is the serving process's: the one its bus delivers, which this process's own
+    # log client may not have learnt yet (a Redis that started over, D-faults).
     version = flush_feed(
         manifest,
         lake=hub.lake,
         store=hub.store,
         read=hub.log.read,
-        epoch=hub.log.epoch,
+        epoch=epoch,
         # The update goes to the shared event log; the serving process tails it like any
         # other process's appends (a CLI ingest, an Airflow task).
         publisher=hub.bus.publish,
         max_events=max_events,
     )
-    return version, committed_offset(manifest, hub.lake, hub.log.epoch)
+    return version, committed_offset(manifest, hub.lake, epoch)
 
 
 def _shareable(settings: Settings) -> bool:
@@ -155,8 +159,10 @@ class FlushWorker:
             )
             self._pool.submit(int)  # spawn it and open the storage before the first flush
 
-    async def flush(self, manifest: Manifest, max_events: int) -> tuple[Version | None, int]:
-        return await self._run(_flush_here, manifest, max_events)
+    async def flush(
+        self, manifest: Manifest, max_events: int, epoch: str
+    ) -> tuple[Version | None, int]:
+        return await self._run(_flush_here, manifest, max_events, epoch)
 
     async def warm(self, manifest: Manifest) -> None:
         """Create the feed's lake table (if new) and load it where flushes run, so that the
@@ -212,6 +218,7 @@ class Feed:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     lake_ready: bool = False  # the table is made and loaded where flushes run
+    epoch: str = ""  # the event log epoch ``committed`` counts in
 
     @property
     def id(self) -> str:
@@ -305,7 +312,8 @@ class FeedRunner:
     def _prepare(self, feed: Feed) -> None:
         hub = self.hub
         reconcile(feed.manifest, lake=hub.lake, store=hub.store, publisher=hub.bus.publish)
-        feed.committed = committed_offset(feed.manifest, hub.lake, hub.log.epoch)
+        feed.epoch = hub.bus.epoch
+        feed.committed = committed_offset(feed.manifest, hub.lake, feed.epoch)
         if feed.manifest.source.connector != "mqtt":
             return
         # The broker, its credentials and the topic prefix are the agency's profile's;
@@ -408,7 +416,18 @@ class FeedRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feed.wake.wait(), poll)
             feed.wake.clear()
-            head = await asyncio.to_thread(self.hub.log.head, feed_channel(feed.id))
+            bus = self.hub.bus
+            if not bus.ready:
+                continue
+            if feed.epoch != bus.epoch:
+                # The log started over: in the new epoch the lake holds nothing yet (the
+                # table's cursor names the old one), so everything there is pending.
+                feed.epoch, feed.committed, pending_since = bus.epoch, 0, None
+            try:
+                head = await asyncio.to_thread(self.hub.log.head, feed_channel(feed.id))
+            except Exception as e:  # the log is down: the bus says so; look again later
+                log.debug("feed %s: head not read (%s)", feed.id, e)
+                continue
             pending = head - feed.committed
             if pending <= 0:
                 pending_since = None
@@ -428,7 +447,7 @@ class FeedRunner:
 
     async def _flush(self, feed: Feed) -> None:
         max_events = max(feed.options.flush_rows, 1000) * 10
-        version, feed.committed = await self.flusher.flush(feed.manifest, max_events)
+        version, feed.committed = await self.flusher.flush(feed.manifest, max_events, feed.epoch)
         feed.lake_ready = True  # a flush makes the table too, should the warm-up have failed
         if version is not None:
             log.info(

@@ -1,8 +1,11 @@
 """The live-operations tasks of a serving hub, started and stopped by the app's lifespan.
 
-Presence heartbeats, the alert engine, and one periodic tick that escalates
-overdue orders, checks staleness, saves the alert engine's cursors and applies
-event retention (per channel count and age, per channel prefix).
+Presence heartbeats, the alert engine, the outbox drainer (publishes the events that
+commits left in the catalog's outbox while the event log was down, or that a process
+left behind), and one periodic tick that escalates overdue orders, checks staleness,
+saves the alert engine's cursors, settles runs whose process is gone, applies event
+retention (per channel count and age, per channel prefix) and forgets old published
+outbox rows.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 from hub.alert_rules import load_rules
 from hub.alerts import AlertEngine
+from hub.bus import Outage, backoff_s
 from hub.context import Hub
 from hub.dispatch import escalate_overdue
 from hub.presence import Presence
+from pipelines.ingest import reconcile
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,17 @@ def apply_retention(hub: Hub, now: datetime | None = None) -> int:
     return dropped
 
 
+def settle_runs(hub: Hub) -> int:
+    """Close the runs whose process is gone (lease expired, process no longer running):
+    :func:`pipelines.ingest.reconcile` of each such dataset records a version the lake
+    holds and the catalog does not, and marks the run succeeded or interrupted."""
+    expired = hub.store.expired_runs()
+    for dataset_id in sorted({r.dataset_id for r in expired}):
+        manifest = hub.store.get_dataset(dataset_id).manifest
+        reconcile(manifest, lake=hub.lake, store=hub.store, publisher=hub.bus.publish)
+    return len(expired)
+
+
 class OpsRuntime:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -58,18 +74,24 @@ class OpsRuntime:
         rules = load_rules(s.alert_rules) if s.alert_rules else []
         self.alerts = AlertEngine(hub, rules) if rules else None
         self._task: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    #: How often the drainer looks at the outbox when all is well.
+    DRAIN_S = 1.0
 
     async def start(self) -> None:
         await self.presence.start()
         if self.alerts is not None:
             await self.alerts.start()
         self._task = asyncio.create_task(self._tick(), name="blockhub-ops-tick")
+        self._drainer = asyncio.create_task(self._drain(), name="blockhub-outbox")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._drainer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.alerts is not None:
             await self.alerts.stop()
         await self.presence.stop()
@@ -79,6 +101,8 @@ class OpsRuntime:
         steps: list[tuple[str, Callable[[], object]]] = [
             ("escalation", lambda: escalate_overdue(self.hub)),
             ("retention", lambda: apply_retention(self.hub)),
+            ("runs", lambda: settle_runs(self.hub)),
+            ("outbox", lambda: self.hub.store.outbox.purge()),
         ]
         if self.alerts is not None:
             steps += [("staleness", self.alerts.check_staleness)]
@@ -93,3 +117,21 @@ class OpsRuntime:
         while True:
             await asyncio.sleep(self.hub.settings.ops_tick_s)
             await asyncio.to_thread(self.tick)
+
+    async def _drain(self) -> None:
+        """Publish the outbox's pending events, oldest first; while the event log (or the
+        catalog) is down, retry with backoff and jitter, at most 30 s apart."""
+        outbox, publish = self.hub.store.outbox, self.hub.bus.publish
+        outage = Outage("event log or catalog, for the outbox drain,")
+        while True:
+            try:
+                drained = await asyncio.to_thread(outbox.drain, publish, force=True)
+                if drained.error is not None:
+                    raise RuntimeError(drained.error)
+                if drained.published:
+                    log.info("outbox: %d event(s) published", drained.published)
+                outage.ok()
+                await asyncio.sleep(self.DRAIN_S)
+            except Exception as e:
+                outage.failed(e)
+                await asyncio.sleep(backoff_s(outage.failures, self.DRAIN_S, 30.0))

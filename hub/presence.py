@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 from catalog.errors import HubError
 from catalog.store import Principal
 from hub.bus import Bus, Notice, Subscription
+
+log = logging.getLogger(__name__)
 
 CLOSE_TOO_MANY = 4029
 
@@ -83,7 +86,12 @@ class Presence:
         )
         self._conns[conn.id] = conn
         self._per_principal[principal.id] = self.count(principal.id) + 1
-        await self.bus.publish_async("presence", "presence.joined", conn.to_dict(), {"node": NODE})
+        try:
+            await self.bus.publish_async(
+                "presence", "presence.joined", conn.to_dict(), {"node": NODE}
+            )
+        except Exception as e:  # the event log is down: the connection is served all the same
+            log.warning("presence of %s not announced: %s", conn.id, e)
         return conn
 
     async def leave(self, conn: Connection) -> None:

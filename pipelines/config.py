@@ -38,6 +38,11 @@ class StorageSettings(BaseSettings):
         default=None, description="folder of expectation suites (default: expectations/suites)"
     )
     audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")
+    run_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a run whose process has not renewed its lease for this long is interrupted",
+    )
 
     @field_validator("home")
     @classmethod
@@ -79,7 +84,7 @@ class StorageSettings(BaseSettings):
     def open_storage(self) -> Storage:
         """Open (creating where needed) the catalog, the lake and the event log."""
         (self.home / "lake").mkdir(parents=True, exist_ok=True)
-        store = CatalogStore(self.catalog_db)
+        store = CatalogStore(self.catalog_db, lease_s=self.run_lease_s)
         store.create_all()
         return Storage(
             store, Lake(self.lake_db, self.lake_warehouse), open_event_log(self.events_db)

@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from catalog.errors import HubError, InvalidRequest, ManifestError
+from catalog.errors import CommitUnsettled, HubError, InvalidRequest, ManifestError, unavailable
 from catalog.eventlog import Message, Publisher
 from catalog.lake import Lake
 from catalog.manifest import Manifest
 from catalog.sources import source_problems
 from catalog.store import CatalogStore, Version
-from pipelines.ingest import Staged, notify, publish
+from pipelines.ingest import Staged, announce, publish, version_event
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,11 @@ def flush_feed(
     messages = read(feed_channel(manifest.id), after, max_events)
     if not messages:
         return None
+    if messages[-1].epoch != epoch:
+        # The log started over since the caller learnt its epoch: offsets after ``after``
+        # are of another epoch.  Nothing now; the caller asks again with the new one.
+        log.warning("feed %s: the event log's epoch moved on; flush skipped", manifest.id)
+        return None
     last = messages[-1].offset
     records = [m.data for m in messages if m.type == EVENT_TYPE]
     checked = check_events(manifest, records)
@@ -343,12 +348,16 @@ def flush_feed(
     )
     try:
         version = _publish(staged, manifest, lake=lake, store=store)
+    except CommitUnsettled:
+        store.expire_lease(run.id)  # the files may be the commit: the next flush settles it
+        raise
     except Exception as e:
         lake.discard(files)
+        if unavailable(e) is not None:  # the catalog is gone: the run's lease runs out
+            store.expire_lease(run.id)
+            raise
         store.finish_run(run.id, "failed", rows_read=len(records), error=f"flush failed: {e}")
         raise
-    if publisher is not None:
-        notify(version, manifest, publisher)
     store.finish_run(
         run.id,
         "succeeded",
@@ -357,6 +366,7 @@ def flush_feed(
         bytes_written=staged.bytes_written,
         version=version.version,
     )
+    announce(store, publisher)
     return version
 
 
@@ -383,13 +393,19 @@ def _publish(staged: Staged, manifest: Manifest, *, lake: Lake, store: CatalogSt
         assert version is not None
         return version
     snap = lake.commit(manifest.id, [], mode="append", cursor=staged.cursor, run_id=staged.run_id)
-    return store.record_version(
-        manifest.id,
-        snapshot_id=snap.snapshot_id,
-        metadata_location=snap.metadata_location,
-        rows_added=0,
-        total_rows=snap.total_rows,
-        run_id=staged.run_id,
-        cursor=snap.cursor,
-        committed_at=snap.committed_at,
-    )
+    try:
+        return store.record_version(
+            manifest.id,
+            snapshot_id=snap.snapshot_id,
+            metadata_location=snap.metadata_location,
+            rows_added=0,
+            total_rows=snap.total_rows,
+            run_id=staged.run_id,
+            cursor=snap.cursor,
+            committed_at=snap.committed_at,
+            events=lambda v: [version_event(v, manifest)],
+        )
+    except Exception as e:
+        if unavailable(e) is None:
+            raise
+        raise CommitUnsettled(manifest.id, staged.run_id) from e

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from catalog.eventlog import Publisher
+from catalog.outbox import Event
 from catalog.quality import QualityStore
 from catalog.store import CatalogStore, DatasetRecord, Version
-from pipelines.ingest import dataset_channel
+from pipelines.ingest import announce, dataset_channel
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,24 @@ def check_freshness(
         statuses.append(status)
         state = qstore.freshness(record.id)
         if status.stale and (state is None or state.stale_since is None):
+            # Announced (``dataset.stale``, through the outbox: in the transaction that
+            # records the stale state) only where there is someone to tell.
             announced = None
+            events = []
             if publisher is not None:
-                publisher(
-                    dataset_channel(record.id),
-                    "dataset.stale",
-                    status.to_dict(),
-                    {"agency": record.agency_id, "dataset": record.id},
-                )
                 announced = now or datetime.now(UTC)
-            qstore.set_freshness(record.id, stale_since=status.stale_since, announced_at=announced)
+                events.append(
+                    Event(
+                        dataset_channel(record.id),
+                        "dataset.stale",
+                        status.to_dict(),
+                        {"agency": record.agency_id, "dataset": record.id},
+                    )
+                )
+            qstore.set_freshness(
+                record.id, stale_since=status.stale_since, announced_at=announced, events=events
+            )
         elif not status.stale and state is not None and state.stale_since is not None:
             qstore.set_freshness(record.id, stale_since=None, announced_at=None)
+    announce(store, publisher)
     return statuses

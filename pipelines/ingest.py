@@ -10,22 +10,32 @@ without loss or duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.errors import ConnectorError, HubError, SchemaDrift, SourceRefused
+from catalog.errors import (
+    CommitUnsettled,
+    ConnectorError,
+    HubError,
+    SchemaDrift,
+    SourceRefused,
+    unavailable,
+)
 from catalog.eventlog import Publisher
 from catalog.lake import Lake, StagedFile
 from catalog.manifest import Manifest
+from catalog.outbox import Event
 from catalog.sources import ResolvedSource, SourceGuard
-from catalog.store import CatalogStore, Run, Version
+from catalog.store import CatalogStore, Run, RunStatus, Version
 from connectors.base import Connector, CursorValue, cursor_value, get_connector
 from pipelines.blockkeys import BlockKeyStep
 
@@ -351,7 +361,14 @@ def _greater(a: CursorValue, b: CursorValue) -> bool:
 def publish(
     staged: Staged, manifest: Manifest, *, lake: Lake, store: CatalogStore
 ) -> Version | None:
-    """Commit staged files as the dataset's next version; None when there was nothing new."""
+    """Commit staged files as the dataset's next version; None when there was nothing new.
+
+    The version is recorded with its ``dataset.updated`` event in the catalog's outbox, in
+    one transaction (:func:`version_event`).  Once the lake commit was attempted its
+    outcome may be unknown (the lake's catalog went away mid-commit) or known only to the
+    lake (the catalog went away before recording it): then :class:`CommitUnsettled` is
+    raised and the staged files must be left alone — they may be the committed version.
+    """
     if not staged.files and manifest.source.mode != "replace":
         return None
     snap = lake.commit(
@@ -364,32 +381,37 @@ def publish(
         state=staged.state,
         expect_snapshot=staged.base_snapshot,
     )
-    return store.record_version(
-        manifest.id,
-        snapshot_id=snap.snapshot_id,
-        metadata_location=snap.metadata_location,
-        rows_added=snap.added_rows if manifest.source.mode != "merge" else staged.rows_read,
-        total_rows=snap.total_rows,
-        run_id=staged.run_id,
-        cursor=snap.cursor,
-        committed_at=snap.committed_at,
-    )
+    try:
+        return store.record_version(
+            manifest.id,
+            snapshot_id=snap.snapshot_id,
+            metadata_location=snap.metadata_location,
+            rows_added=snap.added_rows if manifest.source.mode != "merge" else staged.rows_read,
+            total_rows=snap.total_rows,
+            run_id=staged.run_id,
+            cursor=snap.cursor,
+            committed_at=snap.committed_at,
+            events=lambda v: [version_event(v, manifest, staged.regions, staged.quality)],
+        )
+    except Exception as e:
+        if unavailable(e) is None:
+            raise
+        raise CommitUnsettled(manifest.id, staged.run_id) from e
 
 
 def dataset_channel(dataset_id: str) -> str:
     return f"dataset:{dataset_id}"
 
 
-def notify(
+def version_event(
     version: Version,
     manifest: Manifest,
-    publisher: Publisher,
     regions: Mapping[str, int] | None = None,
     quality: Mapping[str, Any] | None = None,
-) -> None:
-    """Announce a committed version on the dataset's channel, with the quality gate's
-    summary and, for datasets with block keys, the rows added per region code (which lets
-    block channels route it)."""
+) -> Event:
+    """The ``dataset.updated`` announcing a committed version on the dataset's channel, with
+    the quality gate's summary and, for datasets with block keys, the rows added per region
+    code (which lets block channels route it)."""
     data: dict[str, Any] = {
         "dataset": manifest.id,
         "version": version.version,
@@ -403,12 +425,34 @@ def notify(
         data["regions"] = dict(regions)
     if quality is not None:
         data["quality"] = dict(quality)
-    publisher(
+    return Event(
         dataset_channel(manifest.id),
         "dataset.updated",
         data,
         {"agency": manifest.agency, "dataset": manifest.id, "version": version.version},
+        ref=f"version:{manifest.id}:{version.version}",
     )
+
+
+def announce(store: CatalogStore, publisher: Publisher | None) -> None:
+    """Publish what the catalog's outbox holds (the events of what was just committed, and
+    any left from before), best effort: what the log does not take now stays in the outbox
+    until the next drain — a serving hub's, or the next run's.  Never raises: the commit
+    these events belong to has happened, whatever the log's state."""
+    if publisher is None:
+        return
+    try:
+        drained = store.outbox.drain(publisher)
+    except Exception as e:
+        log.warning("events not published yet (%s); they wait in the catalog's outbox", e)
+        return
+    if drained.error is not None:
+        log.warning(
+            "event log unavailable (%s): %s event(s) wait in the catalog's outbox; a serving "
+            "hub publishes them once the log is back",
+            drained.error,
+            "some" if drained.pending < 0 else drained.pending,
+        )
 
 
 def reconcile(
@@ -418,50 +462,65 @@ def reconcile(
     store: CatalogStore,
     publisher: Publisher | None,
     orphan_age_s: float = 3600.0,
+    now: datetime | None = None,
 ) -> list[Version]:
     """Bring the catalog in line with the lake after a crash.
 
     A run killed between its lake commit and its catalog update left a snapshot the
-    catalog does not know: record it as a version (and announce it, late rather
-    than never).  Runs still marked running are closed.
+    catalog does not know: record it as a version, with its ``dataset.updated`` in the
+    outbox (announced late rather than never).  Runs still marked running whose process
+    is gone (lease expired, process no longer there: :meth:`CatalogStore.expired_runs`)
+    are closed: ``succeeded`` if their commit landed, else ``interrupted``.  A run whose
+    process still holds its lease is left alone, whatever it is doing.
     """
-    if not lake.exists(manifest.id):
-        return []
-    known = {v.snapshot_id for v in store.versions(manifest.id)}
     recovered: list[Version] = []
-    for snap in lake.snapshots(manifest.id):
-        if snap.snapshot_id in known:
-            continue
-        v = store.record_version(
-            manifest.id,
-            snapshot_id=snap.snapshot_id,
-            metadata_location=snap.metadata_location,
-            rows_added=snap.added_rows,
-            total_rows=snap.total_rows,
-            run_id=snap.run_id,
-            cursor=snap.cursor,
-            committed_at=snap.committed_at,
-        )
-        recovered.append(v)
-        if publisher is not None:
-            notify(v, manifest, publisher)
-    committed_runs = {v.run_id: v for v in store.versions(manifest.id)}
-    interrupted = False
-    for run in store.list_runs(manifest.id, limit=20):
-        if run.status != "running":
-            continue
-        interrupted = True
-        done = committed_runs.get(run.id)
-        if done is not None:
-            store.finish_run(
-                run.id, "succeeded", rows_written=done.rows_added, version=done.version
+    if lake.exists(manifest.id):
+        known = {v.snapshot_id for v in store.versions(manifest.id)}
+        for snap in lake.snapshots(manifest.id):
+            if snap.snapshot_id in known:
+                continue
+            v = store.record_version(
+                manifest.id,
+                snapshot_id=snap.snapshot_id,
+                metadata_location=snap.metadata_location,
+                rows_added=snap.added_rows,
+                total_rows=snap.total_rows,
+                run_id=snap.run_id,
+                cursor=snap.cursor,
+                committed_at=snap.committed_at,
+                events=lambda v: [version_event(v, manifest)],
             )
-        else:
-            store.finish_run(run.id, "failed", error="interrupted before commit; nothing published")
-    if interrupted:
-        # A killed run leaves the files it had staged; old enough ones are not another
-        # run's work in progress.
-        lake.remove_orphans(manifest.id, older_than_s=orphan_age_s)
+            recovered.append(v)
+    expired = store.expired_runs(manifest.id, now)
+    if expired:
+        committed_runs = {v.run_id: v for v in store.versions(manifest.id)}
+        for run in expired:
+            done = committed_runs.get(run.id)
+            if done is not None:
+                store.finish_run(
+                    run.id,
+                    "succeeded",
+                    rows_written=done.rows_added,
+                    version=done.version,
+                    details={"settled": "its process stopped after the commit"},
+                )
+            else:
+                log.warning(
+                    "run %s of %s: its process stopped before it finished; interrupted",
+                    run.id,
+                    manifest.id,
+                )
+                store.finish_run(
+                    run.id,
+                    "interrupted",
+                    error="the process running it stopped before it finished (lease expired "
+                    "or process gone); nothing of it was published",
+                )
+        if lake.exists(manifest.id):
+            # A killed run leaves the files it had staged; old enough ones are not another
+            # run's work in progress.
+            lake.remove_orphans(manifest.id, older_than_s=orphan_age_s)
+    announce(store, publisher)
     return recovered
 
 
@@ -566,6 +625,46 @@ def run_ingest(
         if prepared is not None:
             prepared[0].close()
         raise
+    finished = False
+    try:
+        result = _run(
+            manifest,
+            run,
+            store=store,
+            lake=lake,
+            guard=guard,
+            trigger=trigger,
+            progress=progress,
+            connector=connector,
+            prepared=prepared,
+            source_error=source_error,
+            suites_dir=suites_dir,
+        )
+        finished = True
+    finally:
+        if not finished:
+            # Whatever stopped this run (the catalog gone mid-commit, an interrupt), it is
+            # not this process's to renew any more: the next reconcile settles it.
+            with contextlib.suppress(Exception):
+                store.expire_lease(run.id)
+    announce(store, publisher)
+    return result
+
+
+def _run(
+    manifest: Manifest,
+    run: Run,
+    *,
+    store: CatalogStore,
+    lake: Lake,
+    guard: SourceGuard | None,
+    trigger: str,
+    progress: ProgressFn | None,
+    connector: Connector | None,
+    prepared: tuple[Connector, ResolvedSource] | None,
+    source_error: HubError | None,
+    suites_dir: Path | None,
+) -> Run:
     staged: Staged | None = None
     try:
         if source_error is not None:
@@ -593,38 +692,43 @@ def run_ingest(
             # Imported here: pipelines.quality builds on this module's Staged.
             from pipelines.quality import blocked_message, gate
 
-            staged = gate(
-                staged, manifest, lake=lake, store=store, publisher=publisher, suites_dir=suites_dir
-            )
+            staged = gate(staged, manifest, lake=lake, store=store, suites_dir=suites_dir)
             if staged.quality is not None and staged.quality["status"] == "blocked":
-                return store.finish_run(
-                    run.id,
+                return _finish(
+                    store,
+                    run,
                     "failed",
                     rows_read=staged.rows_read,
                     error=blocked_message(staged.quality),
                 )
         version = publish(staged, manifest, lake=lake, store=store)
+    except CommitUnsettled as e:
+        log.warning("ingest of %s: %s", manifest.id, e.message)
+        raise  # the staged files may be the committed version: nothing is deleted
     except HubError as e:
         if staged is not None:
             lake.discard(staged.files)
         log.warning("ingest of %s failed: %s", manifest.id, e.message)
-        return store.finish_run(
-            run.id, "failed", rows_read=staged.rows_read if staged else 0, error=e.message
+        return _finish(
+            store, run, "failed", rows_read=staged.rows_read if staged else 0, error=e.message
         )
     except Exception as e:  # an unexpected failure is still a recorded run
         if staged is not None:
             lake.discard(staged.files)
+        down = unavailable(e)
+        if down is not None:  # a server went away before the commit: nothing published
+            log.warning("ingest of %s stopped: %s unavailable (%s)", manifest.id, down.service, e)
+            raise down from e
         log.exception("ingest of %s failed", manifest.id)
         err = ConnectorError(f"{type(e).__name__}: {e}", connector=manifest.source.connector)
-        return store.finish_run(run.id, "failed", error=err.message)
+        return _finish(store, run, "failed", error=err.message)
     if version is None:
-        return store.finish_run(
-            run.id, "unchanged", rows_read=staged.rows_read, details=staged.details()
+        return _finish(
+            store, run, "unchanged", rows_read=staged.rows_read, details=staged.details()
         )
-    if publisher is not None:
-        notify(version, manifest, publisher, regions=staged.regions, quality=staged.quality)
-    return store.finish_run(
-        run.id,
+    return _finish(
+        store,
+        run,
         "succeeded",
         rows_read=staged.rows_read,
         rows_written=version.rows_added,
@@ -632,3 +736,15 @@ def run_ingest(
         version=version.version,
         details=staged.details(),
     )
+
+
+def _finish(store: CatalogStore, run: Run, status: RunStatus, **outcome: Any) -> Run:
+    """Record how the run ended; with the catalog gone, say so (the run stays running
+    until its lease runs out, then the next reconcile settles it from the lake)."""
+    try:
+        return store.finish_run(run.id, status, **outcome)
+    except Exception as e:
+        down = unavailable(e)
+        if down is None:
+            raise
+        raise down from e

@@ -30,11 +30,12 @@ from catalog.errors import SuiteInvalid
 from catalog.eventlog import Publisher
 from catalog.lake import Lake, StagedFile
 from catalog.manifest import Manifest
-from catalog.quality import GateStatus, QualityStore
+from catalog.outbox import Event
+from catalog.quality import GateStatus, QualityResult, QualityStore
 from catalog.store import CatalogStore
 from expectations.runner import BatchValidator, Validation
 from expectations.suite import load_suite
-from pipelines.ingest import Staged, dataset_channel
+from pipelines.ingest import Staged, announce, dataset_channel
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,13 @@ def gate(
     *,
     lake: Lake,
     store: CatalogStore,
-    publisher: Publisher | None,
+    publisher: Publisher | None = None,
     suites_dir: Path | None = None,
     quality: QualityStore | None = None,
 ) -> Staged:
-    """Validate a staged batch against the dataset's suite and apply its policy."""
+    """Validate a staged batch against the dataset's suite and apply its policy.  A failed
+    validation is announced (``quality.failed``) through the catalog's outbox; with a
+    ``publisher`` the outbox is drained at once (the ingest run drains after its commit)."""
     if manifest.expectations is None or not staged.files:
         return staged
     qstore = quality or quality_store(store)
@@ -125,6 +128,20 @@ def gate(
             )
     if status == "blocked":
         lake.discard(staged.files)
+
+    def failed(result: QualityResult) -> list[Event]:
+        """``quality.failed``, in the outbox with the result it reports (catalog/outbox.py)."""
+        if validation.success:
+            return []
+        return [
+            Event(
+                dataset_channel(manifest.id),
+                "quality.failed",
+                {"dataset": manifest.id, **result.summary()},
+                {"agency": manifest.agency, "dataset": manifest.id},
+            )
+        ]
+
     result = qstore.record_result(
         run_id=staged.run_id,
         dataset_id=manifest.id,
@@ -137,6 +154,7 @@ def gate(
         seconds=validation.seconds,
         document=validation.document(),
         quarantine_batch=batch_id,
+        events=failed,
     )
     summary = result.summary()
     if not validation.success:
@@ -147,13 +165,7 @@ def gate(
             ", ".join(validation.failed),
             quarantined,
         )
-        if publisher is not None:
-            publisher(
-                dataset_channel(manifest.id),
-                "quality.failed",
-                {"dataset": manifest.id, **summary},
-                {"agency": manifest.agency, "dataset": manifest.id},
-            )
+    announce(store, publisher)
     return replace(
         staged,
         files=result_files,

@@ -18,7 +18,7 @@ import duckdb
 
 from catalog.access import Access
 from catalog.disclosure import disclose_record
-from catalog.errors import Conflict
+from catalog.errors import CommitUnsettled, Conflict, unavailable
 from catalog.eventlog import Publisher
 from catalog.lake import Lake
 from catalog.manifest import Manifest
@@ -27,7 +27,7 @@ from catalog.store import CatalogStore
 from expectations.runner import FAILED, ROW_ID, BatchValidator
 from expectations.sql import ident, literal
 from expectations.suite import load_suite
-from pipelines.ingest import _greater, notify
+from pipelines.ingest import _greater, announce, version_event
 from pipelines.quality import quality_store, quarantine_dir
 
 
@@ -151,19 +151,25 @@ def release(
             run_id=run.id,
             key=manifest.primary_key or None,
         )
-        v = store.record_version(
-            manifest.id,
-            snapshot_id=snap.snapshot_id,
-            metadata_location=snap.metadata_location,
-            rows_added=published,
-            total_rows=snap.total_rows,
-            run_id=run.id,
-            cursor=snap.cursor,
-            committed_at=snap.committed_at,
-        )
+        quality = {**result.summary(), "released_from": batch.id}
+        try:
+            v = store.record_version(
+                manifest.id,
+                snapshot_id=snap.snapshot_id,
+                metadata_location=snap.metadata_location,
+                rows_added=published,
+                total_rows=snap.total_rows,
+                run_id=run.id,
+                cursor=snap.cursor,
+                committed_at=snap.committed_at,
+                events=lambda v: [version_event(v, manifest, quality=quality)],
+            )
+        except Exception as e:
+            if unavailable(e) is None:
+                raise
+            store.expire_lease(run.id)  # the next reconcile records the committed version
+            raise CommitUnsettled(manifest.id, run.id) from e
         version = v.version
-        if publisher is not None:
-            notify(v, manifest, publisher, quality={**result.summary(), "released_from": batch.id})
     store.finish_run(
         run.id,
         "succeeded" if files else "unchanged",
@@ -182,6 +188,7 @@ def release(
         new_batch=new_batch,
         note=note or ("forced: published without re-validation" if force else None),
     )
+    announce(store, publisher)
     return ReleaseOutcome(batch.id, run.id, published, held, version, new_batch)
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from catalog.errors import HubError
+from catalog.errors import CommitUnsettled, HubError
 from catalog.manifest import Manifest, load_manifest
 from catalog.runtime import settle_heap
 from pipelines.config import Storage, StorageSettings
-from pipelines.ingest import Staged, extract, notify, publish, reconcile
+from pipelines.ingest import Staged, extract, publish, reconcile
 from pipelines.quality import blocked_message, gate
+
+#: How long a run waits, held by no process, between two Airflow tasks before anyone may
+#: take it for interrupted (a task that takes it on renews its lease as it works).
+HANDOVER_S = 3600.0
 
 
 def _open(manifest_path: str, settings: StorageSettings | None) -> tuple[Manifest, Storage]:
@@ -50,6 +54,7 @@ def extract_step(
         except Exception as e:
             _fail(st, run.id, e)
             raise
+        st.store.hand_over(run.id, HANDOVER_S)
         return staged.to_dict()
     finally:
         st.close()
@@ -66,6 +71,7 @@ def validate_step(
     manifest, st = _open(manifest_path, settings)
     s = Staged.from_dict(staged)
     try:
+        st.store.take_over(s.run_id)
         try:
             gated = gate(
                 s,
@@ -83,6 +89,8 @@ def validate_step(
             st.store.finish_run(
                 s.run_id, "failed", rows_read=s.rows_read, error=blocked_message(gated.quality)
             )
+        else:
+            st.store.hand_over(s.run_id, HANDOVER_S)
         return gated.to_dict()
     finally:
         st.close()
@@ -97,8 +105,14 @@ def publish_step(
         return None  # validate_step already recorded the run as failed
     manifest, st = _open(manifest_path, settings)
     try:
+        st.store.take_over(s.run_id)
         try:
             version = publish(s, manifest, lake=st.lake, store=st.store)
+        except CommitUnsettled:
+            # The files may be the committed version: kept; Airflow's retry (or any later
+            # run) reconciles, recording the version if the commit landed.
+            st.store.expire_lease(s.run_id)
+            raise
         except Exception as e:
             st.lake.discard(s.files)
             _fail(st, s.run_id, e)
@@ -126,22 +140,17 @@ def notify_step(
     *,
     settings: StorageSettings | None = None,
 ) -> int | None:
-    """Announce the version on the event log; returns the message offset."""
+    """Announce the version: publish the catalog's outbox, where ``publish_step`` left the
+    version's ``dataset.updated`` in its commit; returns that message's offset.  A log
+    that is down fails the task (Airflow retries it); the event stays in the outbox."""
     if version is None:
         return None
     manifest, st = _open(manifest_path, settings)
     try:
-        v = st.store.get_version(manifest.id, int(version["version"]))
-        offsets: list[int] = []
-
-        def publisher(
-            channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
-        ) -> None:
-            offsets.append(st.log.append(channel, type, data, source).offset)
-
-        notify(
-            v, manifest, publisher, regions=version.get("regions"), quality=version.get("quality")
-        )
-        return offsets[0]
+        drained = st.store.outbox.drain(st.log.append, force=True)
+        if drained.error is not None:
+            raise RuntimeError(f"event log unavailable: {drained.error}")
+        where = st.store.outbox.published(f"version:{manifest.id}:{int(version['version'])}")
+        return where[1] if where is not None else None
     finally:
         st.close()

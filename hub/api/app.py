@@ -115,8 +115,15 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         response_model=Health,
     )
     def healthz() -> dict[str, bool]:
-        """``warm``: no serving replica is being built (queries read the lake until then)."""
-        return {"ok": True, "warm": the_hub.exchange.warm_done()}
+        """``warm``: no serving replica is being built (queries read the lake until then).
+        ``event_log``: the bus reads the event log (false while its server is unreachable;
+        live delivery resumes by itself when it is back, docs/operations.md "Failures")."""
+        bus = the_hub.bus
+        return {
+            "ok": True,
+            "warm": the_hub.exchange.warm_done(),
+            "event_log": bus.ready and not bus.outage.failures,
+        }
 
     return app
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from catalog.errors import HubError
+from catalog.errors import HubError, unavailable
+from catalog.eventlog import LogUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,47 @@ _HTTP_CODES = {
 }
 
 
+def _headers(exc: HubError) -> dict[str, str]:
+    """A 401's challenge; ``Retry-After`` for an error that says when to come back (a limit
+    reached: 429; a server blockhub needs is down: 503, :class:`ServiceUnavailable`)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers
+
+
+#: Drivers' errors that may mean a server is down (:func:`catalog.errors.unavailable` tells).
+DRIVER_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    LogUnavailable,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def _hub(_: Request, exc: HubError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-        retry_after = getattr(exc, "retry_after_s", None)
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        return JSONResponse(hub_error_body(exc), status_code=exc.status, headers=headers)
+        return JSONResponse(hub_error_body(exc), status_code=exc.status, headers=_headers(exc))
+
+    async def _driver(_: Request, exc: Exception) -> JSONResponse:
+        """A server blockhub depends on is down: 503 with Retry-After, the cause in the log
+        (one line, no traceback: an outage makes many of these)."""
+        err = unavailable(exc)
+        if err is None:
+            log.error("unhandled error", exc_info=exc)
+            return JSONResponse(
+                error_body(500, "internal_error", "internal error; see the server log"),
+                status_code=500,
+            )
+        log.warning("%s unavailable: %s", err.service, exc)
+        return JSONResponse(hub_error_body(err), status_code=503, headers=_headers(err))
+
+    for driver_error in DRIVER_ERRORS:
+        app.add_exception_handler(driver_error, _driver)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,7 +113,9 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if unavailable(exc) is not None:  # a driver's error wrapped by a library (pyiceberg)
+            return await _driver(request, exc)
         log.exception("unhandled error")
         return JSONResponse(
             error_body(500, "internal_error", "internal error; see the server log"),
@@ -109,11 +147,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid request body",
         429: "Too many query or export answers at once or per second; retry after "
         "`Retry-After` seconds",
+        503: "A server blockhub depends on is unavailable; retry after `Retry-After` seconds",
     }
     out: dict[int | str, dict[str, Any]] = {}
     for s in statuses:
         out[s] = {"model": ErrorBody, "description": text.get(s, "Error")}
-        if s == 429:
+        if s in (429, 503):
             out[s]["headers"] = {"Retry-After": RETRY_AFTER}
     return out
 

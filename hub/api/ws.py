@@ -17,7 +17,14 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
-from catalog.errors import AccessDenied, HubError, InvalidRequest, Unauthenticated
+from catalog.errors import (
+    AccessDenied,
+    HubError,
+    InvalidRequest,
+    ServiceUnavailable,
+    Unauthenticated,
+    unavailable,
+)
 from catalog.eventlog import Message, ws_text_frame
 from catalog.store import Principal
 from hub import alerts, dispatch
@@ -46,6 +53,7 @@ AUTH_TIMEOUT_S = 10.0
 CLOSE_AUTH = 4401
 CLOSE_SLOW = 4008
 CLOSE_PROTOCOL = 4400
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": a server the hub needs is down
 __all__ = ["CLOSE_AUTH", "CLOSE_SLOW", "CLOSE_TOO_MANY", "check_channel", "router"]
 
 ORDER_OPS = {
@@ -107,13 +115,13 @@ async def _subscribe(
         raise InvalidRequest(
             f"since must be an integer offset (at most {MAX_INT})", channel=channel
         )
-    if since is not None and msg.get("epoch") not in (None, hub.log.epoch):
+    if since is not None and msg.get("epoch") not in (None, hub.bus.epoch):
         await ws.send_text(
             _dumps(
                 {
                     "type": "epoch_changed",
                     "channel": channel,
-                    "epoch": hub.log.epoch,
+                    "epoch": hub.bus.epoch,
                     "requested_epoch": msg.get("epoch"),
                 }
             )
@@ -122,7 +130,7 @@ async def _subscribe(
     head = await conn.sub.add(channel, since, keep)
     conn.channels.add(channel)
     await ws.send_text(
-        _dumps({"type": "subscribed", "channel": channel, "head": head, "epoch": hub.log.epoch})
+        _dumps({"type": "subscribed", "channel": channel, "head": head, "epoch": hub.bus.epoch})
     )
     # After the reply: the audit write must not delay the start of the replay.
     await asyncio.to_thread(audit_subscription, hub, principal, channel, since, admission.record)
@@ -221,7 +229,13 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
             await ws.send_text(_error(e, channel=channel) if channel else _error(e))
         except (WebSocketDisconnect, asyncio.CancelledError):
             raise
-        except Exception:  # a bug: the answer over HTTP would be a 500; the link stays up
+        except Exception as e:
+            err = unavailable(e)
+            if err is not None:  # a server the hub needs is down: say so, keep the socket
+                log.warning("websocket %s: %s unavailable: %s", op, err.service, e)
+                await ws.send_text(_error(err, channel=channel) if channel else _error(err))
+                continue
+            # A bug: the answer over HTTP would be a 500; the link stays up.
             log.exception("websocket op %r failed", op)
             await ws.send_text(
                 _dumps({"type": "error", **error_body(500, "internal_error", "internal error")})
@@ -409,12 +423,22 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     ops: OpsRuntime = ws.app.state.ops
     await ws.accept()
     try:
+        if not hub.bus.ready:  # started while the event log was down: no epoch to give yet
+            raise ServiceUnavailable("event log")
         principal = await _authenticate(ws, hub)
     except HubError as e:
         await ws.send_text(_error(e))
-        await ws.close(CLOSE_AUTH, e.message[:120])
+        await ws.close(CLOSE_TRY_AGAIN if e.status == 503 else CLOSE_AUTH, e.message[:120])
         return
     except WebSocketDisconnect:
+        return
+    except Exception as e:  # the catalog is down: try again later, not "bad token"
+        err = unavailable(e)
+        if err is None:
+            raise
+        log.warning("websocket authentication: %s unavailable: %s", err.service, e)
+        await ws.send_text(_error(err))
+        await ws.close(CLOSE_TRY_AGAIN, err.message[:120])
         return
     sub = hub.bus.subscription()
     client = ws.client
@@ -435,7 +459,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                     "principal": principal.id,
                     "agency": principal.agency_id,
                     "role": principal.role,
-                    "epoch": hub.log.epoch,
+                    "epoch": hub.bus.epoch,
                     "connection": conn.id,
                     "heartbeat_s": ops.presence.heartbeat_s,
                 }

@@ -82,6 +82,7 @@ CHANGE_FAMILIES = (
     "order.",
     "quarantine.",
     "hub.",
+    "audit.",
 )
 
 
@@ -446,13 +447,17 @@ class AuditLog:
         for model in (AuditRow, AuditHeadRow, AuditDatasetRow):
             with contextlib.suppress(OperationalError, ProgrammingError):
                 model.__table__.create(self.engine, checkfirst=True)  # type: ignore[attr-defined]
-        self._add_columns()
+        upgraded = self._add_columns()
         with contextlib.suppress(IntegrityError), self.engine.begin() as conn:
             if conn.execute(select(AuditHeadRow.id).where(AuditHeadRow.id == 1)).first() is None:
                 conn.execute(insert(AuditHeadRow).values(id=1, seq=0, hash=GENESIS))
+        if upgraded:
+            self._adopt()
 
-    def _add_columns(self) -> None:
+    def _add_columns(self) -> bool:
+        """Add the columns a chain from before bound rows lacks; True if this call did."""
         have = inspect(self.engine)
+        upgraded = False
         for name, added in _ADDED.items():
             present = {c["name"] for c in have.get_columns(name)}
             for col, sqltype in added:
@@ -462,6 +467,30 @@ class AuditLog:
                         self.engine.begin() as conn,
                     ):
                         conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {col} {sqltype}")
+                        upgraded = upgraded or col == "binds_json"
+        return upgraded
+
+    def _adopt(self) -> None:
+        """Bind the rows a catalog already holds when its chain starts binding rows
+        (``audit.adopt``): from here on, a change to any of them outside the hub shows."""
+        with self.transaction() as tx:
+            binds = []
+            for spec in BOUND.values():
+                if self.has_table(spec.name):
+                    key: ColumnClause[Any] = column(spec.key)
+                    rows = tx.conn.execute(select(key).select_from(table(spec.name)))
+                    binds += [(spec.name, k) for (k,) in rows]
+            if binds:
+                counts: dict[str, int] = {}
+                for t, _ in binds:
+                    counts[t] = counts.get(t, 0) + 1
+                tx.record(
+                    action="audit.adopt",
+                    principal="system",
+                    agency="",
+                    detail={"rows": counts},
+                    binds=binds,
+                )
 
     def now(self) -> str:
         return self._clock().astimezone(UTC).isoformat(timespec="microseconds")

@@ -420,13 +420,15 @@ class GrantStore:
         periodic pass; several processes may run it at once (one transaction, the chain's
         write lock held, so each grant is expired once)."""
         at = now or utcnow()
+        # Expiry judged as access decisions judge it (Grant.active), not by the database's
+        # comparison of stored times; a look first, so the write lock is taken only when
+        # there is something to record (the pass runs every few seconds).
+        q = select(GrantRow).where(GrantRow.status == "approved", GrantRow.expires_at.is_not(None))
+        with self.store.session() as s:
+            if all(_grant(r).active(at) for r in s.scalars(q)):
+                return []
         with self.store.audit.transaction() as tx:
             s = tx.session
-            # Expiry judged as access decisions judge it (Grant.active), not by the
-            # database's comparison of stored times.
-            q = select(GrantRow).where(
-                GrantRow.status == "approved", GrantRow.expires_at.is_not(None)
-            )
             out = []
             for row in s.scalars(q):
                 if _grant(row).active(at):

@@ -553,15 +553,18 @@ class OpsStore:
     ) -> list[tuple[Order, OrderEvent]]:
         """Mark every still-unacknowledged order past its deadline as escalated (once)."""
         now = now or utcnow()
-        out = []
+        out: list[tuple[Order, OrderEvent]] = []
+        q = select(OrderRow.id).where(
+            OrderRow.status == "open",
+            OrderRow.escalated_at.is_(None),
+            OrderRow.deadline.is_not(None),
+            OrderRow.deadline <= now,
+        )
+        with self.session() as s:  # a look first: the write lock only when there is work
+            if s.scalars(q.limit(1)).first() is None:
+                return out
         with self.audit.transaction() as tx:
             s = tx.session
-            q = select(OrderRow.id).where(
-                OrderRow.status == "open",
-                OrderRow.escalated_at.is_(None),
-                OrderRow.deadline.is_not(None),
-                OrderRow.deadline <= now,
-            )
             for order_id in list(s.scalars(q)):
                 # Conditional update: of several hub processes, exactly one escalates.
                 claimed = s.execute(

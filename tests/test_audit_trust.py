@@ -648,7 +648,8 @@ def test_anchor_endpoint_is_for_admins_and_refuses_a_tampered_chain(
 
 def test_rows_from_before_the_chain_had_bound_rows_verify_after_an_upgrade(tmp_path: Path) -> None:
     """A catalog whose audit tables predate owners, binds and seals gains the columns on
-    open, and its old entries still verify under their old form."""
+    open; its old entries still verify under their old form, and the rows it already held
+    are adopted (bound by one ``audit.adopt`` entry), so a later edit of them shows."""
     db_path = tmp_path / "home" / "catalog.db"
     db_path.parent.mkdir()
     db = sqlite3.connect(db_path)
@@ -662,6 +663,11 @@ def test_rows_from_before_the_chain_had_bound_rows_verify_after_an_upgrade(tmp_p
           updated_at DATETIME);
         CREATE TABLE audit_datasets (seq INTEGER, dataset_id VARCHAR(64), agency_id VARCHAR(64),
           PRIMARY KEY (seq, dataset_id));
+        CREATE TABLE agencies (id VARCHAR(64) PRIMARY KEY, name VARCHAR(200), created_at DATETIME);
+        CREATE TABLE principals (id VARCHAR(64) PRIMARY KEY, agency_id VARCHAR(64),
+          name VARCHAR(200), role VARCHAR(16), created_at DATETIME);
+        INSERT INTO agencies VALUES ('a', 'A', '2026-01-01 00:00:00');
+        INSERT INTO principals VALUES ('p', 'a', 'P', 'developer', '2026-01-01 00:00:00');
         """
     )
     import hashlib
@@ -692,7 +698,15 @@ def test_rows_from_before_the_chain_had_bound_rows_verify_after_an_upgrade(tmp_p
     try:
         h.audit.append(action="query", principal="p", agency="a", datasets={}, dataset_agencies={})
         r = h.audit.verify()
-        assert r.ok and r.entries == 2, r.problem
+        assert r.ok and r.entries == 3, r.problem
+        adopt = h.audit.entries(action="audit.adopt")[0]
+        assert adopt.detail == {"rows": {"agencies": 1, "principals": 1}}
+        db = sqlite3.connect(db_path)
+        db.execute("UPDATE principals SET role = 'admin'")
+        db.commit()
+        db.close()
+        r = h.audit.verify()
+        assert not r.ok and "principals row 'p' was altered" in r.problem
     finally:
         h.close()
 

@@ -435,6 +435,7 @@ class AuditLog:
         self.engine: Engine = store if isinstance(store, Engine) else store.engine
         self.keys = keys if keys is not None else AuditKeys(current=key)
         self.key = self.keys.current
+        self._key_id = self.keys.current_id
         self._clock = clock or utcnow
         self._tables: dict[str, bool] = {}
         # Group commit (D35): appends from several threads at once go into one
@@ -576,7 +577,7 @@ class AuditLog:
         takes the write lock (if the transaction does not hold it yet) and returns the head
         it protects, so concurrent appenders serialise instead of forking the chain."""
         seq, prev = conn.execute(_TAKE_HEAD, {"now": utcnow()}).one()
-        kid = self.keys.current_id
+        kid = self._key_id
         links = []
         for v in entries:
             seq += 1

@@ -10,11 +10,14 @@ What is checked, in this order, and named when it fails:
 1. each entry in seq order: no gap (a deleted entry), the link to the previous seal (a
    reordered or inserted one), its seal under the key it names (an edited one, or one
    sealed without the hub's key — a chain rebuilt by someone who can write the database);
-2. the dataset index rows of each entry against the entry's ``owners``;
+2. the dataset index rows of each entry against the entry's ``owners``, and the rows of
+   history tables (an order's events, quarantine actions) its change added — there, and
+   as recorded — batch by batch, so memory does not grow with the history;
 3. the head: it names the last entry and its own seal holds (entries cut off the end);
 4. each anchor: the chain still holds the anchored entry with the anchored seal;
-5. each bound table: every row has the digest the last entry binding it recorded — no row
-   edited, added or deleted outside the hub.
+5. each bound state table: every row has the digest the last entry binding it recorded —
+   no row edited, added or deleted outside the hub (one digest per row is held: ~160 bytes
+   each); each history table holds as many rows as the chain added.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnClause
 
 from catalog.auditseal import (
+    BOUND,
     BOUND_TABLES,
     GENESIS,
     canonical_entry,
@@ -100,8 +104,16 @@ class _Checker:
         self.head_seq = 0
         self.head_hash = GENESIS
         self.head_at: str | None = None
-        # (table, key) → (seq of the entry that last bound the row, its digest then)
-        self.bound: dict[tuple[str, Any], tuple[int, str | None]] = {}
+        # state tables: key → (seq of the entry that last bound the row, its digest then)
+        self.bound: dict[str, dict[Any, tuple[int, bytes | None]]] = {
+            t.name: {} for t in BOUND_TABLES if not t.history
+        }
+        # history tables: rows bound by the batch being read, and how many were so far
+        self.added: dict[str, list[tuple[int, Any, str | None]]] = {
+            t.name: [] for t in BOUND_TABLES if t.history
+        }
+        self.counted: dict[str, int] = dict.fromkeys(self.added, 0)
+        self.tables: set[str] = set()
 
     def _key_for(self, seq: int, kid: str | None, what: str) -> bytes | None:
         if kid is None:
@@ -130,6 +142,7 @@ class _Checker:
     def run(self, conn: Connection, anchors: Sequence[Any]) -> None:
         from catalog.audit import AuditDatasetRow, AuditHeadRow, AuditRow
 
+        self.tables = set(inspect(conn).get_table_names())
         head = conn.execute(select(AuditHeadRow).where(AuditHeadRow.id == 1)).mappings().first()
         head_seq, head_hash = (head["seq"], head["hash"]) if head else (0, GENESIS)
         want = {int(a["seq"]): str(a["hash"]) for a in anchors}
@@ -165,6 +178,7 @@ class _Checker:
                         "was rewritten after the anchor was exported",
                     )
                 self.head_at = row["at"]
+            self._history_rows(conn)
             if index:
                 seq = min(index)
                 raise _Problem(seq, f"the dataset index lists entry {seq}, which does not exist")
@@ -227,36 +241,82 @@ class _Checker:
                 f"owned by {sorted(set(index.values()))}, the entry {sorted(owners)}",
             )
         for t, k, d in parse_binds(row["binds_json"]):
-            self.bound[(t, k)] = (seq, d)
+            if t in self.added:
+                self.added[t].append((seq, k, d))
+            else:
+                self.bound[t][k] = (seq, bytes.fromhex(d) if d is not None else None)
         self.prev = row["hash"]
         self.n = seq
 
-    def _bound_rows(self, conn: Connection) -> None:
-        present = set(inspect(conn).get_table_names())
-        for spec in BOUND_TABLES:
-            mine = {k: v for (t, k), v in self.bound.items() if t == spec.name}
-            if spec.name in present:
+    def _history_rows(self, conn: Connection) -> None:
+        """The history rows bound by the entries just read: there, and as recorded."""
+        for name, added in self.added.items():
+            if not added:
+                continue
+            spec = BOUND[name]
+            found: dict[Any, Any] = {}
+            if name in self.tables:
                 cols: list[ColumnClause[Any]] = [column(c) for c in spec.columns]
-                q = select(*cols).select_from(table(spec.name)).order_by(column(spec.key))
+                keys = sorted({k for _, k, _ in added}, key=repr)
+                for i in range(0, len(keys), 500):
+                    q = select(*cols).select_from(table(name))
+                    q = q.where(column(spec.key).in_(keys[i : i + 500]))
+                    found.update((r[spec.key], r) for r in conn.execute(q).mappings())
+            for seq, key, digest in added:
+                row = found.get(key)
+                if digest is None:
+                    if row is not None:
+                        raise _Problem(seq, f"{name} row {key!r} is back: entry {seq} removed it")
+                    continue
+                if row is None:
+                    raise _Problem(
+                        seq,
+                        f"{name} row {key!r}, recorded by entry {seq}, was deleted outside the hub",
+                    )
+                if not hmac.compare_digest(row_digest(name, row), digest):
+                    raise _Problem(
+                        seq,
+                        f"{name} row {key!r} was altered outside the hub: it does not match "
+                        f"what entry {seq} recorded",
+                    )
+                self.counted[name] += 1
+            added.clear()
+
+    def _bound_rows(self, conn: Connection) -> None:
+        for name, counted in self.counted.items():
+            have = 0
+            if name in self.tables:
+                have = conn.execute(select(func.count()).select_from(table(name))).scalar() or 0
+            if have != counted:
+                raise _Problem(
+                    None,
+                    f"{name} holds {have} row(s) but the chain recorded {counted}: "
+                    f"{have - counted} were added outside the hub",
+                )
+        for name, mine in self.bound.items():
+            spec = BOUND[name]
+            if name in self.tables:
+                cols: list[ColumnClause[Any]] = [column(c) for c in spec.columns]
+                q = select(*cols).select_from(table(name)).order_by(column(spec.key))
                 for row in conn.execute(q).mappings():
                     key = row[spec.key]
                     seen = mine.pop(key, None)
                     if seen is None or seen[1] is None:
                         raise _Problem(
                             None,
-                            f"{spec.name} row {key!r} is on no audit entry: it was added (or "
+                            f"{name} row {key!r} is on no audit entry: it was added (or "
                             "brought back) outside the hub",
                         )
-                    if not hmac.compare_digest(row_digest(spec.name, row), seen[1]):
+                    digest = bytes.fromhex(row_digest(name, row))
+                    if not hmac.compare_digest(digest, seen[1]):
                         raise _Problem(
                             seen[0],
-                            f"{spec.name} row {key!r} was altered outside the hub: it does not "
+                            f"{name} row {key!r} was altered outside the hub: it does not "
                             f"match what entry {seen[0]} recorded",
                         )
-            for key, (seq, digest) in sorted(mine.items(), key=lambda kv: kv[1][0]):
-                if digest is not None:
+            for key, (seq, d) in sorted(mine.items(), key=lambda kv: kv[1][0]):
+                if d is not None:
                     raise _Problem(
                         seq,
-                        f"{spec.name} row {key!r}, recorded by entry {seq}, was deleted "
-                        "outside the hub",
+                        f"{name} row {key!r}, recorded by entry {seq}, was deleted outside the hub",
                     )

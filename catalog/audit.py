@@ -314,7 +314,6 @@ class _Record:
     principal: str
     agency: str | None
     datasets: dict[str, int | None]
-    owners: dict[str, str | None]
     detail: dict[str, Any]
     outcome: str
     binds: list[tuple[str, Any]]
@@ -364,7 +363,6 @@ class AuditTx:
                 principal=principal,
                 agency=agency,
                 datasets=dict.fromkeys(datasets),
-                owners=dict.fromkeys(datasets),
                 detail=dict(detail or {}),
                 outcome=outcome,
                 binds=list(binds),

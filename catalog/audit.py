@@ -83,6 +83,7 @@ CHANGE_FAMILIES = (
     "quarantine.",
     "hub.",
     "audit.",
+    "source.config",
 )
 
 
@@ -384,7 +385,10 @@ class AuditTx:
         """The digest of a bound row as it stands in this transaction (None: no such row)."""
         spec = BOUND[table_name]
         cols: list[ColumnClause[Any]] = [column(c) for c in spec.columns]
-        q = select(*cols).select_from(table(spec.name)).where(column(spec.key) == key)
+        values = key if isinstance(key, tuple) else (key,)
+        q = select(*cols).select_from(table(spec.name))
+        for c, v in zip(spec.key_columns, values, strict=True):
+            q = q.where(column(c) == v)
         row = self.conn.execute(q).mappings().first()
         return row_digest(table_name, row) if row is not None else None
 
@@ -476,9 +480,9 @@ class AuditLog:
             binds = []
             for spec in BOUND.values():
                 if self.has_table(spec.name):
-                    key: ColumnClause[Any] = column(spec.key)
-                    rows = tx.conn.execute(select(key).select_from(table(spec.name)))
-                    binds += [(spec.name, k) for (k,) in rows]
+                    keys: list[ColumnClause[Any]] = [column(c) for c in spec.key_columns]
+                    rows = tx.conn.execute(select(*keys).select_from(table(spec.name)))
+                    binds += [(spec.name, spec.key_of(r)) for r in rows.mappings()]
             if binds:
                 counts: dict[str, int] = {}
                 for t, _ in binds:

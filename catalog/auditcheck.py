@@ -258,10 +258,11 @@ class _Checker:
             if name in self.tables:
                 cols: list[ColumnClause[Any]] = [column(c) for c in spec.columns]
                 keys = sorted({k for _, k, _ in added}, key=repr)
+                (key_column,) = spec.key_columns  # history tables have one key column
                 for i in range(0, len(keys), 500):
                     q = select(*cols).select_from(table(name))
-                    q = q.where(column(spec.key).in_(keys[i : i + 500]))
-                    found.update((r[spec.key], r) for r in conn.execute(q).mappings())
+                    q = q.where(column(key_column).in_(keys[i : i + 500]))
+                    found.update((spec.key_of(r), r) for r in conn.execute(q).mappings())
             for seq, key, digest in added:
                 row = found.get(key)
                 if digest is None:
@@ -297,9 +298,10 @@ class _Checker:
             spec = BOUND[name]
             if name in self.tables:
                 cols: list[ColumnClause[Any]] = [column(c) for c in spec.columns]
-                q = select(*cols).select_from(table(name)).order_by(column(spec.key))
+                q = select(*cols).select_from(table(name))
+                q = q.order_by(*[column(c) for c in spec.key_columns])
                 for row in conn.execute(q).mappings():
-                    key = row[spec.key]
+                    key = spec.key_of(row)
                     seen = mine.pop(key, None)
                     if seen is None or seen[1] is None:
                         raise _Problem(

@@ -120,10 +120,20 @@ class BoundTable:
     """
 
     name: str
-    key: str
+    key: str | tuple[str, ...]  # the primary key's column(s)
     columns: tuple[str, ...]
     unbound: Mapping[str, str] | None = None
     history: bool = False  # rows are added, never changed: checked as the chain is read
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return (self.key,) if isinstance(self.key, str) else self.key
+
+    def key_of(self, row: Mapping[Any, Any]) -> Any:
+        """A row's key as the chain records it: the value, or a tuple of values."""
+        if isinstance(self.key, str):
+            return row[self.key]
+        return tuple(row[c] for c in self.key)
 
 
 BOUND_TABLES: tuple[BoundTable, ...] = (
@@ -239,6 +249,24 @@ BOUND_TABLES: tuple[BoundTable, ...] = (
         history=True,
     ),
 )
+SECRET_COLUMN = (
+    "credentials to the agency's source: a digest in the chain would let its readers test "
+    "guesses of them offline; what the source is (location, host, settings) is bound"
+)
+BOUND_TABLES += (
+    BoundTable(
+        "source_roots",
+        ("agency_id", "name"),
+        ("agency_id", "name", "location", "settings_json", "created_at"),
+        unbound={"secrets_json": SECRET_COLUMN},
+    ),
+    BoundTable(
+        "source_profiles",
+        ("agency_id", "name"),
+        ("agency_id", "name", "kind", "settings_json", "created_at"),
+        unbound={"secrets_json": SECRET_COLUMN},
+    ),
+)
 BOUND: dict[str, BoundTable] = {t.name: t for t in BOUND_TABLES}
 
 
@@ -309,6 +337,10 @@ def check_anchor(doc: Any, keys: AuditKeys) -> str | None:
 
 
 def parse_binds(binds_json: str | None) -> Sequence[tuple[str, Any, str | None]]:
+    """The bound rows an entry records: (table, key, digest); a composite key, stored as a
+    JSON list, comes back as a tuple."""
     if not binds_json:
         return ()
-    return [(str(t), k, d) for t, k, d in json.loads(binds_json)]
+    return [
+        (str(t), tuple(k) if isinstance(k, list) else k, d) for t, k, d in json.loads(binds_json)
+    ]

@@ -474,7 +474,7 @@ def demo(
 
 
 _register_quality(app, hub, out, acting)
-_register_sources(app, hub, out)
+_register_sources(app, hub, out, cli_caller)
 audit_app = typer.Typer(
     help="The hash-chained audit log of exchanges and state changes.", no_args_is_help=True
 )

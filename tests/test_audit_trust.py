@@ -33,7 +33,7 @@ from hub.cli import app as cli_app
 from hub.context import Hub
 from hub.settings import Settings
 from pipelines.quarantine import release
-from tests.conftest import manifest_dict
+from tests.conftest import file_source, manifest_dict, pg_profile
 from tests.quality_data import bad_tickets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,14 +146,9 @@ def test_manifest_register_and_change_are_on_record(
     changed for access — sharing and a column's personal-data tag, before and after —
     without the source options."""
     steward = auth(tokens, "steward")
+    pg_profile(hub, name="hotline_db")
     start = head(hub)
-    doc = manifest_dict(
-        source={
-            "connector": "postgres",
-            "options": {"dsn_env": "SECRET_DSN"},
-            "cursor": "updated_at",
-        }
-    )
+    doc = manifest_dict()
     assert client.post("/v1/datasets", headers=steward, json=doc).status_code == 201
     changed = {**doc, "sharing": {"type": "conditional"}}
     changed["columns"] = [
@@ -174,7 +169,7 @@ def test_manifest_register_and_change_are_on_record(
         "sharing": "conditional",
         "columns": {"category": {"pii": "phone", "classification": None}},
     }
-    assert "SECRET_DSN" not in all_text(hub)
+    assert "hotline_db" not in json.dumps([reg.detail, change.detail])  # no source options
     view = client.get("/v1/audit", headers=steward, params={"action": "manifest.*"}).json()
     assert [e["seq"] for e in view] == [change.seq, reg.seq]
     assert hub.audit.verify().ok
@@ -347,11 +342,7 @@ def quarantined(tmp_path: Path, hub: Hub) -> Callable[[], str]:
     src = tmp_path / "src"
     src.mkdir()
     data = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
-    data["source"] = {
-        "connector": "parquet",
-        "options": {"path": str(src / "*.parquet")},
-        "cursor": "ticket_id",
-    }
+    data["source"] = {**file_source(hub, src, "*.parquet"), "cursor": "ticket_id"}
     data["quality"] = {"policy": "drop-rows"}
     hub.store.register_dataset(parse_manifest(data, file="hotline.yaml"))
     n = [0]
@@ -408,11 +399,59 @@ def test_quarantine_release_and_discard_are_on_record(
     assert not r.ok and "quarantine_actions row" in r.problem
 
 
+def test_source_configuration_is_on_record_and_bound(hub: Hub, tmp_path: Path) -> None:
+    """Roots and profiles an admin gives an agency: each change on record with before and
+    after (secrets by name only), in its transaction, and bound - a root moved or a profile
+    pointed elsewhere in the database fails verify.  Their secrets are not digested (a
+    digest would let readers of the chain test guesses of them), so a changed secret alone
+    does not fail verify: that limit is pinned here."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    home = hub.settings.home
+    start = head(hub)
+    root = cli(home, "source", "root", "add", "gy_12345", "exports", str(exports))
+    assert root.exit_code == 0, root.output
+    added = cli(
+        home,
+        *("source", "profile", "add", "gy_12345", "db", "postgres"),
+        *("--set", "host=db.example", "--set", "database=hotline"),
+        *("--secret-env", "password=PG_PW"),
+        env={"PG_PW": "s3cr3t-pw-value"},
+    )
+    assert added.exit_code == 0, added.output
+    assert cli(home, "source", "root", "remove", "gy_12345", "exports").exit_code == 0
+    entries = actions(hub, start, "source.config")
+    got = [(e.principal, e.agency, e.detail["op"]) for e in entries]
+    assert got == [
+        ("cli", "_local", "root.add"),
+        ("cli", "_local", "profile.add"),
+        ("cli", "_local", "root.remove"),
+    ]
+    assert entries[1].detail["after"]["secrets"] == ["password"]
+    assert entries[1].detail["after"]["target"] == "postgres://db.example/hotline"
+    assert "s3cr3t-pw-value" not in all_text(hub)
+    assert hub.audit.verify().ok
+    db = sqlite3.connect(home / "catalog.db")
+    try:
+        db.execute("""UPDATE source_profiles SET secrets_json = '{"password": "x"}'""")
+        db.commit()
+        assert hub.audit.verify().ok  # the documented limit: secrets are not digested
+        db.execute(
+            """UPDATE source_profiles SET settings_json = """
+            """'{"database": "hotline", "host": "evil.example"}'"""
+        )
+        db.commit()
+        r = hub.audit.verify()
+        assert not r.ok and "source_profiles row ('gy_12345', 'db') was altered" in r.problem
+    finally:
+        db.close()
+
+
 # -- one transaction -----------------------------------------------------------------------
 
 
 def test_a_change_and_its_entry_commit_together(
-    hub: Hub, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    hub: Hub, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """When the entry cannot be written, the change is not made either (and the other way
     round, every change above came with its entry): for each kind of change, the catalog
@@ -424,6 +463,8 @@ def test_a_change_and_its_entry_commit_together(
     order = hub.ops.open_order(target="gy_hbj", instructions="go", opened_by="operator")
     alert, _ = hub.ops.raise_alert("r", "k", severity="low", title="t", source="s", detail={})
     token_id = hub.store.issue_token("developer").split("_")[1]
+    folder = tmp_path / "exports"
+    folder.mkdir()
     changes: dict[str, Callable[[], Any]] = {
         "agency": lambda: hub.store.upsert_agency("gy_new", "新"),
         "rename": lambda: hub.store.upsert_agency("gy_hbj", "改名"),
@@ -442,6 +483,16 @@ def test_a_change_and_its_entry_commit_together(
         "order": lambda: hub.ops.open_order(target="gy_hbj", instructions="x", opened_by="op"),
         "act": lambda: hub.ops.act_on_order(order.id, "acknowledge", "developer"),
         "ack": lambda: hub.ops.acknowledge_alert(alert.id, "operator"),
+        "root": lambda: hub.sources.sources.add_root(
+            "gy_hbj", "exports", str(folder), protected=hub.sources.protected
+        ),
+        "profile": lambda: hub.sources.sources.add_profile(
+            "gy_hbj",
+            "db",
+            "postgres",
+            protected=hub.sources.protected,
+            settings={"host": "db.example", "database": "x"},
+        ),
         "alert": lambda: hub.ops.raise_alert(
             "r2", "k", severity="low", title="t", source="s", detail={}
         ),
@@ -477,16 +528,19 @@ def test_a_change_and_its_entry_commit_together(
 def test_every_column_of_a_bound_table_is_digested_or_excused() -> None:
     """A column added to a table the chain binds must be digested or named as unbound with
     its reason: a new access-relevant column cannot slip by unprotected."""
-    import catalog.grants  # noqa: F401 - registers the grants table
+    from catalog.grants import GrantRow
     from catalog.opsstore import OpsBase
     from catalog.quality import _meta
+    from catalog.sources import SourceProfileRow, SourceRootRow
 
     tables = {**Base.metadata.tables, **OpsBase.metadata.tables, **_meta.tables}
+    assert {GrantRow.__tablename__, SourceRootRow.__tablename__,
+            SourceProfileRow.__tablename__} <= set(tables)  # fmt: skip
     for spec in BOUND_TABLES:
         model = {c.name for c in tables[spec.name].columns}
         listed = set(spec.columns) | set(spec.unbound or {})
         assert model == listed, f"{spec.name}: {sorted(model ^ listed)}"
-        assert spec.key in spec.columns
+        assert set(spec.key_columns) <= set(spec.columns)
 
 
 # -- production mode -----------------------------------------------------------------------

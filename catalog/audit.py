@@ -1,32 +1,38 @@
-"""The audit log: every exchange (query, rows, export, sample, subscription) on record,
-hash-chained so that editing, deleting or reordering an entry is detectable.
+"""The audit log: every exchange and every change of access or operations state on record,
+hash-chained so that editing, deleting, reordering or inserting an entry is detectable.
 
-Each entry's hash is SHA-256 — or HMAC-SHA-256 when a key is configured, so that someone
-with write access to the database but not the key cannot rebuild the chain — over the
-canonical JSON of its fields *and the previous entry's hash* (X-Road's message log chains
-records the same way).  A one-row ``audit_head`` table holds the last hash; an append
-updates it first, which takes the database's write lock, so concurrent appenders from
-several processes serialise instead of forking the chain.  Within a process, appends that
-arrive together are written together (group commit: one transaction, the entries chained
-in the order they came), by whichever caller found no write in progress — a burst of
-websocket subscriptions, each on record, no longer queues one transaction per entry.
+Two ways in:
+
+- :meth:`AuditLog.append` — an exchange (query, rows, export, sample, subscription) is
+  recorded once it has been answered, in a transaction of its own.  Appends that arrive
+  together from several threads are written together (group commit, D35): one transaction,
+  the entries chained in arrival order, by whichever caller found no write in progress.
+- :meth:`AuditLog.transaction` — a change of state (a principal, a token, a manifest, a
+  grant, an alert, an order, a quarantine action) is made **inside** an audit transaction
+  and recorded with :meth:`AuditTx.record` before it commits: the change and its entry
+  commit together or not at all, so a change without its entry cannot exist.  The entry
+  carries the digest of every row the change left (*bound rows*, ``catalog.auditseal``), so
+  a row edited outside the hub shows in :meth:`verify` too.
+
+Seals, keys and bound tables: ``catalog.auditseal``; the check: ``catalog.auditcheck``.
+A one-row ``audit_head`` holds the last seq and seal, sealed itself; an append moves it
+first, which takes the database's write lock, so appenders in several processes serialise
+instead of forking the chain.
 
 ``audit_datasets`` indexes entries by dataset and owning agency so a steward can list
-access to their agency's data; it is an index, not part of the signed record (the
-record's own ``datasets`` field is).
+access to their agency's data; the entry's own ``owners`` field is the signed record of
+it, and ``verify`` compares the two.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -36,19 +42,60 @@ from sqlalchemy import (
     String,
     Text,
     bindparam,
+    column,
     insert,
+    inspect,
     select,
+    table,
     update,
 )
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnClause
 
-from catalog.store import Base, CatalogStore, utcnow
+from catalog.auditseal import (
+    ANCHOR_KIND,
+    BOUND,
+    GENESIS,
+    AuditKeys,
+    canonical_entry,
+    head_payload,
+    mac,
+    row_digest,
+    sign_anchor,
+)
+from catalog.errors import Conflict
 
-GENESIS = "0" * 64
+__all__ = ["GENESIS", "AuditEntry", "AuditKeys", "AuditLog", "AuditTx", "VerifyResult"]
+
+# Actions that record a change of state rather than a read of data (``consumers`` and the
+# lineage view count reads only).
+CHANGE_FAMILIES = (
+    "agency.",
+    "principal.",
+    "token.",
+    "manifest.",
+    "grant.",
+    "alert.",
+    "order.",
+    "quarantine.",
+    "hub.",
+    "audit.",
+    "source.config",
+)
 
 
-class AuditRow(Base):
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditBase(DeclarativeBase):
+    pass
+
+
+class AuditRow(AuditBase):
     __tablename__ = "audit_log"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[str] = mapped_column(String(40))  # ISO text: hashed exactly as stored
@@ -63,21 +110,34 @@ class AuditRow(Base):
     detail_json: Mapped[str] = mapped_column(Text, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # dataset → owning agency (what ``audit_datasets`` indexes), bound rows, the sealing key
+    owners_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    binds_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
-class AuditHeadRow(Base):
+class AuditHeadRow(AuditBase):
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-class AuditDatasetRow(Base):
+class AuditDatasetRow(AuditBase):
     __tablename__ = "audit_datasets"
     seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq"), primary_key=True)
     dataset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     agency_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
+# Columns added after the first release of the chain: an older catalog gains them on open.
+_ADDED = {
+    "audit_log": (("owners_json", "TEXT"), ("binds_json", "TEXT"), ("key_id", "VARCHAR(16)")),
+    "audit_head": (("key_id", "VARCHAR(16)"), ("mac", "VARCHAR(64)")),
+}
 
 
 @dataclass(frozen=True)
@@ -91,10 +151,13 @@ class AuditEntry:
     columns: dict[str, list[str]]  # dataset → columns touched
     row_count: int | None
     sql_fingerprint: str | None
-    outcome: str  # ok | denied | failed
+    outcome: str  # ok | denied | refused | failed | timeout
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+    owners: dict[str, str] | None = None
+    binds: list[list[Any]] | None = None  # [table, key, digest of the row after the change]
+    key_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +174,9 @@ class AuditEntry:
             "detail": self.detail,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
+            "owners": self.owners,
+            "binds": self.binds,
+            "key_id": self.key_id,
         }
 
 
@@ -119,26 +185,6 @@ _COLUMNS = tuple(c.key for c in AuditRow.__table__.columns)
 
 def _values(row: AuditRow) -> dict[str, Any]:
     return {k: getattr(row, k) for k in _COLUMNS}
-
-
-def _canonical(row: AuditRow | Mapping[str, Any]) -> bytes:
-    """The bytes an entry's hash covers (its stored column values, JSON parsed)."""
-    v = row if isinstance(row, Mapping) else _values(row)
-    doc = {
-        "seq": v["seq"],
-        "at": v["at"],
-        "action": v["action"],
-        "principal": v["principal_id"],
-        "agency": v["agency_id"],
-        "datasets": json.loads(v["datasets_json"]),
-        "columns": json.loads(v["columns_json"]),
-        "row_count": v["row_count"],
-        "sql_fingerprint": v["sql_fingerprint"],
-        "outcome": v["outcome"],
-        "detail": json.loads(v["detail_json"]),
-        "prev_hash": v["prev_hash"],
-    }
-    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _entry(r: AuditRow | Mapping[str, Any]) -> AuditEntry:
@@ -157,7 +203,50 @@ def _entry(r: AuditRow | Mapping[str, Any]) -> AuditEntry:
         detail=json.loads(v["detail_json"]),
         prev_hash=v["prev_hash"],
         hash=v["hash"],
+        owners=json.loads(v["owners_json"]) if v.get("owners_json") else None,
+        binds=json.loads(v["binds_json"]) if v.get("binds_json") else None,
+        key_id=v.get("key_id"),
     )
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def entry_values(
+    *,
+    at: str,
+    action: str,
+    principal: str,
+    agency: str,
+    datasets: Mapping[str, int | None],
+    dataset_agencies: Mapping[str, str],
+    columns: Mapping[str, Sequence[str]] | None,
+    row_count: int | None,
+    sql_fingerprint: str | None,
+    outcome: str,
+    detail: Mapping[str, Any] | None,
+    binds: Sequence[Sequence[Any]] | None = None,
+) -> dict[str, Any]:
+    """The column values of an entry before it is chained (seq and seals come then)."""
+    return {
+        "seq": 0,
+        "at": at,
+        "action": action,
+        "principal_id": principal,
+        "agency_id": agency,
+        "datasets_json": _dumps(dict(datasets)),
+        "columns_json": _dumps({k: sorted(v) for k, v in (columns or {}).items()}),
+        "row_count": row_count,
+        "sql_fingerprint": sql_fingerprint,
+        "outcome": outcome,
+        "detail_json": _dumps(dict(detail or {})),
+        "prev_hash": "",
+        "hash": "",
+        "owners_json": _dumps({d: dataset_agencies[d] for d in datasets}),
+        "binds_json": _dumps([list(b) for b in binds]) if binds else None,
+        "key_id": None,
+    }
 
 
 # The append's statements, built once: SQLAlchemy then reuses their compiled form without
@@ -168,22 +257,37 @@ _TAKE_HEAD = (
     .values(updated_at=bindparam("now"))
     .returning(AuditHeadRow.seq, AuditHeadRow.hash)
 )
+_LOCK_HEAD = select(AuditHeadRow.seq).where(AuditHeadRow.id == 1).with_for_update()
 _INSERT_ENTRY = insert(AuditRow)
 _INSERT_DATASETS = insert(AuditDatasetRow)
 _MOVE_HEAD = (
     update(AuditHeadRow)
     .where(AuditHeadRow.id == 1)
-    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+    .values(
+        seq=bindparam("new_seq"),
+        hash=bindparam("new_hash"),
+        key_id=bindparam("new_key_id"),
+        mac=bindparam("new_mac"),
+    )
+)
+_AGENCY_OF: Select[Any] = (
+    select(column("agency_id"))
+    .select_from(table("principals"))
+    .where(column("id") == bindparam("id"))
+)
+_OWNER_OF: Select[Any] = (
+    select(column("agency_id"))
+    .select_from(table("datasets"))
+    .where(column("id") == bindparam("id"))
 )
 
 
 @dataclass
 class _Pending:
     """An entry waiting to be written: its column values (seq and hashes set when it is),
-    its dataset links, and how its caller learns the outcome."""
+    and how its caller learns the outcome."""
 
     values: dict[str, Any]
-    links: list[tuple[str, str]]
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     error: BaseException | None = None
@@ -195,14 +299,147 @@ class VerifyResult:
     entries: int
     bad_seq: int | None = None
     problem: str = ""
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    head_at: str | None = None
+
+
+class HasEngine(Protocol):
+    @property
+    def engine(self) -> Engine: ...
+
+
+@dataclass
+class _Record:
+    action: str
+    principal: str
+    agency: str | None
+    datasets: dict[str, int | None]
+    detail: dict[str, Any]
+    outcome: str
+    binds: list[tuple[str, Any]]
+    at: str
+
+
+class AuditTx:
+    """One catalog write transaction and the audit entries of its changes.
+
+    ``conn`` (Core) and ``session`` (ORM, on the same connection) make the changes;
+    :meth:`record` queues an entry, written with the digests of its bound rows — read back
+    inside the transaction, after the changes — when the block ends without an error.
+    """
+
+    def __init__(self, log: AuditLog, conn: Connection) -> None:
+        self.log = log
+        self.conn = conn
+        self._session: Session | None = None
+        self._records: list[_Record] = []
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(bind=self.conn, expire_on_commit=False)
+        return self._session
+
+    def record(
+        self,
+        *,
+        action: str,
+        principal: str,
+        agency: str | None = None,
+        datasets: Sequence[str] = (),
+        detail: Mapping[str, Any] | None = None,
+        outcome: str = "ok",
+        binds: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Queue the entry of a change.  ``agency`` None: the principal's, looked up (empty
+        for ``system``); ``datasets`` are named with their owning agency, so the owner's
+        stewards see the change; ``binds`` are (table, key) of the rows the change left."""
+        for t, _ in binds:
+            if t not in BOUND:
+                raise ValueError(f"{t!r} is not a table the audit chain binds")
+        self._records.append(
+            _Record(
+                action=action,
+                principal=principal,
+                agency=agency,
+                datasets=dict.fromkeys(datasets),
+                detail=dict(detail or {}),
+                outcome=outcome,
+                binds=list(binds),
+                at=self.log.now(),
+            )
+        )
+
+    def agency_of(self, principal_id: str) -> str:
+        if not self.log.has_table("principals"):
+            return ""
+        return self.conn.execute(_AGENCY_OF, {"id": principal_id}).scalar() or ""
+
+    def owner_of(self, dataset_id: str) -> str:
+        if not self.log.has_table("datasets"):
+            return ""
+        return self.conn.execute(_OWNER_OF, {"id": dataset_id}).scalar() or ""
+
+    def digest(self, table_name: str, key: Any) -> str | None:
+        """The digest of a bound row as it stands in this transaction (None: no such row)."""
+        spec = BOUND[table_name]
+        cols: list[ColumnClause[Any]] = [column(c) for c in spec.columns]
+        values = key if isinstance(key, tuple) else (key,)
+        q = select(*cols).select_from(table(spec.name))
+        for c, v in zip(spec.key_columns, values, strict=True):
+            q = q.where(column(c) == v)
+        row = self.conn.execute(q).mappings().first()
+        return row_digest(table_name, row) if row is not None else None
+
+    def _finish(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+        if not self._records:
+            return
+        values = []
+        for r in self._records:
+            owners = {d: self.owner_of(d) for d in r.datasets}
+            values.append(
+                entry_values(
+                    at=r.at,
+                    action=r.action,
+                    principal=r.principal,
+                    agency=r.agency if r.agency is not None else self.agency_of(r.principal),
+                    datasets=r.datasets,
+                    dataset_agencies=owners,
+                    columns=None,
+                    row_count=None,
+                    sql_fingerprint=None,
+                    outcome=r.outcome,
+                    detail=r.detail,
+                    binds=[(t, k, self.digest(t, k)) for t, k in r.binds],
+                )
+            )
+        self.log.chain_in(self.conn, values)
+
+    def _close(self) -> None:
+        if self._session is not None:
+            self._session.close()
 
 
 class AuditLog:
-    """Append and read the audit chain in the catalog database."""
+    """Append, read and verify the audit chain in the catalog database."""
 
-    def __init__(self, store: CatalogStore, key: bytes | None = None) -> None:
-        self.store = store
-        self.key = key
+    def __init__(
+        self,
+        store: HasEngine | Engine,
+        key: bytes | None = None,
+        *,
+        keys: AuditKeys | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.engine: Engine = store if isinstance(store, Engine) else store.engine
+        self.keys = keys if keys is not None else AuditKeys(current=key)
+        self.key = self.keys.current
+        self._key_id = self.keys.current_id
+        self._clock = clock or utcnow
+        self._tables: dict[str, bool] = {}
         # Group commit (D35): appends from several threads at once go into one
         # transaction, written by whichever of them found no write in progress.
         self._queue: list[_Pending] = []
@@ -212,15 +449,62 @@ class AuditLog:
         # the head row first wins, and the others find them there.
         for model in (AuditRow, AuditHeadRow, AuditDatasetRow):
             with contextlib.suppress(OperationalError, ProgrammingError):
-                model.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
-        with contextlib.suppress(IntegrityError), store.session() as s:
-            if s.get(AuditHeadRow, 1) is None:
-                s.add(AuditHeadRow(id=1, seq=0, hash=GENESIS))
+                model.__table__.create(self.engine, checkfirst=True)  # type: ignore[attr-defined]
+        upgraded = self._add_columns()
+        with contextlib.suppress(IntegrityError), self.engine.begin() as conn:
+            if conn.execute(select(AuditHeadRow.id).where(AuditHeadRow.id == 1)).first() is None:
+                conn.execute(insert(AuditHeadRow).values(id=1, seq=0, hash=GENESIS))
+        if upgraded:
+            self._adopt()
 
-    def _digest(self, payload: bytes) -> str:
-        if self.key:
-            return hmac.new(self.key, payload, hashlib.sha256).hexdigest()
-        return hashlib.sha256(payload).hexdigest()
+    def _add_columns(self) -> bool:
+        """Add the columns a chain from before bound rows lacks; True if this call did."""
+        have = inspect(self.engine)
+        upgraded = False
+        for name, added in _ADDED.items():
+            present = {c["name"] for c in have.get_columns(name)}
+            for col, sqltype in added:
+                if col not in present:
+                    with (
+                        contextlib.suppress(OperationalError, ProgrammingError),
+                        self.engine.begin() as conn,
+                    ):
+                        conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {col} {sqltype}")
+                        upgraded = upgraded or col == "binds_json"
+        return upgraded
+
+    def _adopt(self) -> None:
+        """Bind the rows a catalog already holds when its chain starts binding rows
+        (``audit.adopt``): from here on, a change to any of them outside the hub shows."""
+        with self.transaction() as tx:
+            binds = []
+            for spec in BOUND.values():
+                if self.has_table(spec.name):
+                    keys: list[ColumnClause[Any]] = [column(c) for c in spec.key_columns]
+                    rows = tx.conn.execute(select(*keys).select_from(table(spec.name)))
+                    binds += [(spec.name, spec.key_of(r)) for r in rows.mappings()]
+            if binds:
+                counts: dict[str, int] = {}
+                for t, _ in binds:
+                    counts[t] = counts.get(t, 0) + 1
+                tx.record(
+                    action="audit.adopt",
+                    principal="system",
+                    agency="",
+                    detail={"rows": counts},
+                    binds=binds,
+                )
+
+    def now(self) -> str:
+        return self._clock().astimezone(UTC).isoformat(timespec="microseconds")
+
+    def has_table(self, name: str) -> bool:
+        known = self._tables.get(name)
+        if not known:  # a table may appear later (ops tables are made when first used)
+            known = self._tables[name] = inspect(self.engine).has_table(name)
+        return known
+
+    # -- writing ------------------------------------------------------------------------------
 
     def append(
         self,
@@ -236,26 +520,21 @@ class AuditLog:
         outcome: str = "ok",
         detail: Mapping[str, Any] | None = None,
     ) -> AuditEntry:
-        values: dict[str, Any] = {
-            "seq": 0,
-            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "action": action,
-            "principal_id": principal,
-            "agency_id": agency,
-            "datasets_json": json.dumps(dict(datasets), sort_keys=True, ensure_ascii=False),
-            "columns_json": json.dumps(
-                {k: sorted(v) for k, v in (columns or {}).items()},
-                sort_keys=True,
-                ensure_ascii=False,
-            ),
-            "row_count": row_count,
-            "sql_fingerprint": sql_fingerprint,
-            "outcome": outcome,
-            "detail_json": json.dumps(dict(detail or {}), sort_keys=True, ensure_ascii=False),
-            "prev_hash": "",
-            "hash": "",
-        }
-        pending = _Pending(values, [(ds, dataset_agencies[ds]) for ds in datasets])
+        """Record an exchange in a transaction of its own (group commit)."""
+        values = entry_values(
+            at=self.now(),
+            action=action,
+            principal=principal,
+            agency=agency,
+            datasets=datasets,
+            dataset_agencies=dataset_agencies,
+            columns=columns,
+            row_count=row_count,
+            sql_fingerprint=sql_fingerprint,
+            outcome=outcome,
+            detail=detail,
+        )
+        pending = _Pending(values)
         with self._queue_lock:
             self._queue.append(pending)
             if not self._writing:
@@ -291,22 +570,60 @@ class AuditLog:
 
     def _write(self, batch: list[_Pending]) -> None:
         # Core statements on one transaction (the ORM unit of work cost more than the
-        # append itself).  The first UPDATE takes the write lock and returns the head
-        # it protects, so concurrent appenders (other processes) serialise instead of
-        # forking the chain.
-        with self.store.engine.begin() as conn:
-            seq, prev = conn.execute(_TAKE_HEAD, {"now": utcnow()}).one()
-            links = []
-            for p in batch:
-                seq += 1
-                v = p.values
-                v["seq"], v["prev_hash"] = seq, prev
-                v["hash"] = prev = self._digest(_canonical(v))
-                links += [{"seq": seq, "dataset_id": d, "agency_id": a} for d, a in p.links]
-            conn.execute(_INSERT_ENTRY, [p.values for p in batch])
-            if links:
-                conn.execute(_INSERT_DATASETS, links)
-            conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+        # append itself).
+        with self.engine.begin() as conn:
+            self.chain_in(conn, [p.values for p in batch])
+
+    def chain_in(self, conn: Connection, entries: list[dict[str, Any]]) -> None:
+        """Chain entries onto the head inside the caller's transaction.  The first UPDATE
+        takes the write lock (if the transaction does not hold it yet) and returns the head
+        it protects, so concurrent appenders serialise instead of forking the chain."""
+        seq, prev = conn.execute(_TAKE_HEAD, {"now": utcnow()}).one()
+        kid = self._key_id
+        links = []
+        for v in entries:
+            seq += 1
+            v["seq"], v["prev_hash"], v["key_id"] = seq, prev, kid
+            v["hash"] = prev = mac(self.key, canonical_entry(v))
+            links += [
+                {"seq": seq, "dataset_id": d, "agency_id": a}
+                for d, a in json.loads(v["owners_json"]).items()
+            ]
+        conn.execute(_INSERT_ENTRY, entries)
+        if links:
+            conn.execute(_INSERT_DATASETS, links)
+        conn.execute(
+            _MOVE_HEAD,
+            {
+                "new_seq": seq,
+                "new_hash": prev,
+                "new_key_id": kid,
+                "new_mac": mac(self.key, head_payload(seq, prev)),
+            },
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[AuditTx]:
+        """A write transaction whose changes commit with their entries (:class:`AuditTx`).
+
+        It takes the chain's write lock first (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a
+        row lock on the head): every writer of the catalog then waits in one order, the
+        head last — a transaction that read a row and then found another writer in between
+        would otherwise fail (SQLite) or deadlock against an append (PostgreSQL).
+        """
+        with self.engine.connect() as conn, conn.begin():
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(_LOCK_HEAD)
+            tx = AuditTx(self, conn)
+            try:
+                yield tx
+                tx._finish()
+            finally:
+                tx._close()
+
+    # -- reading ------------------------------------------------------------------------------
 
     def entries(
         self,
@@ -338,85 +655,41 @@ class AuditLog:
             else:
                 q = q.where(AuditRow.action == action)
         q = q.order_by(AuditRow.seq.desc()).limit(limit)
-        with self.store.session() as s:
+        with Session(self.engine) as s:
             return [_entry(r) for r in s.scalars(q)]
 
-    def _all(self, after: int = 0, batch: int = 5000) -> Iterator[AuditRow]:
-        last = after
-        while True:
-            with self.store.session() as s:
-                rows = list(
-                    s.scalars(
-                        select(AuditRow)
-                        .where(AuditRow.seq > last)
-                        .order_by(AuditRow.seq)
-                        .limit(batch)
-                    )
-                )
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1].seq
+    def verify(self, anchors: Sequence[Any] = ()) -> VerifyResult:
+        """Recompute the chain, the head's seal, the dataset index and every bound row in
+        one consistent snapshot; name the first thing that does not hold.  ``anchors``
+        (exported heads, :meth:`anchor`) must still be entries of the chain."""
+        from catalog.auditcheck import check
 
-    def _head(self) -> tuple[int, str]:
-        with self.store.session() as s:
-            head = s.get(AuditHeadRow, 1)
-            return (head.seq, head.hash) if head is not None else (0, GENESIS)
+        return check(self, anchors)
 
-    def verify(self) -> VerifyResult:
-        """Recompute the chain; name the first entry whose hash or link does not hold.
-
-        The head is read before the entries, and the entries are checked up to it: the
-        head moves in the same transaction as an append, so everything up to it is there
-        unless removed.  An entry past the head is either one appended while the chain was
-        read (the head, read again, has reached it: checking goes on) or one that was not
-        appended through the log (it has not).
-        """
-        prev, n = GENESIS, 0
-        head_seq, head_hash = self._head()
-        while True:
-            for row in self._all(after=n):
-                if row.seq > head_seq:
-                    head_seq, head_hash = self._head()
-                    if row.seq > head_seq:
-                        return VerifyResult(
-                            False,
-                            n,
-                            row.seq,
-                            f"entry {row.seq} lies past the head (entry {head_seq}): "
-                            "it was not appended through the log",
-                        )
-                    break  # appended meanwhile: read on from here, up to the new head
-                if row.seq != n + 1:
-                    return VerifyResult(
-                        False, n, row.seq, f"entry {n + 1} is missing (next is {row.seq})"
-                    )
-                if row.prev_hash != prev:
-                    return VerifyResult(
-                        False, n, row.seq, f"entry {row.seq} does not link to entry {row.seq - 1}"
-                    )
-                if not hmac.compare_digest(self._digest(_canonical(row)), row.hash):
-                    return VerifyResult(
-                        False, n, row.seq, f"entry {row.seq} was altered: its hash does not match"
-                    )
-                prev = row.hash
-                n += 1
-            else:  # no entry past what was read
-                if head_seq != n or head_hash != prev:
-                    return VerifyResult(
-                        False,
-                        n,
-                        head_seq,
-                        f"the log ends at entry {n} but its head records entry {head_seq}: "
-                        "entries were removed from the end",
-                    )
-                return VerifyResult(True, n)
+    def anchor(self) -> dict[str, Any]:
+        """The head of a chain that verifies, signed, to be kept outside this database."""
+        r = self.verify()
+        if not r.ok:
+            raise Conflict(
+                f"the audit log does not verify, so it is not anchored: {r.problem}",
+                bad_seq=r.bad_seq,
+            )
+        doc = {
+            "kind": ANCHOR_KIND,
+            "version": 1,
+            "seq": r.head_seq,
+            "hash": r.head_hash,
+            "at": r.head_at,
+            "entries": r.entries,
+            "exported_at": self.now(),
+        }
+        return sign_anchor(doc, self.key)
 
     def consumers(self, dataset_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """Who read a dataset (from the log): principal, agency, reads, last read."""
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for e in self.entries(dataset=dataset_id, limit=limit):
-            if e.outcome != "ok":
+            if e.outcome != "ok" or e.action.startswith(CHANGE_FAMILIES):
                 continue
             key = (e.principal, e.agency)
             item = out.setdefault(

@@ -51,6 +51,13 @@ class SourceRefused(ManifestError):
     status = 403
 
 
+class ConfigError(HubError):
+    """A setting that cannot work, naming the variable: the process refuses to start."""
+
+    code = "config_error"
+    status = 500
+
+
 class InvalidRequest(HubError):
     code = "invalid_request"
     status = 400

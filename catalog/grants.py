@@ -6,6 +6,10 @@ narrowing it — or refuses with a reason.  The owner has 10 working days to ans
 (Monday–Friday; public holidays and make-up working days are not modelled, so the
 deadline is a lower bound on the legal one).  An approved grant is revocable and ends by
 itself at its expiry.  One table holds the request and, once approved, the grant.
+
+Each transition — request, approval (with the scope before and after narrowing), refusal,
+revocation, and the expiry noticed by :meth:`GrantStore.expire_due` — commits with its
+entry in the audit chain, which binds the grant row as the transition left it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from sqlalchemy import DateTime, ForeignKey, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from catalog.errors import Conflict, InvalidRequest, NotFound
-from catalog.store import Base, CatalogStore, DatasetRecord, utcnow
+from catalog.store import SYSTEM, Base, CatalogStore, DatasetRecord, utcnow
 
-GrantStatus = Literal["pending", "approved", "refused", "revoked"]
+GrantStatus = Literal["pending", "approved", "refused", "revoked", "expired"]
 ANSWER_WORKING_DAYS = 10
 RowFilter = dict[str, list[str]]
 
@@ -90,7 +94,8 @@ class Grant:
         return self.status == "approved" and (self.expires_at is None or self.expires_at > now)
 
     def state(self, now: datetime) -> str:
-        """The status as a reader sees it: ``expired`` for an approved grant past expiry."""
+        """The status as a reader sees it: ``expired`` for an approved grant past expiry
+        (stored as such once the expiry pass has recorded it)."""
         if self.status == "approved" and not self.active(now):
             return "expired"
         return self.status
@@ -252,10 +257,24 @@ class GrantStore:
             due_at=add_working_days(at, ANSWER_WORKING_DAYS),
             changed_at=at,
         )
-        with self.store.session() as s:
-            s.add(row)
-            s.flush()
-            return _grant(row)
+        with self.store.audit.transaction() as tx:
+            tx.session.add(row)
+            tx.session.flush()
+            g = _grant(row)
+            tx.record(
+                action="grant.request",
+                principal=requested_by,
+                agency=agency_id,
+                datasets=[dataset.id],
+                detail={
+                    "request": g.id,
+                    **_scope(g),
+                    "purpose": g.purpose,
+                    "due_at": g.due_at.isoformat(),
+                },
+                binds=[("grants", g.id)],
+            )
+            return g
 
     def get(self, grant_id: str) -> Grant:
         with self.store.session() as s:
@@ -310,7 +329,8 @@ class GrantStore:
         now: datetime | None = None,
     ) -> Grant:
         at = now or utcnow()
-        with self.store.session() as s:
+        with self.store.audit.transaction() as tx:
+            s = tx.session
             row = s.get(GrantRow, grant_id)
             if row is None:
                 raise NotFound(f"no access request {grant_id!r}", request=grant_id)
@@ -334,7 +354,20 @@ class GrantStore:
             row.decided_by = by
             row.changed_at = at
             s.flush()
-            return _grant(row)
+            done = _grant(row)
+            tx.record(
+                action="grant.approve",
+                principal=by,
+                datasets=[g.dataset_id],
+                detail={
+                    "request": g.id,
+                    "grantee": g.agency_id,
+                    "requested": _scope(g),
+                    "granted": _scope(done),
+                },
+                binds=[("grants", g.id)],
+            )
+            return done
 
     def refuse(self, grant_id: str, *, by: str, reason: str, now: datetime | None = None) -> Grant:
         return self._close(grant_id, by=by, reason=reason, new="refused", now=now)
@@ -349,7 +382,8 @@ class GrantStore:
             raise InvalidRequest(f"a {new} request needs a reason", field="reason")
         at = now or utcnow()
         expect = "pending" if new == "refused" else "approved"
-        with self.store.session() as s:
+        with self.store.audit.transaction() as tx:
+            s = tx.session
             row = s.get(GrantRow, grant_id)
             if row is None:
                 raise NotFound(f"no access request {grant_id!r}", request=grant_id)
@@ -364,4 +398,68 @@ class GrantStore:
             row.decided_at = at
             row.changed_at = at
             s.flush()
-            return _grant(row)
+            done = _grant(row)
+            tx.record(
+                action="grant.refuse" if new == "refused" else "grant.revoke",
+                principal=by,
+                datasets=[done.dataset_id],
+                detail={
+                    "request": done.id,
+                    "grantee": done.agency_id,
+                    "reason": done.reason,
+                    "scope": _scope(done),
+                },
+                binds=[("grants", done.id)],
+            )
+            return done
+
+    def expire_due(self, now: datetime | None = None) -> list[Grant]:
+        """Mark approved grants past their expiry as ``expired``, each with its
+        ``grant.expire`` entry (by ``system``).  Access already ended at the expiry time
+        (decisions read the clock); this puts the end on record.  Run by the hub's
+        periodic pass; several processes may run it at once (one transaction, the chain's
+        write lock held, so each grant is expired once)."""
+        at = now or utcnow()
+        # Expiry judged as access decisions judge it (Grant.active), not by the database's
+        # comparison of stored times; a look first, so the write lock is taken only when
+        # there is something to record (the pass runs every few seconds).
+        q = select(GrantRow).where(GrantRow.status == "approved", GrantRow.expires_at.is_not(None))
+        with self.store.session() as s:
+            if all(_grant(r).active(at) for r in s.scalars(q)):
+                return []
+        with self.store.audit.transaction() as tx:
+            s = tx.session
+            out = []
+            for row in s.scalars(q):
+                if _grant(row).active(at):
+                    continue
+                row.status = "expired"
+                row.changed_at = at
+                g = _grant(row)
+                tx.record(
+                    action="grant.expire",
+                    principal=SYSTEM,
+                    agency="",
+                    datasets=[g.dataset_id],
+                    detail={
+                        "request": g.id,
+                        "grantee": g.agency_id,
+                        "expires_at": g.expires_at.isoformat() if g.expires_at else None,
+                    },
+                    binds=[("grants", g.id)],
+                )
+                out.append(g)
+            s.flush()
+            return out
+
+
+def _scope(g: Grant) -> dict[str, Any]:
+    """The scope of a request or grant as the audit entry records it."""
+    return {
+        "columns": list(g.columns) if g.columns is not None else None,
+        "row_filter": {k: list(v) for k, v in g.row_filter.items()}
+        if g.row_filter is not None
+        else None,
+        "unmask": list(g.unmask),
+        "expires_at": g.expires_at.isoformat() if g.expires_at else None,
+    }

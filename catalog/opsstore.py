@@ -5,6 +5,10 @@ de-duplicated by ``open_key`` (rule + key while the alert is not resolved): a
 unique column, so two hub processes evaluating the same rule cannot open the
 same alert twice.  Every change to an order is one row of ``order_events`` —
 the full history, in order.
+
+Opening, acknowledging and resolving an alert and every change to an order commit with
+their entry in the audit chain (``alert.*``, ``order.*``), which binds the alert or order
+row and the history row the change wrote: the history tables are covered by the chain.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from catalog.audit import AuditLog, AuditTx
 from catalog.errors import Conflict, InvalidRequest, NotFound
 from catalog.outbox import Event, stage
 from catalog.store import _aware, utcnow
@@ -220,11 +225,52 @@ ORDER_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-class OpsStore:
-    """Alerts and orders on the catalog's database (tables created on open)."""
+def _alert_entry(tx: AuditTx, action: str, alert: Alert, who: str) -> None:
+    tx.record(
+        action=f"alert.{action}",
+        principal=who,
+        detail={
+            "alert": alert.id,
+            "rule": alert.rule_id,
+            "key": alert.key,
+            "severity": alert.severity,
+            "status": alert.status,
+            **({"note": alert.note} if alert.note and action != "open" else {}),
+        },
+        binds=[("ops_alerts", alert.id)],
+    )
 
-    def __init__(self, engine: Engine) -> None:
+
+def _order_entry(tx: AuditTx, row: OrderRow, ev: OrderEventRow) -> None:
+    """``order.<action>``: the order, the history row (its id is ``seq``), the new status."""
+    detail: dict[str, Any] = {
+        "order": row.id,
+        "seq": ev.id,
+        "target": row.target,
+        "status": ev.status,
+        "priority": row.priority,
+    }
+    if ev.note:
+        detail["note"] = ev.note
+    if ev.action == "open":
+        detail["alert"] = row.alert_id
+        detail["deadline"] = _iso(row.deadline)
+    tx.record(
+        action=f"order.{ev.action}",
+        principal=ev.actor,
+        agency="" if ev.actor == "system" else None,
+        detail=detail,
+        binds=[("ops_orders", row.id), ("ops_order_events", ev.id)],
+    )
+
+
+class OpsStore:
+    """Alerts and orders on the catalog's database (tables created on open); changes are
+    recorded in ``audit``, the catalog's chain."""
+
+    def __init__(self, engine: Engine, *, audit: AuditLog) -> None:
         self.engine = engine
+        self.audit = audit
         OpsBase.metadata.create_all(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
@@ -253,7 +299,8 @@ class OpsStore:
         open_key = f"{rule_id}|{key}"
         for _ in range(3):  # another process may open the same alert concurrently
             try:
-                with self.session() as s:
+                with self.audit.transaction() as tx:
+                    s = tx.session
                     row = s.scalars(select(AlertRow).where(AlertRow.open_key == open_key)).first()
                     if row is not None:
                         row.count += 1
@@ -278,6 +325,7 @@ class OpsStore:
                     s.add(row)
                     s.flush()
                     alert = _alert(row)
+                    _alert_entry(tx, "open", alert, "system")
                     if events is not None:
                         stage(s, events(alert))
                     return alert, True
@@ -315,7 +363,8 @@ class OpsStore:
         note: str | None = None,
         events: AlertEvents | None = None,
     ) -> Alert:
-        with self.session() as s:
+        with self.audit.transaction() as tx:
+            s = tx.session
             row = s.get(AlertRow, alert_id)
             if row is None:
                 raise NotFound(f"no alert {alert_id!r}", alert=alert_id)
@@ -330,6 +379,7 @@ class OpsStore:
             row.note = note or row.note
             s.flush()
             alert = _alert(row)
+            _alert_entry(tx, "ack", alert, who)
             if events is not None:
                 stage(s, events(alert))
             return alert
@@ -341,7 +391,8 @@ class OpsStore:
         note: str | None = None,
         events: AlertEvents | None = None,
     ) -> Alert:
-        with self.session() as s:
+        with self.audit.transaction() as tx:
+            s = tx.session
             row = s.get(AlertRow, alert_id)
             if row is None:
                 raise NotFound(f"no alert {alert_id!r}", alert=alert_id)
@@ -353,6 +404,7 @@ class OpsStore:
             row.note = note or row.note
             s.flush()
             alert = _alert(row)
+            _alert_entry(tx, "resolve", alert, who)
             if events is not None:
                 stage(s, events(alert))
             return alert
@@ -392,7 +444,8 @@ class OpsStore:
                 field="priority",
             )
         now = utcnow()
-        with self.session() as s:
+        with self.audit.transaction() as tx:
+            s = tx.session
             if alert_id is not None and s.get(AlertRow, alert_id) is None:
                 raise NotFound(f"no alert {alert_id!r}", alert=alert_id)
             row = OrderRow(
@@ -414,6 +467,7 @@ class OpsStore:
             )
             s.add(opened)
             s.flush()
+            _order_entry(tx, row, opened)
             order = _order(row)
             if events is not None:
                 stage(s, events(order, _order_event(opened)))
@@ -465,7 +519,8 @@ class OpsStore:
             )
         allowed_from, to = ORDER_TRANSITIONS[action]
         now = utcnow()
-        with self.session() as s:
+        with self.audit.transaction() as tx:
+            s = tx.session
             row = s.get(OrderRow, order_id, with_for_update=True)
             if row is None:
                 raise NotFound(f"no order {order_id!r}", order=order_id)
@@ -487,6 +542,7 @@ class OpsStore:
             )
             s.add(ev)
             s.flush()
+            _order_entry(tx, row, ev)
             order, change = _order(row), _order_event(ev)
             if events is not None:
                 stage(s, events(order, change))
@@ -497,14 +553,18 @@ class OpsStore:
     ) -> list[tuple[Order, OrderEvent]]:
         """Mark every still-unacknowledged order past its deadline as escalated (once)."""
         now = now or utcnow()
-        out = []
-        with self.session() as s:
-            q = select(OrderRow.id).where(
-                OrderRow.status == "open",
-                OrderRow.escalated_at.is_(None),
-                OrderRow.deadline.is_not(None),
-                OrderRow.deadline <= now,
-            )
+        out: list[tuple[Order, OrderEvent]] = []
+        q = select(OrderRow.id).where(
+            OrderRow.status == "open",
+            OrderRow.escalated_at.is_(None),
+            OrderRow.deadline.is_not(None),
+            OrderRow.deadline <= now,
+        )
+        with self.session() as s:  # a look first: the write lock only when there is work
+            if s.scalars(q.limit(1)).first() is None:
+                return out
+        with self.audit.transaction() as tx:
+            s = tx.session
             for order_id in list(s.scalars(q)):
                 # Conditional update: of several hub processes, exactly one escalates.
                 claimed = s.execute(
@@ -527,6 +587,7 @@ class OpsStore:
                 )
                 s.add(ev)
                 s.flush()
+                _order_entry(tx, row, ev)
                 order, change = _order(row), _order_event(ev)
                 if events is not None:
                     stage(s, events(order, change))

@@ -3,6 +3,10 @@ steward's actions on them, and the freshness state of each dataset.
 
 Its own tables next to the catalog's (same database, created on first use), so that
 the catalog store stays what it was and a deployment gains them additively.
+
+A steward's action on a quarantine batch (release, discard) commits with its entry in
+the audit chain (``quarantine.release`` / ``quarantine.discard``), which binds the
+``quarantine_actions`` row: that history table is covered by the chain.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from catalog.audit import AuditLog
 from catalog.errors import NotFound
 from catalog.outbox import Event, stage
 
@@ -291,8 +296,11 @@ def _action(r: Any) -> QuarantineAction:
 class QualityStore:
     """Quality tables in the catalog database (pass the catalog store's engine)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog | None = None) -> None:
+        """``audit``: the catalog's chain, needed by :meth:`record_action` (reading and
+        recording results do without)."""
         self.engine = engine
+        self.audit = audit
         _meta.create_all(engine)
 
     # -- results ---------------------------------------------------------------------
@@ -435,8 +443,11 @@ class QualityStore:
         new_batch: str | None = None,
         note: str | None = None,
     ) -> QuarantineAction:
-        """Close a batch with the steward's action, in one transaction."""
-        with self.engine.begin() as c:
+        """Close a batch with the steward's action, in one transaction with its audit entry."""
+        if self.audit is None:
+            raise RuntimeError("a quarantine action is recorded in the audit chain: pass audit")
+        with self.audit.transaction() as tx:
+            c = tx.conn
             c.execute(update(_batches).where(_batches.c.id == batch.id).values(status=status))
             aid = c.execute(
                 insert(_actions).values(
@@ -455,7 +466,25 @@ class QualityStore:
             ).inserted_primary_key
             assert aid is not None
             row = c.execute(select(_actions).where(_actions.c.id == aid[0])).first()
-        return _action(row)
+            done = _action(row)
+            detail: dict[str, Any] = {
+                "batch": batch.id,
+                "rows_published": rows_published,
+                "rows_discarded": rows_discarded,
+                "rows_held": rows_held,
+                "version": version,
+                "new_batch": new_batch,
+            }
+            if note:
+                detail["note"] = note
+            tx.record(
+                action=f"quarantine.{action}",
+                principal=principal,
+                datasets=[batch.dataset_id],
+                detail=detail,
+                binds=[("quarantine_actions", done.id)],
+            )
+        return done
 
     def actions(self, dataset_id: str, limit: int = 100) -> list[QuarantineAction]:
         q = (

@@ -28,7 +28,7 @@ from sqlalchemy import DateTime, String, Text, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from catalog.audit import AuditLog
+from catalog.audit import AuditLog, AuditTx
 from catalog.errors import Conflict, InvalidRequest, NotFound, SourceRefused
 from catalog.locations import (
     Confinement,
@@ -48,7 +48,7 @@ from catalog.locations import (
     url_path_problem,
 )
 from catalog.manifest import _ID, Manifest
-from catalog.store import Base, CatalogStore, utcnow
+from catalog.store import SYSTEM, Actor, Base, CatalogStore, record_as, utcnow
 
 SourceKind = Literal["files", "postgres", "mysql", "http", "mqtt", "none", "custom"]
 PROFILE_KINDS: tuple[str, ...] = ("postgres", "mysql", "http", "mqtt", "custom")
@@ -321,9 +321,12 @@ class SourceStore:
         protected: Protected,
         settings: Mapping[str, Any] | None = None,
         secrets: Mapping[str, Any] | None = None,
+        by: Actor = SYSTEM,
     ) -> FileRoot:
         """Add (or move) a root.  A local folder is stored as its real path and must
-        exist; no root may overlap the hub's own places or another agency's root."""
+        exist; no root may overlap the hub's own places or another agency's root.
+        Recorded (``source.config``, ``root.add``) with the root before and after, the
+        names of its secrets and never their values."""
         self.store.get_agency(agency)
         _check_name(name)
         settings = dict(settings or {})
@@ -370,22 +373,29 @@ class SourceStore:
                     f"{location} overlaps root {other.name!r} of agency {other.agency!r}",
                     field="location",
                 )
-        with self.store.session() as s:
+        root = FileRoot(agency, name, location, settings, secrets)
+        with self.store.audit.transaction() as tx:
+            s = tx.session
             row = s.get(SourceRootRow, (agency, name))
+            before = _root(row).public() if row is not None else None
             if row is None:
                 row = SourceRootRow(agency_id=agency, name=name)
                 s.add(row)
             row.location = location
             row.settings_json = json.dumps(settings, sort_keys=True)
             row.secrets_json = json.dumps(secrets, sort_keys=True)
-        return FileRoot(agency, name, location, settings, secrets)
+            _config_entry(tx, by, "root.add", "source_roots", before, root.public())
+        return root
 
-    def remove_root(self, agency: str, name: str) -> None:
-        with self.store.session() as s:
+    def remove_root(self, agency: str, name: str, *, by: Actor = SYSTEM) -> None:
+        with self.store.audit.transaction() as tx:
+            s = tx.session
             row = s.get(SourceRootRow, (agency, name))
             if row is None:
                 raise NotFound(f"agency {agency!r} has no root {name!r}", agency=agency, root=name)
+            before = _root(row).public()
             s.delete(row)
+            _config_entry(tx, by, "root.remove", "source_roots", before, None)
 
     def roots(self, agency: str | None = None) -> list[FileRoot]:
         q = select(SourceRootRow).order_by(SourceRootRow.agency_id, SourceRootRow.name)
@@ -410,8 +420,10 @@ class SourceStore:
         protected: Protected,
         settings: Mapping[str, Any] | None = None,
         secrets: Mapping[str, Any] | None = None,
+        by: Actor = SYSTEM,
     ) -> Profile:
-        """Add (or replace) a profile; a database profile may not name the hub's own."""
+        """Add (or replace) a profile; a database profile may not name the hub's own.
+        Recorded (``source.config``, ``profile.add``) like a root."""
         self.store.get_agency(agency)
         _check_name(name)
         settings = dict(settings or {})
@@ -423,24 +435,31 @@ class SourceStore:
         problem = profile_problem(profile, protected)
         if problem:
             raise InvalidRequest(problem, field="host")
-        with self.store.session() as s:
+        with self.store.audit.transaction() as tx:
+            s = tx.session
             row = s.get(SourceProfileRow, (agency, name))
+            before = _profile_view(_profile(row)) if row is not None else None
             if row is None:
                 row = SourceProfileRow(agency_id=agency, name=name)
                 s.add(row)
             row.kind = kind
             row.settings_json = json.dumps(settings, sort_keys=True)
             row.secrets_json = json.dumps(secrets, sort_keys=True)
+            after = _profile_view(profile)
+            _config_entry(tx, by, "profile.add", "source_profiles", before, after)
         return profile
 
-    def remove_profile(self, agency: str, name: str) -> None:
-        with self.store.session() as s:
+    def remove_profile(self, agency: str, name: str, *, by: Actor = SYSTEM) -> None:
+        with self.store.audit.transaction() as tx:
+            s = tx.session
             row = s.get(SourceProfileRow, (agency, name))
             if row is None:
                 raise NotFound(
                     f"agency {agency!r} has no profile {name!r}", agency=agency, profile=name
                 )
+            before = _profile_view(_profile(row))
             s.delete(row)
+            _config_entry(tx, by, "profile.remove", "source_profiles", before, None)
 
     def profiles(self, agency: str | None = None) -> list[Profile]:
         q = select(SourceProfileRow).order_by(SourceProfileRow.agency_id, SourceProfileRow.name)
@@ -453,6 +472,41 @@ class SourceStore:
         with self.store.session() as s:
             row = s.get(SourceProfileRow, (agency, name))
             return _profile(row) if row is not None else None
+
+
+def _profile_view(p: Profile) -> dict[str, Any]:
+    """A profile as its audit entry shows it: where it points and the names of its
+    secrets (custom profiles' settings may hold anything, so only their keys)."""
+    view = {**p.public(), "target": p.target}
+    if p.kind == "custom":
+        view["settings"] = sorted(p.settings)
+    return view
+
+
+def _config_entry(
+    tx: AuditTx,
+    by: Actor,
+    op: str,
+    table_name: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """``source.config``: an admin changed what an agency's manifests may read (never a
+    secret's value: the views name secrets only)."""
+    about = after or before
+    assert about is not None
+    detail: dict[str, Any] = {"op": op, "agency": about["agency"], "name": about["name"]}
+    if before is not None:
+        detail["before"] = before
+    if after is not None:
+        detail["after"] = after
+    record_as(
+        tx,
+        by,
+        action="source.config",
+        detail=detail,
+        binds=[(table_name, (about["agency"], about["name"]))],
+    )
 
 
 def _int(value: Any) -> Any:

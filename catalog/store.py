@@ -2,6 +2,10 @@
 
 SQLAlchemy 2 on a SQLite file by default, PostgreSQL by URL.  Methods return
 frozen dataclasses, never live ORM objects, so callers hold no session.
+
+Every change of who exists and who may do what — an agency, a principal, its role, a
+token, a manifest — is made inside an audit transaction (``catalog.audit``) and commits
+with its entry in the hash chain, naming who made it (``by``: a principal, or ``system``).
 """
 
 from __future__ import annotations
@@ -40,7 +44,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from catalog.errors import Conflict, DatasetNotFound, NotFound, Unauthenticated, VersionNotFound
+from catalog.audit import AuditKeys, AuditLog, AuditTx
+from catalog.errors import (
+    Conflict,
+    DatasetNotFound,
+    InvalidRequest,
+    NotFound,
+    Unauthenticated,
+    VersionNotFound,
+)
 from catalog.manifest import Manifest
 from catalog.outbox import Event, Outbox, outbox_meta, stage
 
@@ -51,6 +63,8 @@ RunStatus = Literal["running", "succeeded", "failed", "unchanged", "interrupted"
 #: How long a run stays "running" without its process renewing the lease (D-faults).
 RUN_LEASE_S = 60.0
 ROLES: tuple[str, ...] = ("admin", "steward", "operator", "developer")
+SYSTEM = "system"
+"""The actor of changes no principal asked for (start-up registration, expiry passes)."""
 
 
 def utcnow() -> datetime:
@@ -213,6 +227,18 @@ class Principal:
         return self.role == "admin"
 
 
+Actor = Principal | str
+"""Who makes a change: a principal (its agency is recorded as given) or a principal id."""
+
+
+def record_as(tx: AuditTx, by: Actor, **entry: Any) -> None:
+    """Queue the audit entry of a change made by ``by`` (see :meth:`AuditTx.record`)."""
+    if isinstance(by, Principal):
+        tx.record(principal=by.id, agency=by.agency_id, **entry)
+    else:
+        tx.record(principal=by, **entry)
+
+
 @dataclass(frozen=True)
 class DatasetRecord:
     id: str
@@ -334,6 +360,39 @@ def _dataset(d: DatasetRow) -> DatasetRecord:
     )
 
 
+def _access_view(m: Manifest) -> dict[str, Any]:
+    """What of a manifest decides access: the audit entry of a change shows these."""
+    return {
+        "title": m.title,
+        "sharing": m.sharing.type,
+        "classification": m.classification,
+        "columns": {c.name: {"pii": c.pii, "classification": c.classification} for c in m.columns},
+    }
+
+
+def manifest_change(before: Manifest | None, after: Manifest) -> dict[str, Any]:
+    """The detail of a ``manifest.*`` entry: the access-relevant fields that changed, before
+    and after (all of them for a new dataset), and digests of the whole documents.  The
+    source options are left out: they may name hosts and credentials' variables."""
+    new = _access_view(after)
+    detail: dict[str, Any] = {"manifest_sha256": _hash(after.model_dump_json())}
+    if before is None:
+        return {**detail, "after": new}
+    old = _access_view(before)
+    changed = {k for k in new if new[k] != old[k]}
+    if "columns" in changed:
+        names = set(old["columns"]) | set(new["columns"])
+        cols = sorted(n for n in names if old["columns"].get(n) != new["columns"].get(n))
+        old["columns"] = {n: old["columns"].get(n) for n in cols}
+        new["columns"] = {n: new["columns"].get(n) for n in cols}
+    return {
+        **detail,
+        "before_sha256": _hash(before.model_dump_json()),
+        "before": {k: old[k] for k in sorted(changed)},
+        "after": {k: new[k] for k in sorted(changed)},
+    }
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -362,7 +421,8 @@ class CatalogStore:
     """Typed access to the catalog tables.
 
     ``clock`` gives "now" for run leases (tests move it on instead of waiting);
-    ``lease_s`` is how long a run stays running without its process renewing it."""
+    ``lease_s`` is how long a run stays running without its process renewing it;
+    ``audit_keys`` seal the audit chain (:attr:`audit`)."""
 
     def __init__(
         self,
@@ -370,15 +430,19 @@ class CatalogStore:
         *,
         clock: Callable[[], datetime] = utcnow,
         lease_s: float = RUN_LEASE_S,
+        audit_keys: AuditKeys | None = None,
     ) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.audit_keys = audit_keys or AuditKeys()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._stamp: tuple[tuple[Any, ...], Any] | None = None  # (extras, statement)
         self.clock = clock
         self.lease_s = lease_s
         self.outbox = Outbox(self.engine)
         self._leases = _LeaseKeeper(self)
+        self._audit: AuditLog | None = None
+        self._audit_lock = threading.Lock()
 
     def create_all(self) -> None:
         for meta in (Base.metadata, outbox_meta):
@@ -387,6 +451,16 @@ class CatalogStore:
             except OperationalError:
                 # Another process opening the same catalog created a table in between.
                 meta.create_all(self.engine)
+        _ = self.audit
+
+    @property
+    def audit(self) -> AuditLog:
+        """The catalog's audit chain, sealed with the store's keys (one per store)."""
+        if self._audit is None:
+            with self._audit_lock:
+                if self._audit is None:
+                    self._audit = AuditLog(self, keys=self.audit_keys)
+        return self._audit
 
     def dispose(self) -> None:
         self._leases.stop()
@@ -399,15 +473,35 @@ class CatalogStore:
 
     # -- agencies and principals -------------------------------------------------
 
-    def upsert_agency(self, agency_id: str, name: str) -> Agency:
-        with self.session() as s:
+    def upsert_agency(self, agency_id: str, name: str, *, by: Actor = SYSTEM) -> Agency:
+        """Create or rename an agency (``agency.add`` / ``agency.rename``; no entry when
+        nothing changes)."""
+        with self.audit.transaction() as tx:
+            s = tx.session
             row = s.get(AgencyRow, agency_id)
             if row is None:
-                row = AgencyRow(id=agency_id, name=name)
-                s.add(row)
-            else:
-                row.name = name
-            return Agency(row.id, row.name)
+                s.add(AgencyRow(id=agency_id, name=name))
+                record_as(
+                    tx,
+                    by,
+                    action="agency.add",
+                    detail={"agency": agency_id, "name": name},
+                    binds=[("agencies", agency_id)],
+                )
+            elif row.name != name:
+                before, row.name = row.name, name
+                record_as(
+                    tx,
+                    by,
+                    action="agency.rename",
+                    detail={
+                        "agency": agency_id,
+                        "before": {"name": before},
+                        "after": {"name": name},
+                    },
+                    binds=[("agencies", agency_id)],
+                )
+        return Agency(agency_id, name)
 
     def get_agency(self, agency_id: str) -> Agency:
         with self.session() as s:
@@ -423,17 +517,52 @@ class CatalogStore:
             ]
 
     def create_principal(
-        self, principal_id: str, agency_id: str, name: str, role: str
+        self, principal_id: str, agency_id: str, name: str, role: str, *, by: Actor = SYSTEM
     ) -> Principal:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
-        with self.session() as s:
+        with self.audit.transaction() as tx:
+            s = tx.session
             if s.get(AgencyRow, agency_id) is None:
                 raise NotFound(f"no agency {agency_id!r}", agency=agency_id)
             if s.get(PrincipalRow, principal_id) is not None:
                 raise Conflict(f"principal {principal_id!r} exists", principal=principal_id)
             s.add(PrincipalRow(id=principal_id, agency_id=agency_id, name=name, role=role))
+            record_as(
+                tx,
+                by,
+                action="principal.add",
+                detail={"subject": principal_id, "agency": agency_id, "name": name, "role": role},
+                binds=[("principals", principal_id)],
+            )
         return Principal(principal_id, agency_id, name, role)
+
+    def set_role(self, principal_id: str, role: str, *, by: Actor = SYSTEM) -> Principal:
+        """Change a principal's role (``principal.role``, before and after)."""
+        if role not in ROLES:
+            raise InvalidRequest(
+                f"unknown role {role!r}; allowed: {', '.join(ROLES)}", field="role"
+            )
+        with self.audit.transaction() as tx:
+            s = tx.session
+            row = s.get(PrincipalRow, principal_id)
+            if row is None:
+                raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
+            before = row.role
+            if before != role:
+                row.role = role
+                record_as(
+                    tx,
+                    by,
+                    action="principal.role",
+                    detail={
+                        "subject": principal_id,
+                        "before": {"role": before},
+                        "after": {"role": role},
+                    },
+                    binds=[("principals", principal_id)],
+                )
+            return Principal(row.id, row.agency_id, row.name, row.role)
 
     def get_principal(self, principal_id: str) -> Principal:
         with self.session() as s:
@@ -443,12 +572,20 @@ class CatalogStore:
             return Principal(r.id, r.agency_id, r.name, r.role)
 
     def issue_token(
-        self, principal_id: str, *, label: str = "", ttl: timedelta | None = timedelta(days=90)
+        self,
+        principal_id: str,
+        *,
+        label: str = "",
+        ttl: timedelta | None = timedelta(days=90),
+        by: Actor = SYSTEM,
     ) -> str:
-        """Create a token and return it in clear text: the only time it is ever shown."""
+        """Create a token and return it in clear text: the only time it is ever shown (the
+        audit entry ``token.issue`` names its id, never the secret)."""
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(24)
-        with self.session() as s:
+        expires = utcnow() + ttl if ttl else None
+        with self.audit.transaction() as tx:
+            s = tx.session
             if s.get(PrincipalRow, principal_id) is None:
                 raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
             s.add(
@@ -457,17 +594,39 @@ class CatalogStore:
                     principal_id=principal_id,
                     secret_sha256=_hash(secret),
                     label=label,
-                    expires_at=utcnow() + ttl if ttl else None,
+                    expires_at=expires,
                 )
+            )
+            record_as(
+                tx,
+                by,
+                action="token.issue",
+                detail={
+                    "token": token_id,
+                    "subject": principal_id,
+                    "label": label,
+                    "expires_at": expires.isoformat() if expires else None,
+                },
+                binds=[("tokens", token_id)],
             )
         return f"bh_{token_id}_{secret}"
 
-    def revoke_token(self, token_id: str) -> None:
-        with self.session() as s:
+    def revoke_token(self, token_id: str, *, by: Actor = SYSTEM) -> None:
+        """Revoke a token (``token.revoke``; revoking it again changes and records nothing)."""
+        with self.audit.transaction() as tx:
+            s = tx.session
             row = s.get(TokenRow, token_id)
             if row is None:
                 raise NotFound(f"no token {token_id!r}", token=token_id)
-            row.revoked_at = row.revoked_at or utcnow()
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                record_as(
+                    tx,
+                    by,
+                    action="token.revoke",
+                    detail={"token": token_id, "subject": row.principal_id},
+                    binds=[("tokens", token_id)],
+                )
 
     def authenticate(self, token: str) -> Principal:
         """The principal a token belongs to; Unauthenticated if unknown, expired or revoked."""
@@ -492,9 +651,15 @@ class CatalogStore:
 
     # -- datasets -----------------------------------------------------------------
 
-    def register_dataset(self, manifest: Manifest) -> DatasetRecord:
-        """Create or update a dataset from its manifest (the owning agency must exist)."""
-        with self.session() as s:
+    def register_dataset(self, manifest: Manifest, *, by: Actor = SYSTEM) -> DatasetRecord:
+        """Create or update a dataset from its manifest (the owning agency must exist).
+
+        Recorded as ``manifest.register`` or ``manifest.change`` (what changed for access:
+        sharing, classification, columns and their personal-data tags, before and after);
+        registering the same manifest again changes and records nothing.
+        """
+        with self.audit.transaction() as tx:
+            s = tx.session
             if s.get(AgencyRow, manifest.agency) is None:
                 raise NotFound(
                     f"dataset {manifest.id!r} names agency {manifest.agency!r}, "
@@ -503,6 +668,7 @@ class CatalogStore:
                 )
             row = s.get(DatasetRow, manifest.id)
             doc = manifest.model_dump_json()
+            before: Manifest | None = None
             if row is None:
                 row = DatasetRow(id=manifest.id)
                 s.add(row)
@@ -512,6 +678,10 @@ class CatalogStore:
                     dataset=manifest.id,
                     agency=row.agency_id,
                 )
+            elif row.manifest_json == doc:
+                return _dataset(row)
+            else:
+                before = Manifest.model_validate_json(row.manifest_json)
             row.agency_id = manifest.agency
             row.title = manifest.title
             row.sharing = manifest.sharing.type
@@ -519,6 +689,14 @@ class CatalogStore:
             row.manifest_json = doc
             row.updated_at = utcnow()
             s.flush()
+            record_as(
+                tx,
+                by,
+                action="manifest.register" if before is None else "manifest.change",
+                datasets=[manifest.id],
+                detail=manifest_change(before, manifest),
+                binds=[("datasets", manifest.id)],
+            )
             return _dataset(row)
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord:

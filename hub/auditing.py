@@ -1,9 +1,24 @@
-"""Audit entries for exchanges that do not go through :meth:`Exchange.query`."""
+"""Audit entries for exchanges that do not go through :meth:`Exchange.query`, and the
+settings a serving hub starts with."""
 
 from __future__ import annotations
 
-from catalog.store import DatasetRecord, Principal
+import os
+import socket
+from typing import Any
+
+from catalog.auditseal import key_id
+from catalog.store import SYSTEM, DatasetRecord, Principal
 from hub.context import Hub
+
+# Settings that decide what leaves the hub, and how the record of it is sealed.
+ACCESS_SETTINGS = (
+    "core_max_rows",
+    "query_max_rows",
+    "query_timeout_s",
+    "query_memory_limit",
+    "ws_max_per_principal",
+)
 
 
 def audit_subscription(
@@ -34,4 +49,43 @@ def audit_subscription(
         dataset_agencies=agencies,
         outcome=outcome,
         detail={"channel": channel, "since": since},
+    )
+
+
+def access_settings(hub: Hub) -> dict[str, Any]:
+    s = hub.settings
+    keys = hub.store.audit_keys
+    return {
+        "env": "production" if s.production else "development",
+        "audit_key_id": keys.current_id,
+        "audit_previous_key_ids": sorted(key_id(k) for k in keys.previous),
+        "audit_unkeyed_until": keys.unkeyed_until,
+        **{name: getattr(s, name) for name in ACCESS_SETTINGS},
+    }
+
+
+def audit_start(hub: Hub) -> None:
+    """Record a serving hub's start (``hub.start``) with its access settings, and which of
+    them changed since the last start: they come from the environment, not the catalog,
+    so the chain is where a change of them can be seen afterwards."""
+    now = access_settings(hub)
+    last = hub.audit.entries(action="hub.start", limit=1)
+    before = last[0].detail.get("settings", {}) if last else {}
+    changed = {
+        k: {"before": before.get(k), "after": v}
+        for k, v in now.items()
+        if last and before.get(k) != v
+    }
+    hub.audit.append(
+        action="hub.start",
+        principal=SYSTEM,
+        agency="",
+        datasets={},
+        dataset_agencies={},
+        detail={
+            "settings": now,
+            "changed": changed,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        },
     )

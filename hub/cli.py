@@ -154,7 +154,7 @@ def acting(as_id: str | None, command: str) -> Principal:
 @agency_app.command("add")
 def agency_add(agency_id: str, name: str) -> None:
     """Create or rename an agency."""
-    a = hub().store.upsert_agency(agency_id, name)
+    a = hub().store.upsert_agency(agency_id, name, by=cli_caller())
     out.print(f"agency [bold]{a.id}[/] {a.name}")
 
 
@@ -175,10 +175,22 @@ def principal_add(
 ) -> None:
     """Create a principal (a person or an app) in an agency."""
     try:
-        p = hub().store.create_principal(principal_id, agency, name or principal_id, role)
+        p = hub().store.create_principal(
+            principal_id, agency, name or principal_id, role, by=cli_caller()
+        )
     except ValueError as e:
         raise InvalidRequest(str(e)) from None
     out.print(f"principal [bold]{p.id}[/] ({p.role}) in {p.agency_id}")
+
+
+@principal_app.command("role")
+def principal_role(
+    principal_id: str,
+    role: Annotated[str, typer.Argument(help="admin, steward, operator or developer")],
+) -> None:
+    """Change a principal's role (recorded in the audit log, before and after)."""
+    p = hub().store.set_role(principal_id, role, by=cli_caller())
+    out.print(f"principal [bold]{p.id}[/] is now {p.role}")
 
 
 @token_app.command("issue")
@@ -189,7 +201,7 @@ def token_issue(
 ) -> None:
     """Issue a token; it is printed once and stored only as a hash."""
     token = hub().store.issue_token(
-        principal_id, label=label, ttl=timedelta(days=days) if days else None
+        principal_id, label=label, ttl=timedelta(days=days) if days else None, by=cli_caller()
     )
     err.print("[dim]store this token now; it cannot be shown again[/]")
     print(token)
@@ -198,7 +210,7 @@ def token_issue(
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
     """Revoke a token by its id (the part after ``bh_``, before the next ``_``)."""
-    hub().store.revoke_token(token_id)
+    hub().store.revoke_token(token_id, by=cli_caller())
     out.print(f"token {token_id} revoked")
 
 
@@ -254,7 +266,7 @@ def register(paths: list[Path]) -> None:
     for m, p in loaded:  # every source checked before anything is registered
         h.sources.check(m, file=str(p))
     for m, p in loaded:
-        record = h.register(m, file=str(p))
+        record = h.register(m, file=str(p), by=cli_caller())
         out.print(f"registered [bold]{record.id}[/] ({record.sharing}, {record.classification})")
 
 
@@ -462,20 +474,52 @@ def demo(
 
 
 _register_quality(app, hub, out, acting)
-_register_sources(app, hub, out)
-audit_app = typer.Typer(help="The hash-chained audit log of exchanges.", no_args_is_help=True)
+_register_sources(app, hub, out, cli_caller)
+audit_app = typer.Typer(
+    help="The hash-chained audit log of exchanges and state changes.", no_args_is_help=True
+)
 app.add_typer(audit_app, name="audit")
 
 
+def _read_anchor(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidRequest(f"{path}: not a readable anchor file ({e})", file=str(path)) from None
+
+
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit chain; exit 1 naming the first entry that was altered."""
-    r = hub().audit.verify()
+def audit_verify(
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(help="an exported head (audit anchor): the chain must still extend it"),
+    ] = None,
+) -> None:
+    """Recompute the audit chain and the rows it binds; exit 1 naming the first problem."""
+    anchors = [_read_anchor(p) for p in anchor or []]
+    r = hub().audit.verify(anchors)
     if r.ok:
-        out.print(f"audit log intact: {r.entries} entries")
+        more = f", extends {len(anchors)} anchor(s)" if anchors else ""
+        out.print(f"audit log intact: {r.entries} entries{more}")
         return
     err.print(f"[red]audit log TAMPERED:[/] {r.problem} (checked {r.entries} entries)")
     raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write the anchor here (default: stdout)")
+    ] = None,
+) -> None:
+    """Export the head of a verified chain, signed, to keep outside this hub
+    (docs/operations.md, 'Anchoring the audit log')."""
+    doc = json.dumps(hub().audit.anchor(), ensure_ascii=False, indent=2)
+    if out_file is None:
+        print(doc)
+        return
+    out_file.write_text(doc + "\n", encoding="utf-8")
+    err.print(f"anchor written to {out_file}")
 
 
 @audit_app.command("list")

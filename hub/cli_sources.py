@@ -3,8 +3,9 @@
 Only an admin configures sources, and the CLI is the admin's console on the hub's own
 machine.  Secrets never go on the command line (shell history, ``ps``): they are read
 from an environment variable named with ``--secret-env`` or from standard input with
-``--secret-stdin``.  Every change goes on the audit chain (``source.config``) without its
-secrets; listings show the names of secrets, never their values.
+``--secret-stdin``.  Every change goes on the audit chain (``source.config``, in the
+change's own transaction, catalog.sources) without its secrets; listings show the names of
+secrets, never their values.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from catalog.errors import InvalidRequest
+from catalog.store import Principal
 from hub.context import Hub
-
-_PRINCIPAL = "cli"
 
 
 def _pairs(items: list[str] | None, what: str) -> list[tuple[str, str]]:
@@ -46,18 +46,10 @@ def _secret_values(env_pairs: list[str] | None, stdin_key: str | None) -> dict[s
     return secrets
 
 
-def _audit(hub: Hub, agency: str, op: str, detail: dict[str, Any]) -> None:
-    hub.audit.append(
-        action="source.config",
-        principal=_PRINCIPAL,
-        agency=agency,
-        datasets={},
-        dataset_agencies={},
-        detail={"op": op, **detail},
-    )
-
-
-def register(app: typer.Typer, hub: Callable[[], Hub], out: Console) -> None:
+def register(
+    app: typer.Typer, hub: Callable[[], Hub], out: Console, caller: Callable[[], Principal]
+) -> None:
+    """``caller``: who runs the command (recorded as the actor of each change)."""
     source_app = typer.Typer(
         help="What each agency may read: file roots and connection profiles (admin).",
         no_args_is_help=True,
@@ -92,8 +84,8 @@ def register(app: typer.Typer, hub: Callable[[], Hub], out: Console) -> None:
             protected=h.sources.protected,
             settings=settings,
             secrets=_secret_values(secret_env, None),
+            by=caller(),
         )
-        _audit(h, agency, "root.add", {"name": name, "location": root.location})
         out.print(f"root [bold]{root.name}[/] of {agency}: {root.location}")
 
     @root_app.command("list")
@@ -110,8 +102,7 @@ def register(app: typer.Typer, hub: Callable[[], Hub], out: Console) -> None:
     def root_remove(agency: str, name: str) -> None:
         """Remove a root; manifests naming it are refused at their next read."""
         h = hub()
-        h.sources.sources.remove_root(agency, name)
-        _audit(h, agency, "root.remove", {"name": name})
+        h.sources.sources.remove_root(agency, name, by=caller())
         out.print(f"root {name} of {agency} removed")
 
     @profile_app.command("add")
@@ -153,9 +144,14 @@ def register(app: typer.Typer, hub: Callable[[], Hub], out: Console) -> None:
         if headers:
             secrets["headers"] = headers
         profile = h.sources.sources.add_profile(
-            agency, name, kind, protected=h.sources.protected, settings=settings, secrets=secrets
+            agency,
+            name,
+            kind,
+            protected=h.sources.protected,
+            settings=settings,
+            secrets=secrets,
+            by=caller(),
         )
-        _audit(h, agency, "profile.add", {"name": name, "kind": kind, "target": profile.target})
         out.print(f"profile [bold]{name}[/] of {agency}: {profile.target}")
 
     @profile_app.command("list")
@@ -169,6 +165,5 @@ def register(app: typer.Typer, hub: Callable[[], Hub], out: Console) -> None:
     def profile_remove(agency: str, name: str) -> None:
         """Remove a profile; manifests naming it are refused at their next read."""
         h = hub()
-        h.sources.sources.remove_profile(agency, name)
-        _audit(h, agency, "profile.remove", {"name": name})
+        h.sources.sources.remove_profile(agency, name, by=caller())
         out.print(f"profile {name} of {agency} removed")

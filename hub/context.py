@@ -13,7 +13,7 @@ from catalog.lake import Lake
 from catalog.manifest import Manifest, load_manifest
 from catalog.opsstore import OpsStore
 from catalog.sources import SourceGuard
-from catalog.store import CatalogStore, DatasetRecord, Run
+from catalog.store import SYSTEM, Actor, CatalogStore, DatasetRecord, Run
 from hub.bus import Bus
 from hub.exchange import Exchange
 from hub.settings import Settings
@@ -38,14 +38,13 @@ class Hub:
     ops: OpsStore
     _exchange: Exchange | None = field(default=None, repr=False)
     _grants: GrantStore | None = field(default=None, repr=False)
-    _audit: AuditLog | None = field(default=None, repr=False)
     _guard: SourceGuard | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Hub:
         st = settings.open_storage()
         bus = Bus(st.log, poll_s=settings.bus_poll_s, queue_size=settings.ws_queue_size)
-        ops = OpsStore(st.store.engine)
+        ops = OpsStore(st.store.engine, audit=st.store.audit)
         return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus, ops=ops)
 
     @property
@@ -56,10 +55,8 @@ class Hub:
 
     @property
     def audit(self) -> AuditLog:
-        if self._audit is None:
-            key = self.settings.audit_key
-            self._audit = AuditLog(self.store, key=key.encode() if key else None)
-        return self._audit
+        """The catalog's audit chain (the store's: state changes commit with its entries)."""
+        return self.store.audit
 
     @property
     def exchange(self) -> Exchange:
@@ -84,12 +81,12 @@ class Hub:
             self._guard = self.settings.source_guard(self.store, self.audit)
         return self._guard
 
-    def register(self, manifest: Manifest, *, file: str) -> DatasetRecord:
+    def register(self, manifest: Manifest, *, file: str, by: Actor = SYSTEM) -> DatasetRecord:
         """Register (or update) a dataset once its source is one its agency was given;
         a refused source raises :class:`~catalog.errors.SourceRefused` naming ``file``
-        and the field, and nothing is registered."""
+        and the field, and nothing is registered.  ``by`` is recorded on the audit chain."""
         self.sources.check(manifest, file=file)
-        return self.store.register_dataset(manifest)
+        return self.store.register_dataset(manifest, by=by)
 
     def register_manifests(self, folder: Path | None = None) -> list[Manifest]:
         """Register every manifest of a folder (the settings' folder by default)."""

@@ -1,7 +1,8 @@
 """Dispatch orders: open, acknowledge, report progress, close; escalate when overdue.
 
 An order targets one agency or one unit (a principal).  Every change is stored
-(``ops_order_events``: the order's full history) and published on
+(``ops_order_events``: the order's full history) with its audit entry in the same
+transaction (``catalog.opsstore``), and published on
 ``orders:<target>`` — and, for a unit, on ``orders:<its agency>`` too, so the
 agency's desk sees its units' orders.  Escalations also go out on ``alerts``.
 """
@@ -35,38 +36,6 @@ EVENT_TYPES = {
 }
 
 
-def audit_order_event(hub: Hub, order: Order, event: OrderEvent) -> None:
-    """Append one order change to the hash-chained audit log (action ``order.<action>``).
-
-    The per-order history table answers "what happened to this order"; the audit chain makes
-    the same facts tamper-evident beside every query and subscription.  ``system`` (the
-    escalation pass) has no agency.
-    """
-    agency = ""
-    with contextlib.suppress(NotFound):
-        agency = hub.store.get_principal(event.actor).agency_id
-    detail: dict[str, Any] = {
-        "order": order.id,
-        "seq": event.seq,
-        "target": order.target,
-        "status": event.status,
-        "priority": order.priority,
-    }
-    if event.note:
-        detail["note"] = event.note
-    if event.action == "open":
-        detail["alert"] = order.alert_id
-        detail["deadline"] = order.deadline
-    hub.audit.append(
-        action=f"order.{event.action}",
-        principal=event.actor,
-        agency=agency,
-        datasets={},
-        dataset_agencies={},
-        detail=detail,
-    )
-
-
 def _target_channels(hub: Hub, target: str) -> list[str]:
     channels = [f"orders:{target}"]
     with contextlib.suppress(NotFound):
@@ -89,8 +58,8 @@ def _events(hub: Hub, *, also: tuple[str, ...] = ()) -> OrderEvents:
 
 
 def _publish(hub: Hub, order: Order, event: OrderEvent) -> None:
-    """After the change is committed: audit it, and publish its staged events."""
-    audit_order_event(hub, order, event)
+    """After the change is committed — with its audit entry and its staged events, in one
+    transaction (catalog.opsstore) — publish the events."""
     hub.announce()
 
 

@@ -2,10 +2,10 @@
 
 Presence heartbeats, the alert engine, the outbox drainer (publishes the events that
 commits left in the catalog's outbox while the event log was down, or that a process
-left behind), and one periodic tick that escalates overdue orders, checks staleness,
-saves the alert engine's cursors, settles runs whose process is gone, applies event
-retention (per channel count and age, per channel prefix) and forgets old published
-outbox rows.
+left behind), and one periodic tick that escalates overdue orders, puts expired grants
+on record, checks staleness, saves the alert engine's cursors, settles runs whose process
+is gone, applies event retention (per channel count and age, per channel prefix) and
+forgets old published outbox rows.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class OpsRuntime:
         """One pass (runs in a worker thread); each part fails alone."""
         steps: list[tuple[str, Callable[[], object]]] = [
             ("escalation", lambda: escalate_overdue(self.hub)),
+            ("grant expiry", lambda: self.hub.grants.expire_due()),
             ("retention", lambda: apply_retention(self.hub)),
             ("runs", lambda: settle_runs(self.hub)),
             ("outbox", lambda: self.hub.store.outbox.purge()),

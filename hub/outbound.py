@@ -283,6 +283,22 @@ PATHS: tuple[Outbound, ...] = (
     ),
     Outbound("audit-verify", "route", "GET /v1/audit/verify", "metadata", "admins", None),
     Outbound(
+        "audit-verify-anchored",
+        "route",
+        "POST /v1/audit/verify",
+        "metadata",
+        "admins; the anchors sent are only compared with the chain",
+        None,
+    ),
+    Outbound(
+        "audit-anchor",
+        "route",
+        "GET /v1/audit/anchor",
+        "metadata",
+        "admins; the chain's head (seq, seal, time, count), signed: no entry content",
+        None,
+    ),
+    Outbound(
         "access-requests",
         "route",
         "GET /v1/access-requests",

@@ -31,7 +31,7 @@ class Settings(StorageSettings):
         default=60.0, ge=0, description="how often datasets are checked for staleness (0: never)"
     )
     # Exchange (docs/access.md): DuckDB memory for all queries of the process together,
-    # rows a `core` dataset may leave in one answer, the audit chain's HMAC key.
+    # rows a `core` dataset may leave in one answer (the audit key: StorageSettings).
     query_memory_limit: str = Field(default="2GB", description="DuckDB memory_limit")
     core_max_rows: int = Field(default=10_000, gt=0)
     replica_max_rows: int = Field(
@@ -39,7 +39,6 @@ class Settings(StorageSettings):
         ge=0,
         description="rows of latest large versions served from DuckDB-native replicas (0: none)",
     )
-    # audit_key (the audit chain's HMAC key) is a StorageSettings field: Airflow tasks sign too.
     # Request limits, checked before any route (docs/api.md "Limits"): 413, 414, 400.
     max_body_bytes: int = Field(
         default=1 << 20, gt=0, description="request body (manifests, SQL, grants, orders)"

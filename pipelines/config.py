@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from catalog.audit import AuditLog
+from catalog.auditseal import AuditKeys
+from catalog.errors import ConfigError
 from catalog.eventlog import LogBackend, open_event_log
 from catalog.lake import Lake
 from catalog.sources import Protected, SourceGuard, SourceStore, protected_places
 from catalog.store import CatalogStore
+
+MIN_KEY_CHARS = 32
 
 
 class StorageSettings(BaseSettings):
@@ -37,11 +42,25 @@ class StorageSettings(BaseSettings):
     suites: Path | None = Field(
         default=None, description="folder of expectation suites (default: expectations/suites)"
     )
-    audit_key: str | None = Field(default=None, description="HMAC key of the audit chain")
     run_lease_s: float = Field(
         default=60.0,
         gt=0,
         description="a run whose process has not renewed its lease for this long is interrupted",
+    )
+    # The audit chain (docs/operations.md "Audit key"): every process that writes the
+    # catalog seals entries with the same key, so it lives with the storage settings.
+    env: Literal["development", "production"] | None = Field(
+        default=None,
+        description="production refuses to start without an audit key; unset: production "
+        "when the catalog is a database server, development on the embedded SQLite file",
+    )
+    audit_key: SecretStr | None = Field(default=None, description="HMAC key of the audit chain")
+    audit_key_file: Path | None = Field(default=None, description="file holding the audit key")
+    audit_previous_keys: list[SecretStr] = Field(
+        default_factory=list, description="earlier audit keys, still accepted by verify (JSON)"
+    )
+    audit_unkeyed_until: int = Field(
+        default=0, ge=0, description="last entry written before the chain had a key"
     )
 
     @field_validator("home")
@@ -76,15 +95,63 @@ class StorageSettings(BaseSettings):
 
     def source_guard(self, store: CatalogStore, audit: AuditLog | None = None) -> SourceGuard:
         """The guard every manifest's source passes, at registration and at each read;
-        reads go on the audit chain (``audit``, or one opened here with the key)."""
-        if audit is None:
-            audit = AuditLog(store, key=self.audit_key.encode() if self.audit_key else None)
-        return SourceGuard(SourceStore(store), self.protected(), audit)
+        reads go on the audit chain (``audit``, or the store's, sealed with its keys)."""
+        return SourceGuard(SourceStore(store), self.protected(), audit or store.audit)
+
+    @property
+    def production(self) -> bool:
+        """``BLOCKHUB_ENV``, or else: a catalog on a database server is a production hub."""
+        if self.env is not None:
+            return self.env == "production"
+        return not self.catalog_db.startswith("sqlite")
+
+    def audit_keys(self) -> AuditKeys:
+        """The audit keys; a production hub without a usable key refuses to start here."""
+        if self.audit_key is not None and self.audit_key_file is not None:
+            raise ConfigError(
+                "set BLOCKHUB_AUDIT_KEY or BLOCKHUB_AUDIT_KEY_FILE, not both",
+                setting="BLOCKHUB_AUDIT_KEY_FILE",
+            )
+        key: str | None = None
+        source = "BLOCKHUB_AUDIT_KEY"
+        if self.audit_key is not None:
+            key = self.audit_key.get_secret_value().strip()
+        elif self.audit_key_file is not None:
+            source = f"BLOCKHUB_AUDIT_KEY_FILE ({self.audit_key_file})"
+            try:
+                key = self.audit_key_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(
+                    f"cannot read the audit key file {self.audit_key_file}: {e}",
+                    setting="BLOCKHUB_AUDIT_KEY_FILE",
+                ) from None
+        if self.production:
+            if not key:
+                raise ConfigError(
+                    "production mode (BLOCKHUB_ENV=production, or a catalog on a database "
+                    "server) refuses to start without an audit key: set BLOCKHUB_AUDIT_KEY_FILE "
+                    "(or BLOCKHUB_AUDIT_KEY) to 32 or more random characters kept outside the "
+                    "catalog database — docs/operations.md, 'Audit key'",
+                    setting="BLOCKHUB_AUDIT_KEY",
+                )
+            if len(key) < MIN_KEY_CHARS:
+                raise ConfigError(
+                    f"the audit key from {source} has {len(key)} characters; production "
+                    f"needs at least {MIN_KEY_CHARS} (e.g. `openssl rand -hex 32`)",
+                    setting="BLOCKHUB_AUDIT_KEY",
+                )
+        previous = tuple(k.get_secret_value().strip().encode() for k in self.audit_previous_keys)
+        return AuditKeys(
+            current=key.encode() if key else None,
+            previous=tuple(p for p in previous if p),
+            unkeyed_until=self.audit_unkeyed_until,
+        )
 
     def open_storage(self) -> Storage:
         """Open (creating where needed) the catalog, the lake and the event log."""
+        keys = self.audit_keys()  # before anything is created: a refusal leaves no trace
         (self.home / "lake").mkdir(parents=True, exist_ok=True)
-        store = CatalogStore(self.catalog_db, lease_s=self.run_lease_s)
+        store = CatalogStore(self.catalog_db, lease_s=self.run_lease_s, audit_keys=keys)
         store.create_all()
         return Storage(
             store, Lake(self.lake_db, self.lake_warehouse), open_event_log(self.events_db)

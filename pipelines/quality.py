@@ -56,7 +56,7 @@ def quarantine_dir(lake: Lake, dataset_id: str) -> Path:
 
 
 def quality_store(store: CatalogStore) -> QualityStore:
-    return QualityStore(store.engine)
+    return QualityStore(store.engine, audit=store.audit)
 
 
 def _status(policy: str, validation: Validation) -> GateStatus:

@@ -93,6 +93,7 @@ def contract_hub(
         Settings(
             home=folder / "home",
             catalog_url=catalog_url,
+            audit_key="test-audit-key-" + "k" * 32,  # a catalog on a server is production
             bus_poll_s=0.05,
             query_timeout_s=5.0,
             query_rate=10_000.0,

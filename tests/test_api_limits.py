@@ -67,8 +67,15 @@ FUZZ = settings(
 
 
 def open_world_hub(folder: Path, catalog_url: str | None, **overrides: Any) -> Hub:
+    # A catalog on a server is a production hub: it runs with an audit key (D-audit).
     h = Hub.open(
-        Settings(home=folder / "home", catalog_url=catalog_url, bus_poll_s=0.05, **overrides)
+        Settings(
+            home=folder / "home",
+            catalog_url=catalog_url,
+            bus_poll_s=0.05,
+            audit_key="test-audit-key-" + "k" * 32,
+            **overrides,
+        )
     )
     for agency, name in AGENCIES.items():
         h.store.upsert_agency(agency, name)

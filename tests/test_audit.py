@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from catalog.audit import AuditEntry, AuditLog
+from catalog.audit import AuditEntry, AuditKeys, AuditLog
 from catalog.store import CatalogStore
 from hub.cli import app as cli_app
 from tests.conftest import ExchangeWorld
@@ -35,6 +35,7 @@ h = ExchangeWorld.auth
 
 def test_every_exchange_is_recorded(client: TestClient, world: ExchangeWorld) -> None:
     dev = h(world, "developer")
+    start = world.hub.audit.entries(limit=1)[0].seq  # the world's own set-up is on record too
     client.post("/v1/query", headers=dev, json={"sql": "SELECT ticket_id, status FROM t_cond"})
     client.post("/v1/query", headers=dev, json={"sql": "SELECT * FROM t_open", "format": "csv"})
     client.get("/v1/datasets/t_open/rows", headers=dev, params={"limit": 5})
@@ -46,7 +47,7 @@ def test_every_exchange_is_recorded(client: TestClient, world: ExchangeWorld) ->
         assert ws.receive_json()["type"] == "subscribed"
         ws.send_json({"op": "ping", "id": 1})  # commands run in order: the entry is written
         assert ws.receive_json()["type"] == "pong"
-    entries = list(reversed(world.hub.audit.entries(principal="developer")))
+    entries = list(reversed(world.hub.audit.entries(principal="developer", after=start)))
     got = [(e.action, list(e.datasets), e.outcome) for e in entries]
     assert got == [
         ("query", ["t_cond"], "ok"),
@@ -107,6 +108,23 @@ def test_hmac_key_makes_the_chain_unforgeable(tmp_path: Path) -> None:
     assert keyed.verify().ok
     assert not AuditLog(store, key=b"other").verify().ok
     assert not AuditLog(store).verify().ok
+
+
+def test_a_key_adopted_later_accepts_only_the_entries_before_it(world: ExchangeWorld) -> None:
+    """A key set on a chain that began without one: the entries before it are accepted up
+    to ``unkeyed_until`` only; the keyed ones need the key (another key, or none, fails)."""
+    before = world.hub.audit.verify().entries
+    keyed = AuditLog(world.hub.store, keys=AuditKeys(current=b"k1", unkeyed_until=before))
+    keyed.append(
+        action="query", principal="p", agency="a", datasets={}, dataset_agencies={}, row_count=1
+    )
+    assert keyed.verify().ok
+    other = AuditLog(world.hub.store, keys=AuditKeys(current=b"other", unkeyed_until=before))
+    assert not other.verify().ok
+    assert not AuditLog(world.hub.store).verify().ok
+    strict = AuditLog(world.hub.store, key=b"k1")  # without unkeyed_until: entry 1 is refused
+    r = strict.verify()
+    assert not r.ok and r.bad_seq == 1 and "without the audit key" in r.problem
 
 
 def test_verify_while_entries_are_appended(world: ExchangeWorld) -> None:

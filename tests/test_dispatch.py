@@ -125,7 +125,7 @@ def test_channel_permissions(live: str, hub: Hub, tokens: dict[str, str], feeds:
     assert ("steward", "feed:secret_feed", "denied", ["secret_feed"]) in seen
     assert ("developer", "orders:gy_dsj", "denied", []) in seen
     assert ("operator", "feed:air_readings", "ok", ["air_readings"]) in seen
-    owner_view = hub.audit.entries(agency_data="gy_hbj", dataset="secret_feed")
+    owner_view = hub.audit.entries(agency_data="gy_hbj", dataset="secret_feed", action="subscribe")
     assert {e.principal for e in owner_view} == {"developer", "steward"}
 
 

@@ -75,6 +75,7 @@ def world(tmp_path: Path, private_postgres: PrivatePostgres) -> Iterator[World]:
     settings = Settings(
         home=tmp_path / "home",
         catalog_url=private_postgres.url(),
+        audit_key="test-audit-key-" + "k" * 32,  # a catalog on a server is production
         bus_poll_s=0.05,
         run_lease_s=3,
         ops_tick_s=0.5,

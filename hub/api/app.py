@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from hub.api.routes import (
 )
 from hub.api.ws import RawSend
 from hub.api.ws import router as ws_router
+from hub.auditing import audit_start
 from hub.context import Hub
 from hub.feeds import FeedRunner
 from hub.freshness import freshness_task
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(audit_start, the_hub)  # access settings on record
         the_hub.exchange.warm()  # replicas of large versions start building (D24)
         await the_hub.bus.start()
         await app.state.feeds.start()  # live feeds: MQTT subscribers and flushers

@@ -1,13 +1,16 @@
-"""The audit log: stewards see access to their agency's data, admins see everything."""
+"""The audit log: stewards see access to their agency's data, admins see everything;
+admins verify the chain and export its head for anchoring."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from catalog.errors import AccessDenied
+from catalog.store import Principal
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.api.limits import MAX_INT32
@@ -29,6 +32,13 @@ class AuditEntryOut(BaseModel):
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+    owners: dict[str, str] | None = Field(
+        default=None, description="dataset → owning agency (what the steward's view indexes)"
+    )
+    binds: list[list[Any]] | None = Field(
+        default=None, description="[table, key, digest] of each row the change left"
+    )
+    key_id: str | None = Field(default=None, description="id of the key that sealed the entry")
 
 
 class VerifyOut(BaseModel):
@@ -36,6 +46,30 @@ class VerifyOut(BaseModel):
     entries: int
     bad_seq: int | None
     problem: str
+
+
+class VerifyIn(BaseModel):
+    anchors: list[dict[str, Any]] = Field(
+        default_factory=list, description="exported heads the chain must still extend"
+    )
+
+
+class AnchorOut(BaseModel):
+    kind: str
+    version: int
+    seq: int = Field(description="the last entry")
+    hash: str = Field(description="its seal")
+    at: str | None = Field(description="when it was appended")
+    entries: int
+    exported_at: str
+    key_id: str | None
+    alg: str = Field(description="HMAC-SHA256 (keyed hub) or SHA256 (a checksum, no key)")
+    signature: str
+
+
+def _admin(principal: Principal, what: str) -> None:
+    if not principal.is_admin:
+        raise AccessDenied(f"only admins {what}")
 
 
 @router.get("", response_model=list[AuditEntryOut], summary="Audit entries, newest first")
@@ -73,8 +107,32 @@ def list_audit(
 
 
 @router.get("/verify", response_model=VerifyOut, summary="Verify the hash chain (admin)")
-def verify_audit(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
-    if not principal.is_admin:
-        raise AccessDenied("only admins verify the audit log")
-    r = hub.audit.verify()
+async def verify_audit(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    _admin(principal, "verify the audit log")
+    r = await run_in_threadpool(hub.audit.verify)
     return {"ok": r.ok, "entries": r.entries, "bad_seq": r.bad_seq, "problem": r.problem}
+
+
+@router.post(
+    "/verify",
+    response_model=VerifyOut,
+    summary="Verify the hash chain against exported anchors (admin)",
+)
+async def verify_audit_anchored(
+    body: VerifyIn, hub: HubDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    _admin(principal, "verify the audit log")
+    r = await run_in_threadpool(hub.audit.verify, body.anchors)
+    return {"ok": r.ok, "entries": r.entries, "bad_seq": r.bad_seq, "problem": r.problem}
+
+
+@router.get(
+    "/anchor",
+    response_model=AnchorOut,
+    summary="The signed head of the verified chain, to keep elsewhere (admin)",
+    responses=error_responses(409),
+)
+async def export_anchor(hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Verifies the chain first: a chain that does not verify is not anchored (409)."""
+    _admin(principal, "export the audit anchor")
+    return await run_in_threadpool(hub.audit.anchor)

@@ -283,7 +283,7 @@ def _register(hub: Hub, principal: Principal, m: Manifest, *, create: bool) -> d
         current = hub.store.get_dataset(m.id)
         if not can_manage(principal, current.agency_id):
             raise AccessDenied(f"only a steward of {current.agency_id!r} may update {m.id!r}")
-    record = hub.register(m, file="<request>")
+    record = hub.register(m, file="<request>", by=principal)
     return {
         "id": record.id,
         "agency": record.agency_id,

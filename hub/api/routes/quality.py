@@ -64,7 +64,7 @@ def _managed(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
 
 
 def _quality(hub: Hub) -> QualityStore:
-    return QualityStore(hub.store.engine)
+    return QualityStore(hub.store.engine, audit=hub.audit)
 
 
 def _freshness(hub: Hub, record: DatasetRecord) -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,35 @@ from hub.server import free_port, serving
 from hub.settings import Settings
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+CLOCK_START = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
+"""Where the tests' clock starts: Wednesday 4 March 2026, 10:00 in Beijing — an ordinary
+working week of a year the holiday calendar covers, whatever day the suite runs on."""
+
+
+class SetClock:
+    """A clock the test sets (``set``/``advance``) that runs on with real time in between,
+    so a date, a weekday or a deadline a test checks never depends on when or where the
+    suite runs, while timeouts and short sleeps still behave."""
+
+    def __init__(self, start: datetime = CLOCK_START) -> None:
+        self.set(start)
+
+    def now(self) -> datetime:
+        return self._base + timedelta(seconds=time.monotonic() - self._t0)
+
+    def set(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("SetClock needs an aware instant")
+        self._base, self._t0 = at.astimezone(UTC), time.monotonic()
+
+    def advance(self, delta: timedelta) -> None:
+        self.set(self.now() + delta)
+
+
+@pytest.fixture
+def clock() -> SetClock:
+    return SetClock()
 
 
 @pytest.fixture
@@ -41,8 +71,8 @@ def _agencies(h: Hub) -> Hub:
 
 
 @pytest.fixture
-def hub(settings: Settings) -> Iterator[Hub]:
-    h = _agencies(Hub.open(settings))
+def hub(settings: Settings, clock: SetClock) -> Iterator[Hub]:
+    h = _agencies(Hub.open(settings, clock=clock))
     yield h
     h.close()
 
@@ -277,8 +307,6 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
     owned by gy_12345; gy_hbj (``developer``) holds a grant on ``t_cond`` for five columns,
     two districts, ``caller_name`` unmasked; ``stranger`` is a developer of an agency with
     no grants."""
-    from datetime import UTC, datetime
-
     import pyarrow.parquet as pq
 
     from hub.sampleworld import hotline_tickets
@@ -323,7 +351,7 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
 
 
 def _world_hub(home: Path) -> Hub:
-    return _agencies(Hub.open(Settings(home=home, bus_poll_s=0.05)))
+    return _agencies(Hub.open(Settings(home=home, bus_poll_s=0.05), clock=SetClock()))
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
 from catalog.sources import source_problems
 from catalog.store import Principal, Run
+from catalog.workdays import BEIJING
 from hub.cli_quality import register as _register_quality
 from hub.cli_sources import register as _register_sources
 from hub.context import Hub
@@ -379,6 +380,41 @@ def versions(dataset: str) -> None:
             str(v.cursor),
         )
     out.print(t)
+
+
+@app.command("requests")
+def access_requests(
+    dataset: Annotated[str | None, typer.Option(help="only requests for this dataset")] = None,
+    overdue: Annotated[bool, typer.Option("--overdue", help="only unanswered past due")] = False,
+) -> None:
+    """Access requests and their answer deadlines (10 working days, Beijing time; an
+    estimated deadline is marked: docs/operations.md, holiday calendar)."""
+    h = hub()
+    now = h.clock.now()
+    t = Table("id", "dataset", "agency", "status", "requested", "due (Beijing)", "overdue")
+    estimated = 0
+    for g in h.grants.list_grants(dataset_ids=[dataset] if dataset else None):
+        if overdue and not g.overdue(now):
+            continue
+        due = g.due_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+        if g.due_at_estimated:
+            estimated += 1
+            due += " [yellow](estimated)[/]"
+        t.add_row(
+            g.id,
+            g.dataset_id,
+            g.agency_id,
+            g.state(now),
+            g.requested_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"),
+            due,
+            "[red]yes[/]" if g.overdue(now) else "no",
+        )
+    out.print(t)
+    if estimated:
+        err.print(
+            f"[yellow]warning:[/] {estimated} deadline(s) reach a year the holiday calendar "
+            "does not cover and count Monday–Friday there (docs/operations.md)"
+        )
 
 
 @app.command()

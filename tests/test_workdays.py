@@ -5,6 +5,7 @@ estimate (never a silent guess) where neither covers a year."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from catalog.grants import ANSWER_WORKING_DAYS
+from catalog.manifest import Manifest
 from catalog.workdays import (
     BEIJING,
     HolidayFileError,
@@ -234,3 +236,31 @@ def test_api_deadline_estimate_and_overdue_follow_the_clock(
         "/v1/datasets/t_cond/access-requests", headers=stranger, json={"purpose": "年末申请"}
     )
     assert r.json()["due_at_estimated"] is True
+
+
+def test_cli_lists_requests_with_the_estimate_marked(
+    hub: Hub, settings: Settings, make_manifest: Callable[..., Manifest]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    m = make_manifest(sharing={"type": "conditional", "conditions": "state the purpose"})
+    record = hub.store.register_dataset(m)
+    hub.store.create_principal("dev", "gy_hbj", "dev", "developer")
+    exact = hub.grants.request(
+        record, agency_id="gy_hbj", requested_by="dev", purpose="p", now=bj(2026, 2, 13, 10)
+    )
+    guess = hub.grants.request(
+        record, agency_id="gy_hbj", requested_by="dev", purpose="p", now=bj(2026, 12, 28, 10)
+    )
+    env = {**os.environ, "BLOCKHUB_HOME": str(settings.home), "COLUMNS": "200"}
+    bin_ = Path(sys.executable).parent / "blockhub"
+    r = subprocess.run(
+        [str(bin_), "requests"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    lines = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if "│" in line}
+    assert "2026-03-05 23:59" in lines[exact.id] and "estimated" not in lines[exact.id]
+    assert "2027-01-11 23:59 (estimated)" in lines[guess.id]
+    assert "1 deadline(s) reach a year the holiday calendar does not cover" in r.stderr

@@ -501,12 +501,15 @@ def serve(
 def demo(
     tour: Annotated[bool, typer.Option("--tour", help="run the guided tour and exit")] = False,
     rows: Annotated[int, typer.Option(help="hotline tickets in the first load")] = 20_000,
-    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+    port: Annotated[
+        int | None, typer.Option(help="port to serve on (default $BLOCKHUB_PORT or 8000)")
+    ] = None,
 ) -> None:
     """Build the sample world of Guiyang, ingest it, and serve it (or tour it and exit)."""
     from hub.demo import run_demo
 
-    run_demo(settings(), tour=tour, rows=rows, port=port, console=out)
+    s = settings()
+    run_demo(s, tour=tour, rows=rows, port=port if port is not None else s.port, console=out)
 
 
 _register_quality(app, hub, out, acting)

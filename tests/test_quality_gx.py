@@ -26,7 +26,6 @@ from expectations.suite import GX_VERSION, load_suite
 from hub.sampleworld import enterprises
 from tests.quality_data import bad_tickets
 
-
 TODAY = date(2026, 3, 4)  # the Beijing date IDs are validated on (never the machine's)
 
 

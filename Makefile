@@ -46,7 +46,7 @@ pytest: $(STAMP) browser
 # whose time is read in the process's zone: 13:59 on 1 March in Kiritimati is 23:59 UTC.
 ELSEWHEN_TESTS = tests/test_workdays.py tests/test_grants.py tests/test_identifiers.py \
 	tests/test_identifier_sql.py tests/test_masking.py tests/test_sampleworld.py \
-	tests/test_quality_gx.py tests/test_alert_rules.py
+	tests/test_quality_gx.py tests/test_alert_rules.py tests/test_zones.py
 faketime:
 	@command -v faketime >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime; }
 

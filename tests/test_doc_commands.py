@@ -266,7 +266,8 @@ def run_command(co: Checkout, cmd: Command, exports: list[str]) -> str:
         if r.returncode != 0:
             co.fail(cmd, f"exited {r.returncode}:\n{said[-2000:]}")
         elif "Traceback" in said:
-            co.fail(cmd, f"printed a traceback:\n{said[-2000:]}")
+            at = said.index("Traceback")
+            co.fail(cmd, f"printed a traceback:\n{said[at : at + 2500]}\n…\n{said[-800:]}")
         elif re.search(r'"ok":\s*false', r.stdout):
             co.fail(cmd, f"answered an error:\n{r.stdout[-2000:]}")
         return r.stdout

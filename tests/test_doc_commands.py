@@ -348,18 +348,18 @@ def test_extraction_reads_fences_prompts_and_continuations(tmp_path: Path) -> No
 def test_every_documented_command_works_as_printed(checkout: Checkout) -> None:
     blocks = [b for path in DOCUMENTS for b in extract(path)]
     assert sum(len(b.commands) for b in blocks) > 20, "the documents' commands were not found"
-    # Every other document starts from the state the README leaves (the demo, then one's
-    # own data), not from what an earlier document's examples changed (a removed root).
+    # Every block of the other documents starts from the state the README leaves (the demo,
+    # then one's own data), not from what an earlier block's examples changed (a removed
+    # root); the README's own blocks build on each other.
     state, saved = checkout.path / "blockhub-data", checkout.path / ".readme-state"
-    for path in DOCUMENTS:
-        if path.name != "README.md":
+    for block in blocks:
+        if block.doc != "README.md":
             if not saved.exists() and state.exists():
                 shutil.copytree(state, saved, symlinks=True)
             if saved.exists():
                 shutil.rmtree(state, ignore_errors=True)
                 shutil.copytree(saved, state, symlinks=True)
-        for block in (b for b in blocks if b.doc == str(path.relative_to(ROOT))):
-            run_sequence(checkout, block.commands)
+        run_sequence(checkout, block.commands)
     print("\nskipped:\n  " + "\n  ".join(checkout.skipped))
     assert len(checkout.ran) > 20, checkout.ran
     assert not checkout.failures, "commands that do not work as printed:\n\n" + "\n\n".join(

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser demo tour serve test quick lint typecheck pytest clean
+.PHONY: install browser faketime demo tour serve test quick lint typecheck pytest pytest-elsewhen clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,22 @@ browser:
 pytest: $(STAMP) browser
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The date, weekday and zone must not matter: tests inject their clock and zone. This runs
+# the tests of dates, deadlines and identifiers again on another day in another zone —
+# Tuesday 29 February 2028, one minute to midnight UTC (already 1 March in Beijing and on
+# Kiritimati, UTC+14), a year the holiday calendar does not cover — under libfaketime,
+# whose time is read in the process's zone: 13:59 on 1 March in Kiritimati is 23:59 UTC.
+ELSEWHEN_TESTS = tests/test_workdays.py tests/test_grants.py tests/test_identifiers.py \
+	tests/test_identifier_sql.py tests/test_masking.py tests/test_sampleworld.py \
+	tests/test_quality_gx.py tests/test_alert_rules.py tests/test_zones.py
+faketime:
+	@command -v faketime >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime; }
+
+pytest-elsewhen: $(STAMP) faketime
+	TZ=Pacific/Kiritimati faketime -f '@2028-03-01 13:59:00' \
+		$(BIN)/pytest -q -p no:cacheprovider $(ELSEWHEN_TESTS)
+
+test: lint typecheck pytest pytest-elsewhen
 
 # The inner loop: lint and a fast subset (~2 min). `make test` (and CI) runs everything,
 # the load test (marker load) and the OpenAPI fuzzing (marker contract) included.

@@ -2,10 +2,14 @@
 
 An agency's developer files a request (purpose, columns, optional row filter, expiry,
 columns to see unmasked); a steward of the owning agency approves it — possibly
-narrowing it — or refuses with a reason.  The owner has 10 working days to answer
-(Monday–Friday; public holidays and make-up working days are not modelled, so the
-deadline is a lower bound on the legal one).  An approved grant is revocable and ends by
-itself at its expiry.  One table holds the request and, once approved, the grant.
+narrowing it — or refuses with a reason.  The owner has 10 working days to answer,
+counted on the official calendar in Beijing time (:mod:`catalog.workdays`: public
+holidays off, make-up working days on).  The deadline is computed from ``requested_at``
+with the calendar in force whenever a request is read, so a holiday file supplied later
+corrects the deadlines of pending requests; where the calendar does not cover a year the
+deadline is Monday–Friday for that year and flagged ``due_at_estimated``.  An approved
+grant is revocable and ends by itself at its expiry.  One table holds the request and,
+once approved, the grant.
 
 Each transition — request, approval (with the scope before and after narrowing), refusal,
 revocation, and the expiry noticed by :meth:`GrantStore.expire_due` — commits with its
@@ -15,32 +19,26 @@ entry in the audit chain, which binds the grant row as the transition left it.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import DateTime, ForeignKey, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from catalog.clock import Clock, SystemClock
 from catalog.errors import Conflict, InvalidRequest, NotFound
 from catalog.store import SYSTEM, Base, CatalogStore, DatasetRecord, utcnow
+from catalog.workdays import WorkCalendar, answer_deadline, package_calendar
+
+log = logging.getLogger(__name__)
 
 GrantStatus = Literal["pending", "approved", "refused", "revoked", "expired"]
 ANSWER_WORKING_DAYS = 10
 RowFilter = dict[str, list[str]]
-
-
-def add_working_days(start: datetime, days: int) -> datetime:
-    """``start`` moved forward by ``days`` working days (Mon–Fri), same time of day."""
-    current = start
-    left = days
-    while left > 0:
-        current += timedelta(days=1)
-        if current.weekday() < 5:
-            left -= 1
-    return current
 
 
 class GrantRow(Base):
@@ -88,6 +86,7 @@ class Grant:
     decided_at: datetime | None = None
     decided_by: str | None = None
     reason: str | None = None
+    due_at_estimated: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def active(self, now: datetime) -> bool:
@@ -119,6 +118,7 @@ class Grant:
             "status": self.state(now),
             "requested_at": self.requested_at,
             "due_at": self.due_at,
+            "due_at_estimated": self.due_at_estimated,
             "overdue": self.overdue(now),
             "decided_at": self.decided_at,
             "decided_by": self.decided_by,
@@ -126,9 +126,11 @@ class Grant:
         }
 
 
-def _grant(r: GrantRow) -> Grant:
+def _grant(r: GrantRow, calendar: WorkCalendar | None = None) -> Grant:
     cols = json.loads(r.columns_json) if r.columns_json else None
     rf = json.loads(r.row_filter_json) if r.row_filter_json else None
+    requested_at = _aware(r.requested_at) or utcnow()
+    deadline = answer_deadline(requested_at, ANSWER_WORKING_DAYS, calendar or package_calendar())
     return Grant(
         id=r.id,
         dataset_id=r.dataset_id,
@@ -140,11 +142,12 @@ def _grant(r: GrantRow) -> Grant:
         unmask=tuple(json.loads(r.unmask_json or "[]")),
         expires_at=_aware(r.expires_at),
         status=r.status,
-        requested_at=_aware(r.requested_at) or utcnow(),
-        due_at=_aware(r.due_at) or utcnow(),
+        requested_at=requested_at,
+        due_at=deadline.due_at,
         decided_at=_aware(r.decided_at),
         decided_by=r.decided_by,
         reason=r.reason,
+        due_at_estimated=deadline.estimated,
     )
 
 
@@ -217,8 +220,16 @@ _STAMP_PARTS = (
 class GrantStore:
     """Requests and grants in the catalog database."""
 
-    def __init__(self, store: CatalogStore) -> None:
+    def __init__(
+        self,
+        store: CatalogStore,
+        *,
+        calendar: WorkCalendar | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.store = store
+        self.calendar = calendar or package_calendar()
+        self.clock = clock or SystemClock()
         GrantRow.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
 
     def request(
@@ -237,9 +248,10 @@ class GrantStore:
         if not purpose.strip():
             raise InvalidRequest("purpose must say what the data is for", field="purpose")
         check_scope(dataset, columns, row_filter, unmask)
-        at = now or utcnow()
+        at = now or self.clock.now()
         if expires_at is not None and _aware(expires_at) <= at:  # type: ignore[operator]
             raise InvalidRequest("expires_at must be in the future", field="expires_at")
+        deadline = answer_deadline(at, ANSWER_WORKING_DAYS, self.calendar)
         row = GrantRow(
             id=secrets.token_hex(8),
             dataset_id=dataset.id,
@@ -254,13 +266,13 @@ class GrantStore:
             expires_at=expires_at,
             status="pending",
             requested_at=at,
-            due_at=add_working_days(at, ANSWER_WORKING_DAYS),
+            due_at=deadline.due_at,
             changed_at=at,
         )
         with self.store.audit.transaction() as tx:
             tx.session.add(row)
             tx.session.flush()
-            g = _grant(row)
+            g = _grant(row, self.calendar)
             tx.record(
                 action="grant.request",
                 principal=requested_by,
@@ -274,14 +286,22 @@ class GrantStore:
                 },
                 binds=[("grants", g.id)],
             )
-            return g
+        if deadline.estimated:
+            log.warning(
+                "access request %s: the holiday calendar does not cover %s; its deadline "
+                "%s is estimated Monday–Friday (docs/operations.md, holiday calendar)",
+                g.id,
+                ", ".join(map(str, deadline.assumed_years)),
+                g.due_at.isoformat(),
+            )
+        return g
 
     def get(self, grant_id: str) -> Grant:
         with self.store.session() as s:
             row = s.get(GrantRow, grant_id)
             if row is None:
                 raise NotFound(f"no access request {grant_id!r}", request=grant_id)
-            return _grant(row)
+            return _grant(row, self.calendar)
 
     def list_grants(
         self,
@@ -301,13 +321,13 @@ class GrantStore:
                 cond = cond | GrantRow.dataset_id.in_(list(owner_datasets))
             q = q.where(cond)
         with self.store.session() as s:
-            return [_grant(r) for r in s.scalars(q)]
+            return [_grant(r, self.calendar) for r in s.scalars(q)]
 
     def for_agency(self, agency_id: str) -> list[Grant]:
         """Approved grants held by an agency (active or expired; callers check the time)."""
         q = select(GrantRow).where(GrantRow.agency_id == agency_id, GrantRow.status == "approved")
         with self.store.session() as s:
-            return [_grant(r) for r in s.scalars(q)]
+            return [_grant(r, self.calendar) for r in s.scalars(q)]
 
     @staticmethod
     def stamp_parts() -> tuple[Any, Any]:
@@ -328,13 +348,13 @@ class GrantStore:
         expires_at: datetime | None = None,
         now: datetime | None = None,
     ) -> Grant:
-        at = now or utcnow()
+        at = now or self.clock.now()
         with self.store.audit.transaction() as tx:
             s = tx.session
             row = s.get(GrantRow, grant_id)
             if row is None:
                 raise NotFound(f"no access request {grant_id!r}", request=grant_id)
-            g = _grant(row)
+            g = _grant(row, self.calendar)
             if g.status != "pending":
                 raise Conflict(f"request {grant_id!r} is {g.status}, not pending", request=grant_id)
             new_cols = columns if columns is not None else g.columns
@@ -354,7 +374,7 @@ class GrantStore:
             row.decided_by = by
             row.changed_at = at
             s.flush()
-            done = _grant(row)
+            done = _grant(row, self.calendar)
             tx.record(
                 action="grant.approve",
                 principal=by,
@@ -380,7 +400,7 @@ class GrantStore:
     ) -> Grant:
         if not reason.strip():
             raise InvalidRequest(f"a {new} request needs a reason", field="reason")
-        at = now or utcnow()
+        at = now or self.clock.now()
         expect = "pending" if new == "refused" else "approved"
         with self.store.audit.transaction() as tx:
             s = tx.session
@@ -398,7 +418,7 @@ class GrantStore:
             row.decided_at = at
             row.changed_at = at
             s.flush()
-            done = _grant(row)
+            done = _grant(row, self.calendar)
             tx.record(
                 action="grant.refuse" if new == "refused" else "grant.revoke",
                 principal=by,
@@ -419,23 +439,23 @@ class GrantStore:
         (decisions read the clock); this puts the end on record.  Run by the hub's
         periodic pass; several processes may run it at once (one transaction, the chain's
         write lock held, so each grant is expired once)."""
-        at = now or utcnow()
+        at = now or self.clock.now()
         # Expiry judged as access decisions judge it (Grant.active), not by the database's
         # comparison of stored times; a look first, so the write lock is taken only when
         # there is something to record (the pass runs every few seconds).
         q = select(GrantRow).where(GrantRow.status == "approved", GrantRow.expires_at.is_not(None))
         with self.store.session() as s:
-            if all(_grant(r).active(at) for r in s.scalars(q)):
+            if all(_grant(r, self.calendar).active(at) for r in s.scalars(q)):
                 return []
         with self.store.audit.transaction() as tx:
             s = tx.session
             out = []
             for row in s.scalars(q):
-                if _grant(row).active(at):
+                if _grant(row, self.calendar).active(at):
                     continue
                 row.status = "expired"
                 row.changed_at = at
-                g = _grant(row)
+                g = _grant(row, self.calendar)
                 tx.record(
                     action="grant.expire",
                     principal=SYSTEM,

@@ -8,23 +8,44 @@ and the Python side over the same values and requires identical output.
 
 Kinds (manifest ``pii``):
 
-- ``phone``: first 3 and last 4 stay (``138****5678``);
-- ``id_number``: first 6 and last 4 stay (``520102********1234``);
-- ``name``: the first character stays (``张**``);
+- ``phone``: normalised (``catalog.identifiers.normalize_phone``: full-width digits,
+  spaces, dashes, ``+86``), then first 3 and last 4 stay (``138****5678``) — under 11
+  characters, starred whole;
+- ``id_number``: normalised (``normalize_identifier``), then first 6 and last 4 stay
+  (``520102********1234``) — under 18 characters, starred whole;
+- ``name``: the first character stays (``张**``); a 1-character name is starred;
 - ``address``: the first 6 characters stay (province/city/district, mostly);
-- ``email``: the first character of the local part and the domain stay (``z***@gov.cn``);
-- ``plate``: the first 2 characters (province + authority letter) and the last stay;
+- ``email``: the first character of a local part of 2 or more characters and the domain
+  stay (``z***@gov.cn``); a 1-character local part is not shown (``***@b.cn``);
+- ``plate``: the first 2 characters (province + authority letter) and the last stay, with
+  at least 4 hidden (``贵A****5``) — shorter plates are starred whole;
 - ``other``: the whole value is replaced by ``***``.
 
 A value too short for its mask is starred whole; NULL stays NULL.  Lengths count
-Unicode code points on both sides.
+Unicode code points on both sides.  The SQL is generated from the same constants as the
+Python (the fold table, the prefix pattern, the keep/hide counts), and
+``tests/test_masking.py`` checks both on generated values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from catalog.identifiers import _mask_middle, mask_id_number, mask_name, mask_phone
+from catalog.identifiers import (
+    FOLD_FROM,
+    FOLD_TO,
+    ID_NUMBER_KEEP,
+    PHONE_KEEP,
+    PHONE_PREFIX_RE,
+    _mask_middle,
+    mask_id_number,
+    mask_name,
+    mask_phone,
+)
+from catalog.sqltext import quote_literal
+
+PLATE_KEEP = (2, 1, 4)
+"""Plate: first 2 and the last stay, at least 4 hidden (``贵A****5``)."""
 
 
 def _mask_address(s: str) -> str:
@@ -35,11 +56,11 @@ def _mask_email(s: str) -> str:
     local, at, domain = s.partition("@")
     if not at or not local:
         return "*" * len(s)
-    return local[:1] + "***@" + domain
+    return (local[:1] if len(local) > 1 else "") + "***@" + domain
 
 
 def _mask_plate(s: str) -> str:
-    return _mask_middle(s, 2, 1)
+    return _mask_middle(s, *PLATE_KEEP)
 
 
 def _mask_other(_: str) -> str:
@@ -64,9 +85,20 @@ def mask_value(kind: str, value: str | None) -> str | None:
     return PY_MASKS.get(kind, _mask_other)(value)
 
 
-def _middle_sql(x: str, head: int, tail: int) -> str:
+def normalize_sql(x: str) -> str:
+    """``catalog.identifiers.normalize_identifier`` in DuckDB SQL."""
+    return f"translate({x}, {quote_literal(FOLD_FROM)}, {quote_literal(FOLD_TO)})"
+
+
+def normalize_phone_sql(x: str) -> str:
+    """``catalog.identifiers.normalize_phone`` in DuckDB SQL."""
+    return f"regexp_replace({normalize_sql(x)}, {quote_literal(PHONE_PREFIX_RE)}, '\\2')"
+
+
+def _middle_sql(x: str, head: int, tail: int, min_hidden: int = 1) -> str:
     return (
-        f"CASE WHEN length({x}) <= {head + tail} THEN repeat('*', length({x})) "
+        f"CASE WHEN length({x}) - {head + tail} < {max(min_hidden, 1)} "
+        f"THEN repeat('*', length({x})) "
         f"ELSE left({x}, {head}) || repeat('*', length({x}) - {head + tail}) "
         f"|| right({x}, {tail}) END"
     )
@@ -80,23 +112,28 @@ def mask_sql(kind: str, column_sql: str) -> str:
     """
     x = f"CAST({column_sql} AS VARCHAR)"
     if kind == "phone":
-        body = _middle_sql(x, 3, 4)
+        body = _middle_sql(f"({normalize_phone_sql(x)})", *PHONE_KEEP)
     elif kind == "id_number":
-        body = _middle_sql(x, 6, 4)
+        body = _middle_sql(f"({normalize_sql(x)})", *ID_NUMBER_KEEP)
     elif kind == "name":
-        body = f"left({x}, 1) || repeat('*', length({x}) - 1)"
+        body = (
+            f"CASE WHEN length({x}) < 2 THEN repeat('*', length({x})) "
+            f"ELSE left({x}, 1) || repeat('*', length({x}) - 1) END"
+        )
     elif kind == "address":
         body = (
             f"CASE WHEN length({x}) <= 6 THEN repeat('*', length({x})) "
             f"ELSE left({x}, 6) || repeat('*', length({x}) - 6) END"
         )
     elif kind == "email":
+        at = f"position('@' IN {x})"
         body = (
-            f"CASE WHEN position('@' IN {x}) <= 1 THEN repeat('*', length({x})) "
-            f"ELSE left({x}, 1) || '***@' || substr({x}, position('@' IN {x}) + 1) END"
+            f"CASE WHEN {at} <= 1 THEN repeat('*', length({x})) "
+            f"WHEN {at} = 2 THEN '***@' || substr({x}, {at} + 1) "
+            f"ELSE left({x}, 1) || '***@' || substr({x}, {at} + 1) END"
         )
     elif kind == "plate":
-        body = _middle_sql(x, 2, 1)
+        body = _middle_sql(x, *PLATE_KEEP)
     else:
         body = "'***'"
     return f"CASE WHEN {column_sql} IS NULL THEN NULL ELSE {body} END"

@@ -26,6 +26,7 @@ _LEVELS: frozenset[str] = frozenset(get_args(RegionLevel))
 
 _DATA_PACKAGE = "catalog.data"
 _DATA_FILE = "gbt2260.csv"
+_HISTORICAL_FILE = "gbt2260_historical.csv"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +153,41 @@ def region_codes_table() -> pa.Table:
         row = table.filter(bad).slice(0, 1).to_pylist()[0]
         raise ValueError(f"{_DATA_FILE}: unknown level {row['level']!r} for {row['code']}")
     return table.combine_chunks()
+
+
+@cache
+def retired_codes_table() -> pa.Table:
+    """6-digit codes valid once but not any more (code, name, retired, city): abolished or
+    re-coded divisions since 1980 and the 市辖区 placeholders of cities
+    (``catalog/data/gbt2260_historical.csv``, source in ``catalog/data/README.md``)."""
+    data = resources.files(_DATA_PACKAGE).joinpath(_HISTORICAL_FILE).read_bytes()
+    names = ["code", "name", "retired", "city"]
+    return pacsv.read_csv(
+        pa.BufferReader(data),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    ).combine_chunks()
+
+
+@cache
+def id_prefixes_table() -> pa.Table:
+    """Every 6-digit code a resident ID number may start with (one ``code`` column): the
+    current divisions at any level and the retired ones, since a number keeps the code of
+    the place that first issued it."""
+    current = region_codes_table().select(["code"])
+    six = current.filter(pc.equal(pc.utf8_length(current.column("code")), 6))
+    retired = retired_codes_table().select(["code"])
+    return pa.concat_tables([six, retired]).group_by("code").aggregate([]).combine_chunks()
+
+
+@cache
+def _id_prefixes() -> frozenset[str]:
+    return frozenset(id_prefixes_table().column("code").to_pylist())
+
+
+def id_prefix_known(code: str) -> bool:
+    """True for a 6-digit code, current or retired, that an ID number may start with."""
+    return code in _id_prefixes()

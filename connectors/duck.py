@@ -77,7 +77,9 @@ def connect(
         if name in _BUILTIN:
             continue
         con.execute(f"LOAD '{extension_path(name)}'")
-    con.execute("SET TimeZone='UTC'")
+    # GLOBAL: a cursor is a new connection to the same database, and a session setting
+    # does not reach it — the exchange's cursors answered in the machine's zone (TZ).
+    con.execute("SET GLOBAL TimeZone='UTC'")
     return con
 
 

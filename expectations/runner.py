@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from catalog.clock import SystemClock
 from catalog.errors import SuiteInvalid
 from catalog.masking import mask_value as catalog_mask
-from catalog.regions import region_codes_table
-from expectations.sql import BATCH, REGIONS, Check, ident, literal, macros, mask_sql
+from catalog.workdays import beijing_date
+from expectations.sql import BATCH, Check, ident, install, literal, mask_sql
 from expectations.suite import GX_VERSION, Suite
 
 ROW_ID = "_bh_row"
@@ -103,6 +105,7 @@ class BatchValidator:
         pii: Mapping[str, str] | None = None,
         key_columns: list[str] | None = None,
         threads: int | None = None,
+        today: date | None = None,
     ) -> None:
         self.files = files
         self.suite = suite
@@ -117,10 +120,9 @@ class BatchValidator:
         self.con = duckdb.connect(config=config)
         self.con.execute("SET TimeZone='UTC'")
         self.con.execute("SET arrow_large_buffer_size=true")
-        for stmt in macros():
-            self.con.execute(stmt)
-        self.con.register("__bh_regions_arrow", region_codes_table().select(["code"]))
-        self.con.execute(f"CREATE TABLE {REGIONS} AS SELECT code FROM __bh_regions_arrow")
+        # ID birth dates may not lie in the future: "today" is the Beijing date, from the
+        # caller or, at this edge, from the system clock.
+        install(self.con, today or beijing_date(SystemClock().now()))
         self.validation: Validation | None = None
         self.columns: list[str] = []
         self.has_row_ids = False

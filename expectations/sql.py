@@ -17,10 +17,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal
 
+import duckdb
+
 from catalog.errors import SuiteInvalid
-from catalog.identifiers import ID_CHECK_CHARS, ID_WEIGHTS, USCC_CHARSET, USCC_WEIGHTS
+from catalog.identifiers import (
+    ID_CHECK_CHARS,
+    ID_WEIGHTS,
+    MIN_BIRTH_DATE,
+    MOBILE_RE,
+    USCC_CHARSET,
+    USCC_WEIGHTS,
+)
+from catalog.masking import normalize_phone_sql, normalize_sql
+from catalog.regions import id_prefixes_table, region_codes_table
 from catalog.sqltext import quote_ident, quote_literal
 
 BATCH = "__bh_batch"
@@ -40,34 +52,62 @@ def literal(value: Any) -> str:
     raise SuiteInvalid(f"cannot use {value!r} in an expectation", value=repr(value))
 
 
+ID_PREFIXES = "__bh_id_prefixes"
+"""Name of the table of 6-digit codes (current and retired) an ID number may start with."""
+
+
 def _weighted_sum(column: str, weights: tuple[int, ...], value: Callable[[str], str]) -> str:
     return " + ".join(f"{w} * {value(f'{column}[{i + 1}]')}" for i, w in enumerate(weights))
 
 
-def macros() -> list[str]:
+def macros(today: date) -> list[str]:
     """``CREATE MACRO`` statements for the domain checks (vectorised by DuckDB).
 
+    Each validator normalises first, with the SQL generated from the same fold table
+    and prefix pattern as ``catalog.identifiers`` (``catalog.masking.normalize_sql``).
     The check characters are the ISO 7064 MOD 11-2 and GB 32100 MOD 31 sums written
     out over single-character substrings, which DuckDB evaluates column-at-a-time.
+    ``today`` (the Beijing date validated on) bounds ID birth dates; the ID prefix check
+    reads the :data:`ID_PREFIXES` table, which :func:`install` creates.
     """
     digit = "(ascii({}) - 48)".format
     uscc_value = ("(instr('" + USCC_CHARSET + "', {}) - 1)").format
-    id_sum = _weighted_sum("s", ID_WEIGHTS, digit)
-    uscc_sum = _weighted_sum("s", USCC_WEIGHTS, uscc_value)
+    id_sum = _weighted_sum("n", ID_WEIGHTS, digit)
+    uscc_sum = _weighted_sum("n", USCC_WEIGHTS, uscc_value)
+    birth = "try_cast(n[7:10] || '-' || n[11:12] || '-' || n[13:14] AS DATE)"
     return [
-        "CREATE OR REPLACE MACRO bh_id_number_ok(s) AS ("
-        "length(s) = 18 AND regexp_full_match(s[1:17], '[0-9]{17}') "
-        "AND s[7:10] <> '0000' AND try_strptime(s[7:14], '%Y%m%d') IS NOT NULL "
-        f"AND s[18] = '{ID_CHECK_CHARS}'[(({id_sum}) % 11) + 1])",
-        "CREATE OR REPLACE MACRO bh_uscc_ok(s) AS ("
-        "length(s) = 18 AND regexp_full_match(s, '[0-9A-HJ-NP-RTUWXY]{18}') "
-        "AND regexp_full_match(s[3:8], '[0-9]{6}') "
-        f"AND s[18] = '{USCC_CHARSET}'[((31 - ({uscc_sum}) % 31) % 31) + 1])",
-        "CREATE OR REPLACE MACRO bh_mobile_ok(s) AS regexp_full_match(s, '1[3-9][0-9]{9}')",
+        f"CREATE OR REPLACE MACRO bh_norm(s) AS {normalize_sql('s')}",
+        f"CREATE OR REPLACE MACRO bh_phone_norm(s) AS {normalize_phone_sql('s')}",
+        "CREATE OR REPLACE MACRO bh_id_canon_ok(n) AS ("
+        "length(n) = 18 AND regexp_full_match(n[1:17], '[0-9]{17}') "
+        f"AND {birth} BETWEEN DATE '{MIN_BIRTH_DATE.isoformat()}' AND DATE '{today.isoformat()}' "
+        f"AND n[1:6] IN (SELECT code FROM {ID_PREFIXES}) "
+        f"AND n[18] = '{ID_CHECK_CHARS}'[(({id_sum}) % 11) + 1])",
+        "CREATE OR REPLACE MACRO bh_id_number_ok(s) AS bh_id_canon_ok(bh_norm(s))",
+        "CREATE OR REPLACE MACRO bh_uscc_canon_ok(n) AS ("
+        "length(n) = 18 AND regexp_full_match(n, '[0-9A-HJ-NP-RTUWXY]{18}') "
+        "AND regexp_full_match(n[3:8], '[0-9]{6}') "
+        f"AND n[18] = '{USCC_CHARSET}'[((31 - ({uscc_sum}) % 31) % 31) + 1])",
+        "CREATE OR REPLACE MACRO bh_uscc_ok(s) AS bh_uscc_canon_ok(bh_norm(s))",
+        f"CREATE OR REPLACE MACRO bh_mobile_ok(s) AS "
+        f"regexp_full_match(bh_phone_norm(s), '{MOBILE_RE}')",
         # catalog.regions.normalize_code: a 12-digit county-or-above code maps to 6 digits.
         "CREATE OR REPLACE MACRO bh_region_key(s) AS (CASE WHEN length(trim(s)) = 12 "
         "AND trim(s)[7:12] = '000000' THEN trim(s)[1:6] ELSE trim(s) END)",
     ]
+
+
+def install(con: duckdb.DuckDBPyConnection, today: date) -> None:
+    """Make a DuckDB connection ready for compiled suites: the region tables and the
+    domain macros (validated as of ``today``, a Beijing date)."""
+    con.register("__bh_regions_arrow", region_codes_table().select(["code"]))
+    con.execute(f"CREATE OR REPLACE TABLE {REGIONS} AS SELECT code FROM __bh_regions_arrow")
+    con.unregister("__bh_regions_arrow")
+    con.register("__bh_id_prefixes_arrow", id_prefixes_table())
+    con.execute(f"CREATE OR REPLACE TABLE {ID_PREFIXES} AS SELECT code FROM __bh_id_prefixes_arrow")
+    con.unregister("__bh_id_prefixes_arrow")
+    for stmt in macros(today):
+        con.execute(stmt)
 
 
 Kind = Literal["row", "table"]

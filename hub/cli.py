@@ -43,6 +43,7 @@ from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
 from catalog.sources import source_problems
 from catalog.store import Principal, Run
+from catalog.workdays import BEIJING
 from hub.cli_quality import register as _register_quality
 from hub.cli_sources import register as _register_sources
 from hub.context import Hub
@@ -381,6 +382,41 @@ def versions(dataset: str) -> None:
     out.print(t)
 
 
+@app.command("requests")
+def access_requests(
+    dataset: Annotated[str | None, typer.Option(help="only requests for this dataset")] = None,
+    overdue: Annotated[bool, typer.Option("--overdue", help="only unanswered past due")] = False,
+) -> None:
+    """Access requests and their answer deadlines (10 working days, Beijing time; an
+    estimated deadline is marked: docs/operations.md, holiday calendar)."""
+    h = hub()
+    now = h.clock.now()
+    t = Table("id", "dataset", "agency", "status", "requested", "due (Beijing)", "overdue")
+    estimated = 0
+    for g in h.grants.list_grants(dataset_ids=[dataset] if dataset else None):
+        if overdue and not g.overdue(now):
+            continue
+        due = g.due_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+        if g.due_at_estimated:
+            estimated += 1
+            due += " [yellow](estimated)[/]"
+        t.add_row(
+            g.id,
+            g.dataset_id,
+            g.agency_id,
+            g.state(now),
+            g.requested_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"),
+            due,
+            "[red]yes[/]" if g.overdue(now) else "no",
+        )
+    out.print(t)
+    if estimated:
+        err.print(
+            f"[yellow]warning:[/] {estimated} deadline(s) reach a year the holiday calendar "
+            "does not cover and count Monday–Friday there (docs/operations.md)"
+        )
+
+
 @app.command()
 def query(
     sql: str,
@@ -465,12 +501,15 @@ def serve(
 def demo(
     tour: Annotated[bool, typer.Option("--tour", help="run the guided tour and exit")] = False,
     rows: Annotated[int, typer.Option(help="hotline tickets in the first load")] = 20_000,
-    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+    port: Annotated[
+        int | None, typer.Option(help="port to serve on (default $BLOCKHUB_PORT or 8000)")
+    ] = None,
 ) -> None:
     """Build the sample world of Guiyang, ingest it, and serve it (or tour it and exit)."""
     from hub.demo import run_demo
 
-    run_demo(settings(), tour=tour, rows=rows, port=port, console=out)
+    s = settings()
+    run_demo(s, tour=tour, rows=rows, port=port if port is not None else s.port, console=out)
 
 
 _register_quality(app, hub, out, acting)

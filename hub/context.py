@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from catalog.audit import AuditLog
+from catalog.clock import Clock, SystemClock
 from catalog.eventlog import LogBackend
 from catalog.grants import GrantStore
 from catalog.lake import Lake
@@ -14,10 +16,19 @@ from catalog.manifest import Manifest, load_manifest
 from catalog.opsstore import OpsStore
 from catalog.sources import SourceGuard
 from catalog.store import SYSTEM, Actor, CatalogStore, DatasetRecord, Run
+from catalog.workdays import (
+    WorkCalendar,
+    beijing_date,
+    coverage_warning,
+    official_calendar,
+    package_calendar,
+)
 from hub.bus import Bus
 from hub.exchange import Exchange
 from hub.settings import Settings
 from pipelines.ingest import ProgressFn, announce, run_ingest
+
+log = logging.getLogger(__name__)
 
 
 def local_root(warehouse: str) -> str | None:
@@ -36,21 +47,40 @@ class Hub:
     log: LogBackend
     bus: Bus
     ops: OpsStore
+    clock: Clock = field(default_factory=SystemClock)
+    calendar: WorkCalendar = field(default_factory=package_calendar)
     _exchange: Exchange | None = field(default=None, repr=False)
     _grants: GrantStore | None = field(default=None, repr=False)
     _guard: SourceGuard | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings) -> Hub:
+    def open(cls, settings: Settings, *, clock: Clock | None = None) -> Hub:
+        clock = clock or SystemClock()
+        # A broken holiday file stops the process here, naming the file and the field: a
+        # wrong calendar would move every access request's deadline without a word.
+        folder = settings.holiday_folder
+        calendar = official_calendar(folder)
+        warning = coverage_warning(calendar, beijing_date(clock.now()), folder)
+        if warning:
+            log.warning(warning)
         st = settings.open_storage()
         bus = Bus(st.log, poll_s=settings.bus_poll_s, queue_size=settings.ws_queue_size)
         ops = OpsStore(st.store.engine, audit=st.store.audit)
-        return cls(settings=settings, store=st.store, lake=st.lake, log=st.log, bus=bus, ops=ops)
+        return cls(
+            settings=settings,
+            store=st.store,
+            lake=st.lake,
+            log=st.log,
+            bus=bus,
+            ops=ops,
+            clock=clock,
+            calendar=calendar,
+        )
 
     @property
     def grants(self) -> GrantStore:
         if self._grants is None:
-            self._grants = GrantStore(self.store)
+            self._grants = GrantStore(self.store, calendar=self.calendar, clock=self.clock)
         return self._grants
 
     @property

@@ -10,7 +10,10 @@ and exits.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +29,13 @@ from catalog.errors import NotFound
 from catalog.quality import QualityStore
 from catalog.store import Run
 from hub.context import Hub
-from hub.demo_blocks import BLOCK_AGENCIES, block_tour, ingest_block_datasets, write_sources
+from hub.demo_blocks import (
+    BLOCK_AGENCIES,
+    block_tour,
+    ingest_block_datasets,
+    recv_json,
+    write_sources,
+)
 from hub.sampleworld import air_readings, hotline_tickets
 from hub.server import free_port, serve, serving
 from hub.settings import Settings
@@ -232,13 +241,13 @@ def guided_tour(world: World, console: Console) -> None:
         console.rule("用 websocket: dataset updates")
         with connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
             ws.send(json.dumps({"op": "auth", "token": world.tokens["steward_12345"]}))
-            console.print(f"← {json.loads(ws.recv(10))['type']}")
+            console.print(f"← {recv_json(ws, 10)['type']}")
             ws.send(
                 json.dumps({"op": "subscribe", "channel": "dataset:hotline_tickets", "since": 0})
             )
             seen = 0
             while seen < 3:  # subscribed + the two versions already published (replay)
-                msg = json.loads(ws.recv(10))
+                msg = recv_json(ws, 10)
                 seen += 1
                 _print_ws(console, msg)
             world.write_tickets(500)
@@ -246,7 +255,7 @@ def guided_tour(world: World, console: Console) -> None:
             run = world.hub.ingest("hotline_tickets", trigger="demo")
             _report(console, run)
             _quality_line(console, world.hub, run)
-            _print_ws(console, json.loads(ws.recv(10)))
+            _print_ws(console, recv_json(ws, 10))
 
             console.rule("通 quality gate")
             world.write_tickets(500, bad=3)
@@ -254,8 +263,8 @@ def guided_tour(world: World, console: Console) -> None:
             run = world.hub.ingest("hotline_tickets", trigger="demo")
             _report(console, run)
             _quality_line(console, world.hub, run)
-            _print_ws(console, json.loads(ws.recv(10)))  # quality.failed
-            _print_ws(console, json.loads(ws.recv(10)))  # dataset.updated
+            _print_ws(console, recv_json(ws, 10))  # quality.failed
+            _print_ws(console, recv_json(ws, 10))  # dataset.updated
         steward = {"Authorization": f"Bearer {world.tokens['steward_12345']}"}
         held = http.get("/v1/datasets/hotline_tickets/quarantine", headers=steward).json()
         [batch] = held["batches"]
@@ -267,8 +276,9 @@ def guided_tour(world: World, console: Console) -> None:
                 f"  quarantined ticket {row['ticket_id']}: {', '.join(row['_bh_failed'])}"
             )
         console.print(
-            "  the steward sees them in `blockhub quarantine list hotline_tickets`, the report "
-            "at /v1/datasets/hotline_tickets/quality/report"
+            f"  the steward sees them in `{cli_command(world.hub.settings.home)} quarantine "
+            "list hotline_tickets`, the report at /v1/datasets/hotline_tickets/quality/report",
+            soft_wrap=True,  # a command broken across lines would not run as printed
         )
         live_feed_tour(world, console, port)
 
@@ -279,7 +289,9 @@ def guided_tour(world: World, console: Console) -> None:
         block_tour(http, f"ws://127.0.0.1:{port}/v1/ws", world.tokens, console, more_tickets)
     console.rule("done")
     console.print(
-        "Run `blockhub demo` without --tour to keep the server running and try it yourself."
+        f"Run `{cli_program()} demo` without --tour to keep the server running and try it "
+        "yourself.",
+        soft_wrap=True,
     )
 
 
@@ -301,17 +313,17 @@ def live_feed_tour(world: World, console: Console, port: int) -> None:
     readings = air_readings(20, seed=SEED, start=START).to_pylist()
     with connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
         ws.send(json.dumps({"op": "auth", "token": world.tokens["dev_hbj"]}))
-        ws.recv(10)
+        recv_json(ws, 10)
         for channel in ("feed:air_quality_live", "dataset:air_quality_live"):
             ws.send(json.dumps({"op": "subscribe", "channel": channel}))
-            ws.recv(10)
+            recv_json(ws, 10)
         console.print(f"→ 20 stations publish their hourly reading on {prefix}/air/<station>")
         for r in readings:
             payload = {**r, "measured_at": r["measured_at"].isoformat()}
             station.publish(f"{prefix}/air/{r['station_id']}", json.dumps(payload), qos=1)
         events = 0
         while True:
-            msg = json.loads(ws.recv(30))
+            msg = recv_json(ws, 30)
             if msg.get("event") == "feed.event":
                 events += 1
                 if events <= 2:
@@ -345,6 +357,22 @@ def _print_ws(console: Console, msg: dict[str, object]) -> None:
         console.print(f"← {msg.get('type')} {msg.get('channel', '')}")
 
 
+def cli_command(home: Path) -> str:
+    """How to run ``blockhub`` on the demo's state from the shell the demo was started in:
+    the demo's state is not in the default home, and ``make demo`` runs
+    ``.venv/bin/blockhub``, which is not on the PATH unless the environment is active."""
+    return f"BLOCKHUB_HOME={shlex.quote(str(home))} {cli_program()}"
+
+
+def cli_program() -> str:
+    """``blockhub`` when that is the program running, else the path it was started by."""
+    prog = sys.argv[0] if sys.argv and sys.argv[0] else "blockhub"
+    found = shutil.which("blockhub")
+    if found and os.path.realpath(found) == os.path.realpath(prog):
+        return "blockhub"
+    return shlex.quote(prog)
+
+
 def run_demo(settings: Settings, *, tour: bool, rows: int, port: int, console: Console) -> None:
     world = build_world(settings, rows, console)
     try:
@@ -374,9 +402,11 @@ Publish an air-quality reading (a live feed; docs/feeds.md):
     '{{"station_id": "GYAQ01", "measured_at": "2024-06-01T08:00:00+08:00", "aqi": 57}}'
 
 Drop another tickets-*.csv export into {world.folder / "hotline"} and run
-  BLOCKHUB_HOME={world.hub.settings.home} blockhub ingest hotline_tickets
+  {cli_command(world.hub.settings.home)} ingest hotline_tickets
 to publish version 3; websocket subscribers of dataset:hotline_tickets hear of it.
-"""
+""",
+            soft_wrap=True,  # commands wider than the terminal must stay one line each
+            highlight=False,
         )
         serve(world.hub, "127.0.0.1", port)
     finally:

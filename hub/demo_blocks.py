@@ -97,6 +97,16 @@ def ingest_block_datasets(hub: Hub, console: Console) -> None:
         )
 
 
+def recv_json(ws: Any, timeout: float) -> dict[str, Any]:
+    """The next websocket message that is not a heartbeat: a slow machine's tour lasts
+    longer than ``ws_heartbeat_s``, and a heartbeat is not the event the tour waits for."""
+    for _ in range(100):
+        msg: dict[str, Any] = json.loads(ws.recv(timeout))
+        if msg.get("type") != "heartbeat":
+            return msg
+    raise RuntimeError("only heartbeats arrived")
+
+
 def block_tour(
     http: httpx.Client, ws_url: str, tokens: dict[str, str], console: Console, ingest: Any
 ) -> None:
@@ -122,9 +132,9 @@ def block_tour(
     print_block(console, r.json())
     with connect(ws_url) as ws:
         ws.send(json.dumps({"op": "auth", "token": tokens["steward_12345"]}))
-        ws.recv(10)
+        recv_json(ws, 10)
         ws.send(json.dumps({"op": "subscribe", "channel": "block:520102"}))
-        reply = json.loads(ws.recv(10))
+        reply = recv_json(ws, 10)
         console.print(
             f"← {reply['type']} {reply['channel']} (datasets: {', '.join(reply['datasets'])})"
         )

@@ -41,7 +41,7 @@ from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed,
 from catalog.grants import Grant, GrantStore
 from catalog.masking import mask_sql
 from catalog.sqltext import quote_ident, quote_literal
-from catalog.store import CatalogStore, DatasetRecord, Principal, Version, utcnow
+from catalog.store import CatalogStore, DatasetRecord, Principal, Version
 from connectors.duck import connect, reader_batches
 from hub.jsonrows import row_projection
 from hub.replicas import Replicas, exchange_folder, remove_stale, write_copy
@@ -485,13 +485,13 @@ class Exchange:
         snap = self._state()
         record = snap.records.get(dataset_id) or self.store.get_dataset(dataset_id)
         grants = self._agency_grants(snap, principal.agency_id)
-        return record, decide(principal, record, grants, utcnow())
+        return record, decide(principal, record, grants, self.grants.clock.now())
 
     def accesses(self, principal: Principal, snap: _Snapshot | None = None) -> dict[str, Access]:
         """Effective access to every dataset."""
         snap = snap or self._state()
         grants = self._agency_grants(snap, principal.agency_id)
-        now = utcnow()
+        now = self.grants.clock.now()  # the hub's clock, as the grants' own expiry reads it
         return {i: decide(principal, d, grants, now) for i, d in snap.records.items()}
 
     def readable(self, principal: Principal) -> dict[str, DatasetRecord]:

@@ -60,6 +60,14 @@ class Settings(StorageSettings):
     answers_max_inflight: int = Field(
         default=64, gt=0, description="query and export answers in flight, all principals"
     )
+    # audit_key (the audit chain's HMAC key) is a StorageSettings field: Airflow tasks sign too.
+    holidays_dir: Path | None = Field(
+        default=None,
+        description=(
+            "folder of holiday files (<year>.yaml) for years the pinned calendar package does"
+            " not cover (default: <home>/holidays; docs/operations.md)"
+        ),
+    )
     # dispatch (websocket, alerts, orders): docs/websocket.md, docs/dispatch.md
     ws_queue_size: int = Field(default=10_000, gt=0, description="send queue per connection")
     ws_send_buffer_bytes: int = Field(default=8 << 20, gt=0, description="unsent bytes per socket")
@@ -78,3 +86,7 @@ class Settings(StorageSettings):
         default_factory=dict,
         description='per channel prefix, e.g. {"feed:": {"keep_last": 10000, "keep_s": 86400}}',
     )
+
+    @property
+    def holiday_folder(self) -> Path:
+        return self.holidays_dir or self.home / "holidays"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,35 @@ from hub.server import free_port, serving
 from hub.settings import Settings
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+CLOCK_START = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
+"""Where the tests' clock starts: Wednesday 4 March 2026, 10:00 in Beijing — an ordinary
+working week of a year the holiday calendar covers, whatever day the suite runs on."""
+
+
+class SetClock:
+    """A clock the test sets (``set``/``advance``) that runs on with real time in between,
+    so a date, a weekday or a deadline a test checks never depends on when or where the
+    suite runs, while timeouts and short sleeps still behave."""
+
+    def __init__(self, start: datetime = CLOCK_START) -> None:
+        self.set(start)
+
+    def now(self) -> datetime:
+        return self._base + timedelta(seconds=time.monotonic() - self._t0)
+
+    def set(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("SetClock needs an aware instant")
+        self._base, self._t0 = at.astimezone(UTC), time.monotonic()
+
+    def advance(self, delta: timedelta) -> None:
+        self.set(self.now() + delta)
+
+
+@pytest.fixture
+def clock() -> SetClock:
+    return SetClock()
 
 
 @pytest.fixture
@@ -41,8 +72,8 @@ def _agencies(h: Hub) -> Hub:
 
 
 @pytest.fixture
-def hub(settings: Settings) -> Iterator[Hub]:
-    h = _agencies(Hub.open(settings))
+def hub(settings: Settings, clock: SetClock) -> Iterator[Hub]:
+    h = _agencies(Hub.open(settings, clock=clock))
     yield h
     h.close()
 
@@ -84,6 +115,68 @@ def fresh_pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+PG_PASSWORD_ROLE = "blockhub_pwcheck"
+"""A role the machine's PostgreSQL makes log in with a password (every other role on
+127.0.0.1 stays trust), so that a wrong password is really refused."""
+
+
+def _hba_lines(role: str) -> list[str]:
+    return [f"host all {role} {net} scram-sha-256" for net in ("127.0.0.1/32", "::1/128")]
+
+
+def _password_refused(role: str) -> bool:
+    try:
+        psycopg.connect(
+            f"host=127.0.0.1 port=5432 dbname=test user={role} password=not-the-password",
+            connect_timeout=5,
+        ).close()
+    except psycopg.OperationalError as e:
+        return "password authentication failed" in str(e)
+    return False
+
+
+@pytest.fixture(scope="session")
+def pg_password_role() -> str:
+    """``PG_PASSWORD_ROLE`` must give its password: the project's own setup (not a CI
+    script), so the gather tests pass on a fresh machine.  Puts two ``host`` lines for that
+    one role ahead of the first ``host`` line of the server's ``pg_hba.conf`` (found with
+    ``SHOW hba_file``) if they are not there yet, then reloads the configuration —
+    ``pg_reload_conf()``, never a restart; other roles' rules are left as they are.
+    Idempotent; skipped, saying why, where the file cannot be written."""
+    role = PG_PASSWORD_ROLE
+    if _password_refused(role):
+        return role
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        row = conn.execute("SHOW hba_file").fetchone()
+        assert row is not None
+        hba = Path(row[0])
+        try:
+            lines = hba.read_text(encoding="utf-8").splitlines()
+            ours = _hba_lines(role)
+            kept = [line for line in lines if " ".join(line.split()) not in ours]
+            first_host = next(
+                (i for i, line in enumerate(kept) if line.split()[:1] in (["host"], ["hostssl"],
+                 ["hostnossl"], ["hostgssenc"], ["hostnogssenc"])),
+                len(kept),
+            )  # fmt: skip
+            new = [*kept[:first_host], *ours, *kept[first_host:]]
+            tmp = hba.with_name(hba.name + ".blockhub-tmp")
+            tmp.write_text("\n".join(new) + "\n", encoding="utf-8")
+            stat = hba.stat()
+            os.chown(tmp, stat.st_uid, stat.st_gid)
+            os.chmod(tmp, stat.st_mode)
+            os.replace(tmp, hba)
+        except PermissionError as e:
+            pytest.skip(f"cannot add the password rule for {role} to {hba} ({e}): run as root")
+        conn.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 15
+    while not _password_refused(role):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{hba}: the password rule for {role} did not take effect on reload")
+        time.sleep(0.2)
+    return role
 
 
 @dataclass
@@ -277,8 +370,6 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
     owned by gy_12345; gy_hbj (``developer``) holds a grant on ``t_cond`` for five columns,
     two districts, ``caller_name`` unmasked; ``stranger`` is a developer of an agency with
     no grants."""
-    from datetime import UTC, datetime
-
     import pyarrow.parquet as pq
 
     from hub.sampleworld import hotline_tickets
@@ -323,7 +414,7 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
 
 
 def _world_hub(home: Path) -> Hub:
-    return _agencies(Hub.open(Settings(home=home, bus_poll_s=0.05)))
+    return _agencies(Hub.open(Settings(home=home, bus_poll_s=0.05), clock=SetClock()))
 
 
 @pytest.fixture(scope="module")

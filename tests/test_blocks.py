@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -341,10 +342,16 @@ def test_masking_holds_in_block_figures(world: World) -> None:
 
 
 def _recv(ws: ClientConnection, timeout: float) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(ws.recv(timeout)))
-    except TimeoutError:
-        return None
+    """The next message that is not a heartbeat (one comes every ``ws_heartbeat_s``, and a
+    slow machine keeps a socket open that long), or ``None`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = dict(json.loads(ws.recv(max(0.0, deadline - time.monotonic()))))
+        except TimeoutError:
+            return None
+        if msg.get("type") != "heartbeat":
+            return msg
 
 
 def _block_ws(world: World, who: str, channel: str) -> ClientConnection:

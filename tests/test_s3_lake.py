@@ -29,7 +29,7 @@ from hub.settings import Settings
 from pipelines.quarantine import discard, quarantine_rows, release
 from tests.conftest import (
     S3_KEY_ID,
-    S3Lake,
+    S3Bucket,
     SetClock,
     _agencies,
     file_source,
@@ -45,8 +45,8 @@ ADMIN = Principal("admin", "gy_dsj", "admin", "admin")
 
 
 @pytest.fixture
-def s3_hub(tmp_path: Path, s3_lake: S3Lake, clock: SetClock) -> Iterator[Hub]:
-    h = _agencies(Hub.open(s3_lake.settings(tmp_path / "home"), clock=clock))
+def s3_hub(tmp_path: Path, s3_bucket: S3Bucket, clock: SetClock) -> Iterator[Hub]:
+    h = _agencies(Hub.open(s3_bucket.settings(tmp_path / "home"), clock=clock))
     for p in (OWNER, READER, ADMIN):
         h.store.create_principal(p.id, p.agency_id, p.name, p.role)
     try:
@@ -115,9 +115,9 @@ def test_an_s3_warehouse_is_configured_in_one_place_and_the_secret_never_shows(
 
 
 def test_a_hub_refuses_to_start_on_an_s3_warehouse_without_credentials(
-    tmp_path: Path, s3_lake: S3Lake
+    tmp_path: Path, s3_bucket: S3Bucket
 ) -> None:
-    settings = Settings(home=tmp_path / "home", warehouse=s3_lake.warehouse)
+    settings = Settings(home=tmp_path / "home", warehouse=s3_bucket.warehouse)
     with pytest.raises(ConfigError):
         Hub.open(settings)
     assert not (tmp_path / "home" / "catalog.db").exists()  # nothing half-made
@@ -127,7 +127,7 @@ def test_a_hub_refuses_to_start_on_an_s3_warehouse_without_credentials(
 
 
 def test_ingest_time_travel_and_reads_on_s3(
-    tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bucket, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     src = tmp_path / "src"
@@ -141,13 +141,13 @@ def test_ingest_time_travel_and_reads_on_s3(
     assert s3_hub.ingest("tickets").status == "unchanged"
 
     # Everything of the table is in the bucket under the warehouse prefix, nothing local.
-    keys = s3_lake.objects()
+    keys = s3_bucket.objects()
     assert keys and all(k.startswith("lake/blockhub/tickets/") for k in keys)
     assert sum("/data/" in k for k in keys) == 2
     assert any(k.endswith(".metadata.json") for k in keys)
     assert not list((s3_hub.settings.home / "lake").rglob("*.parquet"))
     versions = s3_hub.store.versions("tickets")
-    assert [v.metadata_location.startswith(s3_lake.warehouse) for v in versions] == [True, True]
+    assert [v.metadata_location.startswith(s3_bucket.warehouse) for v in versions] == [True, True]
 
     # The exchange: the owner's room reads the lake; another agency reads a copy made
     # for its profile by the loader (which reads S3); time travel to version 1.
@@ -163,11 +163,11 @@ def test_ingest_time_travel_and_reads_on_s3(
     assert {o.source for o in owner_room.objects()} == {"copy"}
 
     # The secret reached no log record (pyiceberg, pyarrow, DuckDB, ours).
-    assert s3_lake.secret not in caplog.text
+    assert s3_bucket.secret not in caplog.text
     assert caplog.records  # and there were records to look at
 
 
-def test_merge_deletes_on_s3(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake) -> None:
+def test_merge_deletes_on_s3(tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bucket) -> None:
     """merge: a changed row replaces the stored one (pyiceberg's copy-on-write delete of
     an S3 data file, then the new rows), in one snapshot."""
     src = tmp_path / "src"
@@ -196,7 +196,7 @@ def test_merge_deletes_on_s3(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake) -> No
 
 
 def test_drop_rows_quarantine_release_and_discard_on_s3(
-    tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake
+    tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bucket
 ) -> None:
     """The quality gate reads the staged S3 files with DuckDB (httpfs), quarantine files
     are written to S3, position-delete files too (D31); release and discard work there."""
@@ -220,8 +220,8 @@ def test_drop_rows_quarantine_release_and_discard_on_s3(
 
     quality = QualityStore(s3_hub.store.engine)
     [batch] = quality.batches("hotline_tickets")
-    assert batch.path.startswith(f"{s3_lake.warehouse}/blockhub/hotline_tickets/quarantine/")
-    assert batch.path.removeprefix(f"s3://{s3_lake.bucket}/") in s3_lake.objects()
+    assert batch.path.startswith(f"{s3_bucket.warehouse}/blockhub/hotline_tickets/quarantine/")
+    assert batch.path.removeprefix(f"s3://{s3_bucket.bucket}/") in s3_bucket.objects()
     access = s3_hub.exchange.access(ADMIN, "hotline_tickets")
     rows = quarantine_rows(batch, access, limit=100, lake=s3_hub.lake)
     assert {r["ticket_id"] for r in rows} == set(expected)
@@ -245,13 +245,13 @@ def test_drop_rows_quarantine_release_and_discard_on_s3(
     assert s3_hub.ingest("hotline_tickets").status == "succeeded"
     held = [b for b in quality.batches("hotline_tickets") if b.status == "held"]
     assert len(held) == 1
-    key = held[0].path.removeprefix(f"s3://{s3_lake.bucket}/")
-    assert key in s3_lake.objects()
+    key = held[0].path.removeprefix(f"s3://{s3_bucket.bucket}/")
+    assert key in s3_bucket.objects()
     discard(held[0].id, manifest, store=s3_hub.store, principal="steward", lake=s3_hub.lake)
-    assert key not in s3_lake.objects()
+    assert key not in s3_bucket.objects()
 
 
-def test_replicas_and_exports_on_s3(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake) -> None:
+def test_replicas_and_exports_on_s3(tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bucket) -> None:
     """The latest large version is served from a replica built from S3 (D24); exports
     in every bulk format come out of the room as on local disk."""
     src = tmp_path / "src"
@@ -294,7 +294,7 @@ def test_replicas_and_exports_on_s3(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake
 
 
 @pytest.fixture
-def two_owners(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake) -> Hub:
+def two_owners(tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bucket) -> Hub:
     """Two agencies' datasets in one bucket, and an object beside the warehouse."""
     for ident, agency in (("tickets", "gy_12345"), ("air", "gy_hbj")):
         src = tmp_path / ident
@@ -308,8 +308,8 @@ def two_owners(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake) -> Hub:
         assert s3_hub.ingest(ident).status == "succeeded"
     buf = io.BytesIO()
     pq.write_table(pa.table({"secret": ["outside-the-lake"]}), buf)
-    s3_lake.client().put_object(
-        Bucket=s3_lake.bucket, Key="other/secret.parquet", Body=buf.getvalue()
+    s3_bucket.client().put_object(
+        Bucket=s3_bucket.bucket, Key="other/secret.parquet", Body=buf.getvalue()
     )
     return s3_hub
 
@@ -328,7 +328,7 @@ STRANGER = Principal("stranger", "gy_jyj", "stranger", "developer")
 
 
 @pytest.mark.parametrize("who", [OWNER, READER, STRANGER, ADMIN], ids=lambda p: p.id)
-def test_no_room_reaches_the_s3_lake(two_owners: Hub, s3_lake: S3Lake, who: Principal) -> None:
+def test_no_room_reaches_the_s3_lake(two_owners: Hub, s3_bucket: S3Bucket, who: Principal) -> None:
     """With the check skipped, in every reader's room — the owner's included: no
     credential, no httpfs, no S3 folder allowed; an attempt to add any of them is
     refused, and one that DuckDB accepts (a secret) reaches nothing."""
@@ -338,9 +338,9 @@ def test_no_room_reaches_the_s3_lake(two_owners: Hub, s3_lake: S3Lake, who: Prin
         hub.store.create_principal(who.id, who.agency_id, who.name, who.role)
     if who in (READER, STRANGER):
         grant_all(hub, "tickets", who)
-    wh = s3_lake.warehouse
-    own = [f"s3://{s3_lake.bucket}/{k}" for k in s3_lake.objects("lake/blockhub/tickets/data/")]
-    air = [f"s3://{s3_lake.bucket}/{k}" for k in s3_lake.objects("lake/blockhub/air/data/")]
+    wh = s3_bucket.warehouse
+    own = [f"s3://{s3_bucket.bucket}/{k}" for k in s3_bucket.objects("lake/blockhub/tickets/data/")]
+    air = [f"s3://{s3_bucket.bucket}/{k}" for k in s3_bucket.objects("lake/blockhub/air/data/")]
     air_meta = hub.store.latest_versions()["air"].metadata_location
     cur = _room_cursor(hub, who)
     try:
@@ -348,16 +348,16 @@ def test_no_room_reaches_the_s3_lake(two_owners: Hub, s3_lake: S3Lake, who: Prin
             f"SELECT * FROM read_parquet('{own[0]}')",  # even the owner's own table
             f"SELECT * FROM read_parquet('{air[0]}')",
             f"SELECT * FROM iceberg_scan('{air_meta}')",
-            f"SELECT * FROM read_parquet('s3://{s3_lake.bucket}/other/secret.parquet')",
+            f"SELECT * FROM read_parquet('s3://{s3_bucket.bucket}/other/secret.parquet')",
             f"SELECT * FROM read_parquet('{wh}/blockhub/tickets/../air/data/x.parquet')",
             f"SELECT * FROM glob('{wh}/**')",
-            f"SELECT * FROM read_text('{s3_lake.endpoint}/{s3_lake.bucket}/other/secret.parquet')",
+            f"SELECT * FROM read_text('{s3_bucket.endpoint}/{s3_bucket.bucket}/other/x.parquet')",
             "SELECT * FROM read_text('http://169.254.169.254/latest/meta-data/')",
             f"COPY (SELECT 1) TO '{wh}/blockhub/tickets/data/evil.parquet'",
             "LOAD httpfs",
             "INSTALL httpfs",
             "SET enable_external_access = true",
-            f"SET allowed_directories = ['s3://{s3_lake.bucket}/']",
+            f"SET allowed_directories = ['s3://{s3_bucket.bucket}/']",
             f"ATTACH '{wh}/blockhub/air/metadata/x.duckdb' AS x",
         ]
         for sql in refused:
@@ -366,15 +366,15 @@ def test_no_room_reaches_the_s3_lake(two_owners: Hub, s3_lake: S3Lake, who: Prin
         # DuckDB lets a session create a secret, but without httpfs nothing uses it.
         with contextlib.suppress(duckdb.Error):
             cur.execute(
-                f"CREATE SECRET mine (TYPE s3, KEY_ID '{S3_KEY_ID}', SECRET '{s3_lake.secret}', "
-                f"ENDPOINT '{s3_lake.endpoint.split('://')[1]}', URL_STYLE 'path', "
+                f"CREATE SECRET mine (TYPE s3, KEY_ID '{S3_KEY_ID}', SECRET '{s3_bucket.secret}', "
+                f"ENDPOINT '{s3_bucket.endpoint.split('://')[1]}', URL_STYLE 'path', "
                 "USE_SSL false)"
             )
         with pytest.raises(duckdb.Error):
             cur.execute(f"SELECT * FROM read_parquet('{own[0]}')").fetchall()
     finally:
         cur.close()
-    assert not any("evil" in k for k in s3_lake.objects())
+    assert not any("evil" in k for k in s3_bucket.objects())
 
 
 def grant_all(hub: Hub, dataset: str, who: Principal) -> None:
@@ -383,25 +383,25 @@ def grant_all(hub: Hub, dataset: str, who: Principal) -> None:
     hub.grants.approve(g.id, by="steward", dataset=record)
 
 
-def test_the_loader_reads_the_warehouse_prefix_only(two_owners: Hub, s3_lake: S3Lake) -> None:
+def test_the_loader_reads_the_warehouse_prefix_only(two_owners: Hub, s3_bucket: S3Bucket) -> None:
     """The exchange's loader (which never runs a caller's SQL) holds one secret, scoped
     to the warehouse prefix, and its sandbox allows that prefix and its own folder."""
     ex = two_owners.exchange
-    inside = f"{s3_lake.warehouse}/blockhub/tickets/data/x.parquet"
-    outside = f"s3://{s3_lake.bucket}/other/secret.parquet"
+    inside = f"{s3_bucket.warehouse}/blockhub/tickets/data/x.parquet"
+    outside = f"s3://{s3_bucket.bucket}/other/secret.parquet"
     which = "SELECT name FROM which_secret(?, 's3')"
     assert ex._db.execute(which, [inside]).fetchall() != []
     assert ex._db.execute(which, [outside]).fetchall() == []
     with pytest.raises(duckdb.Error):
         ex._db.execute(
-            f"SELECT * FROM read_parquet('s3://{s3_lake.bucket}/other/secret.parquet')"
+            f"SELECT * FROM read_parquet('s3://{s3_bucket.bucket}/other/secret.parquet')"
         ).fetchall()
     # And through the exchange, with the check: a path is never a name.
-    own = [f"s3://{s3_lake.bucket}/{k}" for k in s3_lake.objects("lake/blockhub/tickets/data/")]
+    own = [f"s3://{s3_bucket.bucket}/{k}" for k in s3_bucket.objects("lake/blockhub/tickets/data/")]
     for sql in (
         f"SELECT * FROM read_parquet('{own[0]}')",
         f"SELECT * FROM '{own[0]}'",
-        f"SELECT * FROM iceberg_scan('{s3_lake.warehouse}/blockhub/tickets')",
+        f"SELECT * FROM iceberg_scan('{s3_bucket.warehouse}/blockhub/tickets')",
     ):
         with pytest.raises(HubError):
             ex.query(sql, OWNER).to_table()
@@ -415,7 +415,7 @@ def test_the_key_id_is_the_configured_one(s3_hub: Hub) -> None:
 
 
 def test_a_killed_runs_staged_objects_are_swept_on_s3(
-    tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake
+    tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bucket
 ) -> None:
     """Files staged by a run that never committed are orphans in the bucket; the sweep
     removes them and nothing a snapshot references (docs/operations.md "Failures")."""
@@ -424,18 +424,20 @@ def test_a_killed_runs_staged_objects_are_swept_on_s3(
     pq.write_table(ticket_rows(1, 20), src / "a.parquet")
     _tickets(s3_hub, src)
     assert s3_hub.ingest("tickets").status == "succeeded"
-    committed = s3_lake.objects("lake/blockhub/tickets/data/")
+    committed = s3_bucket.objects("lake/blockhub/tickets/data/")
     schema = s3_hub.lake.table("tickets").schema().as_arrow()
     staged = s3_hub.lake.stage("tickets", "killed-run", ticket_rows(100, 5).to_batches(), schema)
     assert [f.path.startswith("s3://") for f in staged] == [True]
-    assert len(s3_lake.objects("lake/blockhub/tickets/data/")) == len(committed) + 1
+    assert len(s3_bucket.objects("lake/blockhub/tickets/data/")) == len(committed) + 1
     removed = s3_hub.lake.remove_orphans("tickets", older_than_s=0)
     assert len(removed) == 1 and "killed-run" in removed[0]
-    assert s3_lake.objects("lake/blockhub/tickets/data/") == committed
+    assert s3_bucket.objects("lake/blockhub/tickets/data/") == committed
     assert _count(s3_hub, "SELECT count(*) FROM tickets") == 20
 
 
-def test_pipeline_steps_hand_over_through_s3(tmp_path: Path, s3_hub: Hub, s3_lake: S3Lake) -> None:
+def test_pipeline_steps_hand_over_through_s3(
+    tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bucket
+) -> None:
     """The Airflow steps on an S3 lake: the gate runs in another process with another
     home, configured by environment variables only (the secret from a file), and finds
     the staged batch through the bucket — what a worker on another machine does."""
@@ -457,11 +459,11 @@ def test_pipeline_steps_hand_over_through_s3(tmp_path: Path, s3_hub: Hub, s3_lak
     pq.write_table(table, src / "a.parquet")
     settings = s3_hub.settings
     staged = extract_step(str(path), trigger="airflow:test", settings=settings)
-    assert all(f[0].startswith(f"{s3_lake.warehouse}/") for f in staged["files"])
+    assert all(f[0].startswith(f"{s3_bucket.warehouse}/") for f in staged["files"])
 
     secret = tmp_path / "secrets" / "s3_secret_key"
     secret.parent.mkdir()
-    secret.write_text(s3_lake.secret + "\n")
+    secret.write_text(s3_bucket.secret + "\n")
     home = settings.home
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")},
@@ -469,8 +471,8 @@ def test_pipeline_steps_hand_over_through_s3(tmp_path: Path, s3_hub: Hub, s3_lak
         "BLOCKHUB_CATALOG_URL": f"sqlite:///{home / 'catalog.db'}",
         "BLOCKHUB_LAKE_CATALOG_URL": f"sqlite:///{home / 'lake' / 'iceberg.db'}",
         "BLOCKHUB_EVENTS_URL": f"sqlite:///{home / 'events.db'}",
-        "BLOCKHUB_WAREHOUSE": s3_lake.warehouse,
-        "BLOCKHUB_S3_ENDPOINT": s3_lake.endpoint,
+        "BLOCKHUB_WAREHOUSE": s3_bucket.warehouse,
+        "BLOCKHUB_S3_ENDPOINT": s3_bucket.endpoint,
         "BLOCKHUB_S3_ACCESS_KEY_ID": S3_KEY_ID,
         "BLOCKHUB_S3_SECRET_ACCESS_KEY_FILE": str(secret),
     }
@@ -488,7 +490,7 @@ def test_pipeline_steps_hand_over_through_s3(tmp_path: Path, s3_hub: Hub, s3_lak
         cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert s3_lake.secret not in done.stdout + done.stderr
+    assert s3_bucket.secret not in done.stdout + done.stderr
     gated = json.loads(done.stdout.strip().splitlines()[-1])
     assert not (tmp_path / "worker-home" / "lake" / "blockhub").exists()
     bad_rows = len(expected) + 1  # both copies of the duplicated ticket id

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from hub.context import Hub
-from tests.conftest import make_s3_lake
+from tests.conftest import make_s3_bucket
 from tests.test_rooms import (  # noqa: F401  (collected here again, with this module's world)
     World,
     build_world,
@@ -24,7 +24,7 @@ from tests.test_rooms import (  # noqa: F401  (collected here again, with this m
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("s3rooms")
-    lake = make_s3_lake(s3_endpoint)
+    lake = make_s3_bucket(s3_endpoint)
     hub = Hub.open(lake.settings(folder / "home"))
     try:
         w = build_world(hub, folder)

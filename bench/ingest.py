@@ -1,6 +1,6 @@
 """Gather benchmark: PostgreSQL → lake, against dlt and the server's own COPY floor.
 
-Loads an N-row 12345 hotline table (hub.sampleworld.hotline_tickets, via COPY) into
+Loads an N-row 12345 hotline table (hub.demo.sampleworld.hotline_tickets, via COPY) into
 the machine's PostgreSQL, then measures in the same run, each in its own process
 (so that peak RSS is that tool's alone):
 
@@ -59,7 +59,7 @@ def load(t: str, rows: int, *, first_id: int = 1, create: bool = True, day0: int
     import psycopg
     import pyarrow.csv as pacsv
 
-    from hub.sampleworld import hotline_tickets
+    from hub.demo.sampleworld import hotline_tickets
 
     with psycopg.connect(DSN, autocommit=True) as conn:
         if create:

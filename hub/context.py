@@ -23,8 +23,8 @@ from catalog.workdays import (
     official_calendar,
     package_calendar,
 )
-from hub.bus import Bus
-from hub.exchange import Exchange
+from hub.exchange.engine import Exchange
+from hub.live.bus import Bus
 from hub.settings import Settings
 from pipelines.ingest import ProgressFn, announce, run_ingest
 

@@ -1,4 +1,4 @@
-"""Outbound paths the matrix world cannot reach (hub/outbound.py names them): a feed's
+"""Outbound paths the matrix world cannot reach (hub/api/outbound.py names them): a feed's
 intake counts, quarantine rows, quality samples, run errors — each through the one rule
 of catalog/disclosure.py."""
 

@@ -30,9 +30,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from hub import dispatch
 from hub.api.app import create_app
 from hub.context import Hub
+from hub.live import dispatch
 from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.conftest import build_exchange_world, fresh_pg_database

@@ -29,7 +29,7 @@ from catalog.errors import ConfigError, Conflict
 from catalog.manifest import Manifest, parse_manifest
 from catalog.store import Base
 from hub.api.app import create_app
-from hub.cli import app as cli_app
+from hub.cli.main import app as cli_app
 from hub.context import Hub
 from hub.settings import Settings
 from pipelines.quarantine import release
@@ -37,7 +37,7 @@ from tests.conftest import file_source, manifest_dict, pg_profile
 from tests.quality_data import bad_tickets
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 KEY = "k" * 40
 
 
@@ -75,14 +75,14 @@ def auth(tokens: dict[str, str], who: str) -> dict[str, str]:
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     """Run a CLI command in-process; the CLI keeps its hub between commands of one
     process (a real command is one process), so it is closed after each one here."""
-    import hub.cli
+    import hub.cli.main
 
     try:
         return CliRunner().invoke(cli_app, ["--home", str(home), *args], env=env)
     finally:
-        if hub.cli.state.hub is not None:
-            hub.cli.state.hub.close()
-            hub.cli.state.hub = None
+        if hub.cli.main.state.hub is not None:
+            hub.cli.main.state.hub.close()
+            hub.cli.main.state.hub = None
 
 
 # -- who exists and who may do what --------------------------------------------------------
@@ -240,7 +240,7 @@ def test_grant_transitions_are_on_record(
 
 
 def test_the_ops_tick_puts_expired_grants_on_record(hub: Hub) -> None:
-    from hub.ops import OpsRuntime
+    from hub.live.ops import OpsRuntime
 
     hub.store.register_dataset(parse_manifest(manifest_dict(sharing={"type": "conditional"})))
     hub.store.create_principal("dev", "gy_hbj", "dev", "developer")
@@ -268,7 +268,7 @@ def test_alert_transitions_are_on_record(
     """Opened by the rules (``system``), acknowledged and resolved by an operator; a repeat
     of an open alert only bumps its count and is no change of state."""
     start = head(hub)
-    alert, new = hub.ops.raise_alert(
+    alert, new = hub.live.ops.raise_alert(
         "aqi_high",
         "GYAQ01",
         severity="high",
@@ -276,7 +276,7 @@ def test_alert_transitions_are_on_record(
         source="feed:air",
         detail={"aqi": 300},
     )
-    again, repeat = hub.ops.raise_alert(
+    again, repeat = hub.live.ops.raise_alert(
         "aqi_high",
         "GYAQ01",
         severity="high",
@@ -460,8 +460,8 @@ def test_a_change_and_its_entry_commit_together(
     record = hub.store.get_dataset("tickets")
     g = hub.grants.request(record, agency_id="gy_hbj", requested_by="developer", purpose="p")
     g2 = hub.grants.request(record, agency_id="gy_hbj", requested_by="developer", purpose="q")
-    order = hub.ops.open_order(target="gy_hbj", instructions="go", opened_by="operator")
-    alert, _ = hub.ops.raise_alert("r", "k", severity="low", title="t", source="s", detail={})
+    order = hub.live.ops.open_order(target="gy_hbj", instructions="go", opened_by="operator")
+    alert, _ = hub.live.ops.raise_alert("r", "k", severity="low", title="t", source="s", detail={})
     token_id = hub.store.issue_token("developer").split("_")[1]
     folder = tmp_path / "exports"
     folder.mkdir()
@@ -480,9 +480,9 @@ def test_a_change_and_its_entry_commit_together(
         ),
         "approve": lambda: hub.grants.approve(g.id, by="steward", dataset=record),
         "refuse": lambda: hub.grants.refuse(g2.id, by="steward", reason="no"),
-        "order": lambda: hub.ops.open_order(target="gy_hbj", instructions="x", opened_by="op"),
-        "act": lambda: hub.ops.act_on_order(order.id, "acknowledge", "developer"),
-        "ack": lambda: hub.ops.acknowledge_alert(alert.id, "operator"),
+        "order": lambda: hub.live.ops.open_order(target="gy_hbj", instructions="x", opened_by="op"),
+        "act": lambda: hub.live.ops.act_on_order(order.id, "acknowledge", "developer"),
+        "ack": lambda: hub.live.ops.acknowledge_alert(alert.id, "operator"),
         "root": lambda: hub.sources.sources.add_root(
             "gy_hbj", "exports", str(folder), protected=hub.sources.protected
         ),
@@ -493,7 +493,7 @@ def test_a_change_and_its_entry_commit_together(
             protected=hub.sources.protected,
             settings={"host": "db.example", "database": "x"},
         ),
-        "alert": lambda: hub.ops.raise_alert(
+        "alert": lambda: hub.live.ops.raise_alert(
             "r2", "k", severity="low", title="t", source="s", detail={}
         ),
     }
@@ -549,7 +549,7 @@ def test_every_column_of_a_bound_table_is_digested_or_excused() -> None:
 def _blockhub(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BLOCKHUB_")}
     return subprocess.run(
-        [sys.executable, "-c", "from hub.cli import main; main()", "--home", str(home), *args],
+        [sys.executable, "-c", "from hub.cli.main import main; main()", "--home", str(home), *args],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,

@@ -28,11 +28,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from catalog.regions import load_regions
 from catalog.store import Principal
-from hub.blocks import Blocks
 from hub.context import Hub
-from hub.demo import AGENCIES, MANIFESTS, configure_sources
-from hub.demo_blocks import BLOCK_DATASETS, add_readings, write_sources
-from hub.sampleworld import GUIYANG_DISTRICT_CODES, hotline_tickets
+from hub.demo.blocks import BLOCK_DATASETS, add_readings, write_sources
+from hub.demo.sampleworld import GUIYANG_DISTRICT_CODES, hotline_tickets
+from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
+from hub.exchange.blocks import Blocks
 from hub.server import free_port, serving
 from hub.settings import Settings
 

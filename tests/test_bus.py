@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from catalog.eventlog import EventLog, Message
-from hub.bus import Bus, Notice, SlowConsumer
+from hub.live.bus import Bus, Notice, SlowConsumer
 
 
 @pytest.fixture

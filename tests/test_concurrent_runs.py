@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.errors import Conflict
-from hub.cli import CLI_PRINCIPAL
+from hub.cli.main import CLI_PRINCIPAL
 from hub.context import Hub
 from pipelines.ingest import extract, publish
 from tests.conftest import publish_file, ticket_rows

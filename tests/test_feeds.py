@@ -437,7 +437,7 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-c",
-                "from hub.cli import main; main()",
+                "from hub.cli.main import main; main()",
                 "serve",
                 "--port",
                 str(port),

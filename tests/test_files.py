@@ -16,7 +16,7 @@ import pytest
 
 from catalog.manifest import Manifest
 from connectors.duck import connect
-from hub.cli import CLI_PRINCIPAL
+from hub.cli.main import CLI_PRINCIPAL
 from hub.context import Hub
 from tests.conftest import file_source
 

@@ -26,7 +26,7 @@ from catalog.errors import ConnectorError
 from catalog.manifest import Manifest
 from connectors.http_api import HttpApiConnector, _retry_after, dig
 from hub.context import Hub
-from hub.sampleworld import hospital_beds
+from hub.demo.sampleworld import hospital_beds
 from hub.server import free_port
 
 TOKEN = "s3cret-beds-token"

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from catalog.store import Principal
 from hub.context import Hub
-from hub.encoders import _result_rows, _rows_text, dumps
+from hub.exchange.encoders import _result_rows, _rows_text, dumps
 from tests.conftest import publish_file
 
 

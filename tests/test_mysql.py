@@ -10,7 +10,7 @@ import pytest
 
 from catalog.manifest import Manifest
 from connectors.mysql import MySQLConnector
-from hub.cli import CLI_PRINCIPAL
+from hub.cli.main import CLI_PRINCIPAL
 from hub.context import Hub
 from tests.conftest import MySQLDatabase, mysql_profile
 

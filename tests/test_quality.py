@@ -24,7 +24,7 @@ from pipelines.quarantine import discard, quarantine_rows, release
 from tests.conftest import file_source
 from tests.quality_data import BAD, DUPLICATE, bad_tickets
 
-DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 SUITES = Path(__file__).resolve().parents[1] / "expectations" / "suites"
 N = 2000
 

@@ -25,7 +25,7 @@ import pytest
 from catalog.eventlog import EventLog, open_event_log
 from catalog.redislog import RedisEventLog
 from hub.context import Hub
-from hub.ops import apply_retention
+from hub.live.ops import apply_retention
 from hub.server import free_port
 from hub.settings import Settings
 from tests.wsclient import WS

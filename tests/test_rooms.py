@@ -28,7 +28,7 @@ from catalog.errors import HubError
 from catalog.manifest import parse_manifest
 from catalog.store import Principal
 from hub.context import Hub
-from hub.exchange import Exchange
+from hub.exchange.engine import Exchange
 from hub.settings import Settings
 from tests.conftest import file_source, manifest_dict
 

@@ -28,7 +28,7 @@ import yaml
 from catalog.manifest import parse_manifest
 from catalog.store import CatalogStore
 from hub.context import Hub
-from hub.ops import settle_runs
+from hub.live.ops import settle_runs
 from hub.settings import Settings
 from pipelines import steps
 from pipelines.ingest import reconcile

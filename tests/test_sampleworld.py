@@ -19,7 +19,7 @@ from catalog.identifiers import (
     uscc_check_char,
 )
 from catalog.regions import children, get_region
-from hub import sampleworld as sw
+from hub.demo import sampleworld as sw
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 END = datetime(2024, 6, 1, tzinfo=UTC)

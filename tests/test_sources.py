@@ -855,7 +855,7 @@ def test_feed_connections_are_audited(hub: Hub, tmp_path: Path) -> None:
     """An MQTT feed's broker is its profile's; the connection is on the audit chain."""
     import asyncio
 
-    from hub.feeds import FeedRunner
+    from hub.live.feeds import FeedRunner
 
     hub.sources.sources.add_profile(
         "gy_hbj",

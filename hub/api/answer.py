@@ -15,8 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from catalog.errors import AccessDenied
 from catalog.prefetch import prefetch
-from hub.encoders import ENCODERS, MEDIA_TYPES
-from hub.exchange import QueryResult
+from hub.exchange.encoders import ENCODERS, MEDIA_TYPES
+from hub.exchange.engine import QueryResult
 
 _ACCEPT = {v.split(";")[0]: k for k, v in MEDIA_TYPES.items()}
 

@@ -27,13 +27,14 @@ from catalog.errors import (
 )
 from catalog.eventlog import Message, ws_text_frame
 from catalog.store import Principal
-from hub import alerts, dispatch
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.errors import error_body, hub_error_body
 from hub.api.limits import MAX_INT, NUL_MESSAGE
-from hub.auditing import audit_subscription
-from hub.bus import Notice, SlowConsumer, Subscription
-from hub.channels import (
+from hub.context import Hub
+from hub.live import alerts, dispatch
+from hub.live.auditing import audit_subscription
+from hub.live.bus import Notice, SlowConsumer, Subscription
+from hub.live.channels import (
     audit_unmasked,
     check_channel,
     disclose_alert,
@@ -42,9 +43,8 @@ from hub.channels import (
     parse_filter,
     subscription_filter,
 )
-from hub.context import Hub
-from hub.ops import OpsRuntime
-from hub.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
+from hub.live.ops import OpsRuntime
+from hub.live.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -314,7 +314,7 @@ class _Direct:
     calls its ``send`` makes, without the ASGI hops and task switch per message — the
     way ``websockets.broadcast`` writes.  :meth:`write` frames items for this principal;
     :meth:`attach` lets the fan-out write frames built once for every subscriber straight
-    to the transport (see ``hub.bus``)."""
+    to the transport (see ``hub.live.bus``)."""
 
     def __init__(self, proto: Any, hub: Hub, principal: Principal, limit: int) -> None:
         self.conn, self.transport, self.proto = proto.conn, proto.transport, proto

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from hub.api.deps import HubDep, LimiterDep, PrincipalDep
 from hub.api.errors import error_responses
-from hub.blocks import Blocks
+from hub.exchange.blocks import Blocks
 
 router = APIRouter(
     prefix="/v1/blocks",

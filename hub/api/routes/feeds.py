@@ -13,7 +13,7 @@ from catalog.errors import AccessDenied, Conflict
 from catalog.policy import can_manage, can_read
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
-from hub.feeds import FeedRunner
+from hub.live.feeds import FeedRunner
 from pipelines.feeds import (
     MAX_EVENTS_PER_BATCH,
     BatchTooLarge,

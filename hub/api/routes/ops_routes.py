@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 
 from catalog.errors import AccessDenied
 from catalog.store import Principal
-from hub import alerts, dispatch
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.api.limits import Moment
 from hub.api.links import links
-from hub.channels import disclose_alert, disclose_order, is_ops, order_targets
+from hub.live import alerts, dispatch
+from hub.live.channels import disclose_alert, disclose_order, is_ops, order_targets
 
 router = APIRouter(
     prefix="/v1", tags=["dispatch"], responses=error_responses(400, 401, 403, 404, 409, 422)

@@ -19,8 +19,8 @@ from catalog.store import DatasetRecord, Principal
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses, json_error_content
 from hub.api.limits import MAX_INT
-from hub.channels import audit_unmasked
 from hub.context import Hub
+from hub.live.channels import audit_unmasked
 from hub.quality_report import render_report
 from pipelines.freshness import freshness
 from pipelines.quarantine import discard, quarantine_rows, release

@@ -24,8 +24,8 @@ from hub.api.deps import HubDep, LimiterDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.api.limits import MAX_INT32, Held
 from hub.context import Hub
-from hub.encoders import Format
-from hub.rows import MAX_PAGE, Cursor, Filter, RowsQuery, parse_sort
+from hub.exchange.encoders import Format
+from hub.exchange.rows import MAX_PAGE, Cursor, Filter, RowsQuery, parse_sort
 
 router = APIRouter(
     prefix="/v1/datasets",

@@ -32,10 +32,10 @@ from catalog.eventlog import Message
 from catalog.opsstore import Alert, AlertEvents
 from catalog.outbox import Event
 from catalog.store import Principal
-from hub.alert_rules import Rule
-from hub.bus import Notice, backoff_s
-from hub.channels import is_ops
 from hub.context import Hub
+from hub.live.alert_rules import Rule
+from hub.live.bus import Notice, backoff_s
+from hub.live.channels import is_ops
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The exchange engine: DuckDB over the lake's Iceberg tables, a sandboxed room per reader.
 
-User SQL is checked with DuckDB's own parser (:mod:`hub.sqlcheck`) and then runs in the
-caller's *room* (:mod:`hub.rooms`): a DuckDB database of its own that holds the datasets
+User SQL is checked with DuckDB's own parser (:mod:`hub.exchange.sqlcheck`) and then runs in the
+caller's *room* (:mod:`hub.exchange.rooms`): a DuckDB database of its own that holds the datasets
 its readers may read and nothing else — other agencies' datasets as copies made for the
 reader's access profile (visible columns only, personal data already masked, rows outside
 the grants' filters absent), the agency's own as stored.  So every path that reads through
@@ -43,10 +43,10 @@ from catalog.masking import mask_sql
 from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version
 from connectors.duck import connect, reader_batches
-from hub.jsonrows import row_projection
-from hub.replicas import Replicas, exchange_folder, remove_stale, write_copy
-from hub.rooms import RoomKey, RoomObject, Rooms, profile_digest, scan_sql, table_dir
-from hub.sqlcheck import CheckedQuery, check_sql_cached
+from hub.exchange.jsonrows import row_projection
+from hub.exchange.replicas import Replicas, exchange_folder, remove_stale, write_copy
+from hub.exchange.rooms import RoomKey, RoomObject, Rooms, profile_digest, scan_sql, table_dir
+from hub.exchange.sqlcheck import CheckedQuery, check_sql_cached
 
 log = logging.getLogger(__name__)
 
@@ -565,7 +565,7 @@ class Exchange:
         ``action`` (query, rows, export, sample, block …) and ``detail`` go to the audit
         entry appended when the result is closed, or at once if the query is refused.
         ``render_json`` (a row separator) asks DuckDB to render the rows as JSON text in
-        the query itself (:mod:`hub.jsonrows`); ``result.rendered`` says whether it could.
+        the query itself (:mod:`hub.exchange.jsonrows`); ``result.rendered`` says whether it could.
         """
         started = time.perf_counter()
         try:

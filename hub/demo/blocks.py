@@ -22,9 +22,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from hub.blockview import print_block
 from hub.context import Hub
-from hub.sampleworld import air_readings, air_stations, district_population, enterprises
+from hub.demo.sampleworld import air_readings, air_stations, district_population, enterprises
+from hub.exchange.blockview import print_block
 
 BLOCK_AGENCIES = {
     "gy_scjgj": "贵阳市市场监督管理局",

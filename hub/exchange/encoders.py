@@ -1,6 +1,6 @@
 """Streaming encoders of query results: JSON, NDJSON, CSV, Arrow IPC stream, Parquet.
 
-Each turns a :class:`~hub.exchange.QueryResult` into an iterator of bytes that
+Each turns a :class:`~hub.exchange.engine.QueryResult` into an iterator of bytes that
 holds at most one record batch in memory.
 """
 
@@ -19,8 +19,8 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from hub.exchange import QueryResult
-from hub.jsonrows import row_projection
+from hub.exchange.engine import QueryResult
+from hub.exchange.jsonrows import row_projection
 
 Format = Literal["json", "ndjson", "csv", "arrow", "parquet"]
 MEDIA_TYPES: dict[str, str] = {
@@ -53,7 +53,7 @@ def schema_json(schema: pa.Schema) -> list[dict[str, str]]:
 
 # JSON rows of a result the exchange did not render itself (a page replayed from a table,
 # a type it could not render in the query) are rendered by DuckDB from each Arrow batch with
-# the same expressions (hub.jsonrows), on a private in-memory database with no file access.
+# the same expressions (hub.exchange.jsonrows), on a private in-memory database with no file access.
 # Types without an expression there fall back to to_pylist + orjson.
 _JSON_DB = duckdb.connect(config={"enable_external_access": "false"})
 _JSON_DB.execute("SET TimeZone='UTC'")

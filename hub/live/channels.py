@@ -28,7 +28,7 @@ OPS_ROLES = ("admin", "operator")
 
 CHANNEL_KINDS = ("dataset", "feed", "alerts", "presence", "orders", "block")
 """Every kind of websocket channel (``block`` is served by hub/api/block_channels.py).
-A kind not listed is refused; each one must have its entry in hub/outbound.py."""
+A kind not listed is refused; each one must have its entry in hub/api/outbound.py."""
 
 # Per-message decisions (masking feed payloads) reuse a principal's access for a few
 # seconds rather than reading grants for every event of every subscriber; a revoked

@@ -20,8 +20,8 @@ from catalog.errors import AccessDenied, InvalidRequest, NotFound
 from catalog.opsstore import Order, OrderEvent, OrderEvents
 from catalog.outbox import Event
 from catalog.store import Principal
-from hub.channels import is_ops, order_targets
 from hub.context import Hub
+from hub.live.channels import is_ops, order_targets
 
 log = logging.getLogger(__name__)
 

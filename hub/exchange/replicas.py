@@ -8,7 +8,7 @@ with a zone map per 2,048 values instead of one per Parquet row group: a point l
 faster too (measured in D24).
 
 A replica is the stored table as it is, so only the owning agency's room attaches it
-(:mod:`hub.rooms`, through a hard link in the room's folder); every other reader reads a
+(:mod:`hub.exchange.rooms`, through a hard link in the room's folder); every other reader reads a
 copy made for its access profile.  Replicas are built one at a time by a background
 thread, only for the latest version of a dataset above the small-copy size, within a row
 budget; until one is ready (and for every earlier version, time travel included) the

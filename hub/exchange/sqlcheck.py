@@ -11,7 +11,7 @@ DuckDB's scalar, aggregate or window functions, less those that reach outside th
 (settings, variables, the session, the query text, errors, logging).
 
 The check is the first wall, not the only one: the query then runs in the caller's own
-*room* (:mod:`hub.rooms`), a DuckDB database that holds nothing the caller may not read, so
+*room* (:mod:`hub.exchange.rooms`), a DuckDB database that holds nothing the caller may not read, so
 a reference the check misjudged still reaches nothing else (docs/security.md, "SQL").
 """
 

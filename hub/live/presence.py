@@ -20,7 +20,7 @@ from typing import Any
 
 from catalog.errors import HubError
 from catalog.store import Principal
-from hub.bus import Bus, Notice, Subscription
+from hub.live.bus import Bus, Notice, Subscription
 
 log = logging.getLogger(__name__)
 

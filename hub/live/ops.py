@@ -16,12 +16,12 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from hub.alert_rules import load_rules
-from hub.alerts import AlertEngine
-from hub.bus import Outage, backoff_s
 from hub.context import Hub
-from hub.dispatch import escalate_overdue
-from hub.presence import Presence
+from hub.live.alert_rules import load_rules
+from hub.live.alerts import AlertEngine
+from hub.live.bus import Outage, backoff_s
+from hub.live.dispatch import escalate_overdue
+from hub.live.presence import Presence
 from pipelines.ingest import reconcile
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A JSON answer's rows are made by DuckDB itself: ``to_json(struct_pack(...))`` over the
 result, one VARCHAR per row followed by a separator.  Inside the query (the exchange's
 ``render_json``) this costs no second bind and runs on DuckDB's threads with the scan;
-over an Arrow batch (:mod:`hub.encoders`, for results made elsewhere) it is one extra
+over an Arrow batch (:mod:`hub.exchange.encoders`, for results made elsewhere) it is one extra
 relation per batch.  The two share these expressions, so a value reads the same either way:
 
 - integers, booleans, strings, dates: as JSON has them;

@@ -44,8 +44,8 @@ from catalog.runtime import settle_heap
 from catalog.sources import source_problems
 from catalog.store import Principal, Run
 from catalog.workdays import BEIJING
-from hub.cli_quality import register as _register_quality
-from hub.cli_sources import register as _register_sources
+from hub.cli.quality import register as _register_quality
+from hub.cli.sources import register as _register_sources
 from hub.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import feed_options, is_feed
@@ -465,8 +465,8 @@ def block(
     as_: Annotated[str | None, typer.Option("--as", help="answer as this principal")] = None,
 ) -> None:
     """Everything the datasets say about one block: blockhub block 520102."""
-    from hub.blocks import Blocks
-    from hub.blockview import print_block
+    from hub.exchange.blocks import Blocks
+    from hub.exchange.blockview import print_block
 
     h = hub()
     blocks = Blocks(h.exchange, timeout_s=settings().query_timeout_s)
@@ -506,7 +506,7 @@ def demo(
     ] = None,
 ) -> None:
     """Build the sample world of Guiyang, ingest it, and serve it (or tour it and exit)."""
-    from hub.demo import run_demo
+    from hub.demo.tour import run_demo
 
     s = settings()
     run_demo(s, tour=tour, rows=rows, port=port if port is not None else s.port, console=out)

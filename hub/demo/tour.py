@@ -29,18 +29,18 @@ from catalog.errors import NotFound
 from catalog.quality import QualityStore
 from catalog.store import Run
 from hub.context import Hub
-from hub.demo_blocks import (
+from hub.demo.blocks import (
     BLOCK_AGENCIES,
     block_tour,
     ingest_block_datasets,
     recv_json,
     write_sources,
 )
-from hub.sampleworld import air_readings, hotline_tickets
+from hub.demo.sampleworld import air_readings, hotline_tickets
 from hub.server import free_port, serve, serving
 from hub.settings import Settings
 
-MANIFESTS = Path(__file__).parent / "demo_world"
+MANIFESTS = Path(__file__).parent / "world"
 SEED = 20240601
 START = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 A dataset joins a block through its ``block_keys`` (catalog/manifest.py): a region-code
 column, a resolved address (``<column>_region_code``) or a credit code.  A block answer is
-**SQL run by** :meth:`hub.exchange.Exchange.query` as the caller — one aggregate pass per
+**SQL run by** :meth:`hub.exchange.engine.Exchange.query` as the caller — one aggregate pass per
 dataset, all datasets in one query — so the caller's read rights, grants, masking and row
 filters apply exactly as for any query, the answer is audited like one, and it names the
 versions it read.  Datasets the caller may not read are never queried and never mentioned,
@@ -31,7 +31,7 @@ from catalog.manifest import BlockKey, Manifest
 from catalog.regions import Region, children, get_region, normalize_code
 from catalog.regions import full_name as region_full_name
 from catalog.store import DatasetRecord, Principal
-from hub.exchange import Exchange
+from hub.exchange.engine import Exchange
 
 BlockKind = Literal["region", "enterprise"]
 

@@ -7,7 +7,7 @@ whose catalog contains the datasets those readers may read, *as they may read th
 
 - a dataset of the room's own agency (the owner reads everything) is the stored table as it
   is: an in-memory copy of a small version, the serving replica of a large latest version
-  (:mod:`hub.replicas`) attached read-only, or until that exists a view over the lake —
+  (:mod:`hub.exchange.replicas`) attached read-only, or until that exists a view over the lake —
   the room may read the table folders of its agency's datasets and no other file;
 - any other dataset is a copy made for the access profile: only the visible columns, each
   personal-data column already masked, only the rows of the grants' row filters.  The

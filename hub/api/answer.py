@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from catalog.errors import AccessDenied
 from catalog.prefetch import prefetch
 from hub.exchange.encoders import ENCODERS, MEDIA_TYPES
-from hub.exchange.engine import QueryResult
+from hub.exchange.results import QueryResult
 
 _ACCEPT = {v.split(";")[0]: k for k, v in MEDIA_TYPES.items()}
 

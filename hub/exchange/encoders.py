@@ -1,6 +1,6 @@
 """Streaming encoders of query results: JSON, NDJSON, CSV, Arrow IPC stream, Parquet.
 
-Each turns a :class:`~hub.exchange.engine.QueryResult` into an iterator of bytes that
+Each turns a :class:`~hub.exchange.results.QueryResult` into an iterator of bytes that
 holds at most one record batch in memory.
 """
 
@@ -19,8 +19,8 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from hub.exchange.engine import QueryResult
 from hub.exchange.jsonrows import row_projection
+from hub.exchange.results import QueryResult
 
 Format = Literal["json", "ndjson", "csv", "arrow", "parquet"]
 MEDIA_TYPES: dict[str, str] = {

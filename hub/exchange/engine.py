@@ -17,16 +17,14 @@ reads.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,209 +37,21 @@ from catalog.access import Access, decide
 from catalog.audit import AuditLog
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
 from catalog.grants import Grant, GrantStore
-from catalog.masking import mask_sql
-from catalog.sqltext import quote_ident, quote_literal
+from catalog.sqltext import quote_ident
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version
 from connectors.duck import connect, reader_batches
 from hub.exchange.jsonrows import row_projection
-from hub.exchange.replicas import Replicas, exchange_folder, remove_stale, write_copy
+from hub.exchange.replicas import Replicas, exchange_folder, remove_stale
+from hub.exchange.results import CloseHook, QueryResult, clean_error, fingerprint
 from hub.exchange.rooms import RoomKey, RoomObject, Rooms, profile_digest, scan_sql, table_dir
 from hub.exchange.sqlcheck import CheckedQuery, check_sql_cached
+from hub.exchange.views import Loader, columns_from_plan
+
+_q = quote_ident
 
 log = logging.getLogger(__name__)
 
-CloseHook = Callable[["QueryResult", str], None]
-
-
-@dataclass
-class QueryResult:
-    """A running query: its schema, a stream of batches and what it read."""
-
-    schema: pa.Schema
-    versions: dict[str, int]
-    classification: str
-    started: float
-    _reader: Iterator[pa.RecordBatch]
-    _cursor: duckdb.DuckDBPyConnection
-    _timer: threading.Timer
-    max_rows: int
-    row_count: int = 0
-    truncated: bool = False
-    finished: float | None = field(default=None)
-    extra: dict[str, Any] = field(default_factory=dict)
-    on_close: CloseHook | None = field(default=None, repr=False)
-    outcome: str = "ok"
-    complete: bool = False
-    """Every batch has been read from the engine already (a small answer)."""
-    rendered: str | None = None
-    """When set, each batch is one string column of JSON rows, each followed by this
-    separator (``Exchange.query(render_json=...)``); ``schema`` is still the data's."""
-    defer_close_hook: bool = False
-    """Leave the close hook (the audit entry) to :meth:`run_close_hook`, called by the
-    server once the answer's bytes are handed over (``hub.api.answer``)."""
-    release: Callable[[], None] | None = field(default=None, repr=False)
-    """Hands the room and its objects back once the cursor is closed."""
-
-    @property
-    def query_ms(self) -> float:
-        end = self.finished if self.finished is not None else time.perf_counter()
-        return round((end - self.started) * 1000, 2)
-
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Yield result batches, stopping at ``max_rows``; closes the cursor at the end."""
-        try:
-            for batch in self._reader:
-                room = self.max_rows - self.row_count
-                if batch.num_rows > room:
-                    batch = batch.slice(0, room)
-                    self.truncated = True
-                self.row_count += batch.num_rows
-                if batch.num_rows:
-                    yield batch
-                if self.truncated:
-                    break
-        except duckdb.InterruptException:
-            self.outcome = "timeout"
-            raise QueryTimeout("query ran past its time limit and was stopped") from None
-        except duckdb.Error as e:
-            self.outcome = "failed"
-            raise QueryFailed(clean_error(e)) from None
-        finally:
-            self.close()
-
-    def to_table(self) -> pa.Table:
-        if self.rendered is not None:
-            raise TypeError("this result holds rendered JSON rows: iterate batches()")
-        return pa.Table.from_batches(list(self.batches()), schema=self.schema)
-
-    def close(self) -> None:
-        if self.finished is None:
-            self.finished = time.perf_counter()
-            self._timer.cancel()
-            self._cursor.close()
-            if self.release is not None:
-                release, self.release = self.release, None
-                release()
-            if not self.defer_close_hook:
-                self.run_close_hook()
-
-    def run_close_hook(self) -> None:
-        """Run the close hook once (after :meth:`close`)."""
-        if self.on_close is not None:
-            hook, self.on_close = self.on_close, None
-            try:
-                hook(self, self.outcome)
-            except Exception:  # the answer is out; a failed audit write must be seen
-                log.exception("could not append the audit entry of a query")
-
-    def meta(self) -> dict[str, Any]:
-        return {
-            "row_count": self.row_count,
-            "truncated": self.truncated,
-            "query_ms": self.query_ms,
-            "versions": self.versions,
-            "classification": self.classification,
-            **self.extra,
-        }
-
-
-_QUOTED = re.compile(r"'(?:[^']|'')*'")
-
-
-def clean_error(e: BaseException) -> str:
-    """DuckDB's message without the values it quotes (a conversion error names the value
-    it failed on; it could belong to a row a filter keeps from the caller)."""
-    text = str(e)
-    first = text.splitlines()[0] if text else type(e).__name__
-    return _QUOTED.sub("'…'", first)
-
-
 _RANK = {"general": 0, "important": 1, "core": 2}
-
-
-def fingerprint(sql: str) -> str:
-    """SHA-256 of the query with whitespace collapsed (the audit log keeps this, not the text)."""
-    return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()
-
-
-_q = quote_ident
-_lit = quote_literal
-
-
-def profile_sql(source: str, access: Access) -> str:
-    """The SELECT of a version as ``access`` sees it, over ``source`` (a relation: a
-    quoted name or a parenthesised query): visible columns, masks, row filters.
-
-    The owning agency reads its table as it is, including columns a source grew under
-    ``schema_policy: evolve`` that the manifest does not declare yet; every other reader
-    sees declared columns only, since an undeclared column has no personal-data tag."""
-    if access.via == "owner" and not access.masked and access.row_filters is None:
-        return f"SELECT * FROM {source}"
-    exprs = []
-    for col in access.columns:
-        kind = access.masked.get(col)
-        exprs.append(f"{mask_sql(kind, _q(col))} AS {_q(col)}" if kind else _q(col))
-    sql = f"SELECT {', '.join(exprs)} FROM {source}"
-    if access.row_filters is not None:
-        alternatives = []
-        for f in access.row_filters:
-            parts = [
-                f"CAST({_q(c)} AS VARCHAR) IN ({', '.join(_lit(v) for v in vals)})"
-                for c, vals in sorted(f.items())
-            ]
-            alternatives.append("(" + (" AND ".join(parts) or "TRUE") + ")")
-        sql += " WHERE " + (" OR ".join(alternatives) or "FALSE")
-    return sql
-
-
-_IDENT = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_]*)')
-
-
-def _names(text: str) -> set[str]:
-    """The identifiers in a plan's text (a filter such as ``district_code='520102'``)."""
-    return {(q.replace('""', '"') if q else bare).lower() for q, bare in _IDENT.findall(text)}
-
-
-def columns_from_plan(
-    plan: Any, placed: Mapping[str, RoomObject], named: frozenset[str]
-) -> dict[str, list[str]]:
-    """Columns of each dataset a query reads: what the scans of its plan project and filter
-    on (a scan names the room object it reads; a lake scan of the owner's, which names no
-    table, counts for each lake object that has all its columns) and every column name the
-    query writes that the dataset has.  Over-reports rather than under-reports."""
-    found: dict[str, set[str]] = {d: set() for d in placed}
-    stack = list(plan) if isinstance(plan, list) else [plan]
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        stack.extend(node.get("children", []))
-        info = node.get("extra_info") or {}
-        if not isinstance(info, dict) or ("Projections" not in info and "Filters" not in info):
-            continue
-        projections = info.get("Projections", [])
-        cols = {
-            str(c).lower()
-            for c in (projections if isinstance(projections, list) else [projections])
-        }
-        cols |= _names(str(info.get("Filters", "")))
-        table = str(info.get("Table", ""))
-        if table:
-            owners = [d for d, o in placed.items() if o.name in table]
-        elif "SCAN" in str(node.get("name", "")):
-            owners = [
-                d for d, o in placed.items()
-                if o.source == "lake" and cols <= {c.lower() for c in o.columns}
-            ]  # fmt: skip
-        else:
-            continue
-        for d in owners:
-            found[d] |= cols
-    out: dict[str, list[str]] = {}
-    for d, obj in placed.items():
-        wanted = found[d] | named
-        out[d] = [c for c in obj.columns if c.lower() in wanted]
-    return out
 
 
 @dataclass(frozen=True)
@@ -262,77 +72,6 @@ def _lake_dirs(
         if record is not None:
             dirs.setdefault(record.agency_id, set()).add(table_dir(version))
     return {agency: tuple(sorted(d)) for agency, d in dirs.items()}
-
-
-class _Loader:
-    """Makes the copies rooms hold, in the exchange's own database: it reads the whole lake
-    and never runs user SQL.  A large copy is a DuckDB file per (version, access profile),
-    shared by every room whose readers have that profile; a file no room links any more
-    goes when its version is no longer the latest."""
-
-    def __init__(self, db: duckdb.DuckDBPyConnection, folder: Path, replicas: Replicas | None):
-        self._db = db
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.replicas = replicas
-        self._lock = threading.Lock()
-        self._building: dict[Path, threading.Event] = {}
-        self._files: dict[Path, Version] = {}
-
-    def _select(self, version: Version, access: Access) -> str:
-        return profile_sql(f"({scan_sql(version)})", access)
-
-    def profile_table(self, version: Version, access: Access) -> pa.Table:
-        cur = self._db.cursor()
-        try:
-            return cur.execute(self._select(version, access)).to_arrow_table()
-        finally:
-            cur.close()
-
-    def profile_file(self, version: Version, access: Access) -> Path:
-        path = (
-            self.folder / f"{version.dataset_id}-v{version.version}-{profile_digest(access)}.duckdb"
-        )
-        while True:
-            with self._lock:
-                if path in self._files:
-                    return path
-                waiting = self._building.get(path)
-                if waiting is None:
-                    self._building[path] = threading.Event()
-                    break
-            waiting.wait()
-        try:
-            cur = self._db.cursor()
-            try:
-                write_copy(cur, path, self._select(version, access))
-            finally:
-                cur.close()
-            with self._lock:
-                self._files[path] = version
-        finally:
-            with self._lock:
-                self._building.pop(path).set()
-        return path
-
-    def replica_file(self, version: Version) -> Path | None:
-        replica = self.replicas.replica(version) if self.replicas is not None else None
-        return replica.path if replica is not None else None
-
-    def collect(self, latest: Mapping[str, Version]) -> None:
-        """Remove the files of superseded versions that no room links any more."""
-        with self._lock:
-            for path, version in list(self._files.items()):
-                current = latest.get(version.dataset_id)
-                if current is not None and current.version == version.version:
-                    continue
-                try:
-                    linked = path.stat().st_nlink > 1
-                except FileNotFoundError:
-                    linked = False
-                if not linked:
-                    path.unlink(missing_ok=True)
-                    del self._files[path]
 
 
 class Exchange:
@@ -396,7 +135,7 @@ class Exchange:
             )
         self._db.execute("SET enable_external_access=false")
         self._db.execute("SET lock_configuration=true")
-        self._loader = _Loader(self._db, self.folder / "profiles", self.replicas)
+        self._loader = Loader(self._db, self.folder / "profiles", self.replicas)
         self.rooms = Rooms(
             self.folder / "rooms",
             small_rows=small_rows,

@@ -18,7 +18,7 @@ from hub.api.errors import error_responses
 from hub.api.limits import MAX_INT, MAX_INT32, Held, Limiter, Positive, Slot, VersionNumber
 from hub.context import Hub
 from hub.exchange.encoders import MEDIA_TYPES, ROW_SEPARATORS, Format
-from hub.exchange.engine import QueryResult
+from hub.exchange.results import QueryResult
 
 router = APIRouter(
     prefix="/v1", tags=["query"], responses=error_responses(400, 401, 403, 404, 408, 422, 429)

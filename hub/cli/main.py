@@ -9,46 +9,33 @@ Errors print one line naming what is wrong, never a traceback (set ``BLOCKHUB_DE
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from catalog.errors import (
-    AccessDenied,
-    HubError,
-    InvalidRequest,
-    ManifestError,
-    ServiceUnavailable,
-    unavailable,
-)
+from catalog.errors import HubError, InvalidRequest, ManifestError, ServiceUnavailable, unavailable
 from catalog.manifest import load_manifest
-from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
 from catalog.sources import source_problems
-from catalog.store import Principal, Run
+from catalog.store import Run
 from catalog.workdays import BEIJING
+from hub.cli.audit import audit_app
+from hub.cli.console import CLI_PRINCIPAL, acting, cli_caller, err, hub, out, settings, state
+from hub.cli.identity import agency_app, principal_app, token_app
 from hub.cli.quality import register as _register_quality
 from hub.cli.sources import register as _register_sources
-from hub.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import feed_options, is_feed
+
+__all__ = ["CLI_PRINCIPAL", "app", "main", "state"]
+
 
 app = typer.Typer(
     name="blockhub",
@@ -57,25 +44,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-agency_app = typer.Typer(help="Agencies.", no_args_is_help=True)
-principal_app = typer.Typer(help="People and apps within agencies.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens (shown once, stored hashed).", no_args_is_help=True)
 app.add_typer(agency_app, name="agency")
 app.add_typer(principal_app, name="principal")
 app.add_typer(token_app, name="token")
-
-out = Console()
-err = Console(stderr=True)
-
-CLI_PRINCIPAL = Principal(id="cli", agency_id="_local", name="local operator", role="admin")
-
-
-class _State:
-    settings: Settings | None = None
-    hub: Hub | None = None
-
-
-state = _State()
 
 
 @app.callback()
@@ -95,124 +66,6 @@ def _main(
         level=os.environ.get("BLOCKHUB_LOG_LEVEL", "ERROR").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-def settings() -> Settings:
-    return state.settings or Settings()
-
-
-def hub() -> Hub:
-    if state.hub is None:
-        state.hub = Hub.open(settings())
-    return state.hub
-
-
-def cli_caller() -> Principal:
-    """Who runs this command: the principal of ``BLOCKHUB_TOKEN`` when it is set, else
-    the hub home's local operator (``cli``, an admin: masked like any admin)."""
-    token = os.environ.get("BLOCKHUB_TOKEN", "").strip()
-    return hub().store.authenticate(token) if token else CLI_PRINCIPAL
-
-
-def acting(as_id: str | None, command: str) -> Principal:
-    """The principal a command acts as: the caller, or ``--as`` where the caller may act
-    for that principal (catalog.policy.may_act_for).  Every ``--as`` for someone else is
-    appended to the audit log (``cli.act_as``), refused ones too."""
-    caller = cli_caller()
-    if as_id is None or as_id == caller.id:
-        return caller
-    h = hub()
-    target = h.store.get_principal(as_id)
-    local = os.environ.get("BLOCKHUB_TOKEN", "").strip() == ""
-    allowed = may_act_for(caller, target, local_operator=local)
-    h.audit.append(
-        action="cli.act_as",
-        principal=caller.id,
-        agency=caller.agency_id,
-        datasets={},
-        dataset_agencies={},
-        outcome="ok" if allowed else "denied",
-        detail={
-            "as": target.id,
-            "as_agency": target.agency_id,
-            "command": command,
-            "os_user": getpass.getuser(),
-        },
-    )
-    if not allowed:
-        raise AccessDenied(
-            f"{caller.id!r} may not act as {target.id!r} (--as: yourself, or a principal of "
-            "your own agency if you are its steward or admin)",
-            principal=caller.id,
-            act_as=target.id,
-        )
-    return target
-
-
-# -- agencies, principals, tokens ------------------------------------------------------
-
-
-@agency_app.command("add")
-def agency_add(agency_id: str, name: str) -> None:
-    """Create or rename an agency."""
-    a = hub().store.upsert_agency(agency_id, name, by=cli_caller())
-    out.print(f"agency [bold]{a.id}[/] {a.name}")
-
-
-@agency_app.command("list")
-def agency_list() -> None:
-    t = Table("id", "name")
-    for a in hub().store.list_agencies():
-        t.add_row(a.id, a.name)
-    out.print(t)
-
-
-@principal_app.command("add")
-def principal_add(
-    principal_id: str,
-    agency: Annotated[str, typer.Option(help="agency id")],
-    role: Annotated[str, typer.Option(help="admin, steward, operator or developer")],
-    name: Annotated[str | None, typer.Option(help="display name")] = None,
-) -> None:
-    """Create a principal (a person or an app) in an agency."""
-    try:
-        p = hub().store.create_principal(
-            principal_id, agency, name or principal_id, role, by=cli_caller()
-        )
-    except ValueError as e:
-        raise InvalidRequest(str(e)) from None
-    out.print(f"principal [bold]{p.id}[/] ({p.role}) in {p.agency_id}")
-
-
-@principal_app.command("role")
-def principal_role(
-    principal_id: str,
-    role: Annotated[str, typer.Argument(help="admin, steward, operator or developer")],
-) -> None:
-    """Change a principal's role (recorded in the audit log, before and after)."""
-    p = hub().store.set_role(principal_id, role, by=cli_caller())
-    out.print(f"principal [bold]{p.id}[/] is now {p.role}")
-
-
-@token_app.command("issue")
-def token_issue(
-    principal_id: str,
-    days: Annotated[int, typer.Option(help="days until it expires (0: never)")] = 90,
-    label: Annotated[str, typer.Option(help="what the token is for")] = "",
-) -> None:
-    """Issue a token; it is printed once and stored only as a hash."""
-    token = hub().store.issue_token(
-        principal_id, label=label, ttl=timedelta(days=days) if days else None, by=cli_caller()
-    )
-    err.print("[dim]store this token now; it cannot be shown again[/]")
-    print(token)
-
-
-@token_app.command("revoke")
-def token_revoke(token_id: str) -> None:
-    """Revoke a token by its id (the part after ``bh_``, before the next ``_``)."""
-    hub().store.revoke_token(token_id, by=cli_caller())
-    out.print(f"token {token_id} revoked")
 
 
 # -- datasets ------------------------------------------------------------------------
@@ -514,69 +367,7 @@ def demo(
 
 _register_quality(app, hub, out, acting)
 _register_sources(app, hub, out, cli_caller)
-audit_app = typer.Typer(
-    help="The hash-chained audit log of exchanges and state changes.", no_args_is_help=True
-)
 app.add_typer(audit_app, name="audit")
-
-
-def _read_anchor(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidRequest(f"{path}: not a readable anchor file ({e})", file=str(path)) from None
-
-
-@audit_app.command("verify")
-def audit_verify(
-    anchor: Annotated[
-        list[Path] | None,
-        typer.Option(help="an exported head (audit anchor): the chain must still extend it"),
-    ] = None,
-) -> None:
-    """Recompute the audit chain and the rows it binds; exit 1 naming the first problem."""
-    anchors = [_read_anchor(p) for p in anchor or []]
-    r = hub().audit.verify(anchors)
-    if r.ok:
-        more = f", extends {len(anchors)} anchor(s)" if anchors else ""
-        out.print(f"audit log intact: {r.entries} entries{more}")
-        return
-    err.print(f"[red]audit log TAMPERED:[/] {r.problem} (checked {r.entries} entries)")
-    raise typer.Exit(1)
-
-
-@audit_app.command("anchor")
-def audit_anchor(
-    out_file: Annotated[
-        Path | None, typer.Option("--out", help="write the anchor here (default: stdout)")
-    ] = None,
-) -> None:
-    """Export the head of a verified chain, signed, to keep outside this hub
-    (docs/operations.md, 'Anchoring the audit log')."""
-    doc = json.dumps(hub().audit.anchor(), ensure_ascii=False, indent=2)
-    if out_file is None:
-        print(doc)
-        return
-    out_file.write_text(doc + "\n", encoding="utf-8")
-    err.print(f"anchor written to {out_file}")
-
-
-@audit_app.command("list")
-def audit_list(
-    limit: Annotated[int, typer.Option(help="entries, newest first")] = 20,
-    dataset: Annotated[str | None, typer.Option(help="only entries touching it")] = None,
-    action: Annotated[
-        str | None, typer.Option(help="an action (query, order.close) or a family (order.*)")
-    ] = None,
-) -> None:
-    """Show recent audit entries."""
-    t = Table("seq", "at", "action", "principal", "datasets / order", "rows", "outcome")
-    for e in hub().audit.entries(dataset=dataset, action=action, limit=limit):
-        names = ",".join(f"{k}@{v}" if v else k for k, v in e.datasets.items())
-        if not names and "order" in e.detail:
-            names = f"order {e.detail['order']}"
-        t.add_row(str(e.seq), e.at, e.action, e.principal, names, str(e.row_count), e.outcome)
-    out.print(t)
 
 
 def main() -> None:

@@ -30,7 +30,8 @@ from catalog.regions import load_regions
 from catalog.store import Principal
 from hub.context import Hub
 from hub.demo.blocks import BLOCK_DATASETS, add_readings, write_sources
-from hub.demo.sampleworld import GUIYANG_DISTRICT_CODES, hotline_tickets
+from hub.demo.sampleworld import hotline_tickets
+from hub.demo.synth import GUIYANG_DISTRICT_CODES
 from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
 from hub.exchange.blocks import Blocks
 from hub.server import free_port, serving

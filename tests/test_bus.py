@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from catalog.eventlog import EventLog, Message
-from hub.live.bus import Bus, Notice, SlowConsumer
+from hub.live.bus import Bus
+from hub.live.subscription import Notice, SlowConsumer
 
 
 @pytest.fixture

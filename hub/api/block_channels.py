@@ -42,8 +42,8 @@ from hub.exchange.blocks import (
     region_prefix,
     rows_in_block,
 )
-from hub.live.bus import Notice, Subscription
 from hub.live.channels import disclose_message, source_view
+from hub.live.subscription import Notice, Subscription
 
 log = logging.getLogger(__name__)
 

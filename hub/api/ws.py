@@ -33,7 +33,6 @@ from hub.api.limits import MAX_INT, NUL_MESSAGE
 from hub.context import Hub
 from hub.live import alerts, dispatch
 from hub.live.auditing import audit_subscription
-from hub.live.bus import Notice, SlowConsumer, Subscription
 from hub.live.channels import (
     audit_unmasked,
     check_channel,
@@ -45,6 +44,7 @@ from hub.live.channels import (
 )
 from hub.live.ops import OpsRuntime
 from hub.live.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
+from hub.live.subscription import Notice, SlowConsumer, Subscription
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -32,10 +32,11 @@ from catalog.eventlog import Message
 from catalog.opsstore import Alert, AlertEvents
 from catalog.outbox import Event
 from catalog.store import Principal
-from hub.context import Hub
 from hub.live.alert_rules import Rule
-from hub.live.bus import Notice, backoff_s
 from hub.live.channels import is_ops
+from hub.live.host import LiveHub
+from hub.live.outage import backoff_s
+from hub.live.subscription import Notice
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def alert_event(event: str, source: dict[str, Any]) -> AlertEvents:
     return events
 
 
-def acknowledge(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
+def acknowledge(hub: LiveHub, principal: Principal, alert_id: str, note: str | None) -> Alert:
     if not is_ops(principal):
         raise AccessDenied("only operators and admins handle alerts", role=principal.role)
     announced = alert_event("alert.acknowledged", {"actor": principal.id})
@@ -74,7 +75,7 @@ def acknowledge(hub: Hub, principal: Principal, alert_id: str, note: str | None)
     return alert
 
 
-def resolve(hub: Hub, principal: Principal, alert_id: str, note: str | None) -> Alert:
+def resolve(hub: LiveHub, principal: Principal, alert_id: str, note: str | None) -> Alert:
     if not is_ops(principal):
         raise AccessDenied("only operators and admins handle alerts", role=principal.role)
     alert = hub.ops.resolve_alert(
@@ -89,7 +90,7 @@ def _fields(rule: Rule) -> list[str]:
 
 
 class AlertEngine:
-    def __init__(self, hub: Hub, rules: list[Rule]) -> None:
+    def __init__(self, hub: LiveHub, rules: list[Rule]) -> None:
         self.hub = hub
         self.rules = rules
         self.by_channel: dict[str, list[Rule]] = defaultdict(list)

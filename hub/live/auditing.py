@@ -9,7 +9,7 @@ from typing import Any
 
 from catalog.auditseal import key_id
 from catalog.store import SYSTEM, DatasetRecord, Principal
-from hub.context import Hub
+from hub.live.host import LiveHub
 
 # Settings that decide what leaves the hub, and how the record of it is sealed.
 ACCESS_SETTINGS = (
@@ -22,7 +22,7 @@ ACCESS_SETTINGS = (
 
 
 def audit_subscription(
-    hub: Hub,
+    hub: LiveHub,
     principal: Principal,
     channel: str,
     since: int | None,
@@ -52,7 +52,7 @@ def audit_subscription(
     )
 
 
-def access_settings(hub: Hub) -> dict[str, Any]:
+def access_settings(hub: LiveHub) -> dict[str, Any]:
     s = hub.settings
     keys = hub.store.audit_keys
     return {
@@ -64,7 +64,7 @@ def access_settings(hub: Hub) -> dict[str, Any]:
     }
 
 
-def audit_start(hub: Hub) -> None:
+def audit_start(hub: LiveHub) -> None:
     """Record a serving hub's start (``hub.start``) with its access settings, and which of
     them changed since the last start: they come from the environment, not the catalog,
     so the chain is where a change of them can be seen afterwards."""

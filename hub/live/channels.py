@@ -21,7 +21,7 @@ from catalog.disclosure import FeedFilter
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
 from catalog.eventlog import Message
 from catalog.store import DatasetRecord, Principal
-from hub.context import Hub
+from hub.live.host import LiveHub
 from pipelines.feeds import is_feed
 
 OPS_ROLES = ("admin", "operator")
@@ -53,7 +53,9 @@ class SourceView:
     key_column: str | None
 
 
-def source_view(hub: Hub, principal: Principal, dataset: str, *, fresh: bool = False) -> SourceView:
+def source_view(
+    hub: LiveHub, principal: Principal, dataset: str, *, fresh: bool = False
+) -> SourceView:
     """The principal's effective access (grants, masks, row filters) to a dataset or feed."""
     key = (id(hub), principal.id, dataset)
     now = time.monotonic()
@@ -73,7 +75,9 @@ def source_view(hub: Hub, principal: Principal, dataset: str, *, fresh: bool = F
     return _read_access(hub, principal, dataset, key)
 
 
-def source_access(hub: Hub, principal: Principal, dataset: str, *, fresh: bool = False) -> Access:
+def source_access(
+    hub: LiveHub, principal: Principal, dataset: str, *, fresh: bool = False
+) -> Access:
     """:func:`source_view`'s access."""
     return source_view(hub, principal, dataset, fresh=fresh).access
 
@@ -86,7 +90,7 @@ def _key_column(record: DatasetRecord) -> str | None:
 
 
 def _read_access(
-    hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]
+    hub: LiveHub, principal: Principal, dataset: str, key: tuple[int, str, str]
 ) -> SourceView:
     now = time.monotonic()
     try:
@@ -106,7 +110,7 @@ def _remember(key: tuple[int, str, str], read_at: float, view: SourceView) -> No
         _access_cache[key] = (read_at, view)
 
 
-def _refresh(hub: Hub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> None:
+def _refresh(hub: LiveHub, principal: Principal, dataset: str, key: tuple[int, str, str]) -> None:
     try:
         _read_access(hub, principal, dataset, key)
     except Exception:  # e.g. the catalog is unreachable: the next call past the grace reads
@@ -136,7 +140,7 @@ class Admission:
     access: Access | None = None
 
 
-def check_channel(hub: Hub, principal: Principal, channel: str) -> Admission:
+def check_channel(hub: LiveHub, principal: Principal, channel: str) -> Admission:
     """Raise unless the principal may subscribe to ``channel`` (runs in a worker thread)."""
     kind, sep, name = channel.partition(":")
     if kind not in CHANNEL_KINDS:
@@ -187,7 +191,7 @@ def parse_filter(channel: str, raw: Any) -> FeedFilter | None:
 
 
 def subscription_filter(
-    hub: Hub, principal: Principal, channel: str, admission: Admission, flt: FeedFilter | None
+    hub: LiveHub, principal: Principal, channel: str, admission: Admission, flt: FeedFilter | None
 ) -> Callable[[Message], bool] | None:
     """Which messages of a ``dataset:``/``feed:`` channel go to this subscriber (None: all).
 
@@ -217,7 +221,7 @@ def subscription_filter(
     return lambda m: keep(m.data)
 
 
-def disclose_message(hub: Hub, principal: Principal, msg: Message) -> dict[str, Any] | None:
+def disclose_message(hub: LiveHub, principal: Principal, msg: Message) -> dict[str, Any] | None:
     """A message's data as ``principal`` may see it: the same object when nothing changes
     (the send path then shares the frame serialized once), a new dict when something is
     masked, dropped or withheld, None when nothing of it may go out (docs/security.md).
@@ -248,7 +252,7 @@ def disclose_message(hub: Hub, principal: Principal, msg: Message) -> dict[str, 
     return data
 
 
-def disclose_alert(hub: Hub, principal: Principal, alert: dict[str, Any]) -> dict[str, Any]:
+def disclose_alert(hub: LiveHub, principal: Principal, alert: dict[str, Any]) -> dict[str, Any]:
     """An alert (as stored or published) for this receiver."""
     dataset = disclosure.source_dataset(alert.get("source"))
     access = source_access(hub, principal, dataset) if dataset else None
@@ -256,7 +260,7 @@ def disclose_alert(hub: Hub, principal: Principal, alert: dict[str, Any]) -> dic
     return alert if out == alert else out
 
 
-def disclose_order(hub: Hub, principal: Principal, order: dict[str, Any]) -> dict[str, Any]:
+def disclose_order(hub: LiveHub, principal: Principal, order: dict[str, Any]) -> dict[str, Any]:
     """An order (as stored or published) for this receiver: its related event disclosed
     by the receiver's access to the event's source dataset."""
     event = order.get("event")
@@ -267,7 +271,9 @@ def disclose_order(hub: Hub, principal: Principal, order: dict[str, Any]) -> dic
     return {**order, "event": disclosure.disclose_order_event(access, event)}
 
 
-def disclose_order_payload(hub: Hub, principal: Principal, data: dict[str, Any]) -> dict[str, Any]:
+def disclose_order_payload(
+    hub: LiveHub, principal: Principal, data: dict[str, Any]
+) -> dict[str, Any]:
     order = data.get("order")
     if not isinstance(order, dict):
         return data
@@ -276,7 +282,7 @@ def disclose_order_payload(hub: Hub, principal: Principal, data: dict[str, Any])
 
 
 def audit_unmasked(
-    hub: Hub, principal: Principal, record: DatasetRecord, access: Access, path: str
+    hub: LiveHub, principal: Principal, record: DatasetRecord, access: Access, path: str
 ) -> list[str]:
     """Append an ``access.unmasked`` entry when ``access`` hands personal columns of
     ``record`` to a non-owner raw (a grant lifted their mask); returns those columns.

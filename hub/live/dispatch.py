@@ -20,8 +20,8 @@ from catalog.errors import AccessDenied, InvalidRequest, NotFound
 from catalog.opsstore import Order, OrderEvent, OrderEvents
 from catalog.outbox import Event
 from catalog.store import Principal
-from hub.context import Hub
 from hub.live.channels import is_ops, order_targets
+from hub.live.host import LiveHub
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ EVENT_TYPES = {
 }
 
 
-def _target_channels(hub: Hub, target: str) -> list[str]:
+def _target_channels(hub: LiveHub, target: str) -> list[str]:
     channels = [f"orders:{target}"]
     with contextlib.suppress(NotFound):
         unit = hub.store.get_principal(target)
@@ -44,7 +44,7 @@ def _target_channels(hub: Hub, target: str) -> list[str]:
     return channels
 
 
-def _events(hub: Hub, *, also: tuple[str, ...] = ()) -> OrderEvents:
+def _events(hub: LiveHub, *, also: tuple[str, ...] = ()) -> OrderEvents:
     """The events announcing an order's change on its channels, made in the transaction
     that changes it (staged in the catalog's outbox: an order moved on is announced)."""
 
@@ -57,13 +57,13 @@ def _events(hub: Hub, *, also: tuple[str, ...] = ()) -> OrderEvents:
     return events
 
 
-def _publish(hub: Hub, order: Order, event: OrderEvent) -> None:
+def _publish(hub: LiveHub, order: Order, event: OrderEvent) -> None:
     """After the change is committed — with its audit entry and its staged events, in one
     transaction (catalog.opsstore) — publish the events."""
     hub.announce()
 
 
-def _check_target(hub: Hub, target: str) -> None:
+def _check_target(hub: LiveHub, target: str) -> None:
     try:
         hub.store.get_principal(target)
         return
@@ -78,7 +78,9 @@ def _check_target(hub: Hub, target: str) -> None:
         ) from None
 
 
-def _sourced(hub: Hub, event: dict[str, Any] | None, alert_id: str | None) -> dict[str, Any] | None:
+def _sourced(
+    hub: LiveHub, event: dict[str, Any] | None, alert_id: str | None
+) -> dict[str, Any] | None:
     """An order's event that carries values must say which dataset they came from (its
     ``channel``, or the alert it answers): every receiver gets them as its own access to
     that dataset shows them (catalog/disclosure.py), never as the operator typed them."""
@@ -99,7 +101,7 @@ def _sourced(hub: Hub, event: dict[str, Any] | None, alert_id: str | None) -> di
 
 
 def open_order(
-    hub: Hub,
+    hub: LiveHub,
     principal: Principal,
     *,
     target: str,
@@ -130,7 +132,7 @@ def open_order(
     return order
 
 
-def may_see(hub: Hub, principal: Principal, order: Order) -> bool:
+def may_see(hub: LiveHub, principal: Principal, order: Order) -> bool:
     if is_ops(principal) or order.target in order_targets(principal):
         return True
     # An agency's principals also follow the orders of that agency's units.
@@ -139,7 +141,7 @@ def may_see(hub: Hub, principal: Principal, order: Order) -> bool:
     return False
 
 
-def get_order(hub: Hub, principal: Principal, order_id: str) -> Order:
+def get_order(hub: LiveHub, principal: Principal, order_id: str) -> Order:
     order = hub.ops.get_order(order_id)
     if not may_see(hub, principal, order):
         raise NotFound(f"no order {order_id!r}", order=order_id)
@@ -147,7 +149,7 @@ def get_order(hub: Hub, principal: Principal, order_id: str) -> Order:
 
 
 def act(
-    hub: Hub,
+    hub: LiveHub,
     principal: Principal,
     order_id: str,
     action: str,
@@ -165,7 +167,7 @@ def act(
     return order
 
 
-def escalate_overdue(hub: Hub) -> list[Order]:
+def escalate_overdue(hub: LiveHub) -> list[Order]:
     out = []
     for order, event in hub.ops.escalate_overdue(events=_events(hub, also=("alerts",))):
         _publish(hub, order, event)
@@ -173,7 +175,7 @@ def escalate_overdue(hub: Hub) -> list[Order]:
     return out
 
 
-async def escalation_loop(hub: Hub, every_s: float) -> None:
+async def escalation_loop(hub: LiveHub, every_s: float) -> None:
     """Periodic task of the app: escalate unacknowledged orders past their deadline."""
     while True:
         try:

@@ -41,7 +41,7 @@ from catalog.manifest import Manifest
 from catalog.runtime import settle_heap
 from catalog.store import Version
 from connectors.mqtt import MqttSubscriber
-from hub.context import Hub
+from hub.live.host import LiveHub
 from hub.settings import Settings
 from pipelines.feeds import (
     EVENT_TYPE,
@@ -63,7 +63,7 @@ _R = TypeVar("_R")
 
 # -- the flush worker ----------------------------------------------------------------
 
-_worker_hub: Hub | None = None
+_worker_hub: LiveHub | None = None
 _worker_busy = threading.Lock()  # held by a flush: the watch lets it finish before leaving
 
 
@@ -79,8 +79,10 @@ def _outlive_no_parent(parent: int, period_s: float = 1.0) -> None:
         os._exit(0)
 
 
-def _worker_start(settings: Settings, parent: int) -> None:
-    """In the worker process: open the hub's storage once, for every flush to come."""
+def _worker_start(opener: Callable[[Settings], LiveHub], settings: Settings, parent: int) -> None:
+    """In the worker process: open the hub's storage once, for every flush to come, with
+    the serving hub's own ``open`` (the worker builds the same objects; the live wing does
+    not import the assembly that knows how)."""
     global _worker_hub
     threading.Thread(target=_outlive_no_parent, args=(parent,), daemon=True).start()
     # The serving process decides when to stop (a Ctrl-C or a service manager's SIGTERM
@@ -91,7 +93,7 @@ def _worker_start(settings: Settings, parent: int) -> None:
     with contextlib.suppress(OSError):
         os.nice(19)
     settle_heap()
-    _worker_hub = Hub.open(settings)
+    _worker_hub = opener(settings)
 
 
 def _in_worker_hub(here: Callable[..., _R], *args: Any) -> _R:
@@ -103,12 +105,12 @@ def _in_worker_hub(here: Callable[..., _R], *args: Any) -> _R:
         return here(hub, *args)
 
 
-def _warm_here(hub: Hub, manifest: Manifest) -> None:
+def _warm_here(hub: LiveHub, manifest: Manifest) -> None:
     ensure_feed_table(manifest, hub.lake)
 
 
 def _flush_here(
-    hub: Hub, manifest: Manifest, max_events: int, epoch: str
+    hub: LiveHub, manifest: Manifest, max_events: int, epoch: str
 ) -> tuple[Version | None, int]:
     # ``epoch`` is the serving process's: the one its bus delivers, which this process's own
     # log client may not have learnt yet (a Redis that started over, D-faults).
@@ -143,7 +145,7 @@ class FlushWorker:
     ``hub.server.serving``) may not guard its own start-up with ``__name__``.
     """
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: LiveHub) -> None:
         self.hub = hub
         self.in_process = hub.settings.feed_flush == "process" and _shareable(hub.settings)
         self._pool: ProcessPoolExecutor | None = None
@@ -155,7 +157,7 @@ class FlushWorker:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_start,
-                initargs=(self.hub.settings, os.getpid()),
+                initargs=(type(self.hub).open, self.hub.settings, os.getpid()),
             )
             self._pool.submit(int)  # spawn it and open the storage before the first flush
 
@@ -228,7 +230,7 @@ class Feed:
 class FeedRunner:
     """Runs every registered feed of one hub; rescans the catalog for new ones."""
 
-    def __init__(self, hub: Hub, *, rescan_s: float = 5.0) -> None:
+    def __init__(self, hub: LiveHub, *, rescan_s: float = 5.0) -> None:
         self.hub = hub
         self._refused: dict[str, str] = {}  # feed → the refusal last put on the audit chain
         self.rescan_s = rescan_s

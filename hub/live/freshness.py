@@ -7,13 +7,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from hub.context import Hub
+from hub.live.host import LiveHub
 from pipelines.freshness import check_freshness
 
 log = logging.getLogger(__name__)
 
 
-async def _loop(hub: Hub, interval_s: float) -> None:
+async def _loop(hub: LiveHub, interval_s: float) -> None:
     while True:
         try:
             await asyncio.to_thread(check_freshness, hub.store, hub.bus.publish)
@@ -23,7 +23,7 @@ async def _loop(hub: Hub, interval_s: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def freshness_task(hub: Hub, interval_s: float) -> AsyncIterator[None]:
+async def freshness_task(hub: LiveHub, interval_s: float) -> AsyncIterator[None]:
     """Run the check every ``interval_s`` seconds while the block runs (0 turns it off)."""
     if interval_s <= 0:
         yield

@@ -16,18 +16,18 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from hub.context import Hub
 from hub.live.alert_rules import load_rules
 from hub.live.alerts import AlertEngine
-from hub.live.bus import Outage, backoff_s
 from hub.live.dispatch import escalate_overdue
+from hub.live.host import LiveHub
+from hub.live.outage import Outage, backoff_s
 from hub.live.presence import Presence
 from pipelines.ingest import reconcile
 
 log = logging.getLogger(__name__)
 
 
-def retention_for(hub: Hub, channel: str) -> tuple[int | None, float | None]:
+def retention_for(hub: LiveHub, channel: str) -> tuple[int | None, float | None]:
     """(keep_last, keep_s) of a channel: the longest matching prefix rule, else the defaults."""
     s = hub.settings
     keep_last, keep_s = s.events_keep_last, s.events_keep_s
@@ -40,7 +40,7 @@ def retention_for(hub: Hub, channel: str) -> tuple[int | None, float | None]:
     return keep_last, keep_s
 
 
-def apply_retention(hub: Hub, now: datetime | None = None) -> int:
+def apply_retention(hub: LiveHub, now: datetime | None = None) -> int:
     """Trim every channel to its retention; returns how many messages were dropped."""
     now = now or datetime.now(UTC)
     dropped = 0
@@ -53,7 +53,7 @@ def apply_retention(hub: Hub, now: datetime | None = None) -> int:
     return dropped
 
 
-def settle_runs(hub: Hub) -> int:
+def settle_runs(hub: LiveHub) -> int:
     """Close the runs whose process is gone (lease expired, process no longer running):
     :func:`pipelines.ingest.reconcile` of each such dataset records a version the lake
     holds and the catalog does not, and marks the run succeeded or interrupted."""
@@ -65,7 +65,7 @@ def settle_runs(hub: Hub) -> int:
 
 
 class OpsRuntime:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: LiveHub) -> None:
         self.hub = hub
         s = hub.settings
         self.presence = Presence(

@@ -20,7 +20,8 @@ from typing import Any
 
 from catalog.errors import HubError
 from catalog.store import Principal
-from hub.live.bus import Bus, Notice, Subscription
+from hub.live.bus import Bus
+from hub.live.subscription import Notice, Subscription
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,64 @@
+"""What the live wing needs of the process it runs in, as a protocol.
+
+The live wing is handed the hub's objects; it does not import the assembly that builds them
+(:mod:`hub.context`, which imports the wings): :class:`hub.context.Hub` satisfies
+:class:`LiveHub` structurally, and so can a test's or an embedding program's own object.
+Of the exchange, live knows only its public face — who may read what (:class:`Readers`),
+never how a query runs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from catalog.access import Access
+from catalog.audit import AuditLog
+from catalog.eventlog import LogBackend
+from catalog.grants import GrantStore
+from catalog.lake import Lake
+from catalog.opsstore import OpsStore
+from catalog.sources import SourceGuard
+from catalog.store import CatalogStore, DatasetRecord, Principal
+from hub.live.bus import Bus
+from hub.settings import Settings
+
+
+class Readers(Protocol):
+    """The exchange's answer to "what may this principal read of that dataset"."""
+
+    def access(self, principal: Principal, dataset_id: str) -> Access: ...
+
+    def record_access(
+        self, principal: Principal, dataset_id: str
+    ) -> tuple[DatasetRecord, Access]: ...
+
+
+class LiveHub(Protocol):
+    """The objects of a process that the live wing works with."""
+
+    settings: Settings
+    store: CatalogStore
+    lake: Lake
+    log: LogBackend
+    bus: Bus
+    ops: OpsStore
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    @property
+    def grants(self) -> GrantStore: ...
+
+    @property
+    def sources(self) -> SourceGuard: ...
+
+    @property
+    def exchange(self) -> Readers: ...
+
+    def announce(self) -> None:
+        """Publish what the catalog's outbox holds, now."""
+
+    @classmethod
+    def open(cls, settings: Settings) -> LiveHub:
+        """The same objects, opened afresh from settings (a feed-flush worker process)."""
+        ...

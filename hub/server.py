@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from hub.api.app import create_app
+from hub.api.wsproto import DirectWebSocketProtocol
 from hub.context import Hub
 
 
@@ -28,7 +29,8 @@ def config(hub: Hub, host: str, port: int, log_level: str = "info") -> uvicorn.C
         log_level=log_level,
         ws_ping_interval=20,
         ws_ping_timeout=20,
-        ws="websockets-sansio",  # the direct frame writer (hub.api.ws) needs this protocol
+        # uvicorn's sans-I/O protocol, subclassed for the direct frame writer (hub.api.wsproto)
+        ws=DirectWebSocketProtocol,
         # Browsers and mobile stacks ask for compression by default; a compressed frame is
         # made per connection, where an uncompressed one is made once for all (D36).
         ws_per_message_deflate=hub.settings.ws_deflate,

@@ -30,6 +30,7 @@ from catalog.store import Principal
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.errors import error_body, hub_error_body
 from hub.api.limits import MAX_INT, NUL_MESSAGE
+from hub.api.wsproto import DirectWebSocketProtocol, serving_protocol
 from hub.context import Hub
 from hub.live import alerts, dispatch
 from hub.live.auditing import audit_subscription
@@ -316,7 +317,9 @@ class _Direct:
     :meth:`attach` lets the fan-out write frames built once for every subscriber straight
     to the transport (see ``hub.live.bus``)."""
 
-    def __init__(self, proto: Any, hub: Hub, principal: Principal, limit: int) -> None:
+    def __init__(
+        self, proto: DirectWebSocketProtocol, hub: Hub, principal: Principal, limit: int
+    ) -> None:
         self.conn, self.transport, self.proto = proto.conn, proto.transport, proto
         self.hub, self.principal, self.limit = hub, principal, limit
 
@@ -324,11 +327,8 @@ class _Direct:
     def of(cls, ws: WebSocket, hub: Hub, principal: Principal, limit: int) -> _Direct | None:
         """The writer for this connection, or None when another server serves it (the
         queue + task path is used then)."""
-        proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
-        if type(proto).__name__ != "WebSocketsSansIOProtocol":
-            return None
-        conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
-        if conn is None or transport is None or not hasattr(proto, "close_sent"):
+        proto = serving_protocol(ws.scope.get("blockhub.raw_send"))
+        if proto is None:
             return None
         return cls(proto, hub, principal, limit)
 
@@ -373,13 +373,7 @@ class _Direct:
         # transport's flow control, which calls ``pause_writing`` as the write that crosses
         # the limit returns; uvicorn's own handler (which holds its sends back) still runs.
         transport.set_write_buffer_limits(high=self.limit)
-        paused = proto.pause_writing
-
-        def pause_writing() -> None:
-            paused()
-            sub.too_slow()
-
-        proto.pause_writing = pause_writing
+        proto.on_pause_writing = sub.too_slow
         # Nothing more once the transport closes: uvicorn closes it in the same call that
         # answers a client's close, fails the connection or shuts down; the one close it
         # sends and keeps open for the handshake (``close_sent``) is this endpoint's own,

@@ -34,6 +34,7 @@ from catalog.errors import HubError, InvalidRequest
 from catalog.eventlog import Message
 from catalog.manifest import Manifest
 from catalog.store import Principal
+from hub.api.errors import error_message
 from hub.context import Hub
 from hub.exchange.blocks import (
     block_channel,
@@ -80,10 +81,7 @@ class BlockChannels:
             # The block a row falls in is its key's value (an address key: the region
             # resolved from the address): routable only if the reader sees that source
             # column unmasked — else subscribing per block would reveal the masked part.
-            routable = access.via == "owner" or (
-                key.column in access.columns and key.column not in access.masked
-            )
-            if routable:
+            if disclosure.shown_as_stored(access, key.column):
                 manifests[d.id] = d.manifest
         sub = self.hub.bus.subscription()
         for dataset_id in manifests:
@@ -138,15 +136,9 @@ class BlockChannels:
             self._subs.pop(channel, None)
             sub.close()
             with contextlib.suppress(Exception):
+                stopped = f"{channel} stopped ({type(e).__name__}); subscribe again"
                 await self.send(
-                    {
-                        "type": "error",
-                        "ok": False,
-                        "status": 503,
-                        "code": "block_channel_stopped",
-                        "error": f"{channel} stopped ({type(e).__name__}); subscribe again",
-                        "channel": channel,
-                    }
+                    error_message(503, "block_channel_stopped", stopped, channel=channel)
                 )
 
     def _shown(

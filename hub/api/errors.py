@@ -36,6 +36,18 @@ def hub_error_body(err: HubError) -> dict[str, Any]:
     return error_body(err.status, err.code, err.message, err.detail)
 
 
+def error_message(
+    status: int, code: str, message: str, detail: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The error as a websocket message: the same body, ``"type": "error"``, and ``extra``
+    (the channel it concerns, say)."""
+    return {"type": "error", **error_body(status, code, message, detail), **extra}
+
+
+def hub_error_message(err: HubError, **extra: Any) -> dict[str, Any]:
+    return error_message(err.status, err.code, err.message, err.detail, **extra)
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",

@@ -28,7 +28,7 @@ from catalog.errors import (
 from catalog.eventlog import Message, ws_text_frame
 from catalog.store import Principal
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
-from hub.api.errors import error_body, hub_error_body
+from hub.api.errors import error_message, hub_error_message
 from hub.api.limits import MAX_INT, NUL_MESSAGE
 from hub.api.wsproto import DirectWebSocketProtocol, serving_protocol
 from hub.context import Hub
@@ -69,7 +69,7 @@ def _dumps(obj: Any) -> str:
 
 
 def _error(err: HubError, **extra: Any) -> str:
-    return _dumps({"type": "error", **hub_error_body(err), **extra})
+    return _dumps(hub_error_message(err, **extra))
 
 
 async def _authenticate(ws: WebSocket, hub: Hub) -> Principal:
@@ -238,9 +238,7 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
                 continue
             # A bug: the answer over HTTP would be a 500; the link stays up.
             log.exception("websocket op %r failed", op)
-            await ws.send_text(
-                _dumps({"type": "error", **error_body(500, "internal_error", "internal error")})
-            )
+            await ws.send_text(_dumps(error_message(500, "internal_error", "internal error")))
 
 
 def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:

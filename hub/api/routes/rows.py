@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from catalog import disclosure
 from catalog.errors import AccessDenied, InvalidRequest
 from catalog.store import Principal
 from hub.api.answer import (
@@ -93,7 +94,7 @@ async def _rows(
         raise err
     record = hub.store.get_dataset(dataset_id)
     pk = list(record.manifest.primary_key)
-    keyset_ok = bool(pk) and all(c in access.columns and c not in access.masked for c in pk)
+    keyset_ok = bool(pk) and all(disclosure.shown_as_stored(access, c) for c in pk)
     rq = RowsQuery(
         dataset=dataset_id,
         visible=access.columns,

@@ -445,9 +445,7 @@ class Bus:
                 self.outage.ok()
             except Exception as e:  # a failing read must not kill delivery for good
                 self.outage.failed(e)
-                await asyncio.sleep(
-                    backoff_s(self.outage.failures, self.poll_s, self.MAX_BACKOFF_S)
-                )
+                await asyncio.sleep(self._backoff())
 
     async def _tail_blocking(self) -> None:
         """Tail a log that can wait for appends (Redis ``XREAD BLOCK``): this process's
@@ -492,6 +490,4 @@ class Bus:
                 self._offer_all(msgs)
             except Exception as e:
                 self.outage.failed(e)
-                await asyncio.sleep(
-                    backoff_s(self.outage.failures, self.poll_s, self.MAX_BACKOFF_S)
-                )
+                await asyncio.sleep(self._backoff())

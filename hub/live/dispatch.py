@@ -9,9 +9,7 @@ agency's desk sees its units' orders.  Escalations also go out on ``alerts``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +20,6 @@ from catalog.outbox import Event
 from catalog.store import Principal
 from hub.live.channels import is_ops, order_targets
 from hub.live.host import LiveHub
-
-log = logging.getLogger(__name__)
 
 ORDER_ACTIONS = ("acknowledge", "progress", "close", "cancel")
 EVENT_TYPES = {
@@ -173,13 +169,3 @@ def escalate_overdue(hub: LiveHub) -> list[Order]:
         _publish(hub, order, event)
         out.append(order)
     return out
-
-
-async def escalation_loop(hub: LiveHub, every_s: float) -> None:
-    """Periodic task of the app: escalate unacknowledged orders past their deadline."""
-    while True:
-        try:
-            await asyncio.to_thread(escalate_overdue, hub)
-        except Exception:
-            log.exception("order escalation pass failed; retrying")
-        await asyncio.sleep(every_s)

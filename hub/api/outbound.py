@@ -19,6 +19,8 @@ listed here, so a new path cannot be added without saying what it enforces.
 for a route (``{dataset}``, ``{batch}``, ``{run}``, ``{alert}``, ``{order}`` filled in by
 the test world), or a subscribe message for a channel.  ``None``: the path carries no
 dataset value or count (the matrix still requires its entry and its ``enforces`` text).
+One module of ~500 lines on purpose: the list is read as one (docs/security.md), and a
+path that is not in it fails the access matrix.
 """
 
 from __future__ import annotations

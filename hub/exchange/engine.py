@@ -13,6 +13,11 @@ DuckDB's sandbox on (file access confined, configuration locked), a row limit, a
 limit and the room's memory limit.  Results stream out as Arrow record batches; every
 query is appended to the audit log when it ends, with the datasets and columns its plan
 reads.
+This module is the :class:`Exchange` alone (~590 lines, over the house's ~500 on purpose):
+its snapshot of the catalog, its rooms and the query with its audit share one lock and
+one snapshot, and cutting them apart would hand those across modules.  What an answer is
+(:mod:`hub.exchange.results`) and what a reader sees of a version
+(:mod:`hub.exchange.views`) live beside it.
 """
 
 from __future__ import annotations

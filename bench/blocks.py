@@ -33,9 +33,9 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
+from catalog.datasets.manifest import load_manifests
+from catalog.datasets.store import Principal
 from catalog.errors import Conflict
-from catalog.manifest import load_manifests
-from catalog.store import Principal
 from connectors.duck import connect
 from hub.blocks import Blocks, block_key, block_sql, find_region, region_prefix, region_where
 from hub.context import Hub

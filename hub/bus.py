@@ -1,6 +1,6 @@
 """The in-process event bus: fan-out of the durable event log to live subscribers.
 
-Publishing appends to the :class:`~catalog.eventlog.EventLog` (the only source
+Publishing appends to the :class:`~eventlog.sqllog.EventLog` (the only source
 of truth) and wakes the tailer; the tailer also polls, so messages appended by
 other processes (a CLI ingest, an Airflow task) reach this process's
 subscribers too.  Each subscription tracks the last offset it delivered per
@@ -36,7 +36,9 @@ from typing import Any
 
 import orjson
 
-from catalog.eventlog import LogBackend, Message, redacted_url, ws_text_frame
+from eventlog.backend import LogBackend, redacted_url
+from eventlog.message import Message
+from hub.wsframe import ws_text_frame
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ class Subscription:
         verbatim: Callable[[Sequence[Message]], bool] | None = None,
         verbatim_key: Hashable = None,
     ) -> None:
-        """Let the fan-out write pre-built frames (``Message.ws_frame``, concatenated) to the
+        """Let the fan-out write pre-built frames (``Message.framed``, concatenated) to the
         client's socket itself, as websockets' ``broadcast`` does: ``write`` takes them (a
         transport's ``write``); once ``closing()`` is true nothing more is written.  The
         caller reports a reader that lets too much pile up with :meth:`too_slow` (the
@@ -748,7 +750,7 @@ class Bus:
                         sub.last[channel] = buf[-1].offset
                         blob = blobs.get(i)
                         if blob is None:
-                            blob = blobs[i] = b"".join([m.ws_frame for m in buf[i:]])
+                            blob = blobs[i] = b"".join([m.framed(ws_text_frame) for m in buf[i:]])
                         if not sub._closing():
                             sub._write(blob)  # type: ignore[misc]  # plain: it is set
                         continue

@@ -30,6 +30,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from catalog.access.policy import may_act_for
+from catalog.datasets.manifest import load_manifest
+from catalog.datasets.store import Principal, Run
+from catalog.domain.workdays import BEIJING
 from catalog.errors import (
     AccessDenied,
     HubError,
@@ -38,12 +42,8 @@ from catalog.errors import (
     ServiceUnavailable,
     unavailable,
 )
-from catalog.manifest import load_manifest
-from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
-from catalog.sources import source_problems
-from catalog.store import Principal, Run
-from catalog.workdays import BEIJING
+from catalog.sources.store import source_problems
 from hub.cli_quality import register as _register_quality
 from hub.cli_sources import register as _register_sources
 from hub.context import Hub
@@ -116,7 +116,7 @@ def cli_caller() -> Principal:
 
 def acting(as_id: str | None, command: str) -> Principal:
     """The principal a command acts as: the caller, or ``--as`` where the caller may act
-    for that principal (catalog.policy.may_act_for).  Every ``--as`` for someone else is
+    for that principal (catalog.access.policy.may_act_for).  Every ``--as`` for someone else is
     appended to the audit log (``cli.act_as``), refused ones too."""
     caller = cli_caller()
     if as_id is None or as_id == caller.id:

@@ -2,7 +2,7 @@
 
 An order targets one agency or one unit (a principal).  Every change is stored
 (``ops_order_events``: the order's full history) with its audit entry in the same
-transaction (``catalog.opsstore``), and published on
+transaction (``catalog.ops.store``), and published on
 ``orders:<target>`` — and, for a unit, on ``orders:<its agency>`` too, so the
 agency's desk sees its units' orders.  Escalations also go out on ``alerts``.
 """
@@ -15,11 +15,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from catalog.disclosure import carries_values, order_event_source, source_dataset
+from catalog.access.disclosure import carries_values, order_event_source, source_dataset
+from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
-from catalog.opsstore import Order, OrderEvent, OrderEvents
+from catalog.ops.store import Order, OrderEvent, OrderEvents
 from catalog.outbox import Event
-from catalog.store import Principal
 from hub.channels import is_ops, order_targets
 from hub.context import Hub
 
@@ -59,7 +59,7 @@ def _events(hub: Hub, *, also: tuple[str, ...] = ()) -> OrderEvents:
 
 def _publish(hub: Hub, order: Order, event: OrderEvent) -> None:
     """After the change is committed — with its audit entry and its staged events, in one
-    transaction (catalog.opsstore) — publish the events."""
+    transaction (catalog.ops.store) — publish the events."""
     hub.announce()
 
 
@@ -81,7 +81,7 @@ def _check_target(hub: Hub, target: str) -> None:
 def _sourced(hub: Hub, event: dict[str, Any] | None, alert_id: str | None) -> dict[str, Any] | None:
     """An order's event that carries values must say which dataset they came from (its
     ``channel``, or the alert it answers): every receiver gets them as its own access to
-    that dataset shows them (catalog/disclosure.py), never as the operator typed them."""
+    that dataset shows them (catalog/access/disclosure.py), never as the operator typed them."""
     if not carries_values(event):
         return event
     assert event is not None

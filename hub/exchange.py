@@ -35,13 +35,13 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from catalog.access import Access, decide
-from catalog.audit import AuditLog
+from catalog.access.effective import Access, decide
+from catalog.access.grants import Grant, GrantStore
+from catalog.access.masking import mask_sql
+from catalog.audit.log import AuditLog
+from catalog.datasets.store import CatalogStore, DatasetRecord, Principal, Version
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
-from catalog.grants import Grant, GrantStore
-from catalog.masking import mask_sql
 from catalog.sqltext import quote_ident, quote_literal
-from catalog.store import CatalogStore, DatasetRecord, Principal, Version
 from connectors.duck import connect, reader_batches
 from hub.jsonrows import row_projection
 from hub.replicas import Replicas, exchange_folder, remove_stale, write_copy

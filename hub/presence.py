@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from catalog.datasets.store import Principal
 from catalog.errors import HubError
-from catalog.store import Principal
 from hub.bus import Bus, Notice, Subscription
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ are never built one by one: numbers come from one numpy ``Generator`` per table,
 characters are computed as a digit matrix times the weight vector, and strings are
 assembled by Arrow compute kernels (``take`` from small vocabularies, element-wise
 joins).  The vocabularies (street names, phrases, surname frequencies) are illustrative;
-only the region codes and names are real, and come from :mod:`catalog.regions`.
+only the region codes and names are real, and come from :mod:`catalog.domain.regions`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.identifiers import ID_CHECK_CHARS, ID_WEIGHTS, USCC_CHARSET, USCC_WEIGHTS
-from catalog.regions import children, get_region
+from catalog.domain.identifiers import ID_CHECK_CHARS, ID_WEIGHTS, USCC_CHARSET, USCC_WEIGHTS
+from catalog.domain.regions import children, get_region
 
 DEFAULT_SEED = 20240601
 DEFAULT_START = datetime(2024, 6, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from hub.alert_rules import AlertRulesError, load_rules
 from hub.alerts import AlertEngine
 from hub.context import Hub

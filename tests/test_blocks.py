@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from catalog.regions import load_regions
-from catalog.store import Principal
+from catalog.datasets.store import Principal
+from catalog.domain.regions import load_regions
 from hub.blocks import Blocks
 from hub.context import Hub
 from hub.demo import AGENCIES, MANIFESTS, configure_sources

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
+from catalog.datasets.store import Principal
 from catalog.errors import (
     AccessDenied,
     HubError,
@@ -25,8 +26,7 @@ from catalog.errors import (
     Unauthenticated,
     unavailable,
 )
-from catalog.eventlog import Message, ws_text_frame
-from catalog.store import Principal
+from eventlog.message import Message
 from hub import alerts, dispatch
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.errors import error_body, hub_error_body
@@ -45,6 +45,7 @@ from hub.channels import (
 from hub.context import Hub
 from hub.ops import OpsRuntime
 from hub.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
+from hub.wsframe import ws_text_frame
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -340,8 +341,10 @@ class _Direct:
         )
 
     def _frame(self, item: Message | Notice) -> bytes:
-        if isinstance(item, Notice) or _unmasked(self.hub, self.principal, item):
-            return item.ws_frame  # one frame for every subscriber
+        if isinstance(item, Notice):
+            return item.ws_frame  # one frame for every connection
+        if _unmasked(self.hub, self.principal, item):
+            return item.framed(ws_text_frame)  # one frame for every subscriber
         return ws_text_frame(_frame(self.hub, self.principal, item))
 
     def write(self, items: Sequence[Message | Notice]) -> bool:

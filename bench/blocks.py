@@ -33,9 +33,9 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
+from catalog.datasets.manifest import load_manifests
+from catalog.datasets.store import Principal
 from catalog.errors import Conflict
-from catalog.manifest import load_manifests
-from catalog.store import Principal
 from connectors.duck import connect
 from hub.context import Hub
 from hub.demo.blocks import readings_with_address, write_sources

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from catalog.manifest import parse_manifest
+from catalog.datasets.manifest import parse_manifest
 from hub.context import Hub
 from hub.server import free_port
 from hub.settings import Settings

@@ -28,12 +28,13 @@ import httpx
 import paho.mqtt.client as mqtt
 from websockets.sync.client import connect
 
-from catalog.eventlog import EventLog
-from catalog.manifest import parse_manifest
+from catalog.datasets.manifest import parse_manifest
+from eventlog.channels import feed_channel
+from eventlog.sqllog import EventLog
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings
-from pipelines.feeds import check_events, feed_channel
+from pipelines.feeds import check_events
 
 COLUMNS = [
     {"name": "station_id", "type": "string"},

@@ -140,7 +140,7 @@ def _manifest(t: str) -> dict[str, Any]:
 
 
 def run_blockhub(t: str, work: Path) -> int:
-    from catalog.manifest import parse_manifest
+    from catalog.datasets.manifest import parse_manifest
     from hub.context import Hub
     from hub.settings import Settings
 

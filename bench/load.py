@@ -42,7 +42,7 @@ import psutil
 import pyarrow.parquet as pq
 import yaml
 
-from catalog.manifest import parse_manifest
+from catalog.datasets.manifest import parse_manifest
 from hub.context import Hub
 from hub.demo.sampleworld import hotline_tickets
 from hub.server import free_port

@@ -75,7 +75,7 @@ FLOOR_CHECKS = [
 def _manifest() -> object:
     import yaml
 
-    from catalog.manifest import parse_manifest
+    from catalog.datasets.manifest import parse_manifest
 
     data = yaml.safe_load((ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml").read_text())
     data["quality"] = {"policy": "drop-rows"}
@@ -140,7 +140,7 @@ def _files(work: Path) -> list[list[object]]:
 def phase(work: Path, name: str) -> dict[str, float]:
     import duckdb
 
-    from catalog.regions import region_codes_table
+    from catalog.domain.regions import region_codes_table
     from expectations.runner import BatchValidator
     from expectations.suite import load_suite
 
@@ -179,9 +179,9 @@ def phase(work: Path, name: str) -> dict[str, float]:
         out["quarantined"] = quarantined
         out["failed_expectations"] = len(validation.failed)
     else:
-        from catalog.lake import StagedFile
-        from pipelines.ingest import Staged
+        from catalog.lake.tables import StagedFile
         from pipelines.quality import gate
+        from pipelines.staged import Staged
 
         st = _storage(work / "home")
         copies = []

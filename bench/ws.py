@@ -189,7 +189,7 @@ async def run_clients(
 def publish(events_url: str, rate: float, duration: float, size: int) -> dict[str, Any]:
     """Append to the hub's event log at ``rate`` for ``duration`` s, then an end marker."""
     sys.path.insert(0, str(ROOT))
-    from catalog.eventlog import open_event_log
+    from eventlog.backend import open_event_log
 
     log = open_event_log(events_url)
     source = {"agency": "bench", "feed": "bench"}
@@ -366,14 +366,14 @@ def run_hub_case(args: Any, n: int, rate: float) -> dict[str, Any]:
     finally:
         hub.stop()
         if events_url:
-            from catalog.redislog import RedisEventLog
+            from eventlog.redislog import RedisEventLog
 
             RedisEventLog(events_url).delete_all()
 
 
 def catch_up(args: Any, hub: Hub, tmp: str, live_rate: float) -> dict[str, Any]:
     """A client that missed ``args.catchup`` messages replays them; its msg/s vs live."""
-    from catalog.eventlog import open_event_log
+    from eventlog.backend import open_event_log
 
     log = open_event_log(hub.events_url)
     head = log.head(CHANNEL)

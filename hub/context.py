@@ -7,26 +7,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from catalog.audit import AuditLog
-from catalog.clock import Clock, SystemClock
-from catalog.eventlog import LogBackend
-from catalog.grants import GrantStore
-from catalog.lake import Lake
-from catalog.manifest import Manifest, load_manifest
-from catalog.opsstore import OpsStore
-from catalog.sources import SourceGuard
-from catalog.store import SYSTEM, Actor, CatalogStore, DatasetRecord, Run
-from catalog.workdays import (
+from catalog.access.grants import GrantStore
+from catalog.audit.log import AuditLog
+from catalog.datasets.manifest import Manifest, load_manifest
+from catalog.datasets.store import SYSTEM, Actor, CatalogStore, DatasetRecord, Run
+from catalog.domain.clock import Clock, SystemClock
+from catalog.domain.workdays import (
     WorkCalendar,
     beijing_date,
     coverage_warning,
     official_calendar,
     package_calendar,
 )
+from catalog.lake.tables import Lake
+from catalog.ops.store import OpsStore
+from catalog.sources.store import SourceGuard
+from eventlog.backend import LogBackend
 from hub.exchange.engine import Exchange
 from hub.live.bus import Bus
 from hub.settings import Settings
-from pipelines.ingest import ProgressFn, announce, run_ingest
+from pipelines.ingest import ProgressFn, run_ingest
+from pipelines.notify import announce
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Hub:
     @property
     def sources(self) -> SourceGuard:
         """The agencies' file roots and connection profiles, and the check every manifest's
-        source passes at registration and at each read (catalog.sources)."""
+        source passes at registration and at each read (catalog.sources.store)."""
         if self._guard is None:
             self._guard = self.settings.source_guard(self.store, self.audit)
         return self._guard

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog.eventlog import Publisher
+from catalog.datasets.quality import QualityStore
+from catalog.datasets.store import CatalogStore, DatasetRecord, Version
 from catalog.outbox import Event
-from catalog.quality import QualityStore
-from catalog.store import CatalogStore, DatasetRecord, Version
-from pipelines.ingest import announce, dataset_channel
+from eventlog.channels import dataset_channel
+from eventlog.message import Publisher
+from pipelines.notify import announce
 
 
 @dataclass(frozen=True)

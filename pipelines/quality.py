@@ -6,12 +6,12 @@
 - ``warn``: the staged files, flagged (status ``warned``, a ``quality.failed`` event);
 - ``drop-rows``: the rows that broke a failed expectation go to a quarantine file; the
   staged files are published with Iceberg position-delete files that leave those rows
-  out (catalog.deletes), so the passing rows are not written again;
+  out (catalog.lake.deletes), so the passing rows are not written again;
 - ``block``: the whole batch goes to quarantine and nothing is published; the table
   stays at its last good version and its cursor does not move.
 
 Every run's result (each expectation, observed value, unexpected count, a masked sample)
-is stored in the catalog (:class:`catalog.quality.QualityStore`).  Quarantine files live
+is stored in the catalog (:class:`catalog.datasets.quality.QualityStore`).  Quarantine files live
 next to the table's data, under ``<table>/quarantine/``.
 """
 
@@ -26,16 +26,18 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.quality import GateStatus, QualityResult, QualityStore
+from catalog.datasets.store import CatalogStore
 from catalog.errors import SuiteInvalid
-from catalog.eventlog import Publisher
-from catalog.lake import Lake, StagedFile
-from catalog.manifest import Manifest
+from catalog.lake.tables import Lake, StagedFile
 from catalog.outbox import Event
-from catalog.quality import GateStatus, QualityResult, QualityStore
-from catalog.store import CatalogStore
+from eventlog.channels import dataset_channel
+from eventlog.message import Publisher
 from expectations.runner import BatchValidator, Validation
 from expectations.suite import load_suite
-from pipelines.ingest import Staged, announce, dataset_channel
+from pipelines.notify import announce
+from pipelines.staged import Staged
 
 log = logging.getLogger(__name__)
 

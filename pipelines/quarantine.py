@@ -16,18 +16,19 @@ from typing import Any
 
 import duckdb
 
-from catalog.access import Access
-from catalog.disclosure import disclose_record
+from catalog.access.disclosure import disclose_record
+from catalog.access.effective import Access
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.quality import QualityStore, QuarantineAction, QuarantineBatch
+from catalog.datasets.store import CatalogStore
 from catalog.errors import CommitUnsettled, Conflict, unavailable
-from catalog.eventlog import Publisher
-from catalog.lake import Lake
-from catalog.manifest import Manifest
-from catalog.quality import QualityStore, QuarantineAction, QuarantineBatch
-from catalog.store import CatalogStore
+from catalog.lake.tables import Lake
+from eventlog.message import Publisher
 from expectations.runner import FAILED, ROW_ID, BatchValidator
 from expectations.sql import ident, literal
 from expectations.suite import load_suite
-from pipelines.ingest import _greater, announce, version_event
+from pipelines.ingest import _greater
+from pipelines.notify import announce, version_event
 from pipelines.quality import quality_store, quarantine_dir
 
 
@@ -54,7 +55,7 @@ def quarantine_rows(
     """Rows of a batch with their row id and failed rules, as ``access`` (the viewer's
     access to the dataset) shows them: the owner's stewards see them as they came in,
     anyone else (an admin) with personal data masked and only the columns it may see —
-    by the same rule as every other outbound path (catalog/disclosure.py)."""
+    by the same rule as every other outbound path (catalog/access/disclosure.py)."""
     if not Path(batch.path).exists():
         return []
     con = duckdb.connect()

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from catalog.datasets.manifest import Manifest, load_manifest
 from catalog.errors import CommitUnsettled, HubError
-from catalog.manifest import Manifest, load_manifest
 from catalog.runtime import settle_heap
 from pipelines.config import Storage, StorageSettings
-from pipelines.ingest import Staged, extract, publish, reconcile
+from pipelines.ingest import extract, publish, reconcile
 from pipelines.quality import blocked_message, gate
+from pipelines.staged import Staged
 
 #: How long a run waits, held by no process, between two Airflow tasks before anyone may
 #: take it for interrupted (a task that takes it on renews its lease as it works).

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.manifest import Manifest, parse_manifest
+from catalog.datasets.manifest import Manifest, parse_manifest
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings

@@ -32,9 +32,9 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Mount, Route
 
-from catalog.manifest import parse_manifest
-from catalog.masking import mask_value
-from catalog.store import Principal
+from catalog.access.masking import mask_value
+from catalog.datasets.manifest import parse_manifest
+from catalog.datasets.store import Principal
 from hub.api.app import create_app
 from hub.api.outbound import PATHS, Outbound, channel_kinds, routes
 from hub.context import Hub

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from hub.context import Hub
 from hub.live.alert_rules import AlertRulesError, load_rules
 from hub.live.alerts import AlertEngine

@@ -125,7 +125,7 @@ def contract_hub(
 
 def _seed_ops(hub: Any) -> None:
     """An open alert and an order, so that their routes have something to find."""
-    from catalog.store import Principal
+    from catalog.datasets.store import Principal
 
     hub.ops.raise_alert(
         rule_id="aqi_high",

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from catalog.audit import AuditEntry, AuditKeys, AuditLog
-from catalog.store import CatalogStore
+from catalog.audit.log import AuditEntry, AuditKeys, AuditLog
+from catalog.datasets.store import CatalogStore
 from hub.cli.main import app as cli_app
 from tests.conftest import ExchangeWorld
 

@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from catalog.audit import AuditLog
-from catalog.auditseal import GENESIS, AuditKeys, canonical_entry, head_payload, key_id, mac
-from catalog.opsstore import OpsStore
-from catalog.store import CatalogStore
+from catalog.audit.log import AuditLog
+from catalog.audit.seal import GENESIS, AuditKeys, canonical_entry, head_payload, key_id, mac
+from catalog.datasets.store import CatalogStore
+from catalog.ops.store import OpsStore
 from tests.conftest import PG_DSN
 
 KEY = b"the-real-audit-key-0123456789abcdef"

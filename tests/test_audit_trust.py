@@ -23,11 +23,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
-from catalog.audit import AuditLog
-from catalog.auditseal import BOUND_TABLES
+from catalog.audit.log import AuditLog
+from catalog.audit.seal import BOUND_TABLES
+from catalog.datasets.manifest import Manifest, parse_manifest
+from catalog.datasets.store import Base
 from catalog.errors import ConfigError, Conflict
-from catalog.manifest import Manifest, parse_manifest
-from catalog.store import Base
 from hub.api.app import create_app
 from hub.cli.main import app as cli_app
 from hub.context import Hub
@@ -528,10 +528,10 @@ def test_a_change_and_its_entry_commit_together(
 def test_every_column_of_a_bound_table_is_digested_or_excused() -> None:
     """A column added to a table the chain binds must be digested or named as unbound with
     its reason: a new access-relevant column cannot slip by unprotected."""
-    from catalog.grants import GrantRow
-    from catalog.opsstore import OpsBase
-    from catalog.quality import _meta
-    from catalog.sources import SourceProfileRow, SourceRootRow
+    from catalog.access.grants import GrantRow
+    from catalog.datasets.quality import _meta
+    from catalog.ops.store import OpsBase
+    from catalog.sources.store import SourceProfileRow, SourceRootRow
 
     tables = {**Base.metadata.tables, **OpsBase.metadata.tables, **_meta.tables}
     assert {GrantRow.__tablename__, SourceRootRow.__tablename__,
@@ -642,7 +642,7 @@ def test_anchor_export_and_verify_through_the_cli(tmp_path: Path) -> None:
     ok = run("audit", "verify", "--anchor", str(anchor))
     assert ok.exit_code == 0 and "extends 1 anchor" in ok.output
     # the insider: entry 1 rewritten, every seal recomputed with the real key
-    from catalog.auditseal import GENESIS, canonical_entry, head_payload, key_id, mac
+    from catalog.audit.seal import GENESIS, canonical_entry, head_payload, key_id, mac
 
     db = sqlite3.connect(home / "catalog.db")
     db.row_factory = sqlite3.Row
@@ -740,7 +740,7 @@ def test_rows_from_before_the_chain_had_bound_rows_verify_after_an_upgrade(tmp_p
         "detail_json": "{}",
         "prev_hash": "0" * 64,
     }
-    from catalog.auditseal import canonical_entry
+    from catalog.audit.seal import canonical_entry
 
     old["hash"] = hashlib.sha256(canonical_entry(old)).hexdigest()
     db.execute(f"INSERT INTO audit_log VALUES ({','.join('?' * 13)})", tuple(old.values()))

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from catalog.regions import load_regions
-from catalog.store import Principal
+from catalog.datasets.store import Principal
+from catalog.domain.regions import load_regions
 from hub.context import Hub
 from hub.demo.blocks import BLOCK_DATASETS, add_readings, write_sources
 from hub.demo.sampleworld import hotline_tickets

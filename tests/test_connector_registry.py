@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from catalog.datasets.manifest import Manifest
 from catalog.errors import ConnectorError
-from catalog.manifest import Manifest
 from connectors.base import Connector, available, get_connector
 from connectors.postgres import PostgresConnector
 from hub.context import Hub

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.audit import AuditLog
-from catalog.eventlog import EventLog
-from catalog.sources import SourceStore
+from catalog.audit.log import AuditLog
+from catalog.sources.store import SourceStore
+from eventlog.sqllog import EventLog
 from hub.settings import Settings
 from tests.conftest import manifest_dict
 

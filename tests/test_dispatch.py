@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from hub.context import Hub
 from hub.settings import Settings
 from tests.wsclient import WS
@@ -406,8 +406,8 @@ def test_a_backlogs_mask_answers_are_computed_once_per_principal_and_message(
 ) -> None:
     """A backlog is written connection by connection: each connection's pass over the
     same messages must reuse the answers, not recompute them for every connection."""
-    from catalog.eventlog import Message
-    from catalog.store import Principal
+    from catalog.datasets.store import Principal
+    from eventlog.message import Message
     from hub.api import ws
 
     calls: list[tuple[str, int]] = []
@@ -438,7 +438,7 @@ def test_an_expired_access_answer_is_served_while_a_thread_reads_it_again(
     """The fan-out asks for a principal's access from the event loop: past its time the
     old answer is returned at once and the grants are read again in a worker thread;
     past the grace too, they are read before answering (a revoked grant still ends)."""
-    from catalog.store import Principal
+    from catalog.datasets.store import Principal
     from hub.live import channels
 
     reads: list[str] = []

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from catalog.access.masking import mask_value
+from catalog.domain.identifiers import mask_id_number, mask_name, mask_phone
 from catalog.errors import AccessDenied
-from catalog.identifiers import mask_id_number, mask_name, mask_phone
-from catalog.masking import mask_value
 from hub.api.app import create_app
 from hub.api.ws import check_channel
 from tests.conftest import GRANT_DISTRICTS, ExchangeWorld

@@ -28,8 +28,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from catalog.manifest import parse_manifest
-from catalog.redislog import RedisEventLog
+from catalog.datasets.manifest import parse_manifest
+from eventlog.redislog import RedisEventLog
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings

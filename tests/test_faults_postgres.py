@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from websockets.sync.client import connect
 
-from catalog.manifest import parse_manifest
+from catalog.datasets.manifest import parse_manifest
 from connectors.duck import connect as duck_connect
 from hub.context import Hub
 from hub.server import free_port, serving

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import redis
 
-from catalog.redislog import RedisEventLog
+from eventlog.redislog import RedisEventLog
 from hub.client import HubClient
 from hub.context import Hub
 from hub.server import free_port, serving

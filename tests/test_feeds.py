@@ -23,16 +23,15 @@ import pytest
 import yaml
 from websockets.sync.client import connect
 
+from catalog.datasets.manifest import Manifest
 from catalog.errors import ManifestError
-from catalog.eventlog import append_many
-from catalog.manifest import Manifest
+from eventlog.channels import feed_channel
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings
 from pipelines.feeds import (
     EVENT_TYPE,
     check_events,
-    feed_channel,
     feed_options,
     flush_feed,
     parse_batch,
@@ -551,7 +550,7 @@ def test_merge_feed_keeps_the_last_event_per_key(
     hub.store.register_dataset(m)
     events = [reading(hour=1, aqi=50), reading(hour=2), reading(hour=1, aqi=61)]
     checked = check_events(m, events)
-    append_many(hub.log, feed_channel(m.id), EVENT_TYPE, checked.records)
+    hub.log.append_many(feed_channel(m.id), EVENT_TYPE, checked.records)
     flush = functools.partial(
         flush_feed,
         m,
@@ -562,7 +561,7 @@ def test_merge_feed_keeps_the_last_event_per_key(
         publisher=hub.bus.publish,
     )
     assert flush() is not None
-    append_many(hub.log, feed_channel(m.id), EVENT_TYPE, [checked.records[1] | {"aqi": 70}])
+    hub.log.append_many(feed_channel(m.id), EVENT_TYPE, [checked.records[1] | {"aqi": 70}])
     v2 = flush()
     assert v2 is not None and v2.total_rows == 2
     assert flush() is None  # nothing past the committed offset

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from connectors.duck import connect
 from hub.cli.main import CLI_PRINCIPAL
 from hub.context import Hub

@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from catalog.datasets.manifest import Manifest
 from catalog.errors import ConnectorError
-from catalog.manifest import Manifest
 from connectors.http_api import HttpApiConnector, _retry_after, dig
 from hub.context import Hub
 from hub.demo.sampleworld import hospital_beds

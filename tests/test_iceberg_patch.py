@@ -1,4 +1,4 @@
-"""The kept transaction metadata (catalog/iceberg_patch.py) equals pyiceberg's own."""
+"""The kept transaction metadata (catalog/lake/iceberg_patch.py) equals pyiceberg's own."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catalog import iceberg_patch
-from catalog.lake import Lake
+from catalog.lake import iceberg_patch
+from catalog.lake.tables import Lake
 
 
 def test_the_patch_is_applied_to_the_pinned_pyiceberg() -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from connectors.mysql import MySQLConnector
 from hub.cli.main import CLI_PRINCIPAL
 from hub.context import Hub

@@ -27,10 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from catalog.eventlog import EventLog, LogBackend, open_event_log
+from catalog.datasets.store import CatalogStore
 from catalog.outbox import Event, outbox_table, stage
-from catalog.redislog import RedisEventLog
-from catalog.store import CatalogStore
+from eventlog.backend import LogBackend, open_event_log
+from eventlog.redislog import RedisEventLog
+from eventlog.sqllog import EventLog
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings
@@ -81,7 +82,7 @@ def test_an_api_ingest_answers_success_with_the_bus_down_and_announces_once_it_i
     hub.store.create_principal("op", "gy_12345", "op", "operator")
     token = hub.store.issue_token("steward", ttl=timedelta(hours=1))
     op_token = hub.store.issue_token("op", ttl=timedelta(hours=1))
-    from catalog.manifest import parse_manifest
+    from catalog.datasets.manifest import parse_manifest
 
     source = {**file_source(hub, _exports(tmp_path), "*.parquet"), "cursor": "updated_at"}
     hub.store.register_dataset(parse_manifest(manifest_dict(source=source)))

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from hub.context import Hub
 from tests.conftest import PgSchema
 
@@ -215,7 +215,7 @@ def test_a_streamed_increment_is_staged_in_growing_row_groups(
     hub: Hub, tickets: Manifest, pg: PgSchema
 ) -> None:
     """An incremental read streams 16,384-row batches, which the lake writes as row
-    groups of one batch, two, four and then at least 100,000 rows (catalog.lake
+    groups of one batch, two, four and then at least 100,000 rows (catalog.lake.tables
     .row_groups): each is encoded while the next is read, and every row arrives once.
     The first batch is one row short: the row at the watermark, already loaded."""
     import pyarrow.parquet as pq

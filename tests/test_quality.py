@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.manifest import Manifest, load_manifest, parse_manifest
-from catalog.quality import QualityStore
+from catalog.datasets.manifest import Manifest, load_manifest, parse_manifest
+from catalog.datasets.quality import QualityStore
 from hub.context import Hub
 from hub.server import free_port, serving
 from pipelines.freshness import check_freshness
@@ -131,8 +131,8 @@ def test_drop_rows_leaves_out_a_staged_file_that_failed_whole(
 ) -> None:
     """A staged file none of whose rows passed is not published at all (no delete file
     for it), and its data file is removed; the other keeps its rows and gets one."""
-    from pipelines.ingest import Staged
     from pipelines.quality import gate
+    from pipelines.staged import Staged
 
     manifest = hotline("drop-rows")
     mixed, expected = bad_tickets(300)
@@ -282,7 +282,7 @@ def hub_manifest(hub: Hub) -> Manifest:
 
 
 def _admin(hub: Hub) -> Any:
-    from catalog.store import Principal
+    from catalog.datasets.store import Principal
 
     return Principal("admin", "gy_dsj", "admin", "admin")
 

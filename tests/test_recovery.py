@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from catalog.eventlog import EventLog, open_event_log
-from catalog.redislog import RedisEventLog
+from eventlog.backend import open_event_log
+from eventlog.redislog import RedisEventLog
+from eventlog.sqllog import EventLog
 from hub.context import Hub
 from hub.live.ops import apply_retention
 from hub.server import free_port

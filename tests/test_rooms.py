@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from catalog.datasets.manifest import parse_manifest
+from catalog.datasets.store import Principal
 from catalog.errors import HubError
-from catalog.manifest import parse_manifest
-from catalog.store import Principal
 from hub.context import Hub
 from hub.exchange.engine import Exchange
 from hub.settings import Settings

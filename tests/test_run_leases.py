@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from catalog.manifest import parse_manifest
-from catalog.store import CatalogStore
+from catalog.datasets.manifest import parse_manifest
+from catalog.datasets.store import CatalogStore
 from hub.context import Hub
 from hub.live.ops import settle_runs
 from hub.settings import Settings
@@ -179,7 +179,7 @@ def test_a_lease_runs_out_when_its_holder_stops_renewing_and_not_before(tmp_path
     clock.advance(2)
     assert [r.id for r in sweeper.expired_runs("items")] == [run.id]
     # Settled with the lake's knowledge: nothing was committed, so interrupted.
-    from catalog.lake import Lake
+    from catalog.lake.tables import Lake
 
     lake = Lake(f"sqlite:///{tmp_path / 'iceberg.db'}", (tmp_path / "lake").as_uri())
     reconcile(m, lake=lake, store=sweeper, publisher=None, now=clock())

@@ -11,14 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from catalog.identifiers import (
+from catalog.domain.identifiers import (
     id_number_check_char,
     is_valid_id_number,
     is_valid_mobile,
     is_valid_uscc,
     uscc_check_char,
 )
-from catalog.regions import children, get_region
+from catalog.domain.regions import children, get_region
 from hub.demo import sampleworld as sw
 from hub.demo import synth
 

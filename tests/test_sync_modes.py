@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from hub.cli.main import CLI_PRINCIPAL
 from hub.context import Hub
 from tests.conftest import PgSchema

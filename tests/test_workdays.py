@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalog.grants import ANSWER_WORKING_DAYS
-from catalog.manifest import Manifest
-from catalog.workdays import (
+from catalog.access.grants import ANSWER_WORKING_DAYS
+from catalog.datasets.manifest import Manifest
+from catalog.domain.workdays import (
     BEIJING,
     HolidayFileError,
     answer_deadline,

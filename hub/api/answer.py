@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from catalog.errors import AccessDenied
-from catalog.prefetch import prefetch
+from catalog.lake.prefetch import prefetch
 from hub.exchange.encoders import ENCODERS, MEDIA_TYPES
 from hub.exchange.results import QueryResult
 

@@ -14,7 +14,7 @@ block a row falls in is that column's value, or for an address key the region re
 from it), and for every message on the
 reader's current access — the row filter keeps rows outside it out, counts and
 ``regions`` are narrowed or withheld as on the ``dataset:`` channel, and the payload is
-disclosed by :func:`hub.live.channels.disclose_message` (catalog/disclosure.py), the one
+disclosed by :func:`hub.live.channels.disclose_message` (catalog/access/disclosure.py), the one
 rule of every outbound path.
 """
 
@@ -29,11 +29,11 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
-from catalog import disclosure
+from catalog.access import disclosure
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.store import Principal
 from catalog.errors import HubError, InvalidRequest
-from catalog.eventlog import Message
-from catalog.manifest import Manifest
-from catalog.store import Principal
+from eventlog.message import Message
 from hub.api.errors import error_message
 from hub.context import Hub
 from hub.exchange.blocks import (

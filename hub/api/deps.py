@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from catalog.datasets.store import Principal
 from catalog.errors import Unauthenticated
-from catalog.store import Principal
 from hub.api.limits import Limiter
 from hub.context import Hub
 

@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catalog.errors import HubError, unavailable
-from catalog.eventlog import LogUnavailable
+from eventlog.message import LogUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -240,7 +240,7 @@ PATHS: tuple[Outbound, ...] = (
         "GET /v1/alerts",
         "values",
         "operators and admins; each alert disclosed by the receiver's access to its "
-        "source dataset (catalog.disclosure.disclose_alert)",
+        "source dataset (catalog.access.disclosure.disclose_alert)",
         _get("/v1/alerts"),
     ),
     Outbound(

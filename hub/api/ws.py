@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
+from catalog.datasets.store import Principal
 from catalog.errors import (
     AccessDenied,
     HubError,
@@ -25,8 +26,7 @@ from catalog.errors import (
     Unauthenticated,
     unavailable,
 )
-from catalog.eventlog import Message, ws_text_frame
-from catalog.store import Principal
+from eventlog.message import Message
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.errors import error_message, hub_error_message
 from hub.api.limits import MAX_INT, NUL_MESSAGE
@@ -43,6 +43,7 @@ from hub.live.channels import (
     parse_filter,
     subscription_filter,
 )
+from hub.live.frames import ws_text_frame
 from hub.live.ops import OpsRuntime
 from hub.live.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
 from hub.live.subscription import Notice, SlowConsumer, Subscription
@@ -338,8 +339,10 @@ class _Direct:
         )
 
     def _frame(self, item: Message | Notice) -> bytes:
-        if isinstance(item, Notice) or _unmasked(self.hub, self.principal, item):
-            return item.ws_frame  # one frame for every subscriber
+        if isinstance(item, Notice):
+            return item.ws_frame  # one frame for every connection
+        if _unmasked(self.hub, self.principal, item):
+            return item.framed(ws_text_frame)  # one frame for every subscriber
         return ws_text_frame(_frame(self.hub, self.principal, item))
 
     def write(self, items: Sequence[Message | Notice]) -> bool:

@@ -8,9 +8,9 @@ import os
 
 from rich.console import Console
 
+from catalog.access.policy import may_act_for
+from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
-from catalog.policy import may_act_for
-from catalog.store import Principal
 from hub.context import Hub
 from hub.settings import Settings
 
@@ -47,7 +47,7 @@ def cli_caller() -> Principal:
 
 def acting(as_id: str | None, command: str) -> Principal:
     """The principal a command acts as: the caller, or ``--as`` where the caller may act
-    for that principal (catalog.policy.may_act_for).  Every ``--as`` for someone else is
+    for that principal (catalog.access.policy.may_act_for).  Every ``--as`` for someone else is
     appended to the audit log (``cli.act_as``), refused ones too."""
     caller = cli_caller()
     if as_id is None or as_id == caller.id:

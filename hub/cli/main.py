@@ -20,12 +20,12 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from catalog.datasets.manifest import load_manifest
+from catalog.datasets.store import Run
+from catalog.domain.workdays import BEIJING
 from catalog.errors import HubError, InvalidRequest, ManifestError, ServiceUnavailable, unavailable
-from catalog.manifest import load_manifest
 from catalog.runtime import settle_heap
-from catalog.sources import source_problems
-from catalog.store import Run
-from catalog.workdays import BEIJING
+from catalog.sources.store import source_problems
 from hub.cli.audit import audit_app
 from hub.cli.console import CLI_PRINCIPAL, acting, cli_caller, err, hub, out, settings, state
 from hub.cli.identity import agency_app, principal_app, token_app

@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from catalog.access.policy import can_manage
+from catalog.datasets.quality import QualityResult, QualityStore
+from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
-from catalog.policy import can_manage
-from catalog.quality import QualityResult, QualityStore
-from catalog.store import Principal
 from hub.context import Hub
 from hub.quality_report import render_report
 from pipelines.freshness import FreshnessStatus, check_freshness, freshness

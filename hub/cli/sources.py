@@ -4,7 +4,7 @@ Only an admin configures sources, and the CLI is the admin's console on the hub'
 machine.  Secrets never go on the command line (shell history, ``ps``): they are read
 from an environment variable named with ``--secret-env`` or from standard input with
 ``--secret-stdin``.  Every change goes on the audit chain (``source.config``, in the
-change's own transaction, catalog.sources) without its secrets; listings show the names of
+change's own transaction, catalog.sources.store) without its secrets; listings show the names of
 secrets, never their values.
 """
 
@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from catalog.datasets.store import Principal
 from catalog.errors import InvalidRequest
-from catalog.store import Principal
 from hub.context import Hub
 
 

@@ -11,7 +11,7 @@ are never built one by one: numbers come from one numpy ``Generator`` per table,
 characters are computed as a digit matrix times the weight vector, and strings are
 assembled by Arrow compute kernels (``take`` from small vocabularies, element-wise
 joins).  The vocabularies (street names, phrases, surname frequencies) are illustrative;
-only the region codes and names are real, and come from :mod:`catalog.regions`.
+only the region codes and names are real, and come from :mod:`catalog.domain.regions`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.identifiers import USCC_CHARSET
+from catalog.domain.identifiers import USCC_CHARSET
 from hub.demo.synth import (
     BEIJING_OFFSET_US,
     BORN_IN_GUIYANG,

@@ -15,8 +15,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.identifiers import ID_CHECK_CHARS, ID_WEIGHTS, USCC_CHARSET, USCC_WEIGHTS
-from catalog.regions import children, get_region
+from catalog.domain.identifiers import ID_CHECK_CHARS, ID_WEIGHTS, USCC_CHARSET, USCC_WEIGHTS
+from catalog.domain.regions import children, get_region
 
 GUIYANG_CODE = "520100"
 GUIZHOU_CODE = "520000"

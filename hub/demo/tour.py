@@ -25,9 +25,9 @@ import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.table import Table
 
+from catalog.datasets.quality import QualityStore
+from catalog.datasets.store import Run
 from catalog.errors import NotFound
-from catalog.quality import QualityStore
-from catalog.store import Run
 from hub.context import Hub
 from hub.demo.blocks import (
     BLOCK_AGENCIES,

@@ -1,6 +1,6 @@
 """Block answers (塊數據): what every agency's datasets say about one region or enterprise.
 
-A dataset joins a block through its ``block_keys`` (catalog/manifest.py): a region-code
+A dataset joins a block through its ``block_keys`` (catalog/datasets/manifest.py): a region-code
 column, a resolved address (``<column>_region_code``) or a credit code.  A block answer is
 **SQL run by** :meth:`hub.exchange.engine.Exchange.query` as the caller — one aggregate pass per
 dataset, all datasets in one query — so the caller's read rights, grants, masking and row
@@ -24,13 +24,13 @@ from urllib.parse import urlencode
 
 import orjson
 
+from catalog.datasets.manifest import BlockKey, Manifest
+from catalog.datasets.store import DatasetRecord, Principal
+from catalog.domain.identifiers import is_valid_uscc
+from catalog.domain.regions import Region, children, get_region, normalize_code
+from catalog.domain.regions import full_name as region_full_name
 from catalog.errors import AccessDenied, HubError, InvalidRequest, NotFound, QueryTimeout
-from catalog.eventlog import Message
-from catalog.identifiers import is_valid_uscc
-from catalog.manifest import BlockKey, Manifest
-from catalog.regions import Region, children, get_region, normalize_code
-from catalog.regions import full_name as region_full_name
-from catalog.store import DatasetRecord, Principal
+from eventlog.message import Message
 from hub.exchange.engine import Exchange
 
 BlockKind = Literal["region", "enterprise"]
@@ -437,7 +437,7 @@ def message_regions(msg: Message, manifest: Manifest | None) -> dict[str, int]:
             continue
         code = normalize_code(value)
         if code is None and key.kind == "address":
-            from catalog.addresses import resolve_address
+            from catalog.domain.addresses import resolve_address
 
             code = resolve_address(value)
         if code is not None:

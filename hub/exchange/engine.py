@@ -38,12 +38,12 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from catalog.access import Access, decide
-from catalog.audit import AuditLog
+from catalog.access.effective import Access, decide
+from catalog.access.grants import Grant, GrantStore
+from catalog.audit.log import AuditLog
+from catalog.datasets.store import CatalogStore, DatasetRecord, Principal, Version
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
-from catalog.grants import Grant, GrantStore
 from catalog.sqltext import quote_ident
-from catalog.store import CatalogStore, DatasetRecord, Principal, Version
 from connectors.duck import connect, reader_batches
 from hub.exchange.jsonrows import row_projection
 from hub.exchange.replicas import Replicas, exchange_folder, remove_stale

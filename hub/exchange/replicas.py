@@ -35,8 +35,8 @@ from pathlib import Path
 
 import duckdb
 
+from catalog.datasets.store import Version
 from catalog.sqltext import quote_ident, quote_literal
-from catalog.store import Version
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Rooms: the DuckDB database a reader's SQL runs in, holding only what that reader may read.
 
 A reader's effective access depends on its agency and on whether it is an admin, nothing
-else (:func:`catalog.access.decide`), so the readers of one agency (admins apart) share a
+else (:func:`catalog.access.effective.decide`), so the readers of one agency (admins apart) share a
 room: a DuckDB database of its own — not a schema or a set of views in a shared database —
 whose catalog contains the datasets those readers may read, *as they may read them*:
 
@@ -47,9 +47,9 @@ from urllib.parse import unquote, urlparse
 import duckdb
 import pyarrow as pa
 
-from catalog.access import Access
+from catalog.access.effective import Access
+from catalog.datasets.store import Version
 from catalog.sqltext import quote_ident, quote_literal
-from catalog.store import Version
 from connectors.duck import connect
 
 log = logging.getLogger(__name__)

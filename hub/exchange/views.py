@@ -14,10 +14,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from catalog.access import Access
-from catalog.masking import mask_sql
+from catalog.access.effective import Access
+from catalog.access.masking import mask_sql
+from catalog.datasets.store import Version
 from catalog.sqltext import quote_ident, quote_literal
-from catalog.store import Version
 from hub.exchange.replicas import Replicas, write_copy
 from hub.exchange.rooms import RoomObject, profile_digest, scan_sql
 

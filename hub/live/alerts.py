@@ -7,9 +7,9 @@ timestamp; staleness is checked on each tick against the channel's latest messag
 Opening, acknowledging and resolving are stored (``ops_alerts``) and published.
 
 Rules run for no single reader, so they see an event as
-:func:`catalog.access.platform_view` shows it — every declared field, personal data
+:func:`catalog.access.effective.platform_view` shows it — every declared field, personal data
 masked — and what an alert stores (title, key, event) carries nothing more.  Each
-receiver then gets the alert through :func:`catalog.disclosure.disclose_alert` with its
+receiver then gets the alert through :func:`catalog.access.disclosure.disclose_alert` with its
 own access to the source dataset; ``detail.fields`` records which fields the title and
 key were made of, so a receiver who may not see one of them gets neither.
 """
@@ -25,13 +25,13 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from catalog.access import Access, platform_view
-from catalog.disclosure import disclose_record, source_dataset
+from catalog.access.disclosure import disclose_record, source_dataset
+from catalog.access.effective import Access, platform_view
+from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied, NotFound
-from catalog.eventlog import Message
-from catalog.opsstore import Alert, AlertEvents
+from catalog.ops.store import Alert, AlertEvents
 from catalog.outbox import Event
-from catalog.store import Principal
+from eventlog.message import Message
 from hub.live.alert_rules import Rule
 from hub.live.channels import is_ops
 from hub.live.host import LiveHub

@@ -7,8 +7,8 @@ import os
 import socket
 from typing import Any
 
-from catalog.auditseal import key_id
-from catalog.store import SYSTEM, DatasetRecord, Principal
+from catalog.audit.seal import key_id
+from catalog.datasets.store import SYSTEM, DatasetRecord, Principal
 from hub.live.host import LiveHub
 
 # Settings that decide what leaves the hub, and how the record of it is sealed.

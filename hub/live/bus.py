@@ -1,6 +1,6 @@
 """The in-process event bus: fan-out of the durable event log to live subscribers.
 
-Publishing appends to the :class:`~catalog.eventlog.EventLog` (the only source
+Publishing appends to the :class:`~eventlog.sqllog.EventLog` (the only source
 of truth) and wakes the tailer; the tailer also polls, so messages appended by
 other processes (a CLI ingest, an Airflow task) reach this process's
 subscribers too.  Each subscription tracks the last offset it delivered per
@@ -31,7 +31,9 @@ from collections.abc import Callable, Hashable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from catalog.eventlog import LogBackend, Message, redacted_url
+from eventlog.backend import LogBackend, redacted_url
+from eventlog.message import Message
+from hub.live.frames import ws_text_frame
 from hub.live.outage import Outage, backoff_s
 from hub.live.subscription import Subscription
 
@@ -354,7 +356,7 @@ class Bus:
                         sub.last[channel] = buf[-1].offset
                         blob = blobs.get(i)
                         if blob is None:
-                            blob = blobs[i] = b"".join([m.ws_frame for m in buf[i:]])
+                            blob = blobs[i] = b"".join([m.framed(ws_text_frame) for m in buf[i:]])
                         if not sub._closing():
                             sub._write(blob)  # type: ignore[misc]  # plain: it is set
                         continue

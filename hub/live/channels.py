@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from catalog import disclosure
-from catalog.access import Access
-from catalog.disclosure import FeedFilter
+from catalog.access import disclosure
+from catalog.access.disclosure import FeedFilter
+from catalog.access.effective import Access
+from catalog.datasets.store import DatasetRecord, Principal
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
-from catalog.eventlog import Message
-from catalog.store import DatasetRecord, Principal
+from eventlog.message import Message
 from hub.live.host import LiveHub
 from pipelines.feeds import is_feed
 

@@ -2,7 +2,7 @@
 
 An order targets one agency or one unit (a principal).  Every change is stored
 (``ops_order_events``: the order's full history) with its audit entry in the same
-transaction (``catalog.opsstore``), and published on
+transaction (``catalog.ops.store``), and published on
 ``orders:<target>`` — and, for a unit, on ``orders:<its agency>`` too, so the
 agency's desk sees its units' orders.  Escalations also go out on ``alerts``.
 """
@@ -13,11 +13,11 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from catalog.disclosure import carries_values, order_event_source, source_dataset
+from catalog.access.disclosure import carries_values, order_event_source, source_dataset
+from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
-from catalog.opsstore import Order, OrderEvent, OrderEvents
+from catalog.ops.store import Order, OrderEvent, OrderEvents
 from catalog.outbox import Event
-from catalog.store import Principal
 from hub.live.channels import is_ops, order_targets
 from hub.live.host import LiveHub
 
@@ -55,7 +55,7 @@ def _events(hub: LiveHub, *, also: tuple[str, ...] = ()) -> OrderEvents:
 
 def _publish(hub: LiveHub, order: Order, event: OrderEvent) -> None:
     """After the change is committed — with its audit entry and its staged events, in one
-    transaction (catalog.opsstore) — publish the events."""
+    transaction (catalog.ops.store) — publish the events."""
     hub.announce()
 
 
@@ -79,7 +79,7 @@ def _sourced(
 ) -> dict[str, Any] | None:
     """An order's event that carries values must say which dataset they came from (its
     ``channel``, or the alert it answers): every receiver gets them as its own access to
-    that dataset shows them (catalog/disclosure.py), never as the operator typed them."""
+    that dataset shows them (catalog/access/disclosure.py), never as the operator typed them."""
     if not carries_values(event):
         return event
     assert event is not None

@@ -35,12 +35,12 @@ from typing import Any, TypeVar
 
 import orjson
 
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.store import Version
 from catalog.errors import HubError, SourceRefused
-from catalog.eventlog import append_many
-from catalog.manifest import Manifest
 from catalog.runtime import settle_heap
-from catalog.store import Version
 from connectors.mqtt import MqttSubscriber
+from eventlog.channels import feed_channel
 from hub.live.host import LiveHub
 from hub.settings import Settings
 from pipelines.feeds import (
@@ -50,7 +50,6 @@ from pipelines.feeds import (
     check_events,
     committed_offset,
     ensure_feed_table,
-    feed_channel,
     feed_options,
     flush_feed,
     is_feed,
@@ -356,8 +355,7 @@ class FeedRunner:
     def append(self, feed: Feed, checked: Checked) -> tuple[int, int]:
         """Make valid events durable and live: one log transaction, then wake the bus."""
         m = feed.manifest
-        first, last = append_many(
-            self.hub.log,
+        first, last = self.hub.log.append_many(
             feed_channel(m.id),
             EVENT_TYPE,
             checked.records,

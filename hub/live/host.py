@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from catalog.access import Access
-from catalog.audit import AuditLog
-from catalog.eventlog import LogBackend
-from catalog.grants import GrantStore
-from catalog.lake import Lake
-from catalog.opsstore import OpsStore
-from catalog.sources import SourceGuard
-from catalog.store import CatalogStore, DatasetRecord, Principal
+from catalog.access.effective import Access
+from catalog.access.grants import GrantStore
+from catalog.audit.log import AuditLog
+from catalog.datasets.store import CatalogStore, DatasetRecord, Principal
+from catalog.lake.tables import Lake
+from catalog.ops.store import OpsStore
+from catalog.sources.store import SourceGuard
+from eventlog.backend import LogBackend
 from hub.live.bus import Bus
 from hub.settings import Settings
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from catalog.datasets.store import Principal
 from catalog.errors import HubError
-from catalog.store import Principal
 from hub.live.bus import Bus
 from hub.live.subscription import Notice, Subscription
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from catalog.eventlog import Message, ws_text_frame
+from eventlog.message import Message
+from hub.live.frames import ws_text_frame
 
 if TYPE_CHECKING:
     from hub.live.bus import Bus
@@ -107,7 +108,7 @@ class Subscription:
         verbatim: Callable[[Sequence[Message]], bool] | None = None,
         verbatim_key: Hashable = None,
     ) -> None:
-        """Let the fan-out write pre-built frames (``Message.ws_frame``, concatenated) to the
+        """Let the fan-out write pre-built frames (``Message.framed``, concatenated) to the
         client's socket itself, as websockets' ``broadcast`` does: ``write`` takes them (a
         transport's ``write``); once ``closing()`` is true nothing more is written.  The
         caller reports a reader that lets too much pile up with :meth:`too_slow` (the

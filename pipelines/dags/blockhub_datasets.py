@@ -16,8 +16,8 @@ from typing import Any
 from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from catalog.datasets.manifest import load_manifest
 from catalog.errors import ManifestError
-from catalog.manifest import load_manifest
 
 
 def build_dag(manifest_path: Path) -> DAG:

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from catalog.access import Access
-from catalog.disclosure import disclose_run, disclose_version
+from catalog.access.disclosure import disclose_run, disclose_version
+from catalog.access.effective import Access
+from catalog.access.policy import can_manage
+from catalog.datasets.store import DatasetRecord, Principal, Run, Version
 from catalog.errors import AccessDenied, NotFound
-from catalog.policy import can_manage
-from catalog.store import DatasetRecord, Principal, Run, Version
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.api.links import links

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from catalog.disclosure import WITHHELD, disclose_counts
+from catalog.access.disclosure import WITHHELD, disclose_counts
+from catalog.access.policy import can_manage, can_read
 from catalog.errors import AccessDenied, Conflict
-from catalog.policy import can_manage, can_read
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses
 from hub.live.feeds import FeedRunner

@@ -10,12 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from catalog.access import Access
-from catalog.disclosure import disclose_quality_results, quality_visible
+from catalog.access.disclosure import disclose_quality_results, quality_visible
+from catalog.access.effective import Access
+from catalog.access.policy import can_manage
+from catalog.datasets.quality import QualityResult, QualityStore
+from catalog.datasets.store import DatasetRecord, Principal
 from catalog.errors import AccessDenied, NotFound
-from catalog.policy import can_manage
-from catalog.quality import QualityResult, QualityStore
-from catalog.store import DatasetRecord, Principal
 from hub.api.deps import HubDep, PrincipalDep
 from hub.api.errors import error_responses, json_error_content
 from hub.api.limits import MAX_INT

@@ -14,17 +14,39 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
+from eventlog.backend import LogBackend
 from eventlog.message import Message
 from hub.live.frames import ws_text_frame
 
-if TYPE_CHECKING:
-    from hub.live.bus import Bus
-
 log = logging.getLogger(__name__)
+
+
+class Fanout(Protocol):
+    """What a subscription needs of its bus (:class:`hub.live.bus.Bus`): the log it reads
+    gaps from, which epoch and generation the bus is in, the channels' heads, and its
+    registry of subscribers and tasks.  Written down here so that the subscription does not
+    import the bus that imports it."""
+
+    log: LogBackend
+    _generation: int
+    _seq: int
+
+    @property
+    def epoch(self) -> str: ...
+
+    async def head(self, channel: str) -> int: ...
+
+    def suspect(self) -> None: ...
+
+    def _register(self, channel: str, sub: Subscription) -> None: ...
+
+    def _unregister(self, channel: str, sub: Subscription) -> None: ...
+
+    def _spawn(self, coro: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +80,7 @@ class Subscription:
     #: for history the current epoch does not have.
     STRANGER_TRIES = 100
 
-    def __init__(self, bus: Bus, queue_size: int) -> None:
+    def __init__(self, bus: Fanout, queue_size: int) -> None:
         self._bus = bus
         # Items for the sender task, when they cannot be written at once (a deque and an
         # event rather than an asyncio.Queue: the fan-out tests emptiness per subscriber

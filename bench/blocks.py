@@ -37,7 +37,8 @@ from catalog.datasets.manifest import load_manifests
 from catalog.datasets.store import Principal
 from catalog.errors import Conflict
 from connectors.duck import connect
-from hub.context import Hub
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.demo.blocks import readings_with_address, write_sources
 from hub.demo.sampleworld import enterprises, hotline_tickets
 from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
@@ -49,7 +50,6 @@ from hub.exchange.blocks import (
     region_prefix,
     region_where,
 )
-from hub.server import free_port, serving
 from hub.settings import Settings
 from pipelines.feeds import is_feed
 

@@ -141,7 +141,7 @@ def _manifest(t: str) -> dict[str, Any]:
 
 def run_blockhub(t: str, work: Path) -> int:
     from catalog.datasets.manifest import parse_manifest
-    from hub.context import Hub
+    from hub.assembly.context import Hub
     from hub.settings import Settings
 
     # Registering the dataset is the steward's one-time set-up (dlt's source and pipeline
@@ -230,7 +230,7 @@ def child(tool: str, t: str, work: Path) -> None:
         import sqlalchemy.dialects.sqlite  # noqa: F401
 
         import connectors.postgres  # noqa: F401
-        import hub.context  # noqa: F401
+        import hub.assembly.context  # noqa: F401
         from catalog.runtime import settle_heap
 
         settle_heap()  # what the blockhub CLI and the Airflow steps do at start

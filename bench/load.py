@@ -43,9 +43,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from catalog.datasets.manifest import parse_manifest
-from hub.context import Hub
+from hub.api.server import free_port
+from hub.assembly.context import Hub
 from hub.demo.sampleworld import hotline_tickets
-from hub.server import free_port
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from catalog.datasets.manifest import Manifest, parse_manifest
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"

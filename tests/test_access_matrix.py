@@ -37,12 +37,12 @@ from catalog.datasets.manifest import parse_manifest
 from catalog.datasets.store import Principal
 from hub.api.app import create_app
 from hub.api.outbound import PATHS, Outbound, channel_kinds, routes
-from hub.context import Hub
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.live import dispatch
 from hub.live.alert_rules import Rule
 from hub.live.alerts import AlertEngine
 from hub.live.channels import CHANNEL_KINDS
-from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.conftest import file_source
 from tests.wsclient import WS

@@ -20,7 +20,7 @@ from catalog.access.masking import mask_value
 from catalog.datasets.manifest import Manifest
 from catalog.datasets.quality import QuarantineBatch
 from expectations.runner import mask_value as sample_mask
-from hub.context import Hub
+from hub.assembly.context import Hub
 from pipelines.quarantine import quarantine_rows
 
 

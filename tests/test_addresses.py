@@ -14,7 +14,7 @@ from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.datasets.store import Principal
 from catalog.domain.addresses import resolve_address
 from catalog.errors import ManifestError
-from hub.context import Hub
+from hub.assembly.context import Hub
 from pipelines.blockkeys import rollup
 from tests.conftest import file_source, manifest_dict
 

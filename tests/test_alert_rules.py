@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from catalog.datasets.manifest import Manifest
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.live.alert_rules import AlertRulesError, load_rules
 from hub.live.alerts import AlertEngine
 from hub.live.dispatch import EVENT_TYPES

@@ -31,9 +31,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from hub.api.app import create_app
-from hub.context import Hub
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.live import dispatch
-from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.conftest import build_exchange_world, fresh_pg_database
 

@@ -29,8 +29,8 @@ from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.datasets.store import Base
 from catalog.errors import ConfigError, Conflict
 from hub.api.app import create_app
+from hub.assembly.context import Hub
 from hub.cli.main import app as cli_app
-from hub.context import Hub
 from hub.settings import Settings
 from pipelines.quarantine import release
 from tests.conftest import file_source, manifest_dict, pg_profile

@@ -28,13 +28,13 @@ from websockets.sync.client import ClientConnection, connect
 
 from catalog.datasets.store import Principal
 from catalog.domain.regions import load_regions
-from hub.context import Hub
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.demo.blocks import BLOCK_DATASETS, add_readings, write_sources
 from hub.demo.sampleworld import hotline_tickets
 from hub.demo.synth import GUIYANG_DISTRICT_CODES
 from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
 from hub.exchange.blocks import Blocks
-from hub.server import free_port, serving
 from hub.settings import Settings
 
 SEED = 7

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from catalog.datasets.manifest import Manifest
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.wsclient import WS
 

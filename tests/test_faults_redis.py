@@ -29,9 +29,9 @@ import pytest
 import redis
 
 from eventlog.redislog import RedisEventLog
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.client import HubClient
-from hub.context import Hub
-from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.private_services import PrivateRedis
 from tests.wsclient import WS

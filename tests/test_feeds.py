@@ -26,8 +26,8 @@ from websockets.sync.client import connect
 from catalog.datasets.manifest import Manifest
 from catalog.errors import ManifestError
 from eventlog.channels import feed_channel
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import (
     EVENT_TYPE,

@@ -9,9 +9,10 @@ that points the wrong way fails this test before it becomes a habit.
   of hub but the settings;
 - ``live`` (bus, channels, feeds, alerts, dispatch, presence, ops) neither: of the
   exchange it knows only the protocol in ``hub.live.host``, which the assembly fills;
-- ``context`` (the assembly) builds the wings, ``api`` (routes: parse, call, answer) and
-  ``server`` run them, ``cli`` and ``demo`` are entry points on top; the demo does not use
-  the CLI, and no wing imports the assembly, the routes or an entry point.
+- ``assembly`` (``hub.assembly.context.Hub``) builds the wings; ``api`` (routes: parse, call,
+  answer; the websocket; the server) runs them; ``cli`` and ``demo`` are entry points on
+  top; the demo does not use the CLI, and no wing imports the assembly, the API or an entry
+  point.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ ALLOWED: dict[str, set[str]] = {
     "quality_report": set(),
     "exchange": {"settings"},
     "live": {"settings"},
-    "context": {"exchange", "live", "settings"},
-    "api": {"exchange", "live", "context", "settings", "quality_report"},
-    "server": {"api", "context", "settings"},
-    "demo": {"exchange", "live", "context", "server", "settings", "client"},
-    "cli": {"exchange", "live", "context", "server", "settings", "quality_report", "demo"},
+    "assembly": {"exchange", "live", "settings"},
+    "api": {"exchange", "live", "assembly", "settings", "quality_report"},
+    "demo": {"exchange", "live", "assembly", "api", "settings", "client"},
+    "cli": {"exchange", "live", "assembly", "api", "settings", "quality_report", "demo"},
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from catalog.datasets.manifest import Manifest
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres

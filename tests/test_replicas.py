@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.datasets.store import Principal
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.exchange.engine import Exchange
 from hub.exchange.replicas import remove_stale
 from hub.exchange.rooms import RoomObject

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from catalog.datasets.manifest import parse_manifest
 from catalog.datasets.store import Principal
 from catalog.errors import HubError
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.exchange.engine import Exchange
 from hub.settings import Settings
 from tests.conftest import file_source, manifest_dict

@@ -39,8 +39,8 @@ from catalog.sources.locations import (
 )
 from catalog.sources.store import postgres_dsn, protected_places
 from hub.api.app import create_app
-from hub.context import Hub
-from hub.server import free_port
+from hub.api.server import free_port
+from hub.assembly.context import Hub
 from tests.conftest import manifest_dict, pg_profile, ticket_rows
 
 BLOCKHUB = str(Path(sys.executable).parent / "blockhub")

@@ -13,9 +13,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.server import ServerProtocol
 
+from hub.api.server import config
 from hub.api.wsproto import USED_ATTRIBUTES, DirectWebSocketProtocol, serving_protocol
-from hub.context import Hub
-from hub.server import config
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 

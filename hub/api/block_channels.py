@@ -34,8 +34,8 @@ from catalog.datasets.manifest import Manifest
 from catalog.datasets.store import Principal
 from catalog.errors import HubError, InvalidRequest
 from eventlog.message import Message
-from hub.api.errors import error_message
-from hub.context import Hub
+from hub.api.common.errors import error_message
+from hub.assembly.context import Hub
 from hub.exchange.blocks import (
     block_channel,
     block_key,

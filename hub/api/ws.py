@@ -28,10 +28,10 @@ from catalog.errors import (
 )
 from eventlog.message import Message
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
-from hub.api.errors import error_message, hub_error_message
-from hub.api.limits import MAX_INT, NUL_MESSAGE
+from hub.api.common.errors import error_message, hub_error_message
+from hub.api.common.limits import MAX_INT, NUL_MESSAGE
 from hub.api.wsproto import DirectWebSocketProtocol, serving_protocol
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.live import alerts, dispatch
 from hub.live.auditing import audit_subscription
 from hub.live.channels import (
@@ -200,7 +200,7 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
         except ValueError:
             await ws.send_text(_error(InvalidRequest("messages must be JSON objects")))
             continue
-        if "\x00" in raw or "\\u0000" in raw:  # as over HTTP (hub.api.limits)
+        if "\x00" in raw or "\\u0000" in raw:  # as over HTTP (hub.api.common.limits)
             await ws.send_text(_error(InvalidRequest(NUL_MESSAGE)))
             continue
         op = msg.get("op")

@@ -11,7 +11,7 @@ from rich.console import Console
 from catalog.access.policy import may_act_for
 from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 out = Console()

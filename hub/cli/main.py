@@ -341,7 +341,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port")] = None,
 ) -> None:
     """Serve the REST API and the websocket."""
-    from hub.server import serve as serve_app
+    from hub.api.server import serve as serve_app
 
     logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
     s = settings()

@@ -14,7 +14,7 @@ from catalog.access.policy import can_manage
 from catalog.datasets.quality import QualityResult, QualityStore
 from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.quality_report import render_report
 from pipelines.freshness import FreshnessStatus, check_freshness, freshness
 from pipelines.quarantine import discard, quarantine_rows, release

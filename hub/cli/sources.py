@@ -22,7 +22,7 @@ from rich.table import Table
 
 from catalog.datasets.store import Principal
 from catalog.errors import InvalidRequest
-from hub.context import Hub
+from hub.assembly.context import Hub
 
 
 def _pairs(items: list[str] | None, what: str) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.demo.sampleworld import air_readings, air_stations, district_population, enterprises
 from hub.exchange.blockview import print_block
 

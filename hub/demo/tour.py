@@ -28,7 +28,8 @@ from rich.table import Table
 from catalog.datasets.quality import QualityStore
 from catalog.datasets.store import Run
 from catalog.errors import NotFound
-from hub.context import Hub
+from hub.api.server import free_port, serve, serving
+from hub.assembly.context import Hub
 from hub.demo.blocks import (
     BLOCK_AGENCIES,
     block_tour,
@@ -37,7 +38,6 @@ from hub.demo.blocks import (
     write_sources,
 )
 from hub.demo.sampleworld import air_readings, hotline_tickets
-from hub.server import free_port, serve, serving
 from hub.settings import Settings
 
 MANIFESTS = Path(__file__).parent / "world"

@@ -48,7 +48,7 @@ class QueryResult:
     separator (``Exchange.query(render_json=...)``); ``schema`` is still the data's."""
     defer_close_hook: bool = False
     """Leave the close hook (the audit entry) to :meth:`run_close_hook`, called by the
-    server once the answer's bytes are handed over (``hub.api.answer``)."""
+    server once the answer's bytes are handed over (``hub.api.common.answer``)."""
     release: Callable[[], None] | None = field(default=None, repr=False)
     """Hands the room and its objects back once the cursor is closed."""
 

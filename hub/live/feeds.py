@@ -141,7 +141,7 @@ class FlushWorker:
     ``feed_flush: process`` asks for the process (the ``blockhub`` command resolves
     ``auto`` to it).  ``auto`` elsewhere means the thread: a spawned process imports the
     program's main module again, and a program that embeds the hub (a script calling
-    ``hub.server.serving``) may not guard its own start-up with ``__name__``.
+    ``hub.api.server.serving``) may not guard its own start-up with ``__name__``.
     """
 
     def __init__(self, hub: LiveHub) -> None:

@@ -1,7 +1,7 @@
 """What the live wing needs of the process it runs in, as a protocol.
 
 The live wing is handed the hub's objects; it does not import the assembly that builds them
-(:mod:`hub.context`, which imports the wings): :class:`hub.context.Hub` satisfies
+(:mod:`hub.assembly.context`, which imports the wings): :class:`hub.assembly.context.Hub` satisfies
 :class:`LiveHub` structurally, and so can a test's or an embedding program's own object.
 Of the exchange, live knows only its public face — who may read what (:class:`Readers`),
 never how a query runs.

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
-from hub.api.deps import HubDep, LimiterDep, PrincipalDep
-from hub.api.errors import error_responses
+from hub.api.common.deps import HubDep, LimiterDep, PrincipalDep
+from hub.api.common.errors import error_responses
 from hub.exchange.blocks import Blocks
 
 router = APIRouter(

@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field
 
 from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.limits import Moment
-from hub.api.links import links
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import Moment
+from hub.api.common.links import links
 from hub.live import alerts, dispatch
 from hub.live.channels import disclose_alert, disclose_order, is_ops, order_targets
 

@@ -16,10 +16,10 @@ from catalog.access.policy import can_manage
 from catalog.datasets.quality import QualityResult, QualityStore
 from catalog.datasets.store import DatasetRecord, Principal
 from catalog.errors import AccessDenied, NotFound
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses, json_error_content
-from hub.api.limits import MAX_INT
-from hub.context import Hub
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses, json_error_content
+from hub.api.common.limits import MAX_INT
+from hub.assembly.context import Hub
 from hub.live.channels import audit_unmasked
 from hub.quality_report import render_report
 from pipelines.freshness import freshness

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from catalog.access import disclosure
 from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied, InvalidRequest
-from hub.api.answer import (
+from hub.api.common.answer import (
     BULK_FORMATS,
     action_of,
     answer,
@@ -21,10 +21,10 @@ from hub.api.answer import (
     replay,
     stream_doc,
 )
-from hub.api.deps import HubDep, LimiterDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.limits import MAX_INT32, Held
-from hub.context import Hub
+from hub.api.common.deps import HubDep, LimiterDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import MAX_INT32, Held
+from hub.assembly.context import Hub
 from hub.exchange.encoders import Format
 from hub.exchange.rows import MAX_PAGE, Cursor, Filter, RowsQuery, parse_sort
 

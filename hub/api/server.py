@@ -12,7 +12,7 @@ import uvicorn
 
 from hub.api.app import create_app
 from hub.api.wsproto import DirectWebSocketProtocol
-from hub.context import Hub
+from hub.assembly.context import Hub
 
 
 def free_port() -> int:

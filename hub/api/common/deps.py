@@ -9,8 +9,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from catalog.datasets.store import Principal
 from catalog.errors import Unauthenticated
-from hub.api.limits import Limiter
-from hub.context import Hub
+from hub.api.common.limits import Limiter
+from hub.assembly.context import Hub
 
 _bearer = HTTPBearer(auto_error=False, description="API token: `Authorization: Bearer bh_...`")
 
@@ -54,4 +54,4 @@ def get_limiter(request: Request) -> Limiter:
 
 
 LimiterDep = Annotated[Limiter, Depends(get_limiter)]
-"""The per-principal limits of query and export answers (hub.api.limits)."""
+"""The per-principal limits of query and export answers (hub.api.common.limits)."""

@@ -1,6 +1,6 @@
 """Limits on what one request may carry and on how much one principal may ask at once.
 
-Two layers, both answering with the one error body (``hub.api.errors``):
+Two layers, both answering with the one error body (``hub.api.common.errors``):
 
 * :class:`RequestLimits`, an ASGI middleware in front of every route: the URL's length
   (414), the body's size (413) and a JSON body's well-formedness and nesting depth (400,
@@ -163,7 +163,7 @@ def _is_json(content_type: str) -> bool:
 
 
 def _error_response(status: int, code: str, message: str, detail: dict[str, Any]) -> Response:
-    from hub.api.errors import error_body
+    from hub.api.common.errors import error_body
 
     return Response(
         orjson.dumps(error_body(status, code, message, detail)),

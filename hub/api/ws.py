@@ -145,9 +145,7 @@ async def _subscribe(
 async def _order_op(
     ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
 ) -> None:
-    order_id = msg.get("order")
-    if not isinstance(order_id, str):
-        raise InvalidRequest(f"{op} needs an order id", op=op)
+    order_id = _id_of(msg, "order", op)
     note = msg.get("note")
     data = msg.get("data")
     if (note is not None and not isinstance(note, str)) or (
@@ -157,37 +155,30 @@ async def _order_op(
     order = await asyncio.to_thread(
         dispatch.act, hub, principal, order_id, ORDER_OPS[op], note, data
     )
-    await ws.send_text(
-        _dumps(
-            {
-                "type": "ok",
-                "op": op,
-                "id": msg.get("id"),
-                "order": disclose_order(hub, principal, order.to_dict()),
-            }
-        )
-    )
+    await _ok(ws, op, msg, order=disclose_order(hub, principal, order.to_dict()))
 
 
 async def _alert_op(
     ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
 ) -> None:
-    alert_id = msg.get("alert")
-    if not isinstance(alert_id, str):
-        raise InvalidRequest(f"{op} needs an alert id", op=op)
+    alert_id = _id_of(msg, "alert", op)
     note = msg.get("note") if isinstance(msg.get("note"), str) else None
     fn = alerts.acknowledge if op == "alert.ack" else alerts.resolve
     alert = await asyncio.to_thread(fn, hub, principal, alert_id, note)
-    await ws.send_text(
-        _dumps(
-            {
-                "type": "ok",
-                "op": op,
-                "id": msg.get("id"),
-                "alert": disclose_alert(hub, principal, alert.to_dict()),
-            }
-        )
-    )
+    await _ok(ws, op, msg, alert=disclose_alert(hub, principal, alert.to_dict()))
+
+
+def _id_of(msg: dict[str, Any], key: str, op: str) -> str:
+    """The id of the order or alert a command names (``{"order": "..."}``)."""
+    value = msg.get(key)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{op} needs an {key} id", op=op)
+    return value
+
+
+async def _ok(ws: WebSocket, op: str, msg: dict[str, Any], **shown: Any) -> None:
+    """The answer to a command: ``ok``, the op, the client's id, what it changed as shown."""
+    await ws.send_text(_dumps({"type": "ok", "op": op, "id": msg.get("id"), **shown}))
 
 
 async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connection) -> None:

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 from websockets.sync.client import connect
 
 from catalog.datasets.manifest import parse_manifest
-from eventlog.channels import feed_channel
+from catalog.domain.channels import feed_channel
 from eventlog.sqllog import EventLog
 from hub.context import Hub
 from hub.server import free_port, serving

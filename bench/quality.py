@@ -199,9 +199,9 @@ def phase(work: Path, name: str) -> dict[str, float]:
         out["seconds"] = time.perf_counter() - started
         out["commit_seconds"] = time.perf_counter() - gated_at
         assert gated.quality is not None
-        out["quarantined"] = gated.quality["rows_quarantined"]
+        out["quarantined"] = gated.quality.rows_quarantined
         out["published"] = snap.added_rows
-        assert snap.added_rows + gated.quality["rows_quarantined"] == s.rows_read
+        assert snap.added_rows + gated.quality.rows_quarantined == s.rows_read
         st.close()
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out

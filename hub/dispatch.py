@@ -17,6 +17,7 @@ from typing import Any
 
 from catalog.access.disclosure import carries_values, order_event_source, source_dataset
 from catalog.datasets.store import Principal
+from catalog.domain.channels import ALERTS, orders_channel
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
 from catalog.ops.store import Order, OrderEvent, OrderEvents
 from catalog.outbox import Event
@@ -37,11 +38,11 @@ EVENT_TYPES = {
 
 
 def _target_channels(hub: Hub, target: str) -> list[str]:
-    channels = [f"orders:{target}"]
+    names = [orders_channel(target)]
     with contextlib.suppress(NotFound):
         unit = hub.store.get_principal(target)
-        channels.append(f"orders:{unit.agency_id}")
-    return channels
+        names.append(orders_channel(unit.agency_id))
+    return names
 
 
 def _events(hub: Hub, *, also: tuple[str, ...] = ()) -> OrderEvents:
@@ -167,7 +168,7 @@ def act(
 
 def escalate_overdue(hub: Hub) -> list[Order]:
     out = []
-    for order, event in hub.ops.escalate_overdue(events=_events(hub, also=("alerts",))):
+    for order, event in hub.ops.escalate_overdue(events=_events(hub, also=(ALERTS,))):
         _publish(hub, order, event)
         out.append(order)
     return out

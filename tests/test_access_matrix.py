@@ -35,11 +35,11 @@ from starlette.routing import Mount, Route
 from catalog.access.masking import mask_value
 from catalog.datasets.manifest import parse_manifest
 from catalog.datasets.store import Principal
+from catalog.domain.channels import CHANNEL_KINDS
 from hub import dispatch
 from hub.alert_rules import Rule
 from hub.alerts import AlertEngine
 from hub.api.app import create_app
-from hub.channels import CHANNEL_KINDS
 from hub.context import Hub
 from hub.outbound import PATHS, Outbound, channel_kinds, routes
 from hub.server import free_port, serving

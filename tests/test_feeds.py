@@ -24,8 +24,8 @@ import yaml
 from websockets.sync.client import connect
 
 from catalog.datasets.manifest import Manifest
+from catalog.domain.channels import feed_channel
 from catalog.errors import ManifestError
-from eventlog.channels import feed_channel
 from hub.context import Hub
 from hub.server import free_port, serving
 from hub.settings import Settings

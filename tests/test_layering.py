@@ -199,7 +199,7 @@ def _modules_after(imports: str) -> set[str]:
 def test_ground_floor_imports_neither_fastapi_nor_airflow() -> None:
     loaded = _modules_after(
         "import catalog.datasets.store, catalog.lake.tables, catalog.datasets.manifest, "
-        "catalog.access.policy, eventlog.backend, eventlog.redislog, eventlog.channels, "
+        "catalog.access.policy, eventlog.backend, eventlog.redislog, catalog.domain.channels, "
         "connectors.base, connectors.postgres, connectors.files"
     )
     assert "fastapi" not in loaded

@@ -18,6 +18,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
 from catalog.datasets.store import Principal
+from catalog.domain.channels import ALERTS, dataset_channel, feed_channel, orders_channel
 from catalog.errors import (
     AccessDenied,
     HubError,
@@ -286,7 +287,7 @@ class _SameMessage:
 
 
 _same_message = _SameMessage()
-_DISCLOSED = ("feed:", "dataset:", "alerts", "orders:")
+_DISCLOSED = (feed_channel(""), dataset_channel(""), ALERTS, orders_channel(""))
 """Channels whose messages carry dataset values or counts (:func:`disclose_message`)."""
 
 

@@ -124,7 +124,7 @@ def generate(work: Path, rows: int) -> None:
     table = table.set_column(0, "ticket_id", dup)
 
     st = _storage(work / "home")
-    st.store.upsert_agency("gy_12345", "贵阳市12345热线")
+    st.store.identity.upsert_agency("gy_12345", "贵阳市12345热线")
     st.store.register_dataset(manifest)
     schema = manifest.arrow_schema
     st.lake.ensure_table(manifest.id, schema, identifier_fields=manifest.primary_key)

@@ -27,9 +27,9 @@ from typing import Any
 
 from catalog.access.disclosure import disclose_record, source_dataset
 from catalog.access.effective import Access, platform_view
-from catalog.datasets.store import Principal
 from catalog.domain.channels import ALERTS
 from catalog.errors import AccessDenied, NotFound
+from catalog.identity.store import Principal
 from catalog.ops.store import Alert, AlertEvents
 from catalog.outbox import Event
 from eventlog.message import Message

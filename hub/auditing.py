@@ -8,8 +8,9 @@ import socket
 from typing import Any
 
 from catalog.audit.seal import key_id
-from catalog.datasets.store import SYSTEM, DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
 from catalog.domain.channels import parse
+from catalog.identity.store import SYSTEM, Principal
 from hub.context import Hub
 
 # Settings that decide what leaves the hub, and how the record of it is sealed.

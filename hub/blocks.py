@@ -25,12 +25,13 @@ from urllib.parse import urlencode
 import orjson
 
 from catalog.datasets.manifest import BlockKey, Manifest
-from catalog.datasets.store import DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
 from catalog.domain import channels
 from catalog.domain.identifiers import is_valid_uscc
 from catalog.domain.regions import Region, children, get_region, normalize_code
 from catalog.domain.regions import full_name as region_full_name
 from catalog.errors import AccessDenied, HubError, InvalidRequest, NotFound, QueryTimeout
+from catalog.identity.store import Principal
 from eventlog.message import Message
 from hub.exchange import Exchange
 

@@ -18,7 +18,7 @@ from typing import Any
 from catalog.access import disclosure
 from catalog.access.disclosure import FeedFilter
 from catalog.access.effective import Access
-from catalog.datasets.store import DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
 from catalog.domain.channels import (
     ALERTS,
     CHANNELS_HELP,
@@ -30,6 +30,7 @@ from catalog.domain.channels import (
     parse,
 )
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
+from catalog.identity.store import Principal
 from eventlog.message import Message
 from hub.context import Hub
 from pipelines.feeds import is_feed

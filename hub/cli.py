@@ -32,7 +32,7 @@ from rich.table import Table
 
 from catalog.access.policy import may_act_for
 from catalog.datasets.manifest import load_manifest
-from catalog.datasets.store import Principal, Run
+from catalog.datasets.store import Run
 from catalog.domain.workdays import BEIJING
 from catalog.errors import (
     AccessDenied,
@@ -42,6 +42,7 @@ from catalog.errors import (
     ServiceUnavailable,
     unavailable,
 )
+from catalog.identity.store import Principal
 from catalog.runtime import settle_heap
 from catalog.sources.store import source_problems
 from hub.cli_quality import register as _register_quality
@@ -111,7 +112,7 @@ def cli_caller() -> Principal:
     """Who runs this command: the principal of ``BLOCKHUB_TOKEN`` when it is set, else
     the hub home's local operator (``cli``, an admin: masked like any admin)."""
     token = os.environ.get("BLOCKHUB_TOKEN", "").strip()
-    return hub().store.authenticate(token) if token else CLI_PRINCIPAL
+    return hub().store.identity.authenticate(token) if token else CLI_PRINCIPAL
 
 
 def acting(as_id: str | None, command: str) -> Principal:
@@ -122,7 +123,7 @@ def acting(as_id: str | None, command: str) -> Principal:
     if as_id is None or as_id == caller.id:
         return caller
     h = hub()
-    target = h.store.get_principal(as_id)
+    target = h.store.identity.get_principal(as_id)
     local = os.environ.get("BLOCKHUB_TOKEN", "").strip() == ""
     allowed = may_act_for(caller, target, local_operator=local)
     h.audit.append(
@@ -155,14 +156,14 @@ def acting(as_id: str | None, command: str) -> Principal:
 @agency_app.command("add")
 def agency_add(agency_id: str, name: str) -> None:
     """Create or rename an agency."""
-    a = hub().store.upsert_agency(agency_id, name, by=cli_caller())
+    a = hub().store.identity.upsert_agency(agency_id, name, by=cli_caller())
     out.print(f"agency [bold]{a.id}[/] {a.name}")
 
 
 @agency_app.command("list")
 def agency_list() -> None:
     t = Table("id", "name")
-    for a in hub().store.list_agencies():
+    for a in hub().store.identity.list_agencies():
         t.add_row(a.id, a.name)
     out.print(t)
 
@@ -176,7 +177,7 @@ def principal_add(
 ) -> None:
     """Create a principal (a person or an app) in an agency."""
     try:
-        p = hub().store.create_principal(
+        p = hub().store.identity.create_principal(
             principal_id, agency, name or principal_id, role, by=cli_caller()
         )
     except ValueError as e:
@@ -190,7 +191,7 @@ def principal_role(
     role: Annotated[str, typer.Argument(help="admin, steward, operator or developer")],
 ) -> None:
     """Change a principal's role (recorded in the audit log, before and after)."""
-    p = hub().store.set_role(principal_id, role, by=cli_caller())
+    p = hub().store.identity.set_role(principal_id, role, by=cli_caller())
     out.print(f"principal [bold]{p.id}[/] is now {p.role}")
 
 
@@ -201,7 +202,7 @@ def token_issue(
     label: Annotated[str, typer.Option(help="what the token is for")] = "",
 ) -> None:
     """Issue a token; it is printed once and stored only as a hash."""
-    token = hub().store.issue_token(
+    token = hub().store.identity.issue_token(
         principal_id, label=label, ttl=timedelta(days=days) if days else None, by=cli_caller()
     )
     err.print("[dim]store this token now; it cannot be shown again[/]")
@@ -211,7 +212,7 @@ def token_issue(
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
     """Revoke a token by its id (the part after ``bh_``, before the next ``_``)."""
-    hub().store.revoke_token(token_id, by=cli_caller())
+    hub().store.identity.revoke_token(token_id, by=cli_caller())
     out.print(f"token {token_id} revoked")
 
 

@@ -158,12 +158,12 @@ def build_world(settings: Settings, rows: int, console: Console) -> World:
     mqtt_prefix = f"blockhub-demo/{uuid.uuid4().hex[:8]}/guiyang"
     hub = Hub.open(s)
     for agency_id, name in AGENCIES.items():
-        hub.store.upsert_agency(agency_id, name)
+        hub.store.identity.upsert_agency(agency_id, name)
     configure_sources(hub, demo / "world", mqtt_prefix=mqtt_prefix)
     tokens = {}
     for pid, agency, role, name in PRINCIPALS:
-        hub.store.create_principal(pid, agency, name, role)
-        tokens[pid] = hub.store.issue_token(pid, label="demo", ttl=timedelta(days=7))
+        hub.store.identity.create_principal(pid, agency, name, role)
+        tokens[pid] = hub.store.identity.issue_token(pid, label="demo", ttl=timedelta(days=7))
     world = World(hub=hub, folder=demo / "world", tokens=tokens, mqtt_prefix=mqtt_prefix)
     console.print(f"[bold]blockhub demo[/] — state in {home}")
     for m in hub.register_manifests():

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from catalog.access.disclosure import carries_values, order_event_source, source_dataset
-from catalog.datasets.store import Principal
 from catalog.domain.channels import ALERTS, orders_channel
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
+from catalog.identity.store import Principal
 from catalog.ops.store import Order, OrderEvent, OrderEvents
 from catalog.outbox import Event
 from hub.channels import is_ops, order_targets
@@ -40,7 +40,7 @@ EVENT_TYPES = {
 def _target_channels(hub: Hub, target: str) -> list[str]:
     names = [orders_channel(target)]
     with contextlib.suppress(NotFound):
-        unit = hub.store.get_principal(target)
+        unit = hub.store.identity.get_principal(target)
         names.append(orders_channel(unit.agency_id))
     return names
 
@@ -66,12 +66,12 @@ def _publish(hub: Hub, order: Order, event: OrderEvent) -> None:
 
 def _check_target(hub: Hub, target: str) -> None:
     try:
-        hub.store.get_principal(target)
+        hub.store.identity.get_principal(target)
         return
     except NotFound:
         pass
     try:
-        hub.store.get_agency(target)
+        hub.store.identity.get_agency(target)
     except NotFound:
         raise InvalidRequest(
             f"order target {target!r} is neither a registered agency nor a unit",
@@ -136,7 +136,7 @@ def may_see(hub: Hub, principal: Principal, order: Order) -> bool:
         return True
     # An agency's principals also follow the orders of that agency's units.
     with contextlib.suppress(NotFound):
-        return hub.store.get_principal(order.target).agency_id == principal.agency_id
+        return hub.store.identity.get_principal(order.target).agency_id == principal.agency_id
     return False
 
 

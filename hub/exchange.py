@@ -39,8 +39,9 @@ from catalog.access.effective import Access, decide
 from catalog.access.grants import Grant, GrantStore
 from catalog.access.masking import mask_sql
 from catalog.audit.log import AuditLog
-from catalog.datasets.store import CatalogStore, DatasetRecord, Principal, Version
+from catalog.datasets.store import CatalogStore, DatasetRecord, Version
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
+from catalog.identity.store import Principal
 from catalog.sqltext import quote_ident, quote_literal
 from connectors.duck import connect, reader_batches
 from hub.jsonrows import row_projection

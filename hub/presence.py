@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog.datasets.store import Principal
 from catalog.domain.channels import PRESENCE
 from catalog.errors import HubError
+from catalog.identity.store import Principal
 from hub.bus import Bus, Notice, Subscription
 
 log = logging.getLogger(__name__)

@@ -282,7 +282,7 @@ def hub_manifest(hub: Hub) -> Manifest:
 
 
 def _admin(hub: Hub) -> Any:
-    from catalog.datasets.store import Principal
+    from catalog.identity.store import Principal
 
     return Principal("admin", "gy_dsj", "admin", "admin")
 

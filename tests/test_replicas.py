@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.datasets.store import Principal
+from catalog.identity.store import Principal
 from hub.context import Hub
 from hub.exchange import Exchange
 from hub.replicas import remove_stale

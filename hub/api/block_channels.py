@@ -31,7 +31,6 @@ from fastapi import WebSocket
 
 from catalog.access import disclosure
 from catalog.datasets.manifest import Manifest
-from catalog.datasets.store import Principal
 from catalog.domain.channels import (
     dataset_channel,
     feed_channel,
@@ -40,6 +39,7 @@ from catalog.domain.channels import (
     name_of,
 )
 from catalog.errors import HubError, InvalidRequest
+from catalog.identity.store import Principal
 from eventlog.message import Message
 from hub.blocks import block_channel, block_key, message_regions, region_prefix, rows_in_block
 from hub.bus import Notice, Subscription

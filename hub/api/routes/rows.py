@@ -9,8 +9,8 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied, InvalidRequest
+from catalog.identity.store import Principal
 from hub.api.answer import (
     BULK_FORMATS,
     action_of,

@@ -34,8 +34,8 @@ import httpx
 import pyarrow.parquet as pq
 
 from catalog.datasets.manifest import load_manifests
-from catalog.datasets.store import Principal
 from catalog.errors import Conflict
+from catalog.identity.store import Principal
 from connectors.duck import connect
 from hub.api.server import free_port, serving
 from hub.assembly.context import Hub
@@ -60,7 +60,7 @@ CHUNK = 1_000_000
 def build(hub: Hub, folder: Path, tickets: int, readings: int, companies: int) -> None:
     """Write the sources as Parquet (CSV would only slow the set-up) and ingest them."""
     for agency_id, name in AGENCIES.items():
-        hub.store.upsert_agency(agency_id, name)
+        hub.store.identity.upsert_agency(agency_id, name)
     write_sources(folder, seed=SEED, readings=20, companies=10)  # stations, population
     (folder / "hotline").mkdir(parents=True, exist_ok=True)
     start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -151,7 +151,7 @@ def main() -> None:
         print(f"{len(latest)} datasets, {total:,} rows: " + ", ".join(
             f"{d} {v.total_rows:,}" for d, v in sorted(latest.items())
         ))  # fmt: skip
-        hub.store.upsert_agency("gy_12345", AGENCIES["gy_12345"])
+        hub.store.identity.upsert_agency("gy_12345", AGENCIES["gy_12345"])
         principal = Principal("bench", "gy_12345", "bench", "steward")  # owns the tickets
         blocks = Blocks(hub.exchange, timeout_s=60)
         answer = blocks.region(args.code, principal)  # warm: views, caches, first scans
@@ -186,8 +186,8 @@ def main() -> None:
         token = None
         with serving(hub, port):
             with contextlib.suppress(Conflict):  # a world reused from an earlier run
-                hub.store.create_principal("bench_http", "gy_12345", "bench", "steward")
-            token = hub.store.issue_token("bench_http", ttl=timedelta(hours=1))
+                hub.store.identity.create_principal("bench_http", "gy_12345", "bench", "steward")
+            token = hub.store.identity.issue_token("bench_http", ttl=timedelta(hours=1))
             with httpx.Client(
                 base_url=f"http://127.0.0.1:{port}",
                 headers={"Authorization": f"Bearer {token}"},

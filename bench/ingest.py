@@ -147,7 +147,7 @@ def run_blockhub(t: str, work: Path) -> int:
     # Registering the dataset is the steward's one-time set-up (dlt's source and pipeline
     # are likewise built before its clock starts); a run opens the hub and ingests.
     setup = Hub.open(Settings(home=work / "blockhub-home"))
-    setup.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+    setup.store.identity.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
     setup.sources.sources.add_profile(
         "gy_12345",
         "hotline_db",

@@ -83,7 +83,7 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
     h = Hub.open(Settings(home=home))
     try:
         for agency, name in AGENCIES.items():
-            h.store.upsert_agency(agency, name)
+            h.store.identity.upsert_agency(agency, name)
         # The owning agency's export folder, beside the home (a root may not overlap it),
         # as an admin gives it (`blockhub source root add`).
         data = home.parent / f"{home.name}-exports"
@@ -121,8 +121,8 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
                 raise RuntimeError(f"seeding {ident} failed: {run.error}")
         tokens = {}
         for pid, agency, role in PEOPLE:
-            h.store.create_principal(pid, agency, pid, role)
-            tokens[pid] = h.store.issue_token(pid, ttl=timedelta(hours=6))
+            h.store.identity.create_principal(pid, agency, pid, role)
+            tokens[pid] = h.store.identity.issue_token(pid, ttl=timedelta(hours=6))
         record = h.store.get_dataset("tickets_cond")
         g = h.grants.request(
             record,

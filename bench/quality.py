@@ -124,7 +124,7 @@ def generate(work: Path, rows: int) -> None:
     table = table.set_column(0, "ticket_id", dup)
 
     st = _storage(work / "home")
-    st.store.upsert_agency("gy_12345", "贵阳市12345热线")
+    st.store.identity.upsert_agency("gy_12345", "贵阳市12345热线")
     st.store.register_dataset(manifest)
     schema = manifest.arrow_schema
     st.lake.ensure_table(manifest.id, schema, identifier_fields=manifest.primary_key)
@@ -199,9 +199,9 @@ def phase(work: Path, name: str) -> dict[str, float]:
         out["seconds"] = time.perf_counter() - started
         out["commit_seconds"] = time.perf_counter() - gated_at
         assert gated.quality is not None
-        out["quarantined"] = gated.quality["rows_quarantined"]
+        out["quarantined"] = gated.quality.rows_quarantined
         out["published"] = snap.added_rows
-        assert snap.added_rows + gated.quality["rows_quarantined"] == s.rows_read
+        assert snap.added_rows + gated.quality.rows_quarantined == s.rows_read
         st.close()
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out

@@ -221,10 +221,10 @@ class Hub:
         from hub.settings import Settings
 
         h = HubCtx.open(Settings(home=home, events_url=events_url))
-        h.store.upsert_agency("bench", "bench")
+        h.store.identity.upsert_agency("bench", "bench")
         h.register_manifests(ROOT / "bench" / "manifests")
-        h.store.create_principal("bench", "bench", "bench", "operator")
-        self.token = h.store.issue_token("bench", ttl=timedelta(hours=2))
+        h.store.identity.create_principal("bench", "bench", "bench", "operator")
+        self.token = h.store.identity.issue_token("bench", ttl=timedelta(hours=2))
         h.close()
         env = {
             **os.environ,

@@ -37,7 +37,7 @@ from sqlalchemy import (
     update,
 )
 
-from catalog.datasets.store import make_engine
+from catalog.db import make_engine
 from catalog.runtime import ProcessLock
 from eventlog.fswatch import Watch, watch
 from eventlog.message import Message

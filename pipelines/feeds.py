@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from catalog.datasets.manifest import Manifest
 from catalog.datasets.store import CatalogStore, Version
+from catalog.domain.channels import feed_channel
 from catalog.errors import CommitUnsettled, HubError, InvalidRequest, ManifestError, unavailable
 from catalog.lake.tables import Lake
 from catalog.sources.store import source_problems
-from eventlog.channels import feed_channel
 from eventlog.message import Message, Publisher
 from pipelines.ingest import publish
 from pipelines.notify import announce, version_event

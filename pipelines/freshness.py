@@ -14,8 +14,8 @@ from typing import Any
 
 from catalog.datasets.quality import QualityStore
 from catalog.datasets.store import CatalogStore, DatasetRecord, Version
+from catalog.domain.channels import dataset_channel
 from catalog.outbox import Event
-from eventlog.channels import dataset_channel
 from eventlog.message import Publisher
 from pipelines.notify import announce
 

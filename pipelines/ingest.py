@@ -37,7 +37,7 @@ from connectors.base import Connector, CursorValue, cursor_value, get_connector
 from eventlog.message import Publisher
 from pipelines.blockkeys import BlockKeyStep
 from pipelines.notify import announce, version_event
-from pipelines.quality import blocked_message, gate
+from pipelines.quality import gate
 from pipelines.staged import Staged
 
 log = logging.getLogger(__name__)
@@ -330,12 +330,16 @@ def publish(
             run_id=staged.run_id,
             cursor=snap.cursor,
             committed_at=snap.committed_at,
-            events=lambda v: [version_event(v, manifest, staged.regions, staged.quality)],
+            events=lambda v: [version_event(v, manifest, staged.regions, _summary(staged))],
         )
     except Exception as e:
         if unavailable(e) is None:
             raise
         raise CommitUnsettled(manifest.id, staged.run_id) from e
+
+
+def _summary(staged: Staged) -> Mapping[str, Any] | None:
+    return None if staged.quality is None else staged.quality.summary
 
 
 def reconcile(
@@ -573,13 +577,13 @@ def _run(
         )
         if manifest.expectations is not None:
             staged = gate(staged, manifest, lake=lake, store=store, suites_dir=suites_dir)
-            if staged.quality is not None and staged.quality["status"] == "blocked":
+            if staged.quality is not None and staged.quality.blocked:
                 return _finish(
                     store,
                     run,
                     "failed",
                     rows_read=staged.rows_read,
-                    error=blocked_message(staged.quality),
+                    error=staged.quality.message(),
                 )
         version = publish(staged, manifest, lake=lake, store=store)
     except CommitUnsettled as e:

@@ -12,8 +12,8 @@ from typing import Any
 
 from catalog.datasets.manifest import Manifest
 from catalog.datasets.store import CatalogStore, Version
+from catalog.domain.channels import dataset_channel
 from catalog.outbox import Event
-from eventlog.channels import dataset_channel
 from eventlog.message import Publisher
 
 log = logging.getLogger(__name__)

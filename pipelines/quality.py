@@ -29,15 +29,15 @@ import numpy as np
 from catalog.datasets.manifest import Manifest
 from catalog.datasets.quality import GateStatus, QualityResult, QualityStore
 from catalog.datasets.store import CatalogStore
+from catalog.domain.channels import dataset_channel
 from catalog.errors import SuiteInvalid
 from catalog.lake.tables import Lake, StagedFile
 from catalog.outbox import Event
-from eventlog.channels import dataset_channel
 from eventlog.message import Publisher
 from expectations.runner import BatchValidator, Validation
 from expectations.suite import load_suite
 from pipelines.notify import announce
-from pipelines.staged import Staged
+from pipelines.staged import GateOutcome, Staged
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,12 @@ def quality_store(store: CatalogStore) -> QualityStore:
     return QualityStore(store.engine, audit=store.audit)
 
 
+_FAILED: dict[str, GateStatus] = {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}
+"""The gate's status for a failed validation, by the manifest's policy."""
+
+
 def _status(policy: str, validation: Validation) -> GateStatus:
-    if validation.success:
-        return "passed"
-    return {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}[policy]  # type: ignore[return-value]
+    return "passed" if validation.success else _FAILED[policy]
 
 
 def gate(
@@ -172,7 +174,7 @@ def gate(
         staged,
         files=result_files,
         bytes_written=sum(f.bytes for f in result_files),
-        quality=summary,
+        quality=GateOutcome(status, summary),
     )
 
 
@@ -186,11 +188,3 @@ def _supersede(qstore: QualityStore, dataset_id: str, previous_cursor: Any) -> N
     for b in qstore.batches(dataset_id, status="held"):
         if b.previous_cursor == previous_cursor and b.origin is None:
             qstore.set_batch_status(b.id, "superseded")
-
-
-def blocked_message(quality: dict[str, Any]) -> str:
-    failed = ", ".join(quality.get("failed_expectations", []))
-    return (
-        f"quality gate blocked the batch: {quality['rows_quarantined']:,} row(s) quarantined "
-        f"in batch {quality['quarantine_batch']} ({failed})"
-    )

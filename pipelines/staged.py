@@ -11,8 +11,47 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from catalog.datasets.quality import GateStatus
 from catalog.lake.tables import StagedFile
 from connectors.base import CursorValue
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """The quality gate's verdict on a staged batch: its status, typed, and the summary
+    events and listings carry (:meth:`catalog.datasets.quality.QualityResult.summary`)."""
+
+    status: GateStatus
+    summary: Mapping[str, Any]
+
+    @property
+    def blocked(self) -> bool:
+        """The whole batch went to quarantine: nothing is published, the run failed."""
+        return self.status == "blocked"
+
+    @property
+    def rows_quarantined(self) -> int:
+        return int(self.summary.get("rows_quarantined") or 0)
+
+    @property
+    def quarantine_batch(self) -> str | None:
+        batch = self.summary.get("quarantine_batch")
+        return None if batch is None else str(batch)
+
+    def message(self) -> str:
+        """What a blocked run records as its error."""
+        failed = ", ".join(self.summary.get("failed_expectations", []))
+        return (
+            f"quality gate blocked the batch: {self.rows_quarantined:,} row(s) quarantined "
+            f"in batch {self.quarantine_batch} ({failed})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.summary)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GateOutcome:
+        return cls(status=d["status"], summary=dict(d))
 
 
 @dataclass(frozen=True)
@@ -31,7 +70,7 @@ class Staged:
     """Non-empty addresses per address key column that did not resolve to a region."""
     regions: dict[str, int] = field(default_factory=dict)
     """Rows of the increment per region code (block keys), for block channels."""
-    quality: dict[str, Any] | None = None
+    quality: GateOutcome | None = None
     """The quality gate's summary once the batch was validated (pipelines.quality)."""
     state: Any = None
     base_snapshot: int | None = None
@@ -49,7 +88,7 @@ class Staged:
             "seconds": self.seconds,
             "unresolved": self.unresolved,
             "regions": self.regions,
-            "quality": self.quality,
+            "quality": None if self.quality is None else self.quality.to_dict(),
             "state": self.state,
         }
 
@@ -67,7 +106,7 @@ class Staged:
             bytes_written=sum(f.bytes for f in files),
             unresolved=dict(d.get("unresolved") or {}),
             regions=dict(d.get("regions") or {}),
-            quality=d.get("quality"),
+            quality=GateOutcome.from_dict(d["quality"]) if d.get("quality") else None,
             state=d.get("state"),
             base_snapshot=d.get("base_snapshot"),
         )

@@ -34,7 +34,8 @@ from starlette.routing import Mount, Route
 
 from catalog.access.masking import mask_value
 from catalog.datasets.manifest import parse_manifest
-from catalog.datasets.store import Principal
+from catalog.domain.channels import CHANNEL_KINDS
+from catalog.identity.store import Principal
 from hub.api.app import create_app
 from hub.api.outbound import PATHS, Outbound, channel_kinds, routes
 from hub.api.server import free_port, serving
@@ -42,7 +43,6 @@ from hub.assembly.context import Hub
 from hub.live import dispatch
 from hub.live.alert_rules import Rule
 from hub.live.alerts import AlertEngine
-from hub.live.channels import CHANNEL_KINDS
 from hub.settings import Settings
 from tests.conftest import file_source
 from tests.wsclient import WS
@@ -230,11 +230,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("matrix")
     hub = Hub.open(Settings(home=folder / "home", bus_poll_s=0.05))
     for agency in {a for _, a, _ in ROLES.values()}:
-        hub.store.upsert_agency(agency, agency)
+        hub.store.identity.upsert_agency(agency, agency)
     tokens = {}
     for role, (pid, agency, platform) in ROLES.items():
-        hub.store.create_principal(pid, agency, pid, platform)
-        tokens[role] = hub.store.issue_token(pid, ttl=timedelta(hours=2))
+        hub.store.identity.create_principal(pid, agency, pid, platform)
+        tokens[role] = hub.store.identity.issue_token(pid, ttl=timedelta(hours=2))
     ids: dict[str, str] = {}
     for s in SHARING:
         table = pa.Table.from_pylist(rows_of(s))

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.datasets.manifest import Manifest, parse_manifest
-from catalog.datasets.store import Principal
 from catalog.domain.addresses import resolve_address
 from catalog.errors import ManifestError
+from catalog.identity.store import Principal
 from hub.assembly.context import Hub
 from pipelines.blockkeys import rollup
 from tests.conftest import file_source, manifest_dict

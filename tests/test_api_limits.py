@@ -78,15 +78,15 @@ def open_world_hub(folder: Path, catalog_url: str | None, **overrides: Any) -> H
         )
     )
     for agency, name in AGENCIES.items():
-        h.store.upsert_agency(agency, name)
+        h.store.identity.upsert_agency(agency, name)
     return h
 
 
 def people(h: Hub) -> dict[str, str]:
     tokens = {}
     for pid, agency, role in PEOPLE:
-        h.store.create_principal(pid, agency, pid, role)
-        tokens[pid] = h.store.issue_token(pid, ttl=timedelta(hours=2))
+        h.store.identity.create_principal(pid, agency, pid, role)
+        tokens[pid] = h.store.identity.issue_token(pid, ttl=timedelta(hours=2))
     return tokens
 
 

@@ -219,7 +219,7 @@ def test_who_reads_the_audit_log(
 ) -> None:
     dev = h(world, "developer")
     client.post("/v1/query", headers=dev, json={"sql": "SELECT count(*) FROM t_open"})
-    world.hub.store.upsert_agency("gy_other", "other")
+    world.hub.store.identity.upsert_agency("gy_other", "other")
     world.hub.audit.append(
         action="query",
         principal="x",

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from catalog.audit.log import AuditLog
 from catalog.audit.seal import BOUND_TABLES
 from catalog.datasets.manifest import Manifest, parse_manifest
-from catalog.datasets.store import Base
+from catalog.db import Base
 from catalog.errors import ConfigError, Conflict
 from hub.api.app import create_app
 from hub.assembly.context import Hub
@@ -243,7 +243,7 @@ def test_the_ops_tick_puts_expired_grants_on_record(hub: Hub) -> None:
     from hub.live.ops import OpsRuntime
 
     hub.store.register_dataset(parse_manifest(manifest_dict(sharing={"type": "conditional"})))
-    hub.store.create_principal("dev", "gy_hbj", "dev", "developer")
+    hub.store.identity.create_principal("dev", "gy_hbj", "dev", "developer")
     record = hub.store.get_dataset("tickets")
     then = datetime(2000, 1, 3, tzinfo=UTC)  # a grant that ended long before any test runs
     g = hub.grants.request(
@@ -460,18 +460,20 @@ def test_a_change_and_its_entry_commit_together(
     record = hub.store.get_dataset("tickets")
     g = hub.grants.request(record, agency_id="gy_hbj", requested_by="developer", purpose="p")
     g2 = hub.grants.request(record, agency_id="gy_hbj", requested_by="developer", purpose="q")
-    order = hub.live.ops.open_order(target="gy_hbj", instructions="go", opened_by="operator")
-    alert, _ = hub.live.ops.raise_alert("r", "k", severity="low", title="t", source="s", detail={})
-    token_id = hub.store.issue_token("developer").split("_")[1]
+    order = hub.ops.open_order(target="gy_hbj", instructions="go", opened_by="operator")
+    alert, _ = hub.ops.raise_alert("r", "k", severity="low", title="t", source="s", detail={})
+    token_id = hub.store.identity.issue_token("developer").split("_")[1]
     folder = tmp_path / "exports"
     folder.mkdir()
     changes: dict[str, Callable[[], Any]] = {
-        "agency": lambda: hub.store.upsert_agency("gy_new", "新"),
-        "rename": lambda: hub.store.upsert_agency("gy_hbj", "改名"),
-        "principal": lambda: hub.store.create_principal("new", "gy_hbj", "new", "developer"),
-        "role": lambda: hub.store.set_role("developer", "admin"),
-        "token": lambda: hub.store.issue_token("developer"),
-        "revoke": lambda: hub.store.revoke_token(token_id),
+        "agency": lambda: hub.store.identity.upsert_agency("gy_new", "新"),
+        "rename": lambda: hub.store.identity.upsert_agency("gy_hbj", "改名"),
+        "principal": lambda: hub.store.identity.create_principal(
+            "new", "gy_hbj", "new", "developer"
+        ),
+        "role": lambda: hub.store.identity.set_role("developer", "admin"),
+        "token": lambda: hub.store.identity.issue_token("developer"),
+        "revoke": lambda: hub.store.identity.revoke_token(token_id),
         "manifest": lambda: hub.store.register_dataset(
             parse_manifest(manifest_dict(sharing={"type": "unconditional"}))
         ),

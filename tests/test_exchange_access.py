@@ -121,7 +121,7 @@ def test_rows_sample_describe_and_channels(
     describe = client.get(f"/v1/datasets/{ds}", headers=hdr)
     entry = client.get(f"/v1/catalog/{ds}", headers=hdr)
     assert entry.status_code == 200  # the directory is public
-    principal = exchange_world.hub.store.get_principal(who)
+    principal = exchange_world.hub.store.identity.get_principal(who)
     if masked is None:
         for r in (rows, sample, describe):
             assert r.status_code == 403 and r.json()["code"] == "forbidden"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from catalog.datasets.store import Principal
+from catalog.identity.store import Principal
 from hub.assembly.context import Hub
 from tests.conftest import publish_file, ticket_rows
 

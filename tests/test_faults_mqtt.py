@@ -123,9 +123,9 @@ def feed(tmp_path: Path) -> Iterator[FeedWorld]:
         home=tmp_path / "home", events_url=bus.url(), bus_poll_s=0.05, feed_flush="thread"
     )
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_hbj", "生态环境局")
-    hub.store.create_principal("hbj", "gy_hbj", "hbj", "steward")
-    token = hub.store.issue_token("hbj", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_hbj", "生态环境局")
+    hub.store.identity.create_principal("hbj", "gy_hbj", "hbj", "steward")
+    token = hub.store.identity.issue_token("hbj", ttl=timedelta(hours=1))
     topic = f"blockhub-test/{uuid.uuid4().hex[:8]}/aq"
     hub.sources.sources.add_profile(
         "gy_hbj",

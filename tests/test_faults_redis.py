@@ -53,9 +53,9 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     server = PrivateRedis(tmp_path / "redis", persist=persist).start()
     settings = Settings(home=tmp_path / "home", events_url=server.url(), bus_poll_s=0.05)
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_dsj", "大数据局")
-    hub.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = hub.store.issue_token("op", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_dsj", "大数据局")
+    hub.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = hub.store.identity.issue_token("op", ttl=timedelta(hours=1))
     port = free_port()
     try:
         with serving(hub, port):
@@ -286,9 +286,9 @@ def test_a_hub_started_while_redis_is_down_waits_for_it(tmp_path: Path) -> None:
     server = PrivateRedis(tmp_path / "redis")
     settings = Settings(home=tmp_path / "home", events_url=server.url(), bus_poll_s=0.05)
     hub = Hub.open(settings)  # opening the log does not need the server
-    hub.store.upsert_agency("gy_dsj", "大数据局")
-    hub.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = hub.store.issue_token("op", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_dsj", "大数据局")
+    hub.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = hub.store.identity.issue_token("op", ttl=timedelta(hours=1))
     port = free_port()
     from websockets.sync.client import connect
 

@@ -24,8 +24,8 @@ import yaml
 from websockets.sync.client import connect
 
 from catalog.datasets.manifest import Manifest
+from catalog.domain.channels import feed_channel
 from catalog.errors import ManifestError
-from eventlog.channels import feed_channel
 from hub.api.server import free_port, serving
 from hub.assembly.context import Hub
 from hub.settings import Settings
@@ -214,8 +214,8 @@ def _ws_messages(ws: Any, n: int, timeout: float = 15.0) -> list[dict[str, Any]]
 
 @pytest.fixture
 def hbj_steward(hub: Hub) -> str:
-    hub.store.create_principal("hbj_steward", "gy_hbj", "环保局数据管理员", "steward")
-    return hub.store.issue_token("hbj_steward", ttl=timedelta(hours=1))
+    hub.store.identity.create_principal("hbj_steward", "gy_hbj", "环保局数据管理员", "steward")
+    return hub.store.identity.issue_token("hbj_steward", ttl=timedelta(hours=1))
 
 
 def test_mqtt_events_reach_the_websocket_at_once_and_the_lake_in_micro_batches(
@@ -472,10 +472,10 @@ def test_killed_hub_loses_no_accepted_event(
         data = m.model_dump(mode="json", exclude_defaults=True)
         (folder / f"{m.id}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
     setup = Hub.open(settings)
-    setup.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    setup.store.identity.upsert_agency("gy_hbj", "贵阳市生态环境局")
     broker(setup, topic)
-    setup.store.create_principal("hbj", "gy_hbj", "环保局数据管理员", "steward")
-    token = setup.store.issue_token("hbj", ttl=timedelta(hours=1))
+    setup.store.identity.create_principal("hbj", "gy_hbj", "环保局数据管理员", "steward")
+    token = setup.store.identity.issue_token("hbj", ttl=timedelta(hours=1))
     setup.close()
     env = {
         **os.environ,

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from catalog.access.effective import decide
 from catalog.access.grants import Grant
-from catalog.datasets.store import Principal
+from catalog.identity.store import Principal
 from tests.conftest import ExchangeWorld, SetClock
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from catalog.datasets.store import Principal
+from catalog.identity.store import Principal
 from hub.assembly.context import Hub
 from hub.exchange.encoders import _result_rows, _rows_text, dumps
 from tests.conftest import publish_file

@@ -77,11 +77,11 @@ def test_an_api_ingest_answers_success_with_the_bus_down_and_announces_once_it_i
 ) -> None:
     settings = Settings(home=tmp_path / "home", events_url=bus_redis.url(), bus_poll_s=0.05)
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_12345", "热线")
-    hub.store.create_principal("steward", "gy_12345", "steward", "steward")
-    hub.store.create_principal("op", "gy_12345", "op", "operator")
-    token = hub.store.issue_token("steward", ttl=timedelta(hours=1))
-    op_token = hub.store.issue_token("op", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_12345", "热线")
+    hub.store.identity.create_principal("steward", "gy_12345", "steward", "steward")
+    hub.store.identity.create_principal("op", "gy_12345", "op", "operator")
+    token = hub.store.identity.issue_token("steward", ttl=timedelta(hours=1))
+    op_token = hub.store.identity.issue_token("op", ttl=timedelta(hours=1))
     from catalog.datasets.manifest import parse_manifest
 
     source = {**file_source(hub, _exports(tmp_path), "*.parquet"), "cursor": "updated_at"}

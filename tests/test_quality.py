@@ -149,7 +149,7 @@ def test_drop_rows_leaves_out_a_staged_file_that_failed_whole(
     ]
     staged = Staged(manifest.id, "r1", files, rows_read=340, cursor=None, previous_cursor=None)
     out = gate(staged, manifest, lake=hub.lake, store=hub.store, publisher=None)
-    assert out.quality is not None and out.quality["rows_quarantined"] == 40 + len(expected) + 1
+    assert out.quality is not None and out.quality.rows_quarantined == 40 + len(expected) + 1
     data = [f for f in out.files if f.deletes is None]
     deletes = [f for f in out.files if f.deletes is not None]
     assert data == [files[0]] and [d.deletes for d in deletes] == [files[0].path]
@@ -282,7 +282,7 @@ def hub_manifest(hub: Hub) -> Manifest:
 
 
 def _admin(hub: Hub) -> Any:
-    from catalog.datasets.store import Principal
+    from catalog.identity.store import Principal
 
     return Principal("admin", "gy_dsj", "admin", "admin")
 

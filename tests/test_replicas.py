@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.datasets.store import Principal
+from catalog.identity.store import Principal
 from hub.assembly.context import Hub
 from hub.exchange.engine import Exchange
 from hub.exchange.replicas import remove_stale

@@ -196,7 +196,7 @@ def test_an_airflow_run_between_tasks_is_not_taken_for_dead(tmp_path: Path) -> N
     clock = Clock()
     store = CatalogStore(f"sqlite:///{tmp_path / 'catalog.db'}", clock=clock)
     store.create_all()
-    store.upsert_agency("gy_12345", "热线")
+    store.identity.upsert_agency("gy_12345", "热线")
     store.register_dataset(parse_manifest(items_manifest()))
     run = store.start_run("items")
     store.hand_over(run.id, steps.HANDOVER_S)

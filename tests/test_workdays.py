@@ -247,7 +247,7 @@ def test_cli_lists_requests_with_the_estimate_marked(
 
     m = make_manifest(sharing={"type": "conditional", "conditions": "state the purpose"})
     record = hub.store.register_dataset(m)
-    hub.store.create_principal("dev", "gy_hbj", "dev", "developer")
+    hub.store.identity.create_principal("dev", "gy_hbj", "dev", "developer")
     exact = hub.grants.request(
         record, agency_id="gy_hbj", requested_by="dev", purpose="p", now=bj(2026, 2, 13, 10)
     )

@@ -31,6 +31,7 @@ from typing import Any
 
 from catalog.access.effective import Access
 from catalog.access.masking import mask_value
+from catalog.domain import channels
 from catalog.errors import AccessDenied, InvalidRequest
 
 Record = Mapping[str, Any]
@@ -294,8 +295,8 @@ def source_dataset(channel: str | None) -> str | None:
     """The dataset of a ``feed:<id>`` or ``dataset:<id>`` channel name (else None)."""
     if not isinstance(channel, str):
         return None
-    kind, sep, name = channel.partition(":")
-    return name if sep and name and kind in ("feed", "dataset") else None
+    parsed = channels.parse(channel)
+    return parsed.name if parsed.kind in ("feed", "dataset") else None
 
 
 def _fields_visible(access: Access, fields: Iterable[str] | None) -> bool:
@@ -326,7 +327,7 @@ def disclose_alert(access: Access | None, alert: Record) -> dict[str, Any]:
     event = detail.get("event")
     key = detail.get("key")
     scope = event if isinstance(event, Mapping) else key if isinstance(key, Mapping) else None
-    from_rows = str(alert.get("source", "")).startswith("feed:")
+    from_rows = channels.is_feed_channel(str(alert.get("source", "")))
     if not from_rows:  # a dataset: channel's payload: versions and counts of every row
         shown = counts_visible(access)
     else:

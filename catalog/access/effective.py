@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from catalog.access.grants import Grant
-from catalog.datasets.store import DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
+from catalog.identity.store import Principal
 
 RowFilter = Mapping[str, tuple[str, ...]]
 

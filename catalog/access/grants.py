@@ -29,10 +29,12 @@ from typing import Any, Literal
 from sqlalchemy import DateTime, ForeignKey, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from catalog.datasets.store import SYSTEM, Base, CatalogStore, DatasetRecord, utcnow
+from catalog.datasets.store import CatalogStore, DatasetRecord
+from catalog.db import Base, utcnow
 from catalog.domain.clock import Clock, SystemClock
 from catalog.domain.workdays import WorkCalendar, answer_deadline, package_calendar
 from catalog.errors import Conflict, InvalidRequest, NotFound
+from catalog.identity.store import SYSTEM
 
 log = logging.getLogger(__name__)
 

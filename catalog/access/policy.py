@@ -5,7 +5,8 @@ Pure decisions over catalog records: no I/O.
 
 from __future__ import annotations
 
-from catalog.datasets.store import DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
+from catalog.identity.store import Principal
 
 
 def can_read(principal: Principal, dataset: DatasetRecord) -> bool:

@@ -1,4 +1,4 @@
-"""The catalog store: agencies, principals, datasets, runs, versions and cursors.
+"""The catalog store: datasets, runs, versions and cursors (identity: catalog.identity).
 
 SQLAlchemy 2 on a SQLite file by default, PostgreSQL by URL.  Methods return
 frozen dataclasses, never live ORM objects, so callers hold no session.
@@ -14,15 +14,14 @@ import hashlib
 import json
 import logging
 import os
-import re
-import secrets
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -32,99 +31,31 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    bindparam,
-    create_engine,
     delete,
-    event,
     func,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from catalog.audit.log import AuditKeys, AuditLog, AuditTx
+from catalog.audit.log import AuditKeys, AuditLog
 from catalog.datasets.manifest import Manifest
+from catalog.db import Base, aware, make_engine, utcnow
 from catalog.errors import (
     Conflict,
     DatasetNotFound,
-    InvalidRequest,
     NotFound,
-    Unauthenticated,
     VersionNotFound,
 )
+from catalog.identity.store import SYSTEM, Actor, AgencyRow, IdentityStore, record_as
 from catalog.outbox import Event, Outbox, outbox_meta, stage
 
 log = logging.getLogger(__name__)
 
-Role = Literal["admin", "steward", "operator", "developer"]
 RunStatus = Literal["running", "succeeded", "failed", "unchanged", "interrupted"]
 #: How long a run stays "running" without its process renewing the lease (D-faults).
 RUN_LEASE_S = 60.0
-ROLES: tuple[str, ...] = ("admin", "steward", "operator", "developer")
-SYSTEM = "system"
-"""The actor of changes no principal asked for (start-up registration, expiry passes)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class AgencyRow(Base):
-    __tablename__ = "agencies"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class PrincipalRow(Base):
-    __tablename__ = "principals"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"))
-    name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class TokenRow(Base):
-    __tablename__ = "tokens"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
-    secret_sha256: Mapped[str] = mapped_column(String(64))
-    label: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-_TOKEN_ID = re.compile(r"[0-9A-Za-z]{1,64}")
-"""The id part of a token as :meth:`CatalogStore.issue_token` makes it (hex)."""
-
-_AUTHENTICATE = (
-    select(
-        TokenRow.secret_sha256,
-        TokenRow.revoked_at,
-        TokenRow.expires_at,
-        PrincipalRow.id,
-        PrincipalRow.agency_id,
-        PrincipalRow.name,
-        PrincipalRow.role,
-    )
-    .join(PrincipalRow, PrincipalRow.id == TokenRow.principal_id)
-    .where(TokenRow.id == bindparam("token_id"))
-)
 
 
 class DatasetRow(Base):
@@ -210,36 +141,6 @@ class VersionRow(Base):
 
 
 @dataclass(frozen=True)
-class Agency:
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Principal:
-    id: str
-    agency_id: str
-    name: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-Actor = Principal | str
-"""Who makes a change: a principal (its agency is recorded as given) or a principal id."""
-
-
-def record_as(tx: AuditTx, by: Actor, **entry: Any) -> None:
-    """Queue the audit entry of a change made by ``by`` (see :meth:`AuditTx.record`)."""
-    if isinstance(by, Principal):
-        tx.record(principal=by.id, agency=by.agency_id, **entry)
-    else:
-        tx.record(principal=by, **entry)
-
-
-@dataclass(frozen=True)
 class DatasetRecord:
     id: str
     agency_id: str
@@ -322,8 +223,8 @@ def _run(r: RunRow) -> Run:
         dataset_id=r.dataset_id,
         trigger=r.trigger,
         status=r.status,
-        started_at=_aware(r.started_at) or utcnow(),
-        finished_at=_aware(r.finished_at),
+        started_at=aware(r.started_at) or utcnow(),
+        finished_at=aware(r.finished_at),
         rows_read=r.rows_read,
         rows_written=r.rows_written,
         bytes_written=r.bytes_written,
@@ -343,7 +244,7 @@ def _version(v: VersionRow) -> Version:
         total_rows=v.total_rows,
         run_id=v.run_id,
         cursor=json.loads(v.cursor_json) if v.cursor_json else None,
-        committed_at=_aware(v.committed_at) or utcnow(),
+        committed_at=aware(v.committed_at) or utcnow(),
     )
 
 
@@ -355,8 +256,8 @@ def _dataset(d: DatasetRow) -> DatasetRecord:
         sharing=d.sharing,
         classification=d.classification,
         manifest=Manifest.model_validate_json(d.manifest_json),
-        registered_at=_aware(d.registered_at) or utcnow(),
-        updated_at=_aware(d.updated_at) or utcnow(),
+        registered_at=aware(d.registered_at) or utcnow(),
+        updated_at=aware(d.updated_at) or utcnow(),
     )
 
 
@@ -393,28 +294,8 @@ def manifest_change(before: Manifest | None, after: Manifest) -> dict[str, Any]:
     }
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for the catalog URL; SQLite gets WAL and a busy timeout for concurrent runs."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a commit is atomic and survives a process crash; only an OS crash
-            # or power cut can lose the last commits (never corrupt the file).  FULL would
-            # fsync on every commit — every query's audit entry (docs/decisions.md D19).
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class CatalogStore:
@@ -453,6 +334,11 @@ class CatalogStore:
                 meta.create_all(self.engine)
         _ = self.audit
 
+    @cached_property
+    def identity(self) -> IdentityStore:
+        """Agencies, principals and tokens: their own store on the same database and chain."""
+        return IdentityStore(self.engine, self.audit)
+
     @property
     def audit(self) -> AuditLog:
         """The catalog's audit chain, sealed with the store's keys (one per store)."""
@@ -470,184 +356,6 @@ class CatalogStore:
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as s:
             yield s
-
-    # -- agencies and principals -------------------------------------------------
-
-    def upsert_agency(self, agency_id: str, name: str, *, by: Actor = SYSTEM) -> Agency:
-        """Create or rename an agency (``agency.add`` / ``agency.rename``; no entry when
-        nothing changes)."""
-        with self.audit.transaction() as tx:
-            s = tx.session
-            row = s.get(AgencyRow, agency_id)
-            if row is None:
-                s.add(AgencyRow(id=agency_id, name=name))
-                record_as(
-                    tx,
-                    by,
-                    action="agency.add",
-                    detail={"agency": agency_id, "name": name},
-                    binds=[("agencies", agency_id)],
-                )
-            elif row.name != name:
-                before, row.name = row.name, name
-                record_as(
-                    tx,
-                    by,
-                    action="agency.rename",
-                    detail={
-                        "agency": agency_id,
-                        "before": {"name": before},
-                        "after": {"name": name},
-                    },
-                    binds=[("agencies", agency_id)],
-                )
-        return Agency(agency_id, name)
-
-    def get_agency(self, agency_id: str) -> Agency:
-        with self.session() as s:
-            row = s.get(AgencyRow, agency_id)
-            if row is None:
-                raise NotFound(f"no agency {agency_id!r}", agency=agency_id)
-            return Agency(row.id, row.name)
-
-    def list_agencies(self) -> list[Agency]:
-        with self.session() as s:
-            return [
-                Agency(r.id, r.name) for r in s.scalars(select(AgencyRow).order_by(AgencyRow.id))
-            ]
-
-    def create_principal(
-        self, principal_id: str, agency_id: str, name: str, role: str, *, by: Actor = SYSTEM
-    ) -> Principal:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
-        with self.audit.transaction() as tx:
-            s = tx.session
-            if s.get(AgencyRow, agency_id) is None:
-                raise NotFound(f"no agency {agency_id!r}", agency=agency_id)
-            if s.get(PrincipalRow, principal_id) is not None:
-                raise Conflict(f"principal {principal_id!r} exists", principal=principal_id)
-            s.add(PrincipalRow(id=principal_id, agency_id=agency_id, name=name, role=role))
-            record_as(
-                tx,
-                by,
-                action="principal.add",
-                detail={"subject": principal_id, "agency": agency_id, "name": name, "role": role},
-                binds=[("principals", principal_id)],
-            )
-        return Principal(principal_id, agency_id, name, role)
-
-    def set_role(self, principal_id: str, role: str, *, by: Actor = SYSTEM) -> Principal:
-        """Change a principal's role (``principal.role``, before and after)."""
-        if role not in ROLES:
-            raise InvalidRequest(
-                f"unknown role {role!r}; allowed: {', '.join(ROLES)}", field="role"
-            )
-        with self.audit.transaction() as tx:
-            s = tx.session
-            row = s.get(PrincipalRow, principal_id)
-            if row is None:
-                raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
-            before = row.role
-            if before != role:
-                row.role = role
-                record_as(
-                    tx,
-                    by,
-                    action="principal.role",
-                    detail={
-                        "subject": principal_id,
-                        "before": {"role": before},
-                        "after": {"role": role},
-                    },
-                    binds=[("principals", principal_id)],
-                )
-            return Principal(row.id, row.agency_id, row.name, row.role)
-
-    def get_principal(self, principal_id: str) -> Principal:
-        with self.session() as s:
-            r = s.get(PrincipalRow, principal_id)
-            if r is None:
-                raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
-            return Principal(r.id, r.agency_id, r.name, r.role)
-
-    def issue_token(
-        self,
-        principal_id: str,
-        *,
-        label: str = "",
-        ttl: timedelta | None = timedelta(days=90),
-        by: Actor = SYSTEM,
-    ) -> str:
-        """Create a token and return it in clear text: the only time it is ever shown (the
-        audit entry ``token.issue`` names its id, never the secret)."""
-        token_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(24)
-        expires = utcnow() + ttl if ttl else None
-        with self.audit.transaction() as tx:
-            s = tx.session
-            if s.get(PrincipalRow, principal_id) is None:
-                raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
-            s.add(
-                TokenRow(
-                    id=token_id,
-                    principal_id=principal_id,
-                    secret_sha256=_hash(secret),
-                    label=label,
-                    expires_at=expires,
-                )
-            )
-            record_as(
-                tx,
-                by,
-                action="token.issue",
-                detail={
-                    "token": token_id,
-                    "subject": principal_id,
-                    "label": label,
-                    "expires_at": expires.isoformat() if expires else None,
-                },
-                binds=[("tokens", token_id)],
-            )
-        return f"bh_{token_id}_{secret}"
-
-    def revoke_token(self, token_id: str, *, by: Actor = SYSTEM) -> None:
-        """Revoke a token (``token.revoke``; revoking it again changes and records nothing)."""
-        with self.audit.transaction() as tx:
-            s = tx.session
-            row = s.get(TokenRow, token_id)
-            if row is None:
-                raise NotFound(f"no token {token_id!r}", token=token_id)
-            if row.revoked_at is None:
-                row.revoked_at = utcnow()
-                record_as(
-                    tx,
-                    by,
-                    action="token.revoke",
-                    detail={"token": token_id, "subject": row.principal_id},
-                    binds=[("tokens", token_id)],
-                )
-
-    def authenticate(self, token: str) -> Principal:
-        """The principal a token belongs to; Unauthenticated if unknown, expired or revoked."""
-        parts = token.split("_", 2)
-        if len(parts) != 3 or parts[0] != "bh":
-            raise Unauthenticated("malformed token")
-        _, token_id, secret = parts
-        if not _TOKEN_ID.fullmatch(token_id):  # never sent to the database as it came
-            raise Unauthenticated("malformed token")
-        # One Core statement, token and principal together: every REST request and every
-        # websocket connection comes through here (two ORM gets cost ~0.6 ms; D35).
-        with self.engine.connect() as conn:
-            row = conn.execute(_AUTHENTICATE, {"token_id": token_id}).first()
-        if row is None or not secrets.compare_digest(row.secret_sha256, _hash(secret)):
-            raise Unauthenticated("unknown token")
-        if row.revoked_at is not None:
-            raise Unauthenticated("token revoked")
-        expires = _aware(row.expires_at)
-        if expires is not None and expires <= utcnow():
-            raise Unauthenticated("token expired")
-        return Principal(row.id, row.agency_id, row.name, row.role)
 
     # -- datasets -----------------------------------------------------------------
 
@@ -828,7 +536,7 @@ class CatalogStore:
         out = []
         with self.session() as s:
             for row, holder, expires_at in s.execute(q):
-                expires = _aware(expires_at)
+                expires = aware(expires_at)
                 if expires is None or expires <= now or holder_gone(holder):
                     out.append(_run(row))
         return out
@@ -839,7 +547,7 @@ class CatalogStore:
             lease = s.get(RunLeaseRow, run_id)
             if lease is None:
                 return None
-            return lease.holder, _aware(lease.expires_at) or utcnow()
+            return lease.holder, aware(lease.expires_at) or utcnow()
 
     def get_run(self, run_id: str) -> Run:
         with self.session() as s:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from catalog.audit.log import AuditLog, AuditTx
-from catalog.datasets.store import _aware, utcnow
+from catalog.db import aware, utcnow
 from catalog.errors import Conflict, InvalidRequest, NotFound
 from catalog.outbox import Event, stage
 
@@ -104,7 +104,7 @@ class OrderEventRow(OpsBase):
 
 
 def _iso(dt: datetime | None) -> str | None:
-    dt = _aware(dt)
+    dt = aware(dt)
     return dt.isoformat() if dt is not None else None
 
 

@@ -30,8 +30,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from catalog.audit.log import AuditLog, AuditTx
 from catalog.datasets.manifest import _ID, Manifest
-from catalog.datasets.store import SYSTEM, Actor, Base, CatalogStore, record_as, utcnow
+from catalog.datasets.store import CatalogStore
+from catalog.db import Base, utcnow
 from catalog.errors import Conflict, InvalidRequest, NotFound, SourceRefused
+from catalog.identity.store import SYSTEM, Actor, record_as
 from catalog.sources.locations import (
     Confinement,
     DatabaseTarget,
@@ -327,7 +329,7 @@ class SourceStore:
         exist; no root may overlap the hub's own places or another agency's root.
         Recorded (``source.config``, ``root.add``) with the root before and after, the
         names of its secrets and never their values."""
-        self.store.get_agency(agency)
+        self.store.identity.get_agency(agency)
         _check_name(name)
         settings = dict(settings or {})
         secrets = dict(secrets or {})
@@ -424,7 +426,7 @@ class SourceStore:
     ) -> Profile:
         """Add (or replace) a profile; a database profile may not name the hub's own.
         Recorded (``source.config``, ``profile.add``) like a root."""
-        self.store.get_agency(agency)
+        self.store.identity.get_agency(agency)
         _check_name(name)
         settings = dict(settings or {})
         secrets = dict(secrets or {})

@@ -31,8 +31,15 @@ from fastapi import WebSocket
 
 from catalog.access import disclosure
 from catalog.datasets.manifest import Manifest
-from catalog.datasets.store import Principal
+from catalog.domain.channels import (
+    dataset_channel,
+    feed_channel,
+    is_block_channel,
+    is_feed_channel,
+    name_of,
+)
 from catalog.errors import HubError, InvalidRequest
+from catalog.identity.store import Principal
 from eventlog.message import Message
 from hub.api.common.errors import error_message
 from hub.assembly.context import Hub
@@ -67,7 +74,7 @@ class BlockChannels:
                 "block channels are live: replay from the dataset:/feed: channels instead",
                 channel=channel,
             )
-        name, region = block_channel(channel.partition(":")[2])
+        name, region = block_channel(name_of(channel))
         if name in self._subs:
             self.remove(name)
         accesses = await asyncio.to_thread(self.hub.exchange.accesses, self.principal)
@@ -85,8 +92,8 @@ class BlockChannels:
                 manifests[d.id] = d.manifest
         sub = self.hub.bus.subscription()
         for dataset_id in manifests:
-            await sub.add(f"dataset:{dataset_id}")
-            await sub.add(f"feed:{dataset_id}")
+            await sub.add(dataset_channel(dataset_id))
+            await sub.add(feed_channel(dataset_id))
         task = asyncio.create_task(self._pump(name, region_prefix(region), sub, manifests))
         self._subs[name] = (sub, task)
         return {
@@ -145,11 +152,11 @@ class BlockChannels:
         self, msg: Message, prefix: str, manifests: dict[str, Manifest]
     ) -> dict[str, Any] | None:
         """The message as this reader sees it inside the block, or None."""
-        dataset_id = msg.channel.partition(":")[2]
+        dataset_id = name_of(msg.channel)
         view = source_view(self.hub, self.principal, dataset_id)
         if not view.access.readable:
             return None
-        if msg.channel.startswith("feed:") and not disclosure.row_visible(view.access, msg.data):
+        if is_feed_channel(msg.channel) and not disclosure.row_visible(view.access, msg.data):
             return None
         data = disclose_message(self.hub, self.principal, msg)
         if data is None:
@@ -186,7 +193,7 @@ def _for(ws: WebSocket, hub: Hub, principal: Principal) -> BlockChannels:
 
 
 def is_block_op(op: Any, channel: Any) -> bool:
-    return op in ("subscribe", "unsubscribe") and str(channel).startswith("block:")
+    return op in ("subscribe", "unsubscribe") and is_block_channel(str(channel))
 
 
 async def block_op(ws: WebSocket, hub: Hub, principal: Principal, msg: dict[str, Any]) -> None:
@@ -196,7 +203,7 @@ async def block_op(ws: WebSocket, hub: Hub, principal: Principal, msg: dict[str,
     if msg["op"] == "subscribe":
         reply = await channels.add(channel, msg.get("since"))
     else:
-        name, _ = block_channel(channel.partition(":")[2])
+        name, _ = block_channel(name_of(channel))
         channels.remove(name)
         reply = {"type": "unsubscribed", "channel": name}
     await ws.send_text(orjson.dumps(reply, default=str).decode())

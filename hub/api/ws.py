@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
-from catalog.datasets.store import Principal
+from catalog.domain.channels import ALERTS, dataset_channel, feed_channel, orders_channel
 from catalog.errors import (
     AccessDenied,
     HubError,
@@ -26,6 +26,7 @@ from catalog.errors import (
     Unauthenticated,
     unavailable,
 )
+from catalog.identity.store import Principal
 from eventlog.message import Message
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
 from hub.api.common.errors import error_message, hub_error_message
@@ -76,7 +77,7 @@ def _error(err: HubError, **extra: Any) -> str:
 async def _authenticate(ws: WebSocket, hub: Hub) -> Principal:
     header = ws.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return await asyncio.to_thread(hub.store.authenticate, header[7:].strip())
+        return await asyncio.to_thread(hub.store.identity.authenticate, header[7:].strip())
     try:
         raw = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
     except TimeoutError:
@@ -91,7 +92,7 @@ async def _authenticate(ws: WebSocket, hub: Hub) -> Principal:
         or not isinstance(msg.get("token"), str)
     ):
         raise Unauthenticated('first message must be {"op": "auth", "token": ...}')
-    return await asyncio.to_thread(hub.store.authenticate, msg["token"])
+    return await asyncio.to_thread(hub.store.identity.authenticate, msg["token"])
 
 
 async def _subscribe(
@@ -276,7 +277,7 @@ class _SameMessage:
 
 
 _same_message = _SameMessage()
-_DISCLOSED = ("feed:", "dataset:", "alerts", "orders:")
+_DISCLOSED = (feed_channel(""), dataset_channel(""), ALERTS, orders_channel(""))
 """Channels whose messages carry dataset values or counts (:func:`disclose_message`)."""
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 from catalog.access.grants import GrantStore
 from catalog.audit.log import AuditLog
 from catalog.datasets.manifest import Manifest, load_manifest
-from catalog.datasets.store import SYSTEM, Actor, CatalogStore, DatasetRecord, Run
+from catalog.datasets.store import CatalogStore, DatasetRecord, Run
 from catalog.domain.clock import Clock, SystemClock
 from catalog.domain.workdays import (
     WorkCalendar,
@@ -19,6 +19,7 @@ from catalog.domain.workdays import (
     official_calendar,
     package_calendar,
 )
+from catalog.identity.store import SYSTEM, Actor
 from catalog.lake.tables import Lake
 from catalog.ops.store import OpsStore
 from catalog.sources.store import SourceGuard

@@ -9,8 +9,8 @@ import os
 from rich.console import Console
 
 from catalog.access.policy import may_act_for
-from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
+from catalog.identity.store import Principal
 from hub.assembly.context import Hub
 from hub.settings import Settings
 
@@ -42,7 +42,7 @@ def cli_caller() -> Principal:
     """Who runs this command: the principal of ``BLOCKHUB_TOKEN`` when it is set, else
     the hub home's local operator (``cli``, an admin: masked like any admin)."""
     token = os.environ.get("BLOCKHUB_TOKEN", "").strip()
-    return hub().store.authenticate(token) if token else CLI_PRINCIPAL
+    return hub().store.identity.authenticate(token) if token else CLI_PRINCIPAL
 
 
 def acting(as_id: str | None, command: str) -> Principal:
@@ -53,7 +53,7 @@ def acting(as_id: str | None, command: str) -> Principal:
     if as_id is None or as_id == caller.id:
         return caller
     h = hub()
-    target = h.store.get_principal(as_id)
+    target = h.store.identity.get_principal(as_id)
     local = os.environ.get("BLOCKHUB_TOKEN", "").strip() == ""
     allowed = may_act_for(caller, target, local_operator=local)
     h.audit.append(

@@ -19,14 +19,14 @@ token_app = typer.Typer(help="API tokens (shown once, stored hashed).", no_args_
 @agency_app.command("add")
 def agency_add(agency_id: str, name: str) -> None:
     """Create or rename an agency."""
-    a = hub().store.upsert_agency(agency_id, name, by=cli_caller())
+    a = hub().store.identity.upsert_agency(agency_id, name, by=cli_caller())
     out.print(f"agency [bold]{a.id}[/] {a.name}")
 
 
 @agency_app.command("list")
 def agency_list() -> None:
     t = Table("id", "name")
-    for a in hub().store.list_agencies():
+    for a in hub().store.identity.list_agencies():
         t.add_row(a.id, a.name)
     out.print(t)
 
@@ -40,7 +40,7 @@ def principal_add(
 ) -> None:
     """Create a principal (a person or an app) in an agency."""
     try:
-        p = hub().store.create_principal(
+        p = hub().store.identity.create_principal(
             principal_id, agency, name or principal_id, role, by=cli_caller()
         )
     except ValueError as e:
@@ -54,7 +54,7 @@ def principal_role(
     role: Annotated[str, typer.Argument(help="admin, steward, operator or developer")],
 ) -> None:
     """Change a principal's role (recorded in the audit log, before and after)."""
-    p = hub().store.set_role(principal_id, role, by=cli_caller())
+    p = hub().store.identity.set_role(principal_id, role, by=cli_caller())
     out.print(f"principal [bold]{p.id}[/] is now {p.role}")
 
 
@@ -65,7 +65,7 @@ def token_issue(
     label: Annotated[str, typer.Option(help="what the token is for")] = "",
 ) -> None:
     """Issue a token; it is printed once and stored only as a hash."""
-    token = hub().store.issue_token(
+    token = hub().store.identity.issue_token(
         principal_id, label=label, ttl=timedelta(days=days) if days else None, by=cli_caller()
     )
     err.print("[dim]store this token now; it cannot be shown again[/]")
@@ -75,5 +75,5 @@ def token_issue(
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
     """Revoke a token by its id (the part after ``bh_``, before the next ``_``)."""
-    hub().store.revoke_token(token_id, by=cli_caller())
+    hub().store.identity.revoke_token(token_id, by=cli_caller())
     out.print(f"token {token_id} revoked")

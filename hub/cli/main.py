@@ -23,7 +23,13 @@ from rich.table import Table
 from catalog.datasets.manifest import load_manifest
 from catalog.datasets.store import Run
 from catalog.domain.workdays import BEIJING
-from catalog.errors import HubError, InvalidRequest, ManifestError, ServiceUnavailable, unavailable
+from catalog.errors import (
+    HubError,
+    InvalidRequest,
+    ManifestError,
+    ServiceUnavailable,
+    unavailable,
+)
 from catalog.runtime import settle_heap
 from catalog.sources.store import source_problems
 from hub.cli.audit import audit_app

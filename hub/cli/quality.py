@@ -12,8 +12,8 @@ from rich.table import Table
 
 from catalog.access.policy import can_manage
 from catalog.datasets.quality import QualityResult, QualityStore
-from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
+from catalog.identity.store import Principal
 from hub.assembly.context import Hub
 from hub.quality_report import render_report
 from pipelines.freshness import FreshnessStatus, check_freshness, freshness

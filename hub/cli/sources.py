@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from catalog.datasets.store import Principal
 from catalog.errors import InvalidRequest
+from catalog.identity.store import Principal
 from hub.assembly.context import Hub
 
 

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from catalog.domain.channels import block_channel
 from hub.assembly.context import Hub
 from hub.demo.sampleworld import air_readings, air_stations, district_population, enterprises
 from hub.exchange.blockview import print_block
@@ -133,7 +134,7 @@ def block_tour(
     with connect(ws_url) as ws:
         ws.send(json.dumps({"op": "auth", "token": tokens["steward_12345"]}))
         recv_json(ws, 10)
-        ws.send(json.dumps({"op": "subscribe", "channel": "block:520102"}))
+        ws.send(json.dumps({"op": "subscribe", "channel": block_channel("520102")}))
         reply = recv_json(ws, 10)
         console.print(
             f"← {reply['type']} {reply['channel']} (datasets: {', '.join(reply['datasets'])})"

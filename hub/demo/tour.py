@@ -27,6 +27,7 @@ from rich.table import Table
 
 from catalog.datasets.quality import QualityStore
 from catalog.datasets.store import Run
+from catalog.domain.channels import dataset_channel, feed_channel
 from catalog.errors import NotFound
 from hub.api.server import free_port, serve, serving
 from hub.assembly.context import Hub
@@ -157,12 +158,12 @@ def build_world(settings: Settings, rows: int, console: Console) -> World:
     mqtt_prefix = f"blockhub-demo/{uuid.uuid4().hex[:8]}/guiyang"
     hub = Hub.open(s)
     for agency_id, name in AGENCIES.items():
-        hub.store.upsert_agency(agency_id, name)
+        hub.store.identity.upsert_agency(agency_id, name)
     configure_sources(hub, demo / "world", mqtt_prefix=mqtt_prefix)
     tokens = {}
     for pid, agency, role, name in PRINCIPALS:
-        hub.store.create_principal(pid, agency, name, role)
-        tokens[pid] = hub.store.issue_token(pid, label="demo", ttl=timedelta(days=7))
+        hub.store.identity.create_principal(pid, agency, name, role)
+        tokens[pid] = hub.store.identity.issue_token(pid, label="demo", ttl=timedelta(days=7))
     world = World(hub=hub, folder=demo / "world", tokens=tokens, mqtt_prefix=mqtt_prefix)
     console.print(f"[bold]blockhub demo[/] — state in {home}")
     for m in hub.register_manifests():
@@ -243,7 +244,9 @@ def guided_tour(world: World, console: Console) -> None:
             ws.send(json.dumps({"op": "auth", "token": world.tokens["steward_12345"]}))
             console.print(f"← {recv_json(ws, 10)['type']}")
             ws.send(
-                json.dumps({"op": "subscribe", "channel": "dataset:hotline_tickets", "since": 0})
+                json.dumps(
+                    {"op": "subscribe", "channel": dataset_channel("hotline_tickets"), "since": 0}
+                )
             )
             seen = 0
             while seen < 3:  # subscribed + the two versions already published (replay)
@@ -314,7 +317,7 @@ def live_feed_tour(world: World, console: Console, port: int) -> None:
     with connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
         ws.send(json.dumps({"op": "auth", "token": world.tokens["dev_hbj"]}))
         recv_json(ws, 10)
-        for channel in ("feed:air_quality_live", "dataset:air_quality_live"):
+        for channel in (feed_channel("air_quality_live"), dataset_channel("air_quality_live")):
             ws.send(json.dumps({"op": "subscribe", "channel": channel}))
             recv_json(ws, 10)
         console.print(f"→ 20 stations publish their hourly reading on {prefix}/air/<station>")

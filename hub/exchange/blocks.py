@@ -25,11 +25,13 @@ from urllib.parse import urlencode
 import orjson
 
 from catalog.datasets.manifest import BlockKey, Manifest
-from catalog.datasets.store import DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
+from catalog.domain import channels
 from catalog.domain.identifiers import is_valid_uscc
 from catalog.domain.regions import Region, children, get_region, normalize_code
 from catalog.domain.regions import full_name as region_full_name
 from catalog.errors import AccessDenied, HubError, InvalidRequest, NotFound, QueryTimeout
+from catalog.identity.store import Principal
 from eventlog.message import Message
 from hub.exchange.engine import Exchange
 
@@ -414,7 +416,7 @@ def _region_out(region: Region, *, brief: bool = False) -> dict[str, Any]:
 def block_channel(code: str) -> tuple[str, Region]:
     """The canonical channel name of a region block (``block:<stored code>``)."""
     region = find_region(code)
-    return f"block:{region.code}", region
+    return channels.block_channel(region.code), region
 
 
 def message_regions(msg: Message, manifest: Manifest | None) -> dict[str, int]:
@@ -428,7 +430,7 @@ def message_regions(msg: Message, manifest: Manifest | None) -> dict[str, int]:
     if msg.type == "dataset.updated":
         regions = msg.data.get("regions")
         return dict(regions) if isinstance(regions, Mapping) else {}
-    if manifest is None or not msg.channel.startswith("feed:"):
+    if manifest is None or not channels.is_feed_channel(msg.channel):
         return {}
     data = msg.data.get("row", msg.data) if isinstance(msg.data.get("row"), dict) else msg.data
     for key in manifest.block_keys:

@@ -41,8 +41,9 @@ import pyarrow as pa
 from catalog.access.effective import Access, decide
 from catalog.access.grants import Grant, GrantStore
 from catalog.audit.log import AuditLog
-from catalog.datasets.store import CatalogStore, DatasetRecord, Principal, Version
+from catalog.datasets.store import CatalogStore, DatasetRecord, Version
 from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
+from catalog.identity.store import Principal
 from catalog.sqltext import quote_ident
 from connectors.duck import connect, reader_batches
 from hub.exchange.jsonrows import row_projection

@@ -27,8 +27,9 @@ from typing import Any
 
 from catalog.access.disclosure import disclose_record, source_dataset
 from catalog.access.effective import Access, platform_view
-from catalog.datasets.store import Principal
+from catalog.domain.channels import ALERTS
 from catalog.errors import AccessDenied, NotFound
+from catalog.identity.store import Principal
 from catalog.ops.store import Alert, AlertEvents
 from catalog.outbox import Event
 from eventlog.message import Message
@@ -61,7 +62,7 @@ def alert_event(event: str, source: dict[str, Any]) -> AlertEvents:
     changes it (staged in the catalog's outbox, published after the commit)."""
 
     def events(alert: Alert) -> list[Event]:
-        return [Event("alerts", event, alert.to_dict(), {"rule": alert.rule_id, **source})]
+        return [Event(ALERTS, event, alert.to_dict(), {"rule": alert.rule_id, **source})]
 
     return events
 

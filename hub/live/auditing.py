@@ -8,7 +8,9 @@ import socket
 from typing import Any
 
 from catalog.audit.seal import key_id
-from catalog.datasets.store import SYSTEM, DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
+from catalog.domain.channels import parse
+from catalog.identity.store import SYSTEM, Principal
 from hub.live.host import LiveHub
 
 # Settings that decide what leaves the hub, and how the record of it is sealed.
@@ -35,10 +37,11 @@ def audit_subscription(
     steward's audit view of the dataset lists who subscribed to it; ``record`` is the one
     the access check read (None: read it here).
     """
-    kind, _, name = channel.partition(":")
+    parsed = parse(channel)
+    name = parsed.name
     datasets: dict[str, int | None] = {}
     agencies: dict[str, str] = {}
-    if kind in ("dataset", "feed") and name:
+    if parsed.kind in ("dataset", "feed"):
         datasets[name] = None
         agencies[name] = (record if record is not None else hub.store.get_dataset(name)).agency_id
     hub.audit.append(

@@ -18,17 +18,27 @@ from typing import Any
 from catalog.access import disclosure
 from catalog.access.disclosure import FeedFilter
 from catalog.access.effective import Access
-from catalog.datasets.store import DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
+from catalog.domain.channels import (
+    ALERTS,
+    CHANNELS_HELP,
+    PRESENCE,
+    is_feed_channel,
+    kind_of,
+    name_of,
+    orders_channel,
+    parse,
+)
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
+from catalog.identity.store import Principal
 from eventlog.message import Message
 from hub.live.host import LiveHub
 from pipelines.feeds import is_feed
 
 OPS_ROLES = ("admin", "operator")
 
-CHANNEL_KINDS = ("dataset", "feed", "alerts", "presence", "orders", "block")
-"""Every kind of websocket channel (``block`` is served by hub/api/block_channels.py).
-A kind not listed is refused; each one must have its entry in hub/api/outbound.py."""
+# Every kind of websocket channel is catalog.domain.channels.CHANNEL_KINDS (``block`` is
+# served by hub/api/block_channels.py); each one must have its entry in hub/api/outbound.py.
 
 # Per-message decisions (masking feed payloads) reuse a principal's access for a few
 # seconds rather than reading grants for every event of every subscriber; a revoked
@@ -142,14 +152,9 @@ class Admission:
 
 def check_channel(hub: LiveHub, principal: Principal, channel: str) -> Admission:
     """Raise unless the principal may subscribe to ``channel`` (runs in a worker thread)."""
-    kind, sep, name = channel.partition(":")
-    if kind not in CHANNEL_KINDS:
-        raise InvalidRequest(
-            f"unknown channel {channel!r}; channels are dataset:<id>, feed:<id>, alerts, "
-            "orders:<agency or unit>, presence, block:<region code>",
-            channel=channel,
-        )
-    if kind in ("dataset", "feed") and sep and name:
+    parsed = parse(channel)
+    kind, name = parsed.kind, parsed.name
+    if kind in ("dataset", "feed"):
         # Feeds are registered as datasets by the feed intake; both follow the exchange's
         # access rules (sharing type, grants), exactly as queries do.  Read fresh: a grant
         # revoked a moment ago keeps the subscription out.
@@ -161,23 +166,19 @@ def check_channel(hub: LiveHub, principal: Principal, channel: str) -> Admission
             raise AccessDenied(f"you may not subscribe to {channel!r}", channel=channel)
         _remember((id(hub), principal.id, name), read_at, SourceView(access, _key_column(record)))
         return Admission(record, access)
-    if channel in ("alerts", "presence") and not sep:
+    if kind in (ALERTS, PRESENCE):
         if not is_ops(principal):
             raise AccessDenied(
                 f"{channel!r} is for operators and admins", channel=channel, role=principal.role
             )
         return Admission()
-    if kind == "orders" and sep and name:
+    if kind == "orders":
         if not is_ops(principal) and name not in order_targets(principal):
-            raise AccessDenied(
-                f"you may only subscribe to orders:{principal.id} or orders:{principal.agency_id}",
-                channel=channel,
-            )
+            mine, agency = orders_channel(principal.id), orders_channel(principal.agency_id)
+            raise AccessDenied(f"you may only subscribe to {mine} or {agency}", channel=channel)
         return Admission()
     raise InvalidRequest(
-        f"unknown channel {channel!r}; channels are dataset:<id>, feed:<id>, alerts, "
-        "orders:<agency or unit>, presence",
-        channel=channel,
+        f"unknown channel {channel!r}; channels are {CHANNELS_HELP}", channel=channel
     )
 
 
@@ -185,7 +186,7 @@ def parse_filter(channel: str, raw: Any) -> FeedFilter | None:
     """``{"district_code": ["520102"], ...}`` → a filter (all columns must match one value)."""
     if raw is None:
         return None
-    if not channel.startswith("feed:"):
+    if not is_feed_channel(channel):
         raise InvalidRequest("filters apply to feed:<id> channels only", channel=channel)
     return disclosure.parse_filter(raw, channel=channel)
 
@@ -201,7 +202,7 @@ def subscription_filter(
     naming a column it may not see is refused here.
     """
     access = admission.access
-    name = channel.partition(":")[2]
+    name = name_of(channel)
     if access is None:
         return None
     if flt is not None:
@@ -211,7 +212,7 @@ def subscription_filter(
         # path; a grant revoked later turns its frames into withheld ones
         # (disclose_message) until the subscriber goes.
         return None
-    if not channel.startswith("feed:"):
+    if not is_feed_channel(channel):
         return None  # dataset: payloads are narrowed, never skipped
 
     def current() -> Access:
@@ -231,7 +232,7 @@ def disclose_message(hub: LiveHub, principal: Principal, msg: Message) -> dict[s
     ``alerts`` (the rule's event or key, by the source dataset's access) and
     ``orders:`` (the order's related event).
     """
-    kind, _, name = msg.channel.partition(":")
+    kind, name = kind_of(msg.channel), name_of(msg.channel)
     data = msg.data
     if kind == "feed":
         access = source_access(hub, principal, name)
@@ -243,7 +244,7 @@ def disclose_message(hub: LiveHub, principal: Principal, msg: Message) -> dict[s
         if view.access.via == "owner" or disclosure.counts_visible(view.access):
             return data
         return disclosure.disclose_update(view.access, data, view.key_column)
-    if kind == "alerts":
+    if kind == ALERTS:
         if "order" in data and "change" in data:  # an escalated order
             return disclose_order_payload(hub, principal, data)
         return disclose_alert(hub, principal, data)

@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from catalog.access.disclosure import carries_values, order_event_source, source_dataset
-from catalog.datasets.store import Principal
+from catalog.domain.channels import ALERTS, orders_channel
 from catalog.errors import AccessDenied, InvalidRequest, NotFound
+from catalog.identity.store import Principal
 from catalog.ops.store import Order, OrderEvent, OrderEvents
 from catalog.outbox import Event
 from hub.live.channels import is_ops, order_targets
@@ -33,11 +34,11 @@ EVENT_TYPES = {
 
 
 def _target_channels(hub: LiveHub, target: str) -> list[str]:
-    channels = [f"orders:{target}"]
+    names = [orders_channel(target)]
     with contextlib.suppress(NotFound):
-        unit = hub.store.get_principal(target)
-        channels.append(f"orders:{unit.agency_id}")
-    return channels
+        unit = hub.store.identity.get_principal(target)
+        names.append(orders_channel(unit.agency_id))
+    return names
 
 
 def _events(hub: LiveHub, *, also: tuple[str, ...] = ()) -> OrderEvents:
@@ -61,12 +62,12 @@ def _publish(hub: LiveHub, order: Order, event: OrderEvent) -> None:
 
 def _check_target(hub: LiveHub, target: str) -> None:
     try:
-        hub.store.get_principal(target)
+        hub.store.identity.get_principal(target)
         return
     except NotFound:
         pass
     try:
-        hub.store.get_agency(target)
+        hub.store.identity.get_agency(target)
     except NotFound:
         raise InvalidRequest(
             f"order target {target!r} is neither a registered agency nor a unit",
@@ -133,7 +134,7 @@ def may_see(hub: LiveHub, principal: Principal, order: Order) -> bool:
         return True
     # An agency's principals also follow the orders of that agency's units.
     with contextlib.suppress(NotFound):
-        return hub.store.get_principal(order.target).agency_id == principal.agency_id
+        return hub.store.identity.get_principal(order.target).agency_id == principal.agency_id
     return False
 
 
@@ -165,7 +166,7 @@ def act(
 
 def escalate_overdue(hub: LiveHub) -> list[Order]:
     out = []
-    for order, event in hub.ops.escalate_overdue(events=_events(hub, also=("alerts",))):
+    for order, event in hub.ops.escalate_overdue(events=_events(hub, also=(ALERTS,))):
         _publish(hub, order, event)
         out.append(order)
     return out

@@ -37,10 +37,10 @@ import orjson
 
 from catalog.datasets.manifest import Manifest
 from catalog.datasets.store import Version
+from catalog.domain.channels import feed_channel
 from catalog.errors import HubError, SourceRefused
 from catalog.runtime import settle_heap
 from connectors.mqtt import MqttSubscriber
-from eventlog.channels import feed_channel
 from hub.live.host import LiveHub
 from hub.settings import Settings
 from pipelines.feeds import (

@@ -14,7 +14,8 @@ from typing import Protocol
 from catalog.access.effective import Access
 from catalog.access.grants import GrantStore
 from catalog.audit.log import AuditLog
-from catalog.datasets.store import CatalogStore, DatasetRecord, Principal
+from catalog.datasets.store import CatalogStore, DatasetRecord
+from catalog.identity.store import Principal
 from catalog.lake.tables import Lake
 from catalog.ops.store import OpsStore
 from catalog.sources.store import SourceGuard

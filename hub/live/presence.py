@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog.datasets.store import Principal
+from catalog.domain.channels import PRESENCE
 from catalog.errors import HubError
+from catalog.identity.store import Principal
 from hub.live.bus import Bus
 from hub.live.subscription import Notice, Subscription
 
@@ -89,7 +90,7 @@ class Presence:
         self._per_principal[principal.id] = self.count(principal.id) + 1
         try:
             await self.bus.publish_async(
-                "presence", "presence.joined", conn.to_dict(), {"node": NODE}
+                PRESENCE, "presence.joined", conn.to_dict(), {"node": NODE}
             )
         except Exception as e:  # the event log is down: the connection is served all the same
             log.warning("presence of %s not announced: %s", conn.id, e)
@@ -105,7 +106,7 @@ class Presence:
             self._per_principal.pop(conn.principal.id, None)
         with contextlib.suppress(Exception):  # leaving must not fail a closing socket
             data = {**conn.to_dict(), "left_at": datetime.now(UTC).isoformat()}
-            await self.bus.publish_async("presence", "presence.left", data, {"node": NODE})
+            await self.bus.publish_async(PRESENCE, "presence.left", data, {"node": NODE})
 
     def list(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self._conns.values()]

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from catalog.datasets.store import Principal
 from catalog.errors import Unauthenticated
+from catalog.identity.store import Principal
 from hub.api.common.limits import Limiter
 from hub.assembly.context import Hub
 
@@ -35,7 +35,7 @@ def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 def authenticate(hub: Hub, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """The principal of the request's bearer token (Unauthenticated: 401).  Blocking."""
-    return hub.store.authenticate(bearer_token(credentials))
+    return hub.store.identity.authenticate(bearer_token(credentials))
 
 
 def current_principal(hub: HubDep, credentials: CredentialsDep) -> Principal:

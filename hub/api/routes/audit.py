@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
+from catalog.identity.store import Principal
 from hub.api.common.deps import HubDep, PrincipalDep
 from hub.api.common.errors import error_responses
 from hub.api.common.limits import MAX_INT32

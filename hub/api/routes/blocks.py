@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
-from catalog.datasets.store import Principal
+from catalog.identity.store import Principal
 from hub.api.common.deps import HubDep, LimiterDep, PrincipalDep
 from hub.api.common.errors import error_responses
 from hub.api.common.limits import Limiter

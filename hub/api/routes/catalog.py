@@ -15,8 +15,10 @@ from pydantic import BaseModel
 from catalog.access.policy import can_manage
 from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.datasets.search import freshness, search
-from catalog.datasets.store import DatasetRecord, Principal, Version, utcnow
+from catalog.datasets.store import DatasetRecord, Version
+from catalog.db import utcnow
 from catalog.errors import AccessDenied, Conflict, InvalidRequest, ManifestError
+from catalog.identity.store import Principal
 from hub.api.common.deps import HubDep, PrincipalDep
 from hub.api.common.errors import error_responses
 from hub.api.common.links import links

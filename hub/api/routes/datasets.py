@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 from catalog.access.disclosure import disclose_run, disclose_version
 from catalog.access.effective import Access
 from catalog.access.policy import can_manage
-from catalog.datasets.store import DatasetRecord, Principal, Run, Version
+from catalog.datasets.store import DatasetRecord, Run, Version
 from catalog.errors import AccessDenied, NotFound
+from catalog.identity.store import Principal
 from hub.api.common.deps import HubDep, PrincipalDep
 from hub.api.common.errors import error_responses
 from hub.api.common.links import links

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from catalog.access.grants import Grant
 from catalog.access.policy import can_manage
-from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied
+from catalog.identity.store import Principal
 from hub.api.common.deps import HubDep, PrincipalDep
 from hub.api.common.errors import error_responses
 from hub.api.common.limits import Moment

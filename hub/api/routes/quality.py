@@ -14,8 +14,9 @@ from catalog.access.disclosure import disclose_quality_results, quality_visible
 from catalog.access.effective import Access
 from catalog.access.policy import can_manage
 from catalog.datasets.quality import QualityResult, QualityStore
-from catalog.datasets.store import DatasetRecord, Principal
+from catalog.datasets.store import DatasetRecord
 from catalog.errors import AccessDenied, NotFound
+from catalog.identity.store import Principal
 from hub.api.common.deps import HubDep, PrincipalDep
 from hub.api.common.errors import error_responses, json_error_content
 from hub.api.common.limits import MAX_INT

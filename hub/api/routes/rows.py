@@ -10,8 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from catalog.access import disclosure
-from catalog.datasets.store import Principal
 from catalog.errors import AccessDenied, InvalidRequest
+from catalog.identity.store import Principal
 from hub.api.common.answer import (
     BULK_FORMATS,
     action_of,

@@ -48,30 +48,24 @@ def block_channel(region_code: str) -> str:
 
 @dataclass(frozen=True)
 class Channel:
-    """A channel name read back: its kind and the name after the colon ('' for bare
-    words).  ``kind`` is None for a name of no known kind (the caller refuses it)."""
+    """A channel name read back: its kind and the name after the colon ('' for the bare
+    words).  ``kind`` is None when the text is no channel: an unknown kind, a bare word
+    with a name, or a kind that takes a name without one."""
 
     text: str
     kind: ChannelKind | None
     name: str
 
-    @property
-    def well_formed(self) -> bool:
-        """A known kind with a name where it takes one, none where it takes none."""
-        if self.kind is None:
-            return False
-        return (self.name == "") == (self.kind in _BARE) and (
-            self.kind in _BARE or self.text.startswith(f"{self.kind}:")
-        )
-
 
 def parse(channel: str) -> Channel:
     """``dataset:hotline`` → ``Channel(kind="dataset", name="hotline")``."""
     kind, sep, name = channel.partition(":")
-    if kind in _BARE and sep:
-        return Channel(channel, None, name)
-    known: ChannelKind | None = kind if kind in CHANNEL_KINDS else None
-    return Channel(channel, known, name)
+    if kind in _BARE:
+        return Channel(channel, None if sep else kind, "")  # type: ignore[arg-type]
+    for known in CHANNEL_KINDS:
+        if kind == known and name:
+            return Channel(channel, known, name)
+    return Channel(channel, None, name)
 
 
 def kind_of(channel: str) -> str:

@@ -25,23 +25,15 @@ from decimal import Decimal
 from typing import Any
 
 from catalog.errors import InvalidRequest
+from catalog.sqltext import quote_ident, quote_literal
 
 OPS = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "in": "IN"}
 MAX_PAGE = 10_000
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
+# The one quoting rule (catalog/sqltext.py): names double-quoted, numbers bare.
+_q = quote_ident
+_lit = quote_literal
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,7 @@ def test_alert_transitions_are_on_record(
     """Opened by the rules (``system``), acknowledged and resolved by an operator; a repeat
     of an open alert only bumps its count and is no change of state."""
     start = head(hub)
-    alert, new = hub.live.ops.raise_alert(
+    alert, new = hub.ops.raise_alert(
         "aqi_high",
         "GYAQ01",
         severity="high",
@@ -276,7 +276,7 @@ def test_alert_transitions_are_on_record(
         source="feed:air",
         detail={"aqi": 300},
     )
-    again, repeat = hub.live.ops.raise_alert(
+    again, repeat = hub.ops.raise_alert(
         "aqi_high",
         "GYAQ01",
         severity="high",
@@ -482,9 +482,9 @@ def test_a_change_and_its_entry_commit_together(
         ),
         "approve": lambda: hub.grants.approve(g.id, by="steward", dataset=record),
         "refuse": lambda: hub.grants.refuse(g2.id, by="steward", reason="no"),
-        "order": lambda: hub.live.ops.open_order(target="gy_hbj", instructions="x", opened_by="op"),
-        "act": lambda: hub.live.ops.act_on_order(order.id, "acknowledge", "developer"),
-        "ack": lambda: hub.live.ops.acknowledge_alert(alert.id, "operator"),
+        "order": lambda: hub.ops.open_order(target="gy_hbj", instructions="x", opened_by="op"),
+        "act": lambda: hub.ops.act_on_order(order.id, "acknowledge", "developer"),
+        "ack": lambda: hub.ops.acknowledge_alert(alert.id, "operator"),
         "root": lambda: hub.sources.sources.add_root(
             "gy_hbj", "exports", str(folder), protected=hub.sources.protected
         ),
@@ -495,7 +495,7 @@ def test_a_change_and_its_entry_commit_together(
             protected=hub.sources.protected,
             settings={"host": "db.example", "database": "x"},
         ),
-        "alert": lambda: hub.live.ops.raise_alert(
+        "alert": lambda: hub.ops.raise_alert(
             "r2", "k", severity="low", title="t", source="s", detail={}
         ),
     }

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from catalog.errors import AccessDenied, InvalidRequest
 from catalog.identity.store import Principal
+from catalog.sqltext import quote_ident
 from hub.api.answer import (
     BULK_FORMATS,
     action_of,
@@ -151,7 +152,7 @@ async def get_sample(
     limiter: LimiterDep,
     n: Annotated[int, Query(gt=0, le=100)] = 10,
 ) -> Response:
-    quoted = '"' + dataset_id.replace('"', '""') + '"'
+    quoted = quote_ident(dataset_id)
     slot = limiter.admit(principal.id, "query")
     try:
         result = await run_in_threadpool(

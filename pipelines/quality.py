@@ -57,10 +57,6 @@ def quarantine_dir(lake: Lake, dataset_id: str) -> Path:
     return local_path(lake.table(dataset_id).location()) / "quarantine"
 
 
-def quality_store(store: CatalogStore) -> QualityStore:
-    return QualityStore(store.engine, audit=store.audit)
-
-
 _FAILED: dict[str, GateStatus] = {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}
 """The gate's status for a failed validation, by the manifest's policy."""
 
@@ -84,7 +80,7 @@ def gate(
     ``publisher`` the outbox is drained at once (the ingest run drains after its commit)."""
     if manifest.expectations is None or not staged.files:
         return staged
-    qstore = quality or quality_store(store)
+    qstore = quality or store.quality
     suite = load_suite(manifest.expectations, suites_dir)
     policy = manifest.quality.policy
     files = [str(local_path(f.path)) for f in staged.files]

@@ -29,7 +29,7 @@ from expectations.sql import ident, literal
 from expectations.suite import load_suite
 from pipelines.ingest import _greater
 from pipelines.notify import announce, version_event
-from pipelines.quality import quality_store, quarantine_dir
+from pipelines.quality import quarantine_dir
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def release(
     note: str | None = None,
 ) -> ReleaseOutcome:
     """Re-validate a held batch and publish what passes (everything with ``force``)."""
-    qstore = quality_store(store)
+    qstore = store.quality
     batch = _held(qstore, batch_id, manifest.id)
     run = store.start_run(manifest.id, f"release:{principal}")
     suite = load_suite(manifest.expectations or "", suites_dir) if manifest.expectations else None
@@ -202,7 +202,7 @@ def discard(
     note: str | None = None,
 ) -> QuarantineAction:
     """Drop a held batch for good; the action and its row count are recorded."""
-    qstore = quality_store(store)
+    qstore = store.quality
     batch = _held(qstore, batch_id, manifest.id)
     action = qstore.record_action(
         batch,

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from catalog.audit.log import AuditKeys, AuditLog
 from catalog.datasets.manifest import Manifest
+from catalog.datasets.quality import QualityStore
 from catalog.db import Base, aware, make_engine, utcnow
 from catalog.errors import (
     Conflict,
@@ -338,6 +339,12 @@ class CatalogStore:
     def identity(self) -> IdentityStore:
         """Agencies, principals and tokens: their own store on the same database and chain."""
         return IdentityStore(self.engine, self.audit)
+
+    @cached_property
+    def quality(self) -> QualityStore:
+        """The quality tables (results, quarantine, freshness): one per store, made once per
+        process rather than per request (it checks its tables when made)."""
+        return QualityStore(self.engine, audit=self.audit)
 
     @property
     def audit(self) -> AuditLog:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.datasets.manifest import Manifest
-from catalog.datasets.store import CatalogStore, Run, RunStatus, Version
+from catalog.datasets.store import CatalogStore, Run, Version
 from catalog.errors import (
     CommitUnsettled,
     ConnectorError,
@@ -33,6 +33,7 @@ from catalog.errors import (
 )
 from catalog.lake.tables import Lake
 from catalog.sources.store import ResolvedSource, SourceGuard
+from catalog.vocabulary import RunStatus
 from connectors.base import Connector, CursorValue, cursor_value, get_connector
 from eventlog.message import Publisher
 from pipelines.blockkeys import BlockKeyStep

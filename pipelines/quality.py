@@ -27,12 +27,13 @@ from urllib.parse import urlparse
 import numpy as np
 
 from catalog.datasets.manifest import Manifest
-from catalog.datasets.quality import GateStatus, QualityResult, QualityStore
+from catalog.datasets.quality import QualityResult, QualityStore
 from catalog.datasets.store import CatalogStore
 from catalog.domain.channels import dataset_channel
 from catalog.errors import SuiteInvalid
 from catalog.lake.tables import Lake, StagedFile
 from catalog.outbox import Event
+from catalog.vocabulary import GateStatus
 from eventlog.message import Publisher
 from expectations.runner import BatchValidator, Validation
 from expectations.suite import load_suite

@@ -35,11 +35,11 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, I
 from pyiceberg.table import Table, TableProperties, Transaction, _parquet_files_to_data_files
 from sqlalchemy import select
 
-from catalog.datasets.manifest import SchemaPolicy, SyncMode
 from catalog.errors import CommitUnsettled, Conflict, DatasetNotFound, SchemaDrift, unavailable
 from catalog.lake import iceberg_patch  # noqa: F401  (pyiceberg 0.12's metadata copies, D28)
 from catalog.lake.deletes import PublishFiles, delete_data_file, write_position_deletes
 from catalog.lake.prefetch import prefetch as prefetch_items
+from catalog.vocabulary import SchemaPolicy, SyncMode
 
 #: ``Lake.commit(expect_snapshot=...)`` default: commit whatever the table's state.
 ANY_SNAPSHOT: object = object()

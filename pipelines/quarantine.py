@@ -23,11 +23,11 @@ from catalog.datasets.quality import QualityStore, QuarantineAction, QuarantineB
 from catalog.datasets.store import CatalogStore
 from catalog.errors import CommitUnsettled, Conflict, unavailable
 from catalog.lake.tables import Lake
+from connectors.incremental import greater
 from eventlog.message import Publisher
 from expectations.runner import FAILED, ROW_ID, BatchValidator
 from expectations.sql import ident, literal
 from expectations.suite import load_suite
-from pipelines.ingest import _greater
 from pipelines.notify import announce, version_event
 from pipelines.quality import quarantine_dir
 
@@ -142,7 +142,7 @@ def release(
         current = lake.current(manifest.id)
         cursor = current.cursor if current else None
         # A blocked batch never moved the cursor; publishing it moves the cursor past it.
-        if batch.policy == "block" and (cursor is None or _greater(batch.cursor, cursor)):
+        if batch.policy == "block" and (cursor is None or greater(batch.cursor, cursor)):
             cursor = batch.cursor
         snap = lake.commit(
             manifest.id,

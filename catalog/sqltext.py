@@ -18,16 +18,14 @@ def quote_ident(name: str) -> str:
 
 
 def quote_literal(value: Scalar) -> str:
-    """A literal: NULL, TRUE/FALSE, finite numbers bare, anything else (NaN and the infinities
-    included) a single-quoted string."""
+    """A literal: NULL, TRUE/FALSE, numbers bare (never quoted: a quoted number is a string
+    that only compares by an implicit cast), anything else a single-quoted string."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, float) and not math.isfinite(value):
-        # SQL has no bare literal for NaN or an infinity: the string ('nan', 'inf', '-inf')
-        # that every engine casts to the column's floating type.
-        return f"'{value!r}'"
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"CAST('{value!r}' AS DOUBLE)"  # nan, inf: not numbers in SQL text
         return repr(value)
     return "'" + str(value).replace("'", "''") + "'"

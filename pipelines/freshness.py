@@ -64,7 +64,7 @@ def check_freshness(
     now: datetime | None = None,
 ) -> list[FreshnessStatus]:
     """Check every dataset; announce the ones that just turned stale."""
-    qstore = quality or QualityStore(store.engine)
+    qstore = quality or store.quality
     latest = store.latest_versions()
     statuses = []
     for record in store.list_datasets():

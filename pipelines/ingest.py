@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.datasets.manifest import Manifest
-from catalog.datasets.store import CatalogStore, Run, RunStatus, Version
+from catalog.datasets.store import CatalogStore, Run, Version
 from catalog.errors import (
     CommitUnsettled,
     ConnectorError,
@@ -33,7 +33,9 @@ from catalog.errors import (
 )
 from catalog.lake.tables import Lake
 from catalog.sources.store import ResolvedSource, SourceGuard
-from connectors.base import Connector, CursorValue, cursor_value, get_connector
+from catalog.vocabulary import RunStatus
+from connectors.base import Connector, get_connector
+from connectors.incremental import Incremental
 from eventlog.message import Publisher
 from pipelines.blockkeys import BlockKeyStep
 from pipelines.notify import announce, version_event
@@ -181,8 +183,7 @@ def _extract(
             connector.resume(current.state)
         since = previous if incremental else None
         cursor_col = src.cursor
-        high: list[CursorValue] = [previous if incremental else None]
-        counted = [0]
+        cursor = Incremental(cursor_col, start_value=since)
         boundary = _Boundary(manifest, lake, schema, since) if since is not None else None
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -197,13 +198,7 @@ def _extract(
                     if batch.num_rows == 0:
                         continue
                 batch = keys.apply(batch)
-                if cursor_col is not None:
-                    top = pc.max(batch.column(batch.schema.get_field_index(cursor_col))).as_py()
-                    if top is not None:
-                        value = cursor_value(top)
-                        if high[0] is None or _greater(value, high[0]):
-                            high[0] = value
-                counted[0] += batch.num_rows
+                cursor.observe(batch)
                 if progress is not None:
                     progress(batch.num_rows)
                 yield batch
@@ -216,8 +211,8 @@ def _extract(
         dataset_id=manifest.id,
         run_id=run_id,
         files=files,
-        rows_read=counted[0],
-        cursor=high[0],
+        rows_read=cursor.rows,
+        cursor=cursor.last_value,
         previous_cursor=previous,
         base_snapshot=current.snapshot_id if current is not None else None,
         seconds=time.perf_counter() - started,
@@ -289,12 +284,6 @@ class _Boundary:
         rest = pa.Table.from_batches([batch.filter(pc.invert(at))])
         both = pa.concat_tables([rest, fresh.select(batch.schema.names).cast(batch.schema)])
         return both.combine_chunks().to_batches()[0] if both.num_rows else batch.slice(0, 0)
-
-
-def _greater(a: CursorValue, b: CursorValue) -> bool:
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a > b
-    return str(a) > str(b)
 
 
 def publish(

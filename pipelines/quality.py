@@ -27,12 +27,13 @@ from urllib.parse import urlparse
 import numpy as np
 
 from catalog.datasets.manifest import Manifest
-from catalog.datasets.quality import GateStatus, QualityResult, QualityStore
+from catalog.datasets.quality import QualityResult, QualityStore
 from catalog.datasets.store import CatalogStore
 from catalog.domain.channels import dataset_channel
 from catalog.errors import SuiteInvalid
 from catalog.lake.tables import Lake, StagedFile
 from catalog.outbox import Event
+from catalog.vocabulary import GateStatus
 from eventlog.message import Publisher
 from expectations.runner import BatchValidator, Validation
 from expectations.suite import load_suite
@@ -55,10 +56,6 @@ def local_path(location: str) -> Path:
 
 def quarantine_dir(lake: Lake, dataset_id: str) -> Path:
     return local_path(lake.table(dataset_id).location()) / "quarantine"
-
-
-def quality_store(store: CatalogStore) -> QualityStore:
-    return QualityStore(store.engine, audit=store.audit)
 
 
 _FAILED: dict[str, GateStatus] = {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}
@@ -84,7 +81,7 @@ def gate(
     ``publisher`` the outbox is drained at once (the ingest run drains after its commit)."""
     if manifest.expectations is None or not staged.files:
         return staged
-    qstore = quality or quality_store(store)
+    qstore = quality or store.quality
     suite = load_suite(manifest.expectations, suites_dir)
     policy = manifest.quality.policy
     files = [str(local_path(f.path)) for f in staged.files]

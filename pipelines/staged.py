@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from catalog.datasets.quality import GateStatus
 from catalog.lake.tables import StagedFile
+from catalog.vocabulary import GateStatus
 from connectors.base import CursorValue
 
 

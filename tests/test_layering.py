@@ -6,7 +6,7 @@ Floors, bottom up (each imports only floors below it and itself):
 
 Inside catalog, the sub-packages (docs/architecture.md, "Ground floor"):
 
-    catalog (errors, outbox, sqltext, runtime, db)        imports nothing of ours
+    catalog (errors, outbox, sqltext, vocabulary, db, runtime)   imports nothing of ours
     catalog.domain, catalog.audit                         → catalog
     catalog.identity                                      → catalog, audit
     catalog.datasets                                      → catalog, audit, identity

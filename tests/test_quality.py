@@ -52,7 +52,7 @@ def _write(tmp_path: Path, name: str, table: Any) -> None:
 
 
 def _quality(hub: Hub) -> QualityStore:
-    return QualityStore(hub.store.engine)
+    return hub.store.quality
 
 
 def test_demo_manifest_names_a_suite_that_loads() -> None:

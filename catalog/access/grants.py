@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
@@ -38,7 +38,6 @@ from catalog.identity.store import SYSTEM
 
 log = logging.getLogger(__name__)
 
-GrantStatus = Literal["pending", "approved", "refused", "revoked", "expired"]
 ANSWER_WORKING_DAYS = 10
 RowFilter = dict[str, list[str]]
 

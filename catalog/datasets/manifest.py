@@ -10,7 +10,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import pyarrow as pa
 import yaml
@@ -18,14 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from catalog.datasets.types import parse_type
 from catalog.errors import ManifestError
-
-SharingType = Literal["unconditional", "conditional", "none"]
-Classification = Literal["general", "important", "core"]
-PersonalKind = Literal["phone", "id_number", "name", "address", "email", "plate", "other"]
-SyncMode = Literal["append", "merge", "replace"]
-SchemaPolicy = Literal["evolve", "freeze"]
-BlockKind = Literal["region", "enterprise", "address"]
-GatePolicy = Literal["block", "drop-rows", "warn"]
+from catalog.vocabulary import (
+    BlockKind,
+    Classification,
+    GatePolicy,
+    PersonalKind,
+    SchemaPolicy,
+    SharingType,
+    SyncMode,
+)
 
 CLASSIFICATION_RANK: dict[str, int] = {"general": 0, "important": 1, "core": 2}
 

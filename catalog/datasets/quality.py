@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -38,9 +38,7 @@ from sqlalchemy.engine import Engine
 from catalog.audit.log import AuditLog
 from catalog.errors import NotFound
 from catalog.outbox import Event, stage
-
-GateStatus = Literal["passed", "warned", "dropped", "blocked"]
-BatchStatus = Literal["held", "released", "discarded", "superseded"]
+from catalog.vocabulary import BatchStatus, GateStatus
 
 _meta = MetaData()
 

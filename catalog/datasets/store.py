@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -41,6 +41,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from catalog.audit.log import AuditKeys, AuditLog
 from catalog.datasets.manifest import Manifest
+from catalog.datasets.quality import QualityStore
 from catalog.db import Base, aware, make_engine, utcnow
 from catalog.errors import (
     Conflict,
@@ -50,10 +51,10 @@ from catalog.errors import (
 )
 from catalog.identity.store import SYSTEM, Actor, AgencyRow, IdentityStore, record_as
 from catalog.outbox import Event, Outbox, outbox_meta, stage
+from catalog.vocabulary import Classification, RunStatus, SharingType
 
 log = logging.getLogger(__name__)
 
-RunStatus = Literal["running", "succeeded", "failed", "unchanged", "interrupted"]
 #: How long a run stays "running" without its process renewing the lease (D-faults).
 RUN_LEASE_S = 60.0
 
@@ -145,8 +146,8 @@ class DatasetRecord:
     id: str
     agency_id: str
     title: str
-    sharing: str
-    classification: str
+    sharing: SharingType
+    classification: Classification
     manifest: Manifest
     registered_at: datetime
     updated_at: datetime
@@ -253,8 +254,8 @@ def _dataset(d: DatasetRow) -> DatasetRecord:
         id=d.id,
         agency_id=d.agency_id,
         title=d.title,
-        sharing=d.sharing,
-        classification=d.classification,
+        sharing=cast(SharingType, d.sharing),
+        classification=cast(Classification, d.classification),
         manifest=Manifest.model_validate_json(d.manifest_json),
         registered_at=aware(d.registered_at) or utcnow(),
         updated_at=aware(d.updated_at) or utcnow(),
@@ -338,6 +339,12 @@ class CatalogStore:
     def identity(self) -> IdentityStore:
         """Agencies, principals and tokens: their own store on the same database and chain."""
         return IdentityStore(self.engine, self.audit)
+
+    @cached_property
+    def quality(self) -> QualityStore:
+        """The quality tables (results, quarantine, freshness): one per store, made once per
+        process rather than per request (it checks its tables when made)."""
+        return QualityStore(self.engine, audit=self.audit)
 
     @property
     def audit(self) -> AuditLog:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, cast
 
 from sqlalchemy import DateTime, ForeignKey, String, bindparam, select
 from sqlalchemy.engine import Engine
@@ -23,9 +23,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from catalog.audit.log import AuditLog, AuditTx
 from catalog.db import Base, aware, utcnow
 from catalog.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from catalog.vocabulary import ROLES, Role
 
-Role = Literal["admin", "steward", "operator", "developer"]
-ROLES: tuple[Role, ...] = get_args(Role)
 SYSTEM = "system"
 """The actor of changes no principal asked for (start-up registration, expiry passes)."""
 
@@ -86,7 +85,7 @@ class Principal:
     id: str
     agency_id: str
     name: str
-    role: str
+    role: Role
 
     @property
     def is_admin(self) -> bool:
@@ -211,14 +210,14 @@ class IdentityStore:
                     },
                     binds=[("principals", principal_id)],
                 )
-            return Principal(row.id, row.agency_id, row.name, row.role)
+            return Principal(row.id, row.agency_id, row.name, cast(Role, row.role))
 
     def get_principal(self, principal_id: str) -> Principal:
         with self.session() as s:
             r = s.get(PrincipalRow, principal_id)
             if r is None:
                 raise NotFound(f"no principal {principal_id!r}", principal=principal_id)
-            return Principal(r.id, r.agency_id, r.name, r.role)
+            return Principal(r.id, r.agency_id, r.name, cast(Role, r.role))
 
     def issue_token(
         self,

@@ -35,11 +35,11 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, I
 from pyiceberg.table import Table, TableProperties, Transaction, _parquet_files_to_data_files
 from sqlalchemy import select
 
-from catalog.datasets.manifest import SchemaPolicy, SyncMode
 from catalog.errors import CommitUnsettled, Conflict, DatasetNotFound, SchemaDrift, unavailable
-from catalog.lake import iceberg_patch  # noqa: F401  (pyiceberg 0.12's metadata copies, D28)
 from catalog.lake.deletes import PublishFiles, delete_data_file, write_position_deletes
 from catalog.lake.prefetch import prefetch as prefetch_items
+from catalog.lake.transaction import transaction
+from catalog.vocabulary import SchemaPolicy, SyncMode
 
 #: ``Lake.commit(expect_snapshot=...)`` default: commit whatever the table's state.
 ANY_SNAPSHOT: object = object()
@@ -435,17 +435,17 @@ class Lake:
             props[STATE_PROP] = json.dumps(state, ensure_ascii=False)
         data = [f for f in files if f.deletes is None]
         if mode == "append":
-            with table.transaction() as tx:
+            with transaction(table) as tx:
                 _add_files(tx, files, props)
         elif mode == "replace":
-            with table.transaction() as tx:
+            with transaction(table) as tx:
                 if table.current_snapshot() is not None:
                     tx.delete(AlwaysTrue())
                 _add_files(tx, files, props)
         elif mode == "merge":
             if not key:
                 raise ValueError("merge needs a key")
-            with table.transaction() as tx:
+            with transaction(table) as tx:
                 match = self._key_filter(data, [f for f in files if f.deletes], key)
                 if match is not None and table.current_snapshot() is not None:
                     tx.delete(match)

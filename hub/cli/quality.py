@@ -67,7 +67,7 @@ def register(
     app.add_typer(quarantine_app, name="quarantine")
 
     def qstore() -> QualityStore:
-        return QualityStore(get_hub().store.engine, audit=get_hub().audit)
+        return get_hub().store.quality
 
     @app.command()
     def quality(

@@ -25,7 +25,6 @@ import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.table import Table
 
-from catalog.datasets.quality import QualityStore
 from catalog.datasets.store import Run
 from catalog.domain.channels import dataset_channel, feed_channel
 from catalog.errors import NotFound
@@ -131,7 +130,7 @@ def _corrupt(table: pa.Table, bad: int) -> pa.Table:
 
 def _quality_line(console: Console, hub: Hub, run: Run) -> None:
     try:
-        q = QualityStore(hub.store.engine).get_result(run.id)
+        q = hub.store.quality.get_result(run.id)
     except NotFound:
         return
     failed = ", ".join(q.summary()["failed_expectations"])

@@ -32,6 +32,7 @@ from catalog.domain.regions import Region, children, get_region, normalize_code
 from catalog.domain.regions import full_name as region_full_name
 from catalog.errors import AccessDenied, HubError, InvalidRequest, NotFound, QueryTimeout
 from catalog.identity.store import Principal
+from catalog.sqltext import quote_ident, quote_literal
 from eventlog.message import Message
 from hub.exchange.engine import Exchange
 
@@ -75,14 +76,6 @@ def block_key(manifest: Manifest, kind: BlockKind) -> BlockKey | None:
     return None
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _time_column(manifest: Manifest) -> str | None:
     return manifest.block_time or manifest.source.cursor
 
@@ -117,21 +110,21 @@ def block_query(
     m = record.manifest
     keys: list[str] = []
     if child_digits:
-        keys.append(f"substr(CAST({_ident(key.key_column)} AS VARCHAR), 1, {child_digits})")
+        keys.append(f"substr(CAST({quote_ident(key.key_column)} AS VARCHAR), 1, {child_digits})")
     by_index: dict[str, int] = {}
     for fig in m.block_figures:
         if fig.by and fig.by not in by_index:
             by_index[fig.by] = len(keys)
-            keys.append(_ident(fig.by))
+            keys.append(quote_ident(fig.by))
     time_col = _time_column(m)
     # VARCHAR: a timestamp in one dataset, a date in another, one column in the UNION.
-    latest = f"CAST(max({_ident(time_col)}) AS VARCHAR)" if time_col else "NULL::VARCHAR"
+    latest = f"CAST(max({quote_ident(time_col)}) AS VARCHAR)" if time_col else "NULL::VARCHAR"
     key_list = ", ".join(f"CAST({k} AS VARCHAR)" for k in keys)
     figures = ", ".join(f"CAST(to_json({f.aggregate}) AS VARCHAR)" for f in m.block_figures)
     grouping = f"GROUPING({', '.join(keys)})" if keys else "0"
     sets = ", ".join(["()", *(f"({k})" for k in keys)])
     sql = (
-        f"WITH b AS (SELECT * FROM {_ident(record.id)} WHERE {where})\n"
+        f"WITH b AS (SELECT * FROM {quote_ident(record.id)} WHERE {where})\n"
         f"SELECT {grouping} AS g, [{key_list}]::VARCHAR[] AS keys, count(*) AS n, "
         f"{latest} AS latest, [{figures}]::VARCHAR[] AS figures FROM b"
         + (f" GROUP BY GROUPING SETS ({sets})" if keys else "")
@@ -149,15 +142,15 @@ def block_sql(
 def region_where(manifest: Manifest, key: BlockKey, prefix: str) -> str:
     """Rows whose code starts with ``prefix``, written as a range (``>= '520102' AND <
     '520103'``): DuckDB pushes a range into the Parquet scan, a ``starts_with`` it does not."""
-    col = _ident(key.key_column)
+    col = quote_ident(key.key_column)
     if key.kind == "region" and manifest.column(key.column).type != "string":
         col = f"CAST({col} AS VARCHAR)"
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return f"{col} >= {_literal(prefix)} AND {col} < {_literal(upper)}"
+    return f"{col} >= {quote_literal(prefix)} AND {col} < {quote_literal(upper)}"
 
 
 def enterprise_where(key: BlockKey, code: str) -> str:
-    return f"{_ident(key.key_column)} = {_literal(code)}"
+    return f"{quote_ident(key.key_column)} = {quote_literal(code)}"
 
 
 @dataclass
@@ -188,7 +181,8 @@ def _run(
     and a dataset the exchange refuses (``None``) drops out silently."""
     if len(parts) > 1:
         union = "\nUNION ALL\n".join(
-            f"SELECT {_literal(p.record.id)} AS dataset, * FROM ({p.sql}) AS {_ident(f'_p{i}')}"
+            f"SELECT {quote_literal(p.record.id)} AS dataset, * "
+            f"FROM ({p.sql}) AS {quote_ident(f'_p{i}')}"
             for i, p in enumerate(parts)
         )
         try:

@@ -274,7 +274,7 @@ class Exchange:
             return
         self._collected = clock
         for room in self.rooms.all():
-            reader = Principal("", room.key.agency, "", "admin" if room.key.admin else "reader")
+            reader = Principal("", room.key.agency, "", "admin" if room.key.admin else "developer")
             profiles = {
                 d: profile_digest(a) for d, a in self.accesses(reader, snap).items() if a.readable
             }

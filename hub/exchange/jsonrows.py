@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from catalog.sqltext import quote_ident, quote_literal
+
 _PLAIN = frozenset(
     {
         "TINYINT",
@@ -39,13 +41,9 @@ _PLAIN = frozenset(
 _FLOATS = frozenset({"FLOAT", "DOUBLE"})
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def value_expr(name: str, duck_type: str) -> str | None:
     """DuckDB expression giving the JSON value of a column of ``duck_type``, or None."""
-    q = quote(name)
+    q = quote_ident(name)
     t = duck_type.upper()
     if t in _PLAIN:
         return q
@@ -70,6 +68,6 @@ def row_projection(names: Sequence[str], duck_types: Sequence[str], sep: str) ->
         expr = value_expr(name, duck_type)
         if expr is None:
             return None
-        parts.append(f"{quote(name)} := {expr}")
-    literal = sep.replace("'", "''")
-    return f"CAST(to_json(struct_pack({', '.join(parts)})) AS VARCHAR) || '{literal}' AS json"
+        parts.append(f"{quote_ident(name)} := {expr}")
+    literal = quote_literal(sep)
+    return f"CAST(to_json(struct_pack({', '.join(parts)})) AS VARCHAR) || {literal} AS json"

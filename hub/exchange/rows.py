@@ -31,11 +31,6 @@ OPS = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "i
 MAX_PAGE = 10_000
 
 
-# The one quoting rule (catalog/sqltext.py): names double-quoted, numbers bare.
-_q = quote_ident
-_lit = quote_literal
-
-
 @dataclass(frozen=True)
 class Filter:
     column: str
@@ -59,8 +54,9 @@ class Filter:
 
     def sql(self) -> str:
         if self.op == "in":
-            return f"{_q(self.column)} IN ({', '.join(_lit(v) for v in self.values)})"
-        return f"{_q(self.column)} {OPS[self.op]} {_lit(self.values[0])}"
+            listed = ", ".join(quote_literal(v) for v in self.values)
+            return f"{quote_ident(self.column)} IN ({listed})"
+        return f"{quote_ident(self.column)} {OPS[self.op]} {quote_literal(self.values[0])}"
 
 
 @dataclass(frozen=True)
@@ -177,13 +173,13 @@ class RowsQuery:
         cols = self.columns or list(self.visible)
         # Order-key columns come along (last) so the next cursor can be read off the page.
         extra = [k.column for k in order if k.column not in cols]
-        select = ", ".join(_q(c) for c in [*cols, *extra])
+        select = ", ".join(quote_ident(c) for c in [*cols, *extra])
         where = [f.sql() for f in self.filters]
         if cursor is not None and cursor.after is not None:
             if not self.keyset_ok or len(cursor.after) != len(order):
                 raise InvalidRequest("cursor does not match this sort order", field="cursor")
             where.append(_after(order, cursor.after))
-        sql = f"SELECT {select} FROM {_q(self.dataset)}"
+        sql = f"SELECT {select} FROM {quote_ident(self.dataset)}"
         if where:
             sql += " WHERE " + " AND ".join(f"({w})" for w in where)
         ordering = list(order)
@@ -195,7 +191,8 @@ class RowsQuery:
             ordering += [SortKey(c) for c in self.visible if c not in named]
         if ordering:
             sql += " ORDER BY " + ", ".join(
-                f"{_q(k.column)} {'DESC' if k.desc else 'ASC'} NULLS LAST" for k in ordering
+                f"{quote_ident(k.column)} {'DESC' if k.desc else 'ASC'} NULLS LAST"
+                for k in ordering
             )
         sql += f" LIMIT {self.limit + 1}"  # one more: is there a next page?
         if cursor is not None and cursor.offset:
@@ -212,14 +209,15 @@ def _after(order: Sequence[SortKey], values: Sequence[Any]) -> str:
     alternatives = []
     for i, key in enumerate(order):
         same = [
-            f"{_q(k.column)} IS NOT DISTINCT FROM {_lit(v)}"
+            f"{quote_ident(k.column)} IS NOT DISTINCT FROM {quote_literal(v)}"
             for k, v in zip(order[:i], values[:i], strict=True)
         ]
         v = values[i]
         if v is None:
             continue  # nothing sorts after NULL at this position; ties go to later keys
         op = "<" if key.desc else ">"
-        step = f"({_q(key.column)} {op} {_lit(v)} OR {_q(key.column)} IS NULL)"
+        col = quote_ident(key.column)
+        step = f"({col} {op} {quote_literal(v)} OR {col} IS NULL)"
         alternatives.append("(" + " AND ".join([*same, step]) + ")")
     return " OR ".join(alternatives) or "FALSE"
 

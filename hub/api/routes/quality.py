@@ -65,7 +65,7 @@ def _managed(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
 
 
 def _quality(hub: Hub) -> QualityStore:
-    return QualityStore(hub.store.engine, audit=hub.audit)
+    return hub.store.quality
 
 
 def _freshness(hub: Hub, record: DatasetRecord) -> Any:

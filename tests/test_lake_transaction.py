@@ -1,4 +1,4 @@
-"""The kept transaction metadata (catalog/lake/iceberg_patch.py) equals pyiceberg's own."""
+"""The kept transaction metadata (catalog/lake/transaction.py) equals pyiceberg's own."""
 
 from __future__ import annotations
 
@@ -6,14 +6,25 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyiceberg
+from pyiceberg.table import Transaction
 
-from catalog.lake import iceberg_patch
+from catalog.lake import transaction as kept
 from catalog.lake.tables import Lake
 
 
-def test_the_patch_is_applied_to_the_pinned_pyiceberg() -> None:
-    # A failure here means pyiceberg was upgraded: re-measure D28 and re-check the patch.
-    assert iceberg_patch.apply() is True
+def test_pyiceberg_is_the_version_the_adapter_was_checked_on() -> None:
+    # A failure here means pyiceberg was upgraded: re-measure D28 and re-check the adapter
+    # (table_metadata must still be a property computed from _table.metadata and _updates).
+    assert pyiceberg.__version__ == kept.CHECKED_VERSION
+    assert isinstance(Transaction.__dict__["table_metadata"], property)
+
+
+def test_pyiceberg_itself_is_not_patched(tmp_path: Path) -> None:
+    lake = Lake(f"sqlite:///{tmp_path / 'cat.db'}", str(tmp_path / "wh"))
+    table = lake.ensure_table("t", pa.schema([("id", pa.int64())]))
+    tx = table.transaction()
+    assert type(tx) is Transaction and tx.table_metadata is not tx.table_metadata
 
 
 def test_kept_metadata_equals_a_fresh_computation_at_every_step(tmp_path: Path) -> None:
@@ -23,14 +34,14 @@ def test_kept_metadata_equals_a_fresh_computation_at_every_step(tmp_path: Path) 
     data = tmp_path / "wh" / "one.parquet"
     pq.write_table(pa.table({"id": [1, 2], "name": ["甲", "乙"]}), data)
     for round_ in range(2):  # a table without and with a snapshot
-        tx = table.transaction()
+        tx = kept.transaction(table)
         first = tx.table_metadata
         assert tx.table_metadata is first  # kept while nothing changes
-        assert first == iceberg_patch.fresh_metadata(tx)
+        assert first == kept.fresh_metadata(tx)
         tx.set_properties(step=str(round_))
         changed = tx.table_metadata
         assert changed is not first and changed.properties["step"] == str(round_)
-        assert changed == iceberg_patch.fresh_metadata(tx).model_copy(
+        assert changed == kept.fresh_metadata(tx).model_copy(
             update={"last_updated_ms": changed.last_updated_ms}
         )
         path = tmp_path / "wh" / f"f{round_}.parquet"

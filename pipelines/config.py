@@ -16,14 +16,14 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from catalog.audit import AuditLog
-from catalog.auditseal import AuditKeys
+from catalog.audit.log import AuditLog
+from catalog.audit.seal import AuditKeys
+from catalog.datasets.store import CatalogStore
 from catalog.errors import ConfigError
-from catalog.eventlog import LogBackend, open_event_log
-from catalog.lake import Lake
-from catalog.objectstore import S3Lake, is_s3, split_s3
-from catalog.sources import Protected, SourceGuard, SourceStore, protected_places
-from catalog.store import CatalogStore
+from catalog.lake.objectstore import S3Lake, is_s3, split_s3
+from catalog.lake.tables import Lake
+from catalog.sources.store import Protected, SourceGuard, SourceStore, protected_places
+from eventlog.backend import LogBackend, open_event_log
 
 MIN_KEY_CHARS = 32
 
@@ -38,7 +38,7 @@ class StorageSettings(BaseSettings):
         default=None, description="where table data lives (file:// or s3://)"
     )
     # An S3 warehouse (docs/operations.md "Lake on S3"): one description for pyiceberg,
-    # pyarrow and DuckDB (catalog/objectstore.py).  The secret never reaches a log.
+    # pyarrow and DuckDB (catalog/lake/objectstore.py).  The secret never reaches a log.
     s3_endpoint: str | None = Field(
         default=None, description="S3 endpoint URL, e.g. http://minio:9000 (unset: AWS)"
     )
@@ -154,7 +154,7 @@ class StorageSettings(BaseSettings):
         return self.events_url or f"sqlite:///{self.home / 'events.db'}"
 
     def protected(self) -> Protected:
-        """The hub's own places, never a source (catalog.sources): the home folder, the
+        """The hub's own places, never a source (catalog.sources.store): the home folder, the
         lake, the database files and the databases named by URL."""
         return protected_places(
             home=str(self.home),

@@ -1,6 +1,6 @@
 """Files of the lake that the pipelines read and write beside Iceberg: staged batches read
 by the quality gate and quarantine files — on local disk or on S3, through the lake's one
-S3 connection (catalog/objectstore.py).
+S3 connection (catalog/lake/objectstore.py).
 
 The gate reads staged files with DuckDB; on an S3 lake its connection loads httpfs from
 the pinned wheel (connectors/duck.py) and gets credentials scoped to the warehouse prefix.
@@ -17,8 +17,8 @@ from urllib.parse import unquote, urlparse
 import duckdb
 import pyarrow.fs as pafs
 
-from catalog.lake import Lake
-from catalog.objectstore import is_s3, s3_dir
+from catalog.lake.objectstore import is_s3, s3_dir
+from catalog.lake.tables import Lake
 from connectors.duck import extension_path
 
 

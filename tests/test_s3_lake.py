@@ -19,12 +19,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from catalog.datasets.manifest import parse_manifest
 from catalog.errors import ConfigError, HubError
-from catalog.manifest import parse_manifest
-from catalog.quality import QualityStore
-from catalog.store import Principal
+from catalog.identity.store import Principal
 from hub.api.app import create_app
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from pipelines.quarantine import discard, quarantine_rows, release
 from tests.conftest import (
@@ -218,7 +217,7 @@ def test_drop_rows_quarantine_release_and_discard_on_s3(
     assert sorted((f["content"], f["record_count"]) for f in files) == [(0, n), (1, bad)]
     assert all(f["file_path"].startswith("s3://") for f in files)
 
-    quality = QualityStore(s3_hub.store.engine)
+    quality = s3_hub.store.quality
     [batch] = quality.batches("hotline_tickets")
     assert batch.path.startswith(f"{s3_bucket.warehouse}/blockhub/hotline_tickets/quarantine/")
     assert batch.path.removeprefix(f"s3://{s3_bucket.bucket}/") in s3_bucket.objects()

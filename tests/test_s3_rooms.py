@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import make_s3_bucket
 from tests.test_rooms import (  # noqa: F401  (collected here again, with this module's world)
     World,

@@ -37,7 +37,7 @@ from tests.conftest import (
 )
 from tests.quality_data import BAD, DUPLICATE, bad_tickets
 
-DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 OWNER = Principal("steward", "gy_12345", "steward", "steward")
 READER = Principal("developer", "gy_hbj", "developer", "developer")
 ADMIN = Principal("admin", "gy_dsj", "admin", "admin")
@@ -47,7 +47,7 @@ ADMIN = Principal("admin", "gy_dsj", "admin", "admin")
 def s3_hub(tmp_path: Path, s3_bucket: S3Bucket, clock: SetClock) -> Iterator[Hub]:
     h = _agencies(Hub.open(s3_bucket.settings(tmp_path / "home"), clock=clock))
     for p in (OWNER, READER, ADMIN):
-        h.store.create_principal(p.id, p.agency_id, p.name, p.role)
+        h.store.identity.create_principal(p.id, p.agency_id, p.name, p.role)
     try:
         yield h
     finally:
@@ -270,7 +270,7 @@ def test_replicas_and_exports_on_s3(tmp_path: Path, s3_hub: Hub, s3_bucket: S3Bu
     room = next(r for r in ex.rooms.all() if r.key.agency == "gy_12345")
     assert [o.source for o in room.objects()] == ["replica"]
 
-    token = s3_hub.store.issue_token(READER.id)
+    token = s3_hub.store.identity.issue_token(READER.id)
     hdr = {"Authorization": f"Bearer {token}"}
     sql = "SELECT ticket_id, caller_phone FROM tickets ORDER BY ticket_id"
     with TestClient(create_app(s3_hub.settings, hub=s3_hub)) as client:
@@ -333,8 +333,8 @@ def test_no_room_reaches_the_s3_lake(two_owners: Hub, s3_bucket: S3Bucket, who: 
     refused, and one that DuckDB accepts (a secret) reaches nothing."""
     hub = two_owners
     if who is STRANGER:
-        hub.store.upsert_agency("gy_jyj", "贵阳市教育局")
-        hub.store.create_principal(who.id, who.agency_id, who.name, who.role)
+        hub.store.identity.upsert_agency("gy_jyj", "贵阳市教育局")
+        hub.store.identity.create_principal(who.id, who.agency_id, who.name, who.role)
     if who in (READER, STRANGER):
         grant_all(hub, "tickets", who)
     wh = s3_bucket.warehouse

@@ -39,6 +39,7 @@ from catalog.errors import (
     unavailable,
 )
 from catalog.manifest import load_manifest
+from catalog.pipelinestate import PipelineState
 from catalog.policy import may_act_for
 from catalog.runtime import settle_heap
 from catalog.sources import source_problems
@@ -269,6 +270,27 @@ def register(paths: list[Path]) -> None:
     for m, p in loaded:
         record = h.register(m, file=str(p), by=cli_caller())
         out.print(f"registered [bold]{record.id}[/] ({record.sharing}, {record.classification})")
+
+
+@app.command()
+def retire(
+    dataset: Annotated[str, typer.Argument(help="dataset id")],
+    reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
+) -> None:
+    """Stop ingesting a dataset: its Airflow DAG goes away; its versions stay readable.
+    `blockhub register` of its manifest reinstates it."""
+    h = hub()
+    caller = cli_caller()
+    record = h.store.get_dataset(dataset)
+    if not (caller.is_admin or (caller.role == "steward" and caller.agency_id == record.agency_id)):
+        raise AccessDenied(
+            f"{caller.id!r} may not retire {dataset!r}: an admin, or a steward of "
+            f"{record.agency_id!r}, may",
+            principal=caller.id,
+            dataset=dataset,
+        )
+    PipelineState(h.store).retire(dataset, by=caller, reason=reason)
+    out.print(f"retired [bold]{dataset}[/]: no more ingests; its versions stay readable")
 
 
 @app.command("datasets")

@@ -14,6 +14,7 @@ from catalog.grants import GrantStore
 from catalog.lake import Lake
 from catalog.manifest import Manifest, load_manifest
 from catalog.opsstore import OpsStore
+from catalog.pipelinestate import PipelineState
 from catalog.sources import SourceGuard
 from catalog.store import SYSTEM, Actor, CatalogStore, DatasetRecord, Run
 from catalog.workdays import (
@@ -116,7 +117,9 @@ class Hub:
         a refused source raises :class:`~catalog.errors.SourceRefused` naming ``file``
         and the field, and nothing is registered.  ``by`` is recorded on the audit chain."""
         self.sources.check(manifest, file=file)
-        return self.store.register_dataset(manifest, by=by)
+        record = self.store.register_dataset(manifest, by=by)
+        PipelineState(self.store).reinstate(manifest.id, by=by)  # registering again: wanted
+        return record
 
     def register_manifests(self, folder: Path | None = None) -> list[Manifest]:
         """Register every manifest of a folder (the settings' folder by default)."""
@@ -128,7 +131,7 @@ class Hub:
         for m, f in loaded:  # every file checked before any is registered
             self.sources.check(m, file=f)
         for m, _ in loaded:
-            self.store.register_dataset(m)
+            self.store.register_dataset(m)  # a retired one stays retired: not asked for
         return [m for m, _ in loaded]
 
     def ingest(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from sqlalchemy import DateTime, ForeignKey, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from catalog.errors import DatasetNotFound, NotFound
+from catalog.errors import Conflict, DatasetNotFound, NotFound
 from catalog.manifest import Manifest
 from catalog.store import (
     SYSTEM,
@@ -41,6 +41,19 @@ from catalog.store import (
 
 Stage = Literal["extracted", "validated", "published"]
 STAGES: tuple[Stage, ...] = ("extracted", "validated", "published")
+
+
+class DatasetRetired(Conflict):
+    """An ingest of a retired dataset was asked for (409)."""
+
+    code = "dataset_retired"
+
+    def __init__(self, dataset: str) -> None:
+        super().__init__(
+            f"dataset {dataset!r} is retired: it is not ingested any more "
+            "(`blockhub register` of its manifest reinstates it)",
+            dataset=dataset,
+        )
 
 
 class DatasetRetirementRow(Base):
@@ -160,6 +173,11 @@ class PipelineState:
     def is_retired(self, dataset_id: str) -> bool:
         with self.store.session() as s:
             return s.get(DatasetRetirementRow, dataset_id) is not None
+
+    def check_active(self, dataset_id: str) -> None:
+        """:class:`DatasetRetired` if the dataset is retired: before any ingest starts."""
+        if self.is_retired(dataset_id):
+            raise DatasetRetired(dataset_id)
 
     def active_manifests(self) -> list[Manifest]:
         """The manifests of registered datasets that are not retired, by id."""

@@ -336,7 +336,12 @@ def ingest(
 ) -> None:
     """Run an ingest now: read the source past the cursor, publish one new version."""
     h = hub()
-    ids = [d.id for d in h.store.list_datasets()] if all_ else list(datasets or [])
+    retired = PipelineState(h.store).retired() if all_ else {}
+    ids = (
+        [d.id for d in h.store.list_datasets() if d.id not in retired]
+        if all_
+        else list(datasets or [])
+    )
     if not ids:
         raise InvalidRequest("name datasets to ingest, or --all")
     failed = False

@@ -142,6 +142,7 @@ class Hub:
         progress: ProgressFn | None = None,
     ) -> Run:
         manifest = self.store.get_dataset(dataset_id).manifest
+        PipelineState(self.store).check_active(dataset_id)
         return run_ingest(
             manifest,
             store=self.store,

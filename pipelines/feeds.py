@@ -31,10 +31,10 @@ from catalog.manifest import Manifest
 from catalog.sources import source_problems
 from catalog.store import CatalogStore, Version
 from pipelines.ingest import Staged, announce, publish, version_event
+from pipelines.registry import FEED_CONNECTORS
 
 log = logging.getLogger(__name__)
 
-FEED_CONNECTORS = ("mqtt", "push")
 EVENT_TYPE = "feed.event"
 MAX_EVENTS_PER_BATCH = 10_000
 

@@ -17,18 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from catalog.errors import CommitUnsettled, Conflict, HubError, unavailable
-from catalog.manifest import Manifest
 from catalog.pipelinestate import Handover, PipelineState
 from catalog.runtime import settle_heap
-from catalog.store import CatalogStore
 from pipelines.config import Storage, StorageSettings
-from pipelines.feeds import is_feed
 from pipelines.ingest import Staged, extract, publish, reconcile
 from pipelines.quality import blocked_message, gate
 
@@ -47,12 +41,6 @@ class RunClosed(Conflict):
     the step cannot help; the orchestrator's run must start over from ``extract``."""
 
     code = "run_closed"
-
-
-class DatasetRetired(RunClosed):
-    """A retired dataset is not ingested; its DAG goes away at the next parse."""
-
-    code = "dataset_retired"
 
 
 def _open(settings: StorageSettings | None) -> tuple[Storage, PipelineState]:
@@ -105,12 +93,7 @@ def extract_step(
     st, state = _open(settings)
     try:
         manifest = st.store.get_dataset(dataset_id).manifest
-        if state.is_retired(dataset_id):
-            raise DatasetRetired(
-                f"dataset {dataset_id!r} is retired: it is not ingested any more "
-                "(register its manifest again to reinstate it)",
-                dataset=dataset_id,
-            )
+        state.check_active(dataset_id)  # a run queued before the DAG went away
         earlier = state.by_origin(dataset_id, origin)
         if earlier is not None and st.store.get_run(earlier.run_id).status in _GOING_ON:
             return _ref(dataset_id, earlier.run_id)
@@ -257,30 +240,3 @@ def notify_step(ref: Mapping[str, Any], *, settings: StorageSettings | None = No
         return where[1] if where is not None else None
     finally:
         st.close()
-
-
-# -- which datasets have a pipeline -------------------------------------------------
-
-
-def pipeline_manifests(settings: StorageSettings | None = None) -> list[Manifest]:
-    """The manifests that get a DAG: registered, not retired, not a live feed (a feed is
-    fed by ``blockhub serve``, docs/feeds.md).  Read-only and cheap — the DAG file calls it
-    at every parse: a catalog that does not exist yet (no SQLite file, no tables) has
-    none, and nothing is created."""
-    s = settings or StorageSettings()
-    url = s.catalog_db
-    if url.startswith("sqlite:///") and not _sqlite_file_exists(url):
-        return []
-    store = CatalogStore(url)
-    try:
-        manifests = PipelineState(store).active_manifests()
-    except SQLAlchemyError as e:
-        log.warning("no blockhub DAGs: the catalog cannot be read (%s)", type(e).__name__)
-        return []
-    finally:
-        store.engine.dispose()
-    return [m for m in manifests if not is_feed(m)]
-
-
-def _sqlite_file_exists(url: str) -> bool:
-    return Path(url.removeprefix("sqlite:///")).is_file()

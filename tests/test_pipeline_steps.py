@@ -11,14 +11,13 @@ import pytest
 
 from catalog.audit import AuditLog
 from catalog.manifest import Manifest, parse_manifest
-from catalog.pipelinestate import PipelineState
+from catalog.pipelinestate import DatasetRetired, PipelineState
 from hub.context import Hub
 from hub.settings import Settings
+from pipelines.registry import pipeline_manifests
 from pipelines.steps import (
-    DatasetRetired,
     extract_step,
     notify_step,
-    pipeline_manifests,
     publish_step,
     validate_step,
 )
@@ -36,23 +35,23 @@ def _register(hub: Hub, folder: Path, ident: str = "tickets", **overrides: objec
 
 def test_no_catalog_no_dags_and_nothing_created(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "none")
-    assert pipeline_manifests(settings) == []
+    assert pipeline_manifests(settings.catalog_db) == []
     assert not (tmp_path / "none").exists()
 
 
 def test_dags_follow_registration_and_retirement(
     hub: Hub, settings: Settings, tickets_file: Path, make_feed: Callable[..., Manifest]
 ) -> None:
-    assert pipeline_manifests(settings) == []
+    assert pipeline_manifests(settings.catalog_db) == []
     _register(hub, tickets_file.parent, "tickets")
     _register(hub, tickets_file.parent, "tickets_b", schedule="@daily")
     # A live feed is fed by `blockhub serve`, not by runs: no DAG.
     hub.store.register_dataset(make_feed("aq_push", {"aqi": "int64"}, agency="gy_hbj"))
-    assert [m.id for m in pipeline_manifests(settings)] == ["tickets", "tickets_b"]
+    assert [m.id for m in pipeline_manifests(settings.catalog_db)] == ["tickets", "tickets_b"]
 
     state = PipelineState(hub.store)
     state.retire("tickets", by="steward", reason="source closed")
-    assert [m.id for m in pipeline_manifests(settings)] == ["tickets_b"]
+    assert [m.id for m in pipeline_manifests(settings.catalog_db)] == ["tickets_b"]
     entry = AuditLog(hub.store).entries(action="dataset.retire")[0]
     assert (entry.action, entry.principal, list(entry.datasets)) == (
         "dataset.retire",
@@ -63,7 +62,7 @@ def test_dags_follow_registration_and_retirement(
 
     # Registering the manifest again is asking for it again.
     _register(hub, tickets_file.parent, "tickets")
-    assert [m.id for m in pipeline_manifests(settings)] == ["tickets", "tickets_b"]
+    assert [m.id for m in pipeline_manifests(settings.catalog_db)] == ["tickets", "tickets_b"]
     assert [e.action for e in AuditLog(hub.store).entries(action="dataset.reinstate")] == [
         "dataset.reinstate"
     ]
@@ -76,6 +75,8 @@ def test_a_retired_dataset_is_not_ingested(
     PipelineState(hub.store).retire("tickets")
     with pytest.raises(DatasetRetired, match="retired"):
         extract_step("tickets", origin="dag/run-1", settings=settings)
+    with pytest.raises(DatasetRetired):  # `blockhub ingest`, POST …/runs
+        hub.ingest("tickets")
     assert hub.store.list_runs("tickets") == []
 
 

@@ -3,7 +3,7 @@
 The DAGs come from the catalog the ``BLOCKHUB_*`` variables name, not from files:
 registering a dataset (``blockhub register``) makes its DAG at the dag-processor's next
 parse, retiring it (``blockhub retire``) takes the DAG away; no file is edited.  Parsing
-only reads the catalog (``pipelines.steps.pipeline_manifests``) and creates nothing.
+only reads the catalog (``pipelines.registry.pipeline_manifests``) and creates nothing.
 
 Thin wiring around the steps of :mod:`pipelines.steps`: extract >> validate >> publish >>
 notify.  Tasks pass each other the dataset and run ids only; the staged batch is in the
@@ -19,7 +19,8 @@ from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from catalog.manifest import Manifest
-from pipelines.steps import pipeline_manifests
+from pipelines.config import StorageSettings
+from pipelines.registry import pipeline_manifests
 
 
 def build_dag(manifest: Manifest) -> DAG:
@@ -40,7 +41,8 @@ def build_dag(manifest: Manifest) -> DAG:
     def ingest() -> None:
         @task
         def extract(**context: Any) -> dict[str, Any]:
-            from pipelines.steps import RunClosed, extract_step
+            from catalog.pipelinestate import DatasetRetired
+            from pipelines.steps import extract_step
 
             run = context["dag_run"]
             try:
@@ -49,7 +51,7 @@ def build_dag(manifest: Manifest) -> DAG:
                     origin=f"{run.dag_id}/{run.run_id}",
                     trigger=f"airflow:{getattr(run.run_type, 'value', run.run_type)}",
                 )
-            except RunClosed as e:  # e.g. retired: retrying cannot help
+            except DatasetRetired as e:  # queued before its DAG went away: retrying cannot help
                 raise AirflowFailException(e.message) from None
 
         @task
@@ -86,6 +88,6 @@ def build_dag(manifest: Manifest) -> DAG:
     return ingest()
 
 
-for _manifest in pipeline_manifests():
+for _manifest in pipeline_manifests(StorageSettings().catalog_db):
     _dag = build_dag(_manifest)
     globals()[_dag.dag_id] = _dag

@@ -155,3 +155,38 @@ def test_a_failed_run_is_not_taken_up_again(
     again = extract_step("tickets", origin="dag/run-1", settings=settings)
     assert again["run_id"] != ref["run_id"]
     assert publish_step(validate_step(again, settings=settings), settings=settings)["version"] == 1
+
+
+def test_publish_after_a_commit_the_catalog_missed_records_it_once(
+    hub: Hub, settings: Settings, tickets_file: Path
+) -> None:
+    """The publish task committed to the lake and lost the catalog before recording the
+    version (its worker died, or CommitUnsettled): the retried task finds the commit in
+    the lake and records it, instead of committing the batch a second time."""
+    from pipelines.ingest import Staged
+
+    m = _register(hub, tickets_file.parent)
+    ref = extract_step("tickets", origin="dag/run-1", settings=settings)
+    validate_step(ref, settings=settings)
+    staged = Staged.from_dict(PipelineState(hub.store).handover(ref["run_id"]).payload)
+    hub.lake.commit(  # what publish does first; then its process died
+        "tickets",
+        staged.files,
+        mode=m.source.mode,
+        cursor=staged.cursor,
+        run_id=staged.run_id,
+        key=m.primary_key or None,
+        state=staged.state,
+        expect_snapshot=staged.base_snapshot,
+    )
+    assert hub.store.versions("tickets") == []
+
+    published = publish_step(ref, settings=settings)
+    assert published["version"] == 1
+    assert [(v.version, v.run_id, v.total_rows) for v in hub.store.versions("tickets")] == [
+        (1, ref["run_id"], 50)
+    ]
+    assert len(hub.lake.snapshots("tickets")) == 1
+    assert hub.store.get_run(ref["run_id"]).status == "succeeded"
+    assert notify_step(published, settings=settings) is not None
+    assert [e.data["version"] for e in hub.log.read("dataset:tickets")] == [1]

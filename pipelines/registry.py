@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog.manifest import Manifest
-from catalog.pipelinestate import PipelineState
-from catalog.store import CatalogStore
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.pipelinestate import PipelineState
+from catalog.datasets.store import CatalogStore
 
 log = logging.getLogger(__name__)
 

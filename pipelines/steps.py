@@ -19,12 +19,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from catalog.datasets.pipelinestate import Handover, PipelineState
 from catalog.errors import CommitUnsettled, Conflict, HubError, unavailable
-from catalog.pipelinestate import Handover, PipelineState
 from catalog.runtime import settle_heap
 from pipelines.config import Storage, StorageSettings
-from pipelines.ingest import Staged, extract, publish, reconcile
-from pipelines.quality import blocked_message, gate
+from pipelines.ingest import extract, publish, reconcile
+from pipelines.quality import gate
+from pipelines.staged import GateOutcome, Staged
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,12 @@ def extract_step(
 
 
 def _verdict(ref: Mapping[str, Any], h: Handover) -> dict[str, Any]:
-    quality = h.payload.get("quality") or {}
+    quality = h.payload.get("quality")
     out = _ref(h.dataset_id, h.run_id)
-    if quality.get("status") == "blocked":
-        out["blocked"] = blocked_message(quality)
+    if quality:
+        outcome = GateOutcome.from_dict(quality)
+        if outcome.blocked:
+            out["blocked"] = outcome.message()
     return out
 
 
@@ -150,9 +153,9 @@ def validate_step(
             _fail(st, s.run_id, e)
             raise
         h = state.hand(s.run_id, "validated", gated.to_dict())
-        if gated.quality is not None and gated.quality["status"] == "blocked":
+        if gated.quality is not None and gated.quality.blocked:
             st.store.finish_run(
-                s.run_id, "failed", rows_read=s.rows_read, error=blocked_message(gated.quality)
+                s.run_id, "failed", rows_read=s.rows_read, error=gated.quality.message()
             )
         else:
             st.store.hand_over(s.run_id, HANDOVER_S)
@@ -184,7 +187,7 @@ def publish_step(
         if h.stage == "published":
             return {**_ref(h.dataset_id, h.run_id), "version": h.payload.get("version")}
         s = Staged.from_dict(h.payload)
-        if s.quality is not None and s.quality["status"] == "blocked":
+        if s.quality is not None and s.quality.blocked:
             return {**_ref(h.dataset_id, h.run_id), "version": None}  # failed in validate
         if h.stage != "validated":
             raise RunClosed(

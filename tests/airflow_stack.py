@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from hub.server import free_port
+from hub.api.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.manifest import Manifest, parse_manifest
-from catalog.pipelinestate import PipelineState
-from hub.context import Hub
+from catalog.datasets.manifest import Manifest, parse_manifest
+from catalog.datasets.pipelinestate import PipelineState
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.airflow_stack import AirflowStack
 from tests.conftest import fresh_pg_database, manifest_dict, ticket_rows

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.audit import AuditLog
-from catalog.eventlog import EventLog
-from catalog.manifest import parse_manifest
-from catalog.sources import SourceStore
+from catalog.audit.log import AuditLog
+from catalog.datasets.manifest import parse_manifest
+from catalog.sources.store import SourceStore
+from eventlog.sqllog import EventLog
 from hub.settings import Settings
 from tests.conftest import manifest_dict
 from tests.test_doc_commands import extract
@@ -96,7 +96,7 @@ def test_documented_airflow_commands_list_and_run_the_catalogs_dag(tmp_path: Pat
     home = checkout / "blockhub-data"
     settings = Settings(home=home, suites=suites)
     st = settings.open_storage()
-    st.store.upsert_agency("gy_12345", "贵阳市12345热线")
+    st.store.identity.upsert_agency("gy_12345", "贵阳市12345热线")
     SourceStore(st.store).add_root(
         "gy_12345", "exports", str(data.parent), protected=settings.protected()
     )

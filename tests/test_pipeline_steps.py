@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from catalog.audit import AuditLog
-from catalog.manifest import Manifest, parse_manifest
-from catalog.pipelinestate import DatasetRetired, PipelineState
-from hub.context import Hub
+from catalog.audit.log import AuditLog
+from catalog.datasets.manifest import Manifest, parse_manifest
+from catalog.datasets.pipelinestate import DatasetRetired, PipelineState
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from pipelines.registry import pipeline_manifests
 from pipelines.steps import (
@@ -163,7 +163,7 @@ def test_publish_after_a_commit_the_catalog_missed_records_it_once(
     """The publish task committed to the lake and lost the catalog before recording the
     version (its worker died, or CommitUnsettled): the retried task finds the commit in
     the lake and records it, instead of committing the batch a second time."""
-    from pipelines.ingest import Staged
+    from pipelines.staged import Staged
 
     m = _register(hub, tickets_file.parent)
     ref = extract_step("tickets", origin="dag/run-1", settings=settings)

@@ -18,7 +18,7 @@ from typing import Any
 from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from pipelines.config import StorageSettings
 from pipelines.registry import pipeline_manifests
 
@@ -41,7 +41,7 @@ def build_dag(manifest: Manifest) -> DAG:
     def ingest() -> None:
         @task
         def extract(**context: Any) -> dict[str, Any]:
-            from catalog.pipelinestate import DatasetRetired
+            from catalog.datasets.pipelinestate import DatasetRetired
             from pipelines.steps import extract_step
 
             run = context["dag_run"]

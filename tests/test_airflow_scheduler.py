@@ -71,7 +71,7 @@ def test_a_scheduler_runs_the_catalogs_pipelines(
 ) -> None:
     hub = Hub.open(_settings(pg_blockhub))
     try:
-        hub.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+        hub.store.identity.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
         # Every minute: with catchup off the scheduler runs the interval that just ended
         # as soon as it sees the DAG.
         hub.register(_manifest(hub, tmp_path / "a", "tickets_a", "* * * * *"), file="<a>")

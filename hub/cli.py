@@ -44,7 +44,7 @@ from catalog.errors import (
 )
 from catalog.identity.store import Principal
 from catalog.runtime import settle_heap
-from catalog.sources.store import source_problems
+from catalog.sources.guard import source_problems
 from hub.cli_quality import register as _register_quality
 from hub.cli_sources import register as _register_sources
 from hub.context import Hub

@@ -37,12 +37,19 @@ from catalog.datasets.manifest import load_manifests
 from catalog.errors import Conflict
 from catalog.identity.store import Principal
 from connectors.duck import connect
-from hub.blocks import Blocks, block_key, block_sql, find_region, region_prefix, region_where
-from hub.context import Hub
-from hub.demo import AGENCIES, MANIFESTS, configure_sources
-from hub.demo_blocks import readings_with_address, write_sources
-from hub.sampleworld import enterprises, hotline_tickets
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
+from hub.demo.blocks import readings_with_address, write_sources
+from hub.demo.sampleworld import enterprises, hotline_tickets
+from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
+from hub.exchange.blocks import (
+    Blocks,
+    block_key,
+    block_sql,
+    find_region,
+    region_prefix,
+    region_where,
+)
 from hub.settings import Settings
 from pipelines.feeds import is_feed
 

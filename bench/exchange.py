@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 
 from catalog.datasets.manifest import parse_manifest
-from hub.context import Hub
-from hub.server import free_port
+from hub.api.server import free_port
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench"

@@ -31,8 +31,8 @@ from websockets.sync.client import connect
 from catalog.datasets.manifest import parse_manifest
 from catalog.domain.channels import feed_channel
 from eventlog.sqllog import EventLog
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import check_events
 

@@ -43,9 +43,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from catalog.datasets.manifest import parse_manifest
-from hub.context import Hub
-from hub.sampleworld import hotline_tickets
-from hub.server import free_port
+from hub.api.server import free_port
+from hub.assembly.context import Hub
+from hub.demo.sampleworld import hotline_tickets
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
             rows, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 3, 1, tzinfo=UTC)
         )
         pq.write_table(table, data / "tickets.parquet")
-        doc = yaml.safe_load((ROOT / "hub/demo_world/hotline_tickets.yaml").read_text("utf-8"))
+        doc = yaml.safe_load((ROOT / "hub/demo/world/hotline_tickets.yaml").read_text("utf-8"))
         for ident, sharing in (
             ("tickets_open", {"type": "unconditional"}),
             ("tickets_cond", {"type": "conditional", "conditions": "state the purpose"}),

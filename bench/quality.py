@@ -3,7 +3,7 @@
     .venv/bin/python bench/quality.py                  # 5,000,000 rows, 3 rounds
     .venv/bin/python bench/quality.py --rows 200000 --rounds 1   # smoke size
 
-Data: ``hub.sampleworld.hotline_tickets`` (seed 20240601), with bad rows injected every
+Data: ``hub.demo.sampleworld.hotline_tickets`` (seed 20240601), with bad rows injected every
 1,000 rows (a mistyped phone, ID number, district, category, latitude, a duplicated ticket
 id, a missing district, an overlong name), staged in the lake exactly as ``extract``
 stages it (zstd Parquet files of up to 4M rows in the Iceberg table's data folder).
@@ -77,7 +77,7 @@ def _manifest() -> object:
 
     from catalog.datasets.manifest import parse_manifest
 
-    data = yaml.safe_load((ROOT / "hub" / "demo_world" / "hotline_tickets.yaml").read_text())
+    data = yaml.safe_load((ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml").read_text())
     data["quality"] = {"policy": "drop-rows"}
     return parse_manifest(data, file="hotline_tickets.yaml")
 
@@ -94,7 +94,7 @@ def generate(work: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from hub.sampleworld import hotline_tickets
+    from hub.demo.sampleworld import hotline_tickets
 
     manifest = _manifest()
     table = hotline_tickets(

@@ -217,7 +217,7 @@ class Hub:
         self.home, self.port = home, free_port()
         self.events_url = events_url or f"sqlite:///{home / 'events.db'}"
         sys.path.insert(0, str(ROOT))
-        from hub.context import Hub as HubCtx
+        from hub.assembly.context import Hub as HubCtx
         from hub.settings import Settings
 
         h = HubCtx.open(Settings(home=home, events_url=events_url))

@@ -2,7 +2,7 @@
 
 Every error a user can cause or meet is a :class:`HubError` subclass that carries
 its context as attributes.  The HTTP layer maps them to a status code and one
-JSON body (``hub.api.errors``); the CLI prints ``error.message`` and the detail.
+JSON body (``hub.api.common.errors``); the CLI prints ``error.message`` and the detail.
 """
 
 from __future__ import annotations

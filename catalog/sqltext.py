@@ -2,7 +2,7 @@
 
 Queries that blockhub writes itself (connectors' incremental reads, compiled quality
 checks, the exchange's profile views, block summaries) quote names and values here;
-user SQL is never assembled from strings (hub.sqlcheck parses it).
+user SQL is never assembled from strings (hub.exchange.sqlcheck parses it).
 """
 
 from __future__ import annotations

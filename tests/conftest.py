@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from catalog.datasets.manifest import Manifest, parse_manifest
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -372,7 +372,7 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
     no grants."""
     import pyarrow.parquet as pq
 
-    from hub.sampleworld import hotline_tickets
+    from hub.demo.sampleworld import hotline_tickets
 
     table = hotline_tickets(
         300, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 2, 1, tzinfo=UTC)
@@ -382,7 +382,7 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
     pq.write_table(table, exports / "world.parquet")
     source = file_source(hub, exports, "world.parquet")
     yaml_doc = yaml.safe_load(
-        (Path(__file__).parent.parent / "hub/demo_world/hotline_tickets.yaml").read_text("utf-8")
+        (Path(__file__).parent.parent / "hub/demo/world/hotline_tickets.yaml").read_text("utf-8")
     )
     for ident, (sharing, classification) in EXCHANGE_DATASETS.items():
         m = parse_manifest(

@@ -1,4 +1,4 @@
-"""Outbound paths the matrix world cannot reach (hub/outbound.py names them): a feed's
+"""Outbound paths the matrix world cannot reach (hub/api/outbound.py names them): a feed's
 intake counts, quarantine rows, quality samples, run errors — each through the one rule
 of catalog/access/disclosure.py."""
 
@@ -20,7 +20,7 @@ from catalog.access.masking import mask_value
 from catalog.datasets.manifest import Manifest
 from catalog.datasets.quality import QuarantineBatch
 from expectations.runner import mask_value as sample_mask
-from hub.context import Hub
+from hub.assembly.context import Hub
 from pipelines.quarantine import quarantine_rows
 
 

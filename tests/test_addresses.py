@@ -14,7 +14,7 @@ from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.domain.addresses import resolve_address
 from catalog.errors import ManifestError
 from catalog.identity.store import Principal
-from hub.context import Hub
+from hub.assembly.context import Hub
 from pipelines.blockkeys import rollup
 from tests.conftest import file_source, manifest_dict
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.api.app import create_app
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import publish_file
 
 

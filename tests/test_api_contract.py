@@ -30,10 +30,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from hub import dispatch
 from hub.api.app import create_app
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
+from hub.live import dispatch
 from hub.settings import Settings
 from tests.conftest import build_exchange_world, fresh_pg_database
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from catalog.audit.log import AuditEntry, AuditKeys, AuditLog
 from catalog.datasets.store import CatalogStore
-from hub.cli import app as cli_app
+from hub.cli.main import app as cli_app
 from tests.conftest import ExchangeWorld
 
 

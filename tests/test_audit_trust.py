@@ -29,15 +29,15 @@ from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.db import Base
 from catalog.errors import ConfigError, Conflict
 from hub.api.app import create_app
-from hub.cli import app as cli_app
-from hub.context import Hub
+from hub.assembly.context import Hub
+from hub.cli.main import app as cli_app
 from hub.settings import Settings
 from pipelines.quarantine import release
 from tests.conftest import file_source, manifest_dict, pg_profile
 from tests.quality_data import bad_tickets
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 KEY = "k" * 40
 
 
@@ -75,14 +75,14 @@ def auth(tokens: dict[str, str], who: str) -> dict[str, str]:
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     """Run a CLI command in-process; the CLI keeps its hub between commands of one
     process (a real command is one process), so it is closed after each one here."""
-    import hub.cli
+    import hub.cli.main
 
     try:
         return CliRunner().invoke(cli_app, ["--home", str(home), *args], env=env)
     finally:
-        if hub.cli.state.hub is not None:
-            hub.cli.state.hub.close()
-            hub.cli.state.hub = None
+        if hub.cli.main.state.hub is not None:
+            hub.cli.main.state.hub.close()
+            hub.cli.main.state.hub = None
 
 
 # -- who exists and who may do what --------------------------------------------------------
@@ -240,7 +240,7 @@ def test_grant_transitions_are_on_record(
 
 
 def test_the_ops_tick_puts_expired_grants_on_record(hub: Hub) -> None:
-    from hub.ops import OpsRuntime
+    from hub.live.ops import OpsRuntime
 
     hub.store.register_dataset(parse_manifest(manifest_dict(sharing={"type": "conditional"})))
     hub.store.identity.create_principal("dev", "gy_hbj", "dev", "developer")
@@ -551,7 +551,7 @@ def test_every_column_of_a_bound_table_is_digested_or_excused() -> None:
 def _blockhub(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BLOCKHUB_")}
     return subprocess.run(
-        [sys.executable, "-c", "from hub.cli import main; main()", "--home", str(home), *args],
+        [sys.executable, "-c", "from hub.cli.main import main; main()", "--home", str(home), *args],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,

@@ -28,12 +28,13 @@ from websockets.sync.client import ClientConnection, connect
 
 from catalog.domain.regions import load_regions
 from catalog.identity.store import Principal
-from hub.blocks import Blocks
-from hub.context import Hub
-from hub.demo import AGENCIES, MANIFESTS, configure_sources
-from hub.demo_blocks import BLOCK_DATASETS, add_readings, write_sources
-from hub.sampleworld import GUIYANG_DISTRICT_CODES, hotline_tickets
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
+from hub.demo.blocks import BLOCK_DATASETS, add_readings, write_sources
+from hub.demo.sampleworld import hotline_tickets
+from hub.demo.synth import GUIYANG_DISTRICT_CODES
+from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
+from hub.exchange.blocks import Blocks
 from hub.settings import Settings
 
 SEED = 7

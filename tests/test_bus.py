@@ -10,8 +10,9 @@ import pytest
 
 from eventlog.message import Message
 from eventlog.sqllog import EventLog
-from hub.bus import Bus, Notice, SlowConsumer
-from hub.wsframe import ws_text_frame
+from hub.live.bus import Bus
+from hub.live.frames import ws_text_frame
+from hub.live.subscription import Notice, SlowConsumer
 
 
 @pytest.fixture

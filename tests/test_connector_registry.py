@@ -13,7 +13,7 @@ from catalog.datasets.manifest import Manifest
 from catalog.errors import ConnectorError
 from connectors.base import Connector, available, get_connector
 from connectors.postgres import PostgresConnector
-from hub.context import Hub
+from hub.assembly.context import Hub
 
 THIRD_PARTY = """
 from collections.abc import Iterator

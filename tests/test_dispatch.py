@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from catalog.datasets.manifest import Manifest
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.wsclient import WS
 
@@ -439,7 +439,7 @@ def test_an_expired_access_answer_is_served_while_a_thread_reads_it_again(
     old answer is returned at once and the grants are read again in a worker thread;
     past the grace too, they are read before answering (a revoked grant still ends)."""
     from catalog.identity.store import Principal
-    from hub import channels
+    from hub.live import channels
 
     reads: list[str] = []
 

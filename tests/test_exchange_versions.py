@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from catalog.identity.store import Principal
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import publish_file, ticket_rows
 
 OWNER = Principal("w", "gy_12345", "w", "steward")

@@ -30,8 +30,8 @@ import pytest
 
 from catalog.datasets.manifest import parse_manifest
 from eventlog.redislog import RedisEventLog
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import manifest_dict
 from tests.private_services import PrivateMosquitto, PrivateRedis

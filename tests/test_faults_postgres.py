@@ -24,8 +24,8 @@ from websockets.sync.client import connect
 
 from catalog.datasets.manifest import parse_manifest
 from connectors.duck import connect as duck_connect
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests import private_services
 from tests.conftest import file_source, manifest_dict, ticket_rows

@@ -29,9 +29,9 @@ import pytest
 import redis
 
 from eventlog.redislog import RedisEventLog
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.client import HubClient
-from hub.context import Hub
-from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.private_services import PrivateRedis
 from tests.wsclient import WS
@@ -161,7 +161,7 @@ def current_epoch(server: PrivateRedis) -> str:
 def test_redis_losing_the_log_mid_stream_is_announced_never_silent(
     served: Served, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hub.bus")
+    caplog.set_level(logging.WARNING, logger="hub.live.bus")
     hub, server = served.hub, served.redis
     if how == "restart_older_snapshot":
         server.persist = "rdb"
@@ -211,7 +211,7 @@ def test_redis_losing_the_log_mid_stream_is_announced_never_silent(
         "requested_epoch": first,
     }
     # The outage was logged once or twice, not once per retry.
-    lines = [r.getMessage() for r in caplog.records if r.name == "hub.bus"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "hub.live.bus"]
     assert sum("unavailable" in m for m in lines) <= 3, lines
     assert any("started over" in m for m in lines), lines
     for c in (ws, fresh, late):

@@ -26,8 +26,8 @@ from websockets.sync.client import connect
 from catalog.datasets.manifest import Manifest
 from catalog.domain.channels import feed_channel
 from catalog.errors import ManifestError
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import (
     EVENT_TYPE,
@@ -436,7 +436,7 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-c",
-                "from hub.cli import main; main()",
+                "from hub.cli.main import main; main()",
                 "serve",
                 "--port",
                 str(port),

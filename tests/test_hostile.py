@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from catalog.errors import QueryFailed
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
 from tests.conftest import ExchangeWorld
 
 TIMEOUT_S = 2.0

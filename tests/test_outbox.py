@@ -32,8 +32,8 @@ from catalog.outbox import Event, outbox_table, stage
 from eventlog.backend import LogBackend, open_event_log
 from eventlog.redislog import RedisEventLog
 from eventlog.sqllog import EventLog
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import file_source, manifest_dict, ticket_rows
 from tests.private_services import PrivateRedis

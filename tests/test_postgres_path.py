@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from catalog.datasets.manifest import Manifest
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres
@@ -119,7 +119,7 @@ def test_ingest_increment_query_notify_and_time_travel(
 
 def test_types_arrive_faithfully(hub: Hub, tickets: Manifest) -> None:
     hub.ingest("tickets")
-    from hub.cli import CLI_PRINCIPAL
+    from hub.cli.main import CLI_PRINCIPAL
 
     table = hub.exchange.query(
         "SELECT * FROM tickets WHERE ticket_id = 3", CLI_PRINCIPAL
@@ -202,7 +202,7 @@ def test_an_enum_column_reads_as_text_on_full_and_incremental_reads(
     assert hub.ingest("tickets").rows_written == 4
     pg.execute(insert, (5, 6))
     assert hub.ingest("tickets").rows_written == 2
-    from hub.cli import CLI_PRINCIPAL
+    from hub.cli.main import CLI_PRINCIPAL
 
     table = hub.exchange.query(
         "SELECT ticket_id, category FROM tickets ORDER BY ticket_id", CLI_PRINCIPAL
@@ -220,7 +220,7 @@ def test_a_streamed_increment_is_staged_in_growing_row_groups(
     The first batch is one row short: the row at the watermark, already loaded."""
     import pyarrow.parquet as pq
 
-    from hub.cli import CLI_PRINCIPAL
+    from hub.cli.main import CLI_PRINCIPAL
 
     hub.ingest("tickets")
     fill(pg, 101, 250_000, 10_000)

@@ -17,14 +17,14 @@ import yaml
 
 from catalog.datasets.manifest import Manifest, load_manifest, parse_manifest
 from catalog.datasets.quality import QualityStore
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from pipelines.freshness import check_freshness
 from pipelines.quarantine import discard, quarantine_rows, release
 from tests.conftest import file_source
 from tests.quality_data import BAD, DUPLICATE, bad_tickets
 
-DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 SUITES = Path(__file__).resolve().parents[1] / "expectations" / "suites"
 N = 2000
 

@@ -23,7 +23,7 @@ from catalog.errors import SuiteInvalid
 from expectations.runner import BatchValidator
 from expectations.sql import install
 from expectations.suite import GX_VERSION, load_suite
-from hub.sampleworld import enterprises
+from hub.demo.sampleworld import enterprises
 from tests.quality_data import bad_tickets
 
 TODAY = date(2026, 3, 4)  # the Beijing date IDs are validated on (never the machine's)

@@ -25,9 +25,9 @@ import pytest
 from eventlog.backend import open_event_log
 from eventlog.redislog import RedisEventLog
 from eventlog.sqllog import EventLog
-from hub.context import Hub
-from hub.ops import apply_retention
-from hub.server import free_port
+from hub.api.server import free_port
+from hub.assembly.context import Hub
+from hub.live.ops import apply_retention
 from hub.settings import Settings
 from tests.wsclient import WS
 
@@ -118,7 +118,7 @@ def test_slow_reader_does_not_delay_a_fast_one(tmp_path: Path) -> None:
     h.store.identity.upsert_agency("gy_dsj", "大数据局")
     h.store.identity.create_principal("op", "gy_dsj", "op", "operator")
     token = h.store.identity.issue_token("op")
-    from hub.server import serving
+    from hub.api.server import serving
 
     port = free_port()
     with serving(h, port):
@@ -214,7 +214,7 @@ def test_a_client_closing_mid_stream_gets_nothing_after_the_close(tmp_path: Path
     h.store.identity.upsert_agency("gy_dsj", "大数据局")
     h.store.identity.create_principal("op", "gy_dsj", "op", "operator")
     token = h.store.identity.issue_token("op")
-    from hub.server import serving
+    from hub.api.server import serving
 
     port = free_port()
     with serving(h, port):
@@ -464,7 +464,7 @@ def test_long_replay_is_paced_by_the_reader_not_refused(tmp_path: Path) -> None:
     pad = "y" * 5000
     for i in range(4000):  # ~20 MB of history: more than the socket buffers can absorb
         h.log.append("alerts", "e", {"i": i, "pad": pad})
-    from hub.server import serving
+    from hub.api.server import serving
 
     port = free_port()
     with serving(h, port):

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from catalog.datasets.manifest import parse_manifest
 from catalog.errors import HubError
 from catalog.identity.store import Principal
-from hub.context import Hub
-from hub.exchange import Exchange
+from hub.assembly.context import Hub
+from hub.exchange.engine import Exchange
 from hub.settings import Settings
 from tests.conftest import file_source, manifest_dict
 

@@ -27,8 +27,8 @@ import yaml
 
 from catalog.datasets.manifest import parse_manifest
 from catalog.datasets.store import CatalogStore
-from hub.context import Hub
-from hub.ops import settle_runs
+from hub.assembly.context import Hub
+from hub.live.ops import settle_runs
 from hub.settings import Settings
 from pipelines import steps
 from pipelines.ingest import reconcile

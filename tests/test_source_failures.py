@@ -13,7 +13,7 @@ import pytest
 
 from catalog.datasets.manifest import Manifest
 from catalog.errors import ConnectorError
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import PG_DSN, PgSchema
 
 pytestmark = pytest.mark.postgres

@@ -39,8 +39,8 @@ from catalog.sources.locations import (
     relative_path_problem,
 )
 from hub.api.app import create_app
-from hub.context import Hub
-from hub.server import free_port
+from hub.api.server import free_port
+from hub.assembly.context import Hub
 from tests.conftest import manifest_dict, pg_profile, ticket_rows
 
 BLOCKHUB = str(Path(sys.executable).parent / "blockhub")
@@ -860,7 +860,7 @@ def test_feed_connections_are_audited(hub: Hub, tmp_path: Path) -> None:
     """An MQTT feed's broker is its profile's; the connection is on the audit chain."""
     import asyncio
 
-    from hub.feeds import FeedRunner
+    from hub.live.feeds import FeedRunner
 
     hub.sources.sources.add_profile(
         "gy_hbj",

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from catalog.datasets.manifest import Manifest
-from hub.cli import CLI_PRINCIPAL
-from hub.context import Hub
+from hub.assembly.context import Hub
+from hub.cli.main import CLI_PRINCIPAL
 from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres

@@ -26,7 +26,7 @@ from catalog.domain.workdays import (
     official_calendar,
     package_calendar,
 )
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import ExchangeWorld, SetClock
 
@@ -172,12 +172,12 @@ def test_hub_warns_when_this_or_next_year_is_not_covered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings_ = Settings(home=tmp_path / "home")
-    with caplog.at_level(logging.WARNING, logger="hub.context"):
+    with caplog.at_level(logging.WARNING, logger="hub.assembly.context"):
         Hub.open(settings_, clock=SetClock(bj(2026, 3, 4, 10))).close()
     assert "does not cover 2027" in caplog.text
     caplog.clear()
     _write(settings_.holiday_folder, "2027.yaml", YEAR_2027)
-    with caplog.at_level(logging.WARNING, logger="hub.context"):
+    with caplog.at_level(logging.WARNING, logger="hub.assembly.context"):
         Hub.open(settings_, clock=SetClock(bj(2026, 3, 4, 10))).close()
     assert "does not cover" not in caplog.text
 

@@ -71,6 +71,14 @@ def row_visible(access: Access, record: Record) -> bool:
     )
 
 
+def shown_as_stored(access: Access, column: str) -> bool:
+    """Whether this reader sees ``column``'s values as stored: the owner always, anyone
+    else when the column is among its visible ones and not masked.  The one rule for every
+    path that keys, routes or groups by a column's values (row keys, block routing, samples'
+    keys): a masked or hidden column's values must not leak through what they decide."""
+    return access.via == "owner" or (column in access.columns and column not in access.masked)
+
+
 def masked_value(access: Access, column: str, value: Any) -> Any:
     """The value of one visible column as this reader sees it."""
     kind = access.masked.get(column)
@@ -145,7 +153,7 @@ def disclose_regions(
         return None
     if access.row_filters is None:
         return dict(regions)
-    if key_column is None or key_column not in access.columns or key_column in access.masked:
+    if key_column is None or not shown_as_stored(access, key_column):
         return None
     allowed: set[str] = set()
     for f in access.row_filters:
@@ -434,7 +442,7 @@ def disclose_quality_results(
     if access.via == "owner":
         return [dict(r) for r in results]
     pk = list(primary_key)
-    keys_ok = bool(pk) and all(c in access.columns and c not in access.masked for c in pk)
+    keys_ok = bool(pk) and all(shown_as_stored(access, c) for c in pk)
     out = []
     for r in results:
         r2 = dict(r)

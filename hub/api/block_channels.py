@@ -14,7 +14,7 @@ block a row falls in is that column's value, or for an address key the region re
 from it), and for every message on the
 reader's current access — the row filter keeps rows outside it out, counts and
 ``regions`` are narrowed or withheld as on the ``dataset:`` channel, and the payload is
-disclosed by :func:`hub.channels.disclose_message` (catalog/access/disclosure.py), the one
+disclosed by :func:`hub.live.channels.disclose_message` (catalog/access/disclosure.py), the one
 rule of every outbound path.
 """
 
@@ -41,10 +41,17 @@ from catalog.domain.channels import (
 from catalog.errors import HubError, InvalidRequest
 from catalog.identity.store import Principal
 from eventlog.message import Message
-from hub.blocks import block_channel, block_key, message_regions, region_prefix, rows_in_block
-from hub.bus import Notice, Subscription
-from hub.channels import disclose_message, source_view
-from hub.context import Hub
+from hub.api.common.errors import error_message
+from hub.assembly.context import Hub
+from hub.exchange.blocks import (
+    block_channel,
+    block_key,
+    message_regions,
+    region_prefix,
+    rows_in_block,
+)
+from hub.live.channels import disclose_message, source_view
+from hub.live.subscription import Notice, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +88,7 @@ class BlockChannels:
             # The block a row falls in is its key's value (an address key: the region
             # resolved from the address): routable only if the reader sees that source
             # column unmasked — else subscribing per block would reveal the masked part.
-            routable = access.via == "owner" or (
-                key.column in access.columns and key.column not in access.masked
-            )
-            if routable:
+            if disclosure.shown_as_stored(access, key.column):
                 manifests[d.id] = d.manifest
         sub = self.hub.bus.subscription()
         for dataset_id in manifests:
@@ -139,15 +143,9 @@ class BlockChannels:
             self._subs.pop(channel, None)
             sub.close()
             with contextlib.suppress(Exception):
+                stopped = f"{channel} stopped ({type(e).__name__}); subscribe again"
                 await self.send(
-                    {
-                        "type": "error",
-                        "ok": False,
-                        "status": 503,
-                        "code": "block_channel_stopped",
-                        "error": f"{channel} stopped ({type(e).__name__}); subscribe again",
-                        "channel": channel,
-                    }
+                    error_message(503, "block_channel_stopped", stopped, channel=channel)
                 )
 
     def _shown(

@@ -19,10 +19,10 @@ from catalog.datasets.store import DatasetRecord, Version
 from catalog.db import utcnow
 from catalog.errors import AccessDenied, Conflict, InvalidRequest, ManifestError
 from catalog.identity.store import Principal
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.links import links
-from hub.context import Hub
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.links import links
+from hub.assembly.context import Hub
 
 router = APIRouter(tags=["catalog"], responses=error_responses(400, 401, 403, 404, 409, 422))
 

@@ -15,10 +15,10 @@ from catalog.access.policy import can_manage
 from catalog.datasets.store import DatasetRecord, Run, Version
 from catalog.errors import AccessDenied, NotFound
 from catalog.identity.store import Principal
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.links import links
-from hub.context import Hub
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.links import links
+from hub.assembly.context import Hub
 
 router = APIRouter(
     prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 403, 404, 422)

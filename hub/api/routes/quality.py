@@ -17,11 +17,11 @@ from catalog.datasets.quality import QualityResult, QualityStore
 from catalog.datasets.store import DatasetRecord
 from catalog.errors import AccessDenied, NotFound
 from catalog.identity.store import Principal
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses, json_error_content
-from hub.api.limits import MAX_INT
-from hub.channels import audit_unmasked
-from hub.context import Hub
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses, json_error_content
+from hub.api.common.limits import MAX_INT
+from hub.assembly.context import Hub
+from hub.live.channels import audit_unmasked
 from hub.quality_report import render_report
 from pipelines.freshness import freshness
 from pipelines.quarantine import discard, quarantine_rows, release

@@ -452,13 +452,13 @@ def test_pipeline_steps_hand_over_through_s3(
     data = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
     data["source"] = {**file_source(s3_hub, src, "*.parquet"), "cursor": "ticket_id"}
     data["quality"] = {"policy": "drop-rows"}
-    path = tmp_path / "hotline_tickets.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    s3_hub.register(parse_manifest(data, file="hotline.yaml"), file="hotline.yaml")
     table, expected = bad_tickets(300)
     pq.write_table(table, src / "a.parquet")
     settings = s3_hub.settings
-    staged = extract_step(str(path), trigger="airflow:test", settings=settings)
-    assert all(f[0].startswith(f"{s3_bucket.warehouse}/") for f in staged["files"])
+    ref = extract_step("hotline_tickets", origin="dag/run-1", settings=settings)
+    staged = [k for k in s3_bucket.objects("lake/blockhub/hotline_tickets/data/")]
+    assert staged  # the batch is in the bucket, nowhere else
 
     secret = tmp_path / "secrets" / "s3_secret_key"
     secret.parent.mkdir()
@@ -478,10 +478,10 @@ def test_pipeline_steps_hand_over_through_s3(
     code = (
         "import json, sys\n"
         "from pipelines.steps import validate_step\n"
-        "print(json.dumps(validate_step(sys.argv[1], json.loads(sys.argv[2]))))\n"
+        "print(json.dumps(validate_step(json.loads(sys.argv[1]))))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(path), json.dumps(staged)],
+        [sys.executable, "-c", code, json.dumps(ref)],
         env=env,
         capture_output=True,
         text=True,
@@ -493,6 +493,6 @@ def test_pipeline_steps_hand_over_through_s3(
     gated = json.loads(done.stdout.strip().splitlines()[-1])
     assert not (tmp_path / "worker-home" / "lake" / "blockhub").exists()
     bad_rows = len(expected) + 1  # both copies of the duplicated ticket id
-    version = publish_step(str(path), gated, settings=settings)
-    assert version is not None and version["total_rows"] == 300 - bad_rows
+    published = publish_step(gated, settings=settings)
+    assert published["version"] == 1
     assert _count(s3_hub, "SELECT count(*) FROM hotline_tickets", ADMIN) == 300 - bad_rows

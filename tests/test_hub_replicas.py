@@ -360,3 +360,58 @@ def test_the_client_moves_on_along_its_list_of_replicas(
 
     replica, reconnects, url = asyncio.run(asyncio.wait_for(run(), 30))
     assert replica == hub.settings.replica and reconnects == 1 and url.endswith(f"{live}/v1/ws")
+
+
+def test_alert_rules_run_on_one_replica_and_move_when_it_dies(
+    tmp_path: Path, stack: Stack, redis_bus: str
+) -> None:
+    home = tmp_path / "home"
+    token, _ = prepare(home, redis_bus)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - {id: hot, kind: threshold, channel: 'feed:aq_live', field: seq, op: '>',"
+        " value: -1, key: [station_id]}\n",
+        encoding="utf-8",
+    )
+    stack.env.update(
+        stack_env(home, redis_bus)
+        | {"BLOCKHUB_ALERT_RULES": str(rules), "BLOCKHUB_OPS_TICK_S": "0.3"}
+    )
+    stack.start(["ra", "rb"])
+    log = RedisEventLog(redis_bus)
+
+    def engine_at() -> str | None:
+        return replica_of((log.redis.get(f"{log.prefix}:lease:ops:alerts") or b"").decode())
+
+    def push(replica: str, first: int, n: int) -> None:
+        events = [{"seq": first + i, "station_id": "GYAQ01"} for i in range(n)]
+        r = httpx.post(
+            f"http://{stack.replica(replica).base}/v1/feeds/aq_live/events",
+            json=events,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert r.status_code == 202, r.text
+
+    def count() -> int:
+        hub = Hub.open(Settings(home=home, events_url=redis_bus))
+        try:
+            return sum(a.count for a in hub.ops.list_alerts() if a.rule_id == "hot")
+        finally:
+            hub.close()
+
+    try:
+        lead = wait_for(engine_at, "a replica runs the alert engine")
+        other = "rb" if lead == "ra" else "ra"
+        push(other, 0, 10)  # pushed through the replica that does not evaluate
+        wait_for(lambda: count() >= 10, "10 matching events counted")
+        time.sleep(1.0)  # past a tick: the engine's cursor is saved
+        assert count() == 10  # once per event, not once per replica
+        stack.replica(lead).kill()
+        wait_for(lambda: engine_at() == other, "the other replica takes the engine over", 20)
+        push(other, 10, 5)
+        wait_for(lambda: count() >= 15, "events after the takeover counted")
+        time.sleep(1.0)
+        assert count() == 15
+    finally:
+        log.dispose()

@@ -26,6 +26,9 @@ from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
+#: How long a replica may go on answering a client that has finished sending.
+DRAIN_S = 30.0
+
 _UNAVAILABLE = json.dumps(
     {
         "ok": False,
@@ -141,12 +144,11 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     except (OSError, asyncio.IncompleteReadError):
         pass
     finally:
-        # The other side learns at once: a replica that died closes its clients'
-        # connections, and a client that left closes its replica connection.
+        # The other side learns at once (half close): a client that is done sending still
+        # gets the rest of its answer; a replica that ended its side ends the client's.
         with contextlib.suppress(OSError, RuntimeError):
             if dst.can_write_eof():
                 dst.write_eof()
-        dst.close()
 
 
 async def _join(
@@ -155,13 +157,16 @@ async def _join(
     up_r: asyncio.StreamReader,
     up_w: asyncio.StreamWriter,
 ) -> None:
-    """Copy both ways until either side closes, then close both."""
-    tasks = [
-        asyncio.create_task(_pipe(client_r, up_w)),
-        asyncio.create_task(_pipe(up_r, client_w)),
-    ]
+    """Copy both ways; when the replica's side ends (it answered and closed, or died),
+    close both; when the client's side ends first, let the replica finish its answer
+    (at most :data:`DRAIN_S`)."""
+    to_replica = asyncio.create_task(_pipe(client_r, up_w))
+    to_client = asyncio.create_task(_pipe(up_r, client_w))
+    tasks = [to_replica, to_client]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if to_client not in done:
+            await asyncio.wait([to_client], timeout=DRAIN_S)
     finally:
         for t in tasks:
             t.cancel()

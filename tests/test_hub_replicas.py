@@ -415,3 +415,23 @@ def test_alert_rules_run_on_one_replica_and_move_when_it_dies(
         assert count() == 15
     finally:
         log.dispose()
+
+
+def test_the_proxy_skips_a_replica_that_refuses_connections(live: str) -> None:
+    host, port = live.split(":")
+
+    async def run() -> list[int]:
+        dead = ("127.0.0.1", free_port())
+        proxy = Proxy([dead, (host, int(port))], down_s=60)
+        at = await proxy.start("127.0.0.1", 0)
+        try:
+            codes = []
+            for _ in range(4):  # a new connection each: every turn, the dead one skipped
+                async with httpx.AsyncClient() as c:
+                    r = await c.get(f"http://127.0.0.1:{at}/healthz", timeout=10)
+                    codes.append(r.status_code)
+            return codes
+        finally:
+            await proxy.stop()
+
+    assert asyncio.run(asyncio.wait_for(run(), 60)) == [200, 200, 200, 200]

@@ -30,6 +30,29 @@ from hub.server import free_port
 BLOCKHUB = str(Path(sys.executable).with_name("blockhub"))
 
 
+def start_serving(
+    args: list[str], env: dict[str, str], base: str, log_path: Path, timeout_s: float = 60
+) -> subprocess.Popen[bytes]:
+    """Start a ``blockhub serve`` process; return once ``/healthz`` answers (its stderr
+    goes to ``log_path``, whose tail a start that fails shows)."""
+    # The log goes to a file: an unread pipe fills up and blocks the server.
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{base}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(log_path.read_text(errors="replace")[-4000:])
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(10)
+    raise RuntimeError(f"blockhub serve on {base} did not start within {timeout_s:g} s")
+
+
 class Replica:
     """One ``blockhub serve`` process."""
 
@@ -48,25 +71,9 @@ class Replica:
 
     def start(self, timeout_s: float = 60) -> Replica:
         env = {**os.environ, **self.env, "BLOCKHUB_REPLICA_ID": self.name}
-        # The log goes to a file: an unread pipe fills up and blocks the server.
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [BLOCKHUB, "serve", "--port", str(self.port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{self.base}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log_path.read_text(errors="replace")[-4000:])
-            time.sleep(0.1)
-        raise RuntimeError(f"replica {self.name} did not start within {timeout_s:g} s")
+        args = [BLOCKHUB, "serve", "--port", str(self.port)]
+        self.proc = start_serving(args, env, self.base, self.log_path, timeout_s)
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, no lease is given up (a crash)."""

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
 import redis
 from pydantic import ValidationError
@@ -37,6 +35,7 @@ from hub.settings import Settings
 from tests.conftest import manifest_dict
 from tests.private_services import PrivateMosquitto
 from tests.replica_stack import Stack, feed_status, redis_bus, wait_for
+from tests.test_faults_mqtt import Publisher as Station
 
 __all__ = ["redis_bus"]  # the fixture, imported for pytest
 
@@ -101,30 +100,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(tmp_path, {})
     yield s
     s.close()
-
-
-class Station:
-    """A persistent QoS 1 publisher (paho queues while the broker is away)."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.topic = topic
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"station-{uuid.uuid4().hex[:8]}",
-            clean_session=False,
-        )
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.infos: list[mqtt.MQTTMessageInfo] = []
-
-    def send(self, first: int, n: int) -> None:
-        for i in range(first, first + n):
-            payload = orjson.dumps({"seq": i, "station_id": "GYAQ01"})
-            self.infos.append(self.client.publish(self.topic, payload, qos=1))
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def logged_seqs(events_url: str) -> list[int]:

@@ -53,7 +53,7 @@ from tests.test_hub_replicas import Station, logged_seqs
 
 __all__ = ["redis_bus"]
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 AUDIT_KEY = "e2e-" + "k" * 40  # a production hub refuses to start without one
 LEASE_S = 2.0

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from catalog.redislog import RedisEventLog
-from hub.server import free_port
+from eventlog.redislog import RedisEventLog
+from hub.api.server import free_port
 
 BLOCKHUB = str(Path(sys.executable).with_name("blockhub"))
 

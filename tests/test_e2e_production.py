@@ -42,9 +42,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.lake import Lake
+from catalog.lake.tables import Lake
+from hub.assembly.context import Hub
 from hub.client import HubClient
-from hub.context import Hub
 from hub.settings import Settings
 from tests.conftest import fresh_pg_database, manifest_dict, ticket_rows
 from tests.private_services import PrivateMosquitto

@@ -24,13 +24,13 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from catalog.manifest import parse_manifest
-from catalog.redislog import RedisEventLog
+from catalog.datasets.manifest import parse_manifest
+from eventlog.redislog import RedisEventLog
+from hub.api.proxy import Proxy
+from hub.api.server import free_port
+from hub.assembly.context import Hub
 from hub.client import HubClient
-from hub.context import Hub
-from hub.leases import FileLeases, Leadership, RedisLeases, holder_name, replica_of
-from hub.proxy import Proxy
-from hub.server import free_port
+from hub.live.leases import FileLeases, Leadership, RedisLeases, holder_name, replica_of
 from hub.settings import Settings
 from tests.conftest import manifest_dict
 from tests.private_services import PrivateMosquitto

@@ -59,9 +59,9 @@ def prepare(home: Path, events_url: str, *, broker_port: int | None = None) -> t
     a broker (topic returned) or HTTP push."""
     hub = Hub.open(Settings(home=home, events_url=events_url))
     try:
-        hub.store.upsert_agency("gy_hbj", "生态环境局")
-        hub.store.create_principal("hbj", "gy_hbj", "hbj", "steward")
-        token = hub.store.issue_token("hbj", ttl=timedelta(hours=1))
+        hub.store.identity.upsert_agency("gy_hbj", "生态环境局")
+        hub.store.identity.create_principal("hbj", "gy_hbj", "hbj", "steward")
+        token = hub.store.identity.issue_token("hbj", ttl=timedelta(hours=1))
         topic = f"blockhub-test/{uuid.uuid4().hex[:8]}/aq"
         if broker_port is None:
             source: dict[str, Any] = {"connector": "push", "options": {}}

@@ -137,7 +137,9 @@ def production(tmp_path: Path, pg_url: str, redis_bus: str) -> Iterator[dict[str
         hub.store.identity.upsert_agency("gy_hbj", "生态环境局")
         hub.store.identity.create_principal("wangmin", "gy_12345", "王敏", "steward")
         hub.store.identity.create_principal("hbj", "gy_hbj", "hbj", "steward")
-        tokens = {p: hub.store.identity.issue_token(p, ttl=timedelta(hours=1)) for p in ("wangmin", "hbj")}
+        tokens = {
+            p: hub.store.identity.issue_token(p, ttl=timedelta(hours=1)) for p in ("wangmin", "hbj")
+        }
         hub.sources.sources.add_root(
             "gy_12345", "exports", str(exports), protected=hub.sources.protected
         )

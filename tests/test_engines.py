@@ -46,6 +46,7 @@ DATASET = "hotline_tickets"
 STEWARD = Principal("wangmin", "gy_12345", "王敏", "steward")
 READ = re.compile(r"read blockhub\.(\w+) at snapshot (\d+): (\d+) rows")
 ENGINE_TIMEOUT_S = 240
+DAFT_PYTHON = ROOT / ".venv-daft" / "bin" / "python"  # `make daft`; `make test` builds it
 
 
 @dataclass
@@ -134,12 +135,12 @@ def reader(world: LakeWorld, tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _engine(
-    name: str, env: dict[str, str], cwd: Path, *args: str
+    name: str, env: dict[str, str], cwd: Path, *args: str, python: str = sys.executable
 ) -> tuple[dict[int, list[dict[str, Any]]], str]:
     """Run one example as its own process: the rows it read per snapshot, what it printed."""
     out = cwd / f"{name}-out"
     out.mkdir(exist_ok=True)
-    argv = [sys.executable, str(EXAMPLES / f"{name}_read.py"), DATASET, "--out", str(out), *args]
+    argv = [python, str(EXAMPLES / f"{name}_read.py"), DATASET, "--out", str(out), *args]
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -194,19 +195,42 @@ def test_ray_data_on_a_local_cluster_reads_what_the_hub_answers(
     assert len(workers) == 2 and min(workers) >= 1, said[-2000:]
 
 
+@pytest.mark.engines
+def test_daft_on_a_local_ray_cluster_reads_what_the_hub_answers(
+    world: LakeWorld, reader: dict[str, str], tmp_path: Path
+) -> None:
+    """Daft, from its own environment (another pyarrow than the hub's), on a local Ray
+    cluster: the current version with its deletes and version 1, as the hub answers them."""
+    assert DAFT_PYTHON.exists(), "Daft's environment is missing: run `make daft`"
+    now, then = world.snapshot(2), world.snapshot(1)
+    read, said = _engine(
+        "daft", reader, tmp_path, "--snapshot", str(now), "--snapshot", str(then),
+        python=str(DAFT_PYTHON),
+    )  # fmt: skip
+    assert list(read) == [now, then], said[-2000:]
+    assert read[now] == world.answer(2)
+    assert not world.quarantined & {r["ticket_id"] for r in read[now]}
+    assert read[then] == world.answer(1)
+
+
 def test_the_documented_commands_run_as_printed(
     world: LakeWorld, reader: dict[str, str], tmp_path: Path
 ) -> None:
     """docs/operations.md "Other engines": its commands, run in order in a reader's folder
-    (the repository's docs/ linked in, as in a checkout), against this hub; afterwards
-    DuckDB loads iceberg by name from the folder the example installed it in."""
+    (the repository's files linked in, as in a checkout), against this hub; afterwards
+    DuckDB loads iceberg by name from the folder the example installed it in.  The Ray and
+    Daft commands are the two tests above (each starts a cluster: ~30 s);
+    tests/test_doc_commands.py runs them as printed too."""
     commands = _section_commands()
     assert any("duckdb_read.py" in c.text for c in commands)
-    (tmp_path / "docs").symlink_to(ROOT / "docs")
+    for name in ("docs", "Makefile", ".venv-daft"):
+        (tmp_path / name).symlink_to(ROOT / name)
     exports: list[str] = []
     env = {**reader, "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{reader['PATH']}"}
     env.pop("PYICEBERG_HOME")  # the documents' own `export` sets it
     for cmd in commands:
+        if re.search(r"(ray|daft)_read\.py", cmd.text):
+            continue
         script = "set -e\n" + "".join(f"{e}\n" for e in exports) + cmd.text
         done = subprocess.run(
             ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,

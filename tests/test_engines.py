@@ -29,11 +29,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.manifest import parse_manifest
-from catalog.readers import LakeCatalog
-from catalog.store import Principal
-from hub.context import Hub
-from hub.sampleworld import hotline_tickets
+from catalog.datasets.manifest import parse_manifest
+from catalog.lake.readers import LakeCatalog
+from catalog.identity.store import Principal
+from hub.assembly.context import Hub
+from hub.demo.sampleworld import hotline_tickets
 from hub.settings import Settings
 from tests.conftest import SetClock, _agencies, file_source, fresh_pg_database
 from tests.quality_data import END, START, bad_tickets
@@ -41,7 +41,7 @@ from tests.test_doc_commands import Command, extract
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples" / "engines"
-DEMO = ROOT / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 DATASET = "hotline_tickets"
 STEWARD = Principal("wangmin", "gy_12345", "王敏", "steward")
 READ = re.compile(r"read blockhub\.(\w+) at snapshot (\d+): (\d+) rows")

@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from catalog.datasets.manifest import parse_manifest
-from catalog.lake.readers import LakeCatalog
 from catalog.identity.store import Principal
+from catalog.lake.readers import LakeCatalog
 from hub.assembly.context import Hub
 from hub.demo.sampleworld import hotline_tickets
 from hub.settings import Settings

@@ -29,15 +29,15 @@ from catalog.datasets.store import CatalogStore, Version
 from catalog.domain.channels import feed_channel
 from catalog.errors import CommitUnsettled, HubError, InvalidRequest, ManifestError, unavailable
 from catalog.lake.tables import Lake
-from catalog.sources.store import source_problems
+from catalog.sources.guard import source_problems
 from eventlog.message import Message, Publisher
 from pipelines.ingest import publish
 from pipelines.notify import announce, version_event
+from pipelines.registry import FEED_CONNECTORS
 from pipelines.staged import Staged
 
 log = logging.getLogger(__name__)
 
-FEED_CONNECTORS = ("mqtt", "push")
 EVENT_TYPE = "feed.event"
 MAX_EVENTS_PER_BATCH = 10_000
 

@@ -9,6 +9,7 @@ Errors print one line naming what is wrong, never a traceback (set ``BLOCKHUB_DE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from catalog.runtime import settle_heap
 from catalog.sources.guard import source_problems
 from hub.cli.audit import audit_app
 from hub.cli.console import CLI_PRINCIPAL, acting, cli_caller, err, hub, out, settings, state
+from hub.cli.engines import register as _register_engines
 from hub.cli.identity import agency_app, principal_app, token_app
 from hub.cli.quality import register as _register_quality
 from hub.cli.sources import register as _register_sources
@@ -379,9 +381,35 @@ def serve(
 
     logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
     s = settings()
+    if port is not None:
+        s.port = port  # the default replica id (<hostname>-<port>) names the port served
     h = hub()
     h.register_manifests()
-    serve_app(h, host or s.host, port if port is not None else s.port)
+    serve_app(h, host or s.host, s.port)
+
+
+@app.command()
+def proxy(
+    backend: Annotated[
+        list[str], typer.Option("--backend", help="a replica's host:port (repeat for each)")
+    ],
+    listen: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1:8000",
+) -> None:
+    """One address in front of several `serve` replicas (a TCP proxy for one machine;
+    production puts nginx/Caddy/HAProxy with TLS there: docs/operations.md)."""
+    import asyncio
+
+    from hub.api.proxy import parse_address, run_proxy
+
+    try:
+        where = parse_address(listen, what="--listen")
+        replicas = [parse_address(b, what="--backend") for b in backend]
+    except ValueError as e:
+        err.print(f"[red]error[/] {e}")
+        raise typer.Exit(2) from None
+    logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_proxy(where, replicas))
 
 
 @app.command()
@@ -401,6 +429,7 @@ def demo(
 
 _register_quality(app, hub, out, acting)
 _register_sources(app, hub, out, cli_caller)
+_register_engines(app, settings)
 app.add_typer(audit_app, name="audit")
 
 

@@ -55,6 +55,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnClause
 
+from catalog import requestid
 from catalog.auditseal import (
     ANCHOR_KIND,
     BOUND,
@@ -240,7 +241,8 @@ def entry_values(
         "row_count": row_count,
         "sql_fingerprint": sql_fingerprint,
         "outcome": outcome,
-        "detail_json": _dumps(dict(detail or {})),
+        # the request the entry was made for (X-Request-ID), when there is one
+        "detail_json": _dumps(requestid.stamp(dict(detail or {}))),
         "prev_hash": "",
         "hash": "",
         "owners_json": _dumps({d: dataset_agencies[d] for d in datasets}),

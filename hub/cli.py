@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 import os
 import sys
 from datetime import timedelta
@@ -47,6 +46,7 @@ from catalog.workdays import BEIJING
 from hub.cli_quality import register as _register_quality
 from hub.cli_sources import register as _register_sources
 from hub.context import Hub
+from hub.observability import logs
 from hub.settings import Settings
 from pipelines.feeds import feed_options, is_feed
 
@@ -91,9 +91,15 @@ def _main(
         state.settings.feed_flush = "process"
     # One-shot commands report through their own output; their library warnings (a run's
     # quality failure, say) would only repeat it.  `serve` logs from INFO up.
-    logging.basicConfig(
-        level=os.environ.get("BLOCKHUB_LOG_LEVEL", "ERROR").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    _logging(state.settings, "ERROR")
+
+
+def _logging(s: Settings, default_level: str) -> None:
+    """Text or JSON lines (``BLOCKHUB_LOG_FORMAT``), secrets masked (hub.observability.logs)."""
+    logs.setup(
+        level=s.log_level or default_level,
+        fmt="json" if s.logs_as_json else "text",
+        secrets=logs.settings_secrets(s),
     )
 
 
@@ -490,8 +496,8 @@ def serve(
     """Serve the REST API and the websocket."""
     from hub.server import serve as serve_app
 
-    logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
     s = settings()
+    _logging(s, "INFO")
     h = hub()
     h.register_manifests()
     serve_app(h, host or s.host, port if port is not None else s.port)

@@ -44,6 +44,7 @@ from catalog.sqltext import quote_ident, quote_literal
 from catalog.store import CatalogStore, DatasetRecord, Principal, Version
 from connectors.duck import connect, reader_batches
 from hub.jsonrows import row_projection
+from hub.observability import metrics
 from hub.replicas import Replicas, exchange_folder, remove_stale, write_copy
 from hub.rooms import RoomKey, RoomObject, Rooms, profile_digest, scan_sql, table_dir
 from hub.sqlcheck import CheckedQuery, check_sql_cached
@@ -781,6 +782,13 @@ class Exchange:
         }
 
         def hook(result: QueryResult, outcome: str) -> None:
+            metrics.observe_answer(
+                action,
+                outcome,
+                str((detail or {}).get("format", "json")),
+                result.query_ms / 1000,
+                result.row_count,
+            )
             audit.append(
                 action=action,
                 principal=principal.id,

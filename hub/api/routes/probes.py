@@ -1,0 +1,74 @@
+"""Probes for the machinery around the hub: readiness for a load balancer or Kubernetes,
+metrics for Prometheus.  (``/healthz``, liveness, is in ``hub.api.app``.)
+
+Who may read them (docs/operations.md "Observability"):
+
+- ``/readyz`` — anyone, like ``/healthz``: a load balancer has no token.  It names the
+  dependency that failed (``catalog``, ``lake``, ``event_log``, ``mqtt``) and nothing
+  else: no address, no driver message (those go to the log).
+- ``/metrics`` — the bearer token of ``BLOCKHUB_METRICS_TOKEN`` (Prometheus'
+  ``authorization.credentials_file``) or an admin's token: the totals name every
+  registered dataset, conditional ones included, which not every principal may know of.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from catalog.errors import AccessDenied
+from hub.api.deps import CredentialsDep, HubDep, authenticate, bearer_token
+from hub.api.errors import error_body, error_responses
+from hub.observability import metrics
+from hub.observability.readiness import readiness
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: catalog, lake, event log and MQTT brokers answer (no authentication)",
+    responses={
+        200: {"description": '`{"ok": true, "checks": {"catalog": "ok", …}}`'},
+        503: {"description": "the one error body; `detail.failed` names the dependencies"},
+    },
+)
+async def readyz(request: Request, hub: HubDep) -> JSONResponse:
+    checks = await readiness(
+        hub, getattr(request.app.state, "feeds", None), hub.settings.ready_timeout_s
+    )
+    failed = [name for name, outcome in checks.items() if outcome == "failed"]
+    if not failed:
+        return JSONResponse({"ok": True, "checks": checks})
+    body = error_body(
+        503,
+        "not_ready",
+        f"not ready: {', '.join(failed)} unavailable",
+        {"failed": failed, "checks": checks},
+    )
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (the metrics token or an admin's token)",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text format", "content": {metrics.CONTENT_TYPE: {}}},
+        **error_responses(401, 403),
+    },
+)
+async def prometheus_metrics(request: Request, hub: HubDep, credentials: CredentialsDep) -> Any:
+    token = bearer_token(credentials)
+    expected = hub.settings.metrics_secret()
+    if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        principal = await run_in_threadpool(authenticate, hub, credentials)
+        if not principal.is_admin:
+            raise AccessDenied("only the metrics token or an admin may read /metrics")
+    collector = request.app.state.metrics
+    body = await run_in_threadpool(metrics.exposition, collector)
+    return Response(body, media_type=metrics.CONTENT_TYPE)

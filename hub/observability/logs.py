@@ -17,8 +17,12 @@ import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
 from catalog import requestid
 
@@ -127,19 +131,26 @@ def setup(
     return handler
 
 
-def settings_secrets(settings: Any) -> list[str]:
-    """The secret values a hub's settings hold (``hub.settings.Settings``): what
-    :class:`Redactor` masks in every line."""
+def settings_secrets(settings: BaseSettings) -> list[str]:
+    """The secret values a hub's settings hold: every ``SecretStr`` field (and list of
+    them), the file of every ``<name>_file`` field whose ``<name>`` is a ``SecretStr``, and
+    the passwords of the database and event-log URLs — what :class:`Redactor` masks.  A
+    secret setting added later is masked without a change here."""
     out: list[str] = []
-    for secret in [settings.audit_key, settings.metrics_token, *settings.audit_previous_keys]:
-        if secret is not None:
-            out.append(secret.get_secret_value().strip())
-    for path in (settings.audit_key_file, settings.metrics_token_file):
-        if path is not None:
-            with contextlib.suppress(OSError, UnicodeDecodeError):  # its own check names it
-                out.append(path.read_text(encoding="utf-8").strip())
-    for url in (settings.catalog_db, settings.lake_db, settings.events_db):
-        pw = url_password(url)
+    fields = type(settings).model_fields
+    for name in fields:
+        value = getattr(settings, name, None)
+        values = value if isinstance(value, list) else [value]
+        out.extend(v.get_secret_value().strip() for v in values if isinstance(v, SecretStr))
+        base = name.removesuffix("_file")
+        secret_file = (
+            base != name and base in fields and "SecretStr" in str(fields[base].annotation)
+        )
+        if secret_file and isinstance(value, Path):
+            with contextlib.suppress(OSError, UnicodeDecodeError):  # its check names it
+                out.append(value.read_text(encoding="utf-8").strip())
+    for attr in ("catalog_db", "lake_db", "events_db"):
+        pw = url_password(getattr(settings, attr, None))
         if pw:
             out.append(pw)
     return [s for s in out if s]

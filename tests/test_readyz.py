@@ -104,6 +104,11 @@ def test_readyz_names_the_dependency_that_stopped(
             body = _wait_failed(base, ["mqtt"])
             assert body["status"] == 503 and body["code"] == "not_ready"
             assert "127.0.0.1" not in str(body)  # names the dependency, never its address
+            # The proxy's probe: the API is still served while a feed's broker is away.
+            r = httpx.get(f"http://{base}/readyz", params={"ignore": "mqtt"}, timeout=20)
+            assert r.status_code == 200 and r.json()["checks"]["mqtt"] == "failed"
+            r = httpx.get(f"http://{base}/readyz", params={"ignore": "nope"}, timeout=20)
+            assert r.status_code == 422 and r.json()["ok"] is False
 
             bus.stop(kill=True)
             _wait_failed(base, ["event_log", "mqtt"])

@@ -14,9 +14,9 @@ Who may read them (docs/operations.md "Observability"):
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -37,11 +37,21 @@ router = APIRouter(tags=["ops"])
         503: {"description": "the one error body; `detail.failed` names the dependencies"},
     },
 )
-async def readyz(request: Request, hub: HubDep) -> JSONResponse:
+async def readyz(
+    request: Request,
+    hub: HubDep,
+    ignore: Annotated[
+        list[Literal["catalog", "lake", "event_log", "mqtt"]],
+        Query(
+            description="dependencies whose failure does not make this probe fail (a proxy"
+            " that should keep serving the API while a feed's broker is down: ignore=mqtt)"
+        ),
+    ] = [],  # noqa: B006
+) -> JSONResponse:
     checks = await readiness(
         hub, getattr(request.app.state, "feeds", None), hub.settings.ready_timeout_s
     )
-    failed = [name for name, outcome in checks.items() if outcome == "failed"]
+    failed = [n for n, outcome in checks.items() if outcome == "failed" and n not in ignore]
     if not failed:
         return JSONResponse({"ok": True, "checks": checks})
     body = error_body(

@@ -15,10 +15,13 @@ if blockhub db --help >/dev/null 2>&1; then
 fi
 
 blockhub agency add "$INIT_ADMIN_AGENCY" "$INIT_ADMIN_AGENCY_NAME"
-if blockhub principal add "$INIT_ADMIN_ID" --agency "$INIT_ADMIN_AGENCY" --role admin >/dev/null 2>&1
+if made=$(blockhub principal add "$INIT_ADMIN_ID" --agency "$INIT_ADMIN_AGENCY" --role admin 2>&1)
 then
     echo "first admin $INIT_ADMIN_ID created; its token follows (store it now, it is not shown again)"
     blockhub token issue "$INIT_ADMIN_ID" --days 30 --label first-admin
-else
+elif printf '%s' "$made" | grep -q "principal '$INIT_ADMIN_ID' exists"; then
     echo "admin $INIT_ADMIN_ID exists already: no token issued (blockhub token issue $INIT_ADMIN_ID)"
+else
+    printf '%s\n' "$made" >&2  # the catalog down, a bad agency …: say so, fail
+    exit 1
 fi

@@ -139,6 +139,7 @@ def test_every_variable_the_code_reads_is_a_documented_setting() -> None:
 
 
 def test_the_hubs_run_in_production_on_the_stacks_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    replica_ids: list[str | None] = []
     for hub in HUBS:
         env = service_env(hub)
         for k, v in env.items():
@@ -148,17 +149,27 @@ def test_the_hubs_run_in_production_on_the_stacks_servers(monkeypatch: pytest.Mo
         assert s.audit_key is None and s.audit_key_file == Path("/run/secrets/blockhub_audit_key")
         assert s.metrics_token_file == Path("/run/secrets/blockhub_metrics_token")
         assert set(SERVICES[hub]["secrets"]) == set(COMPOSE["secrets"])
+        # The lake's S3 endpoint: the hub's own setting once there is one (BLOCKHUB_S3_*),
+        # until then the AWS variables the S3 clients read.
+        if "s3_endpoint" in Settings.model_fields:
+            endpoint = getattr(s, "s3_endpoint", None)
+        else:
+            endpoint = env.get("AWS_ENDPOINT_URL")
+        assert endpoint, f"{hub}: no S3 endpoint for the lake"
         hosts = {
             urlsplit(s.catalog_db).hostname,
             urlsplit(s.lake_db).hostname,
             urlsplit(s.events_db).hostname,
-            urlsplit(env["AWS_ENDPOINT_URL"]).hostname,
+            urlsplit(endpoint).hostname,
         }
         assert hosts == {"postgres", "redis", "minio"}
         assert hosts <= set(SERVICES)
         assert s.lake_warehouse.startswith("s3://") and urlsplit(s.events_db).password
+        if "replica_id" in Settings.model_fields:  # each replica its own MQTT/Redis identity
+            replica_ids.append(env.get("BLOCKHUB_REPLICA_ID"))
         needs = SERVICES[hub]["depends_on"]
         assert {"postgres", "redis", "mosquitto", "minio-init"} <= set(needs)
+    assert None not in replica_ids and len(set(replica_ids)) == len(replica_ids)
 
 
 def test_airflow_runs_the_same_code_on_the_same_catalog() -> None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from catalog.errors import AccessDenied
 from hub.api.deps import CredentialsDep, HubDep, authenticate, bearer_token
@@ -28,14 +29,29 @@ from hub.observability.readiness import readiness
 
 router = APIRouter(tags=["ops"])
 
+Outcome = Literal["ok", "failed", "skipped"]
+
+
+class Checks(BaseModel):
+    catalog: Outcome
+    lake: Outcome
+    event_log: Outcome
+    mqtt: Outcome
+
+
+class Ready(BaseModel):
+    """Every dependency answered (``failed`` only for one the caller asked to ignore); a
+    503 carries the one error body, ``detail.failed`` naming what failed."""
+
+    ok: bool
+    checks: Checks
+
 
 @router.get(
     "/readyz",
     summary="Readiness: catalog, lake, event log and MQTT brokers answer (no authentication)",
-    responses={
-        200: {"description": '`{"ok": true, "checks": {"catalog": "ok", …}}`'},
-        503: {"description": "the one error body; `detail.failed` names the dependencies"},
-    },
+    response_model=Ready,
+    responses=error_responses(422, 503),
 )
 async def readyz(
     request: Request,

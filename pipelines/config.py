@@ -15,13 +15,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from catalog.audit import AuditLog
-from catalog.auditseal import AuditKeys
+from catalog.audit.log import AuditLog
+from catalog.audit.seal import AuditKeys
+from catalog.datasets.store import CatalogStore
 from catalog.errors import ConfigError
-from catalog.eventlog import LogBackend, open_event_log
-from catalog.lake import Lake
-from catalog.sources import Protected, SourceGuard, SourceStore, protected_places
-from catalog.store import CatalogStore
+from catalog.lake.tables import Lake
+from catalog.sources.store import Protected, SourceGuard, SourceStore, protected_places
+from eventlog.backend import LogBackend, open_event_log
 
 MIN_KEY_CHARS = 32
 
@@ -85,7 +85,7 @@ class StorageSettings(BaseSettings):
         return self.events_url or f"sqlite:///{self.home / 'events.db'}"
 
     def protected(self) -> Protected:
-        """The hub's own places, never a source (catalog.sources): the home folder, the
+        """The hub's own places, never a source (catalog.sources.store): the home folder, the
         lake, the database files and the databases named by URL."""
         return protected_places(
             home=str(self.home),

@@ -18,7 +18,7 @@ import yaml
 from fastapi import FastAPI
 
 from hub.api.app import create_app
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

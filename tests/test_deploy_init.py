@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import fresh_pg_database
 
@@ -62,7 +62,7 @@ def test_init_makes_the_first_admin_once(tmp_path: Path) -> None:
             Settings(home=tmp_path / "data", catalog_url=url, lake_catalog_url=url, audit_key=KEY)
         )
         try:
-            admin = hub.store.authenticate(token)
+            admin = hub.store.identity.authenticate(token)
             assert admin.is_admin and admin.agency_id == "gy_dsj"
             assert hub.audit.verify().ok
         finally:

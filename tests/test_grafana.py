@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from hub.api.app import create_app
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from catalog.manifest import parse_manifest
-from hub.context import Hub
+from catalog.datasets.manifest import parse_manifest
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.observability import logs
-from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.conftest import file_source, publish_file, ticket_rows
 from tests.quality_data import bad_tickets
@@ -27,7 +27,7 @@ from tests.wsclient import WS
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS_TOKEN = "m3trics-" + "x" * 40
-DEMO = ROOT / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 
 
 @pytest.fixture

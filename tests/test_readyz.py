@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from catalog.manifest import parse_manifest
-from hub.context import Hub
-from hub.server import free_port, serving
+from catalog.datasets.manifest import parse_manifest
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests import private_services
 from tests.conftest import manifest_dict
@@ -57,7 +57,7 @@ def test_readyz_names_the_dependency_that_stopped(
         ready_timeout_s=3,
     )
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_hbj", "生态环境局")
+    hub.store.identity.upsert_agency("gy_hbj", "生态环境局")
     hub.sources.sources.add_profile(
         "gy_hbj",
         "broker",

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,14 +33,48 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Table, and_, func, select
 from sqlalchemy.engine import Engine
 
-from catalog.eventlog import Message
+from catalog.datasets.quality import results_table
+from catalog.datasets.store import RunRow
 from catalog.outbox import outbox_table
-from catalog.quality import results_table
-from catalog.store import RunRow
+from eventlog.message import Message
 
-if TYPE_CHECKING:
-    from hub.context import Hub
-    from hub.presence import Presence
+
+class _Outage(Protocol):
+    failures: int
+
+
+class _Bus(Protocol):
+    """What the gauges read of a process's bus (``hub.live.bus.Bus``)."""
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def outage(self) -> _Outage: ...
+    def subscribers_by_kind(self) -> dict[str, int]: ...
+
+
+class _Store(Protocol):
+    @property
+    def engine(self) -> Engine: ...
+
+
+class HubLike(Protocol):
+    """What the collector reads of a hub (``hub.assembly.context.Hub``); a protocol, so
+    that this leaf imports no wing (tests/test_layering_wings.py)."""
+
+    @property
+    def store(self) -> _Store: ...
+    @property
+    def bus(self) -> _Bus: ...
+
+
+class Connections(Protocol):
+    """The websocket connections of this process (``hub.live.presence.Presence``)."""
+
+    def connections(self) -> int: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +197,8 @@ class HubCollector(Collector):
 
     def __init__(
         self,
-        hub: Hub,
-        presence: Callable[[], Presence | None],
+        hub: HubLike,
+        presence: Callable[[], Connections | None],
         *,
         ttl_s: float,
         read: Callable[[Engine], CatalogCounts] = read_catalog,

@@ -19,17 +19,19 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pyiceberg.io import load_file_io
 from sqlalchemy import text
 
-if TYPE_CHECKING:
-    from hub.context import Hub
-    from hub.feeds import FeedRunner
-
 log = logging.getLogger(__name__)
+
+Hub = Any
+"""``hub.assembly.context.Hub``: its ``store``, ``lake``, ``bus`` and ``log`` are asked (not
+imported: this leaf imports no wing, tests/test_layering_wings.py)."""
+FeedRunner = Any
+"""``hub.live.feeds.FeedRunner``: its feeds' MQTT subscribers are asked."""
 
 Outcome = Literal["ok", "failed", "skipped"]
 NAMES = ("catalog", "lake", "event_log", "mqtt")

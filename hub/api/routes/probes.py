@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from catalog.errors import AccessDenied
-from hub.api.deps import CredentialsDep, HubDep, authenticate, bearer_token
-from hub.api.errors import error_body, error_responses
+from hub.api.common.deps import CredentialsDep, HubDep, authenticate, bearer_token
+from hub.api.common.errors import error_body, error_responses
 from hub.observability import metrics
 from hub.observability.readiness import readiness
 

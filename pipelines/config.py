@@ -20,7 +20,8 @@ from catalog.audit.seal import AuditKeys
 from catalog.datasets.store import CatalogStore
 from catalog.errors import ConfigError
 from catalog.lake.tables import Lake
-from catalog.sources.store import Protected, SourceGuard, SourceStore, protected_places
+from catalog.sources.guard import SourceGuard, protected_places
+from catalog.sources.store import Protected, SourceStore
 from eventlog.backend import LogBackend, open_event_log
 
 MIN_KEY_CHARS = 32

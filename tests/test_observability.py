@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,12 @@ def test_request_id_is_answered_and_carried_into_audit_entries_and_events(
         headers={**steward, "X-Request-ID": "ops-4711.a"},
     )
     assert r.status_code == 200 and r.headers["x-request-id"] == "ops-4711.a"
-    [entry] = hub.audit.entries(action="query", limit=1)
-    assert entry.detail["request_id"] == "ops-4711.a"
+    # A small answer's entry is written once its body is out (hub.api.common.answer).
+    deadline = time.monotonic() + 10
+    while not (entries := hub.audit.entries(action="query", limit=1)):
+        assert time.monotonic() < deadline, "no audit entry of the query"
+        time.sleep(0.05)
+    assert entries[0].detail["request_id"] == "ops-4711.a"
 
     # An ingest through the API: the run's entries and its dataset.updated event.
     r = httpx.post(

@@ -20,9 +20,11 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
 from catalog.datasets.manifest import load_manifest
+from catalog.datasets.pipelinestate import PipelineState
 from catalog.datasets.store import Run
 from catalog.domain.workdays import BEIJING
 from catalog.errors import (
+    AccessDenied,
     HubError,
     InvalidRequest,
     ManifestError,
@@ -136,6 +138,27 @@ def register(paths: list[Path]) -> None:
         out.print(f"registered [bold]{record.id}[/] ({record.sharing}, {record.classification})")
 
 
+@app.command()
+def retire(
+    dataset: Annotated[str, typer.Argument(help="dataset id")],
+    reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
+) -> None:
+    """Stop ingesting a dataset: its Airflow DAG goes away; its versions stay readable.
+    `blockhub register` of its manifest reinstates it."""
+    h = hub()
+    caller = cli_caller()
+    record = h.store.get_dataset(dataset)
+    if not (caller.is_admin or (caller.role == "steward" and caller.agency_id == record.agency_id)):
+        raise AccessDenied(
+            f"{caller.id!r} may not retire {dataset!r}: an admin, or a steward of "
+            f"{record.agency_id!r}, may",
+            principal=caller.id,
+            dataset=dataset,
+        )
+    PipelineState(h.store).retire(dataset, by=caller, reason=reason)
+    out.print(f"retired [bold]{dataset}[/]: no more ingests; its versions stay readable")
+
+
 @app.command("datasets")
 def list_datasets() -> None:
     """Registered datasets and their latest version."""
@@ -179,7 +202,12 @@ def ingest(
 ) -> None:
     """Run an ingest now: read the source past the cursor, publish one new version."""
     h = hub()
-    ids = [d.id for d in h.store.list_datasets()] if all_ else list(datasets or [])
+    retired = PipelineState(h.store).retired() if all_ else {}
+    ids = (
+        [d.id for d in h.store.list_datasets() if d.id not in retired]
+        if all_
+        else list(datasets or [])
+    )
     if not ids:
         raise InvalidRequest("name datasets to ingest, or --all")
     failed = False

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser faketime demo tour serve test quick lint typecheck pytest pytest-elsewhen clean
+.PHONY: install browser faketime demo tour serve test quick e2e lint typecheck pytest pytest-elsewhen clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ QUICK_TESTS := tests/test_layering.py tests/test_sqlcheck.py tests/test_identifi
 	tests/test_rate_limits.py tests/test_api.py
 quick: lint
 	$(BIN)/pytest -q -x -m "not load and not contract" $(QUICK_TESTS)
+
+# The production topology as processes (replicas behind the proxy, PostgreSQL, Redis, MQTT):
+# part of `make test`; alone here (~2 min).
+e2e: $(STAMP)
+	$(BIN)/pytest -q -m e2e
 
 clean:
 	rm -rf $(VENV) blockhub-data .pytest_cache .mypy_cache .ruff_cache

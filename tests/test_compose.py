@@ -177,7 +177,8 @@ def test_airflow_runs_the_same_code_on_the_same_catalog() -> None:
     for name in AIRFLOW:
         env = service_env(name)
         shared = {k: v for k, v in env.items() if k.startswith(("BLOCKHUB_", "AWS_"))}
-        assert shared == {k: v for k, v in hub.items() if k != "BLOCKHUB_PORT"}, name
+        per_replica = ("BLOCKHUB_PORT", "BLOCKHUB_REPLICA_ID")
+        assert shared == {k: v for k, v in hub.items() if k not in per_replica}, name
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         for url in (env["AIRFLOW__CELERY__BROKER_URL"], env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]):
             assert urlsplit(url).hostname in SERVICES

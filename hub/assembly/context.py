@@ -67,6 +67,9 @@ class Hub:
         if warning:
             log.warning(warning)
         st = settings.open_storage()
+        name_clients = getattr(st.log, "name_clients", None)
+        if name_clients is not None:  # the Redis log: its connections carry the replica id
+            name_clients(f"blockhub:{settings.replica}")
         bus = Bus(st.log, poll_s=settings.bus_poll_s, queue_size=settings.ws_queue_size)
         ops = OpsStore(st.store.engine, audit=st.store.audit)
         return cls(

@@ -9,6 +9,7 @@ Errors print one line naming what is wrong, never a traceback (set ``BLOCKHUB_DE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -384,10 +385,36 @@ def serve(
     from hub.api.server import serve as serve_app
 
     s = settings()
+    if port is not None:
+        s.port = port  # the default replica id (<hostname>-<port>) names the port served
     _logging(s, "INFO")
     h = hub()
     h.register_manifests()
-    serve_app(h, host or s.host, port if port is not None else s.port)
+    serve_app(h, host or s.host, s.port)
+
+
+@app.command()
+def proxy(
+    backend: Annotated[
+        list[str], typer.Option("--backend", help="a replica's host:port (repeat for each)")
+    ],
+    listen: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1:8000",
+) -> None:
+    """One address in front of several `serve` replicas (a TCP proxy for one machine;
+    production puts nginx/Caddy/HAProxy with TLS there: docs/operations.md)."""
+    import asyncio
+
+    from hub.api.proxy import parse_address, run_proxy
+
+    try:
+        where = parse_address(listen, what="--listen")
+        replicas = [parse_address(b, what="--backend") for b in backend]
+    except ValueError as e:
+        err.print(f"[red]error[/] {e}")
+        raise typer.Exit(2) from None
+    _logging(settings(), "INFO")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_proxy(where, replicas))
 
 
 @app.command()

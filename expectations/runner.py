@@ -17,7 +17,7 @@ that a re-validated row keeps its identity.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -106,7 +106,10 @@ class BatchValidator:
         key_columns: list[str] | None = None,
         threads: int | None = None,
         today: date | None = None,
+        prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
+        """``prepare`` readies the connection for the files' store (an S3 lake: httpfs
+        and a scoped secret, pipelines/lakefiles.py) before anything is read."""
         self.files = files
         self.suite = suite
         self.pii = dict(pii or {})
@@ -118,6 +121,8 @@ class BatchValidator:
         if threads:
             config["threads"] = threads
         self.con = duckdb.connect(config=config)
+        if prepare is not None:
+            prepare(self.con)
         self.con.execute("SET TimeZone='UTC'")
         self.con.execute("SET arrow_large_buffer_size=true")
         # ID birth dates may not lie in the future: "today" is the Beijing date, from the
@@ -354,9 +359,11 @@ class BatchValidator:
             f"WHERE f._bh_mask & {self.validation.failed_mask} <> 0"
         )
 
-    def write_quarantine(self, path: Path, *, whole_batch: bool) -> int:
-        """Write the quarantined rows as one Parquet file; returns how many."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def write_quarantine(self, path: Path | str, *, whole_batch: bool) -> int:
+        """Write the quarantined rows as one Parquet file (a local path, or an ``s3://``
+        URI with a prepared connection); returns how many."""
+        if not str(path).startswith("s3://"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         sql = self.quarantine_sql(whole_batch=whole_batch)
         got = self.con.execute(
             f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION zstd)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,7 @@ from catalog.audit.log import AuditLog
 from catalog.audit.seal import AuditKeys
 from catalog.datasets.store import CatalogStore
 from catalog.errors import ConfigError
+from catalog.lake.objectstore import S3Lake, is_s3, split_s3
 from catalog.lake.tables import Lake
 from catalog.sources.guard import SourceGuard, protected_places
 from catalog.sources.store import Protected, SourceStore
@@ -35,6 +37,24 @@ class StorageSettings(BaseSettings):
     lake_catalog_url: str | None = Field(default=None, description="URL of the Iceberg SQL catalog")
     warehouse: str | None = Field(
         default=None, description="where table data lives (file:// or s3://)"
+    )
+    # An S3 warehouse (docs/operations.md "Lake on S3"): one description for pyiceberg,
+    # pyarrow and DuckDB (catalog/lake/objectstore.py).  The secret never reaches a log.
+    s3_endpoint: str | None = Field(
+        default=None, description="S3 endpoint URL, e.g. http://minio:9000 (unset: AWS)"
+    )
+    s3_region: str = Field(default="us-east-1", min_length=1, description="S3 region")
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key id")
+    s3_access_key_id_file: Path | None = Field(
+        default=None, description="file holding the S3 access key id"
+    )
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key")
+    s3_secret_access_key_file: Path | None = Field(
+        default=None, description="file holding the S3 secret key"
+    )
+    s3_session_token: SecretStr | None = Field(default=None, description="S3 session token")
+    s3_path_style: bool = Field(
+        default=True, description="path-style addressing (MinIO, most on-premises stores)"
     )
     events_url: str | None = Field(
         default=None, description="event log: a SQLAlchemy URL, or redis://host:port/db?prefix=name"
@@ -80,6 +100,55 @@ class StorageSettings(BaseSettings):
     @property
     def lake_warehouse(self) -> str:
         return self.warehouse or (self.home / "lake").as_uri()
+
+    def s3_lake(self) -> S3Lake | None:
+        """The S3 warehouse's connection, or None for a local lake; a setting that cannot
+        work stops the process here, naming the variable (never the secret)."""
+        if not is_s3(self.lake_warehouse):
+            return None
+        try:
+            bucket, _ = split_s3(self.lake_warehouse)
+        except ValueError:
+            bucket = ""
+        if not bucket:
+            raise ConfigError(
+                f"BLOCKHUB_WAREHOUSE {self.lake_warehouse!r} names no bucket: s3://bucket/prefix",
+                setting="BLOCKHUB_WAREHOUSE",
+            )
+        if self.s3_endpoint is not None and urlparse(self.s3_endpoint).scheme not in (
+            "http",
+            "https",
+        ):
+            raise ConfigError(
+                f"BLOCKHUB_S3_ENDPOINT {self.s3_endpoint!r} is not an http(s):// URL",
+                setting="BLOCKHUB_S3_ENDPOINT",
+            )
+        key_id = _one_of(self.s3_access_key_id, self.s3_access_key_id_file, "ACCESS_KEY_ID")
+        secret = _one_of(
+            self.s3_secret_access_key.get_secret_value() if self.s3_secret_access_key else None,
+            self.s3_secret_access_key_file,
+            "SECRET_ACCESS_KEY",
+        )
+        if not key_id or not secret:
+            raise ConfigError(
+                "an S3 warehouse needs credentials: BLOCKHUB_S3_ACCESS_KEY_ID and "
+                "BLOCKHUB_S3_SECRET_ACCESS_KEY (or their _FILE variants) — "
+                "docs/operations.md, 'Lake on S3'",
+                setting="BLOCKHUB_S3_SECRET_ACCESS_KEY",
+            )
+        token = self.s3_session_token.get_secret_value() if self.s3_session_token else None
+        return S3Lake(
+            endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            access_key_id=key_id,
+            secret_access_key=secret,
+            session_token=token or None,
+            path_style=self.s3_path_style,
+        )
+
+    def open_lake(self) -> Lake:
+        """The lake (its Iceberg catalog and warehouse, S3 configured from the one place)."""
+        return Lake(self.lake_db, self.lake_warehouse, s3=self.s3_lake())
 
     @property
     def events_db(self) -> str:
@@ -151,12 +220,30 @@ class StorageSettings(BaseSettings):
     def open_storage(self) -> Storage:
         """Open (creating where needed) the catalog, the lake and the event log."""
         keys = self.audit_keys()  # before anything is created: a refusal leaves no trace
+        self.s3_lake()  # likewise
         (self.home / "lake").mkdir(parents=True, exist_ok=True)
         store = CatalogStore(self.catalog_db, lease_s=self.run_lease_s, audit_keys=keys)
         store.create_all()
-        return Storage(
-            store, Lake(self.lake_db, self.lake_warehouse), open_event_log(self.events_db)
+        return Storage(store, self.open_lake(), open_event_log(self.events_db))
+
+
+def _one_of(value: str | None, file: Path | None, name: str) -> str | None:
+    """A credential from ``BLOCKHUB_S3_<name>`` or the file ``BLOCKHUB_S3_<name>_FILE``
+    names (Docker/Kubernetes secrets), not both."""
+    if value is not None and file is not None:
+        raise ConfigError(
+            f"set BLOCKHUB_S3_{name} or BLOCKHUB_S3_{name}_FILE, not both",
+            setting=f"BLOCKHUB_S3_{name}_FILE",
         )
+    if file is None:
+        return value.strip() if value else None
+    try:
+        return file.read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"cannot read BLOCKHUB_S3_{name}_FILE ({file}): {type(e).__name__}",
+            setting=f"BLOCKHUB_S3_{name}_FILE",
+        ) from None
 
 
 @dataclass

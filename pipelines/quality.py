@@ -22,7 +22,6 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 
@@ -30,32 +29,23 @@ from catalog.datasets.manifest import Manifest
 from catalog.datasets.quality import QualityResult, QualityStore
 from catalog.datasets.store import CatalogStore
 from catalog.domain.channels import dataset_channel
-from catalog.errors import SuiteInvalid
 from catalog.lake.tables import Lake, StagedFile
 from catalog.outbox import Event
 from catalog.vocabulary import GateStatus
 from eventlog.message import Publisher
 from expectations.runner import BatchValidator, Validation
 from expectations.suite import load_suite
+from pipelines.lakefiles import duckdb_prepare, join, lake_file
 from pipelines.notify import announce
 from pipelines.staged import GateOutcome, Staged
 
 log = logging.getLogger(__name__)
 
 
-def local_path(location: str) -> Path:
-    """A staged file or table location as a local path (the gate reads with DuckDB)."""
-    parsed = urlparse(location)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme else location)
-    raise SuiteInvalid(
-        f"the quality gate reads staged files from a local warehouse; {location!r} is not local",
-        location=location,
-    )
-
-
-def quarantine_dir(lake: Lake, dataset_id: str) -> Path:
-    return local_path(lake.table(dataset_id).location()) / "quarantine"
+def quarantine_file(lake: Lake, dataset_id: str, name: str) -> str:
+    """Where a quarantine batch's file goes: ``<table>/quarantine/<name>`` — a local path,
+    or an ``s3://`` URI on an S3 lake."""
+    return join(join(lake_file(lake.table(dataset_id).location()), "quarantine"), name)
 
 
 _FAILED: dict[str, GateStatus] = {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}
@@ -84,9 +74,13 @@ def gate(
     qstore = quality or store.quality
     suite = load_suite(manifest.expectations, suites_dir)
     policy = manifest.quality.policy
-    files = [str(local_path(f.path)) for f in staged.files]
+    files = [lake_file(f.path) for f in staged.files]
     with BatchValidator(
-        files, suite, pii=manifest.personal_columns, key_columns=manifest.primary_key
+        files,
+        suite,
+        pii=manifest.personal_columns,
+        key_columns=manifest.primary_key,
+        prepare=duckdb_prepare(lake),
     ) as validator:
         validation = validator.validate()
         status = _status(policy, validation)
@@ -95,7 +89,7 @@ def gate(
         result_files = staged.files
         if status in ("dropped", "blocked"):
             batch_id = str(uuid.uuid4())
-            path = quarantine_dir(lake, manifest.id) / f"{staged.run_id}-{batch_id[:8]}.parquet"
+            path = quarantine_file(lake, manifest.id, f"{staged.run_id}-{batch_id[:8]}.parquet")
             if status == "dropped":
                 # The failing rows to a quarantine file; the staged files are published as
                 # they are, with Iceberg position-delete files leaving those rows out (D31).
@@ -120,7 +114,7 @@ def gate(
                 batch_id=batch_id,
                 dataset_id=manifest.id,
                 run_id=staged.run_id,
-                path=str(path),
+                path=path,
                 rows=quarantined,
                 policy=policy,
                 failed=validation.failed,

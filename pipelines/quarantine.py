@@ -22,14 +22,16 @@ from catalog.datasets.manifest import Manifest
 from catalog.datasets.quality import QualityStore, QuarantineAction, QuarantineBatch
 from catalog.datasets.store import CatalogStore
 from catalog.errors import CommitUnsettled, Conflict, unavailable
+from catalog.lake.objectstore import is_s3
 from catalog.lake.tables import Lake
 from connectors.incremental import greater
 from eventlog.message import Publisher
 from expectations.runner import FAILED, ROW_ID, BatchValidator
 from expectations.sql import ident, literal
 from expectations.suite import load_suite
+from pipelines import lakefiles
 from pipelines.notify import announce, version_event
-from pipelines.quality import quarantine_dir
+from pipelines.quality import quarantine_file
 
 
 @dataclass(frozen=True)
@@ -50,17 +52,33 @@ def _held(qstore: QualityStore, batch_id: str, dataset_id: str) -> QuarantineBat
 
 
 def quarantine_rows(
-    batch: QuarantineBatch, access: Access, *, limit: int = 100, offset: int = 0
+    batch: QuarantineBatch,
+    access: Access,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    lake: Lake | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of a batch with their row id and failed rules, as ``access`` (the viewer's
     access to the dataset) shows them: the owner's stewards see them as they came in,
     anyone else (an admin) with personal data masked and only the columns it may see —
     by the same rule as every other outbound path (catalog/access/disclosure.py)."""
-    if not Path(batch.path).exists():
+    on_s3 = is_s3(batch.path)
+    if on_s3 and lake is None:
+        raise ValueError(f"{batch.path} is on S3: pass the lake")
+    if lake is not None and on_s3:
+        if not lakefiles.exists(lake, batch.path):
+            return []
+    elif not Path(batch.path).exists():
         return []
-    con = duckdb.connect()
+    con = duckdb.connect(
+        config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+    )
     try:
         con.execute("SET TimeZone='UTC'")
+        prepare = lakefiles.duckdb_prepare(lake) if lake is not None and on_s3 else None
+        if prepare is not None:
+            prepare(con)
         rel = con.execute(
             f"SELECT * FROM read_parquet({literal(batch.path)}) ORDER BY {ident(ROW_ID)} "
             f"LIMIT {int(limit)} OFFSET {int(offset)}"
@@ -101,6 +119,7 @@ def release(
         suite if suite is not None else _empty_suite(),
         pii=manifest.personal_columns,
         key_columns=manifest.primary_key,
+        prepare=lakefiles.duckdb_prepare(lake),
     ) as validator:
         validation = validator.validate()
         if force:
@@ -111,13 +130,13 @@ def release(
         published = sum(f.rows for f in files)
         if not force and validation.failing_rows:
             new_batch = str(uuid.uuid4())
-            path = quarantine_dir(lake, manifest.id) / f"{run.id}-{new_batch[:8]}.parquet"
+            path = quarantine_file(lake, manifest.id, f"{run.id}-{new_batch[:8]}.parquet")
             held = validator.write_quarantine(path, whole_batch=False)
             qstore.add_batch(
                 batch_id=new_batch,
                 dataset_id=manifest.id,
                 run_id=run.id,
-                path=str(path),
+                path=path,
                 rows=held,
                 policy=batch.policy,
                 failed=validation.failed,
@@ -200,6 +219,7 @@ def discard(
     store: CatalogStore,
     principal: str,
     note: str | None = None,
+    lake: Lake | None = None,
 ) -> QuarantineAction:
     """Drop a held batch for good; the action and its row count are recorded."""
     qstore = store.quality
@@ -212,7 +232,7 @@ def discard(
         rows_discarded=batch.rows,
         note=note,
     )
-    Path(batch.path).unlink(missing_ok=True)
+    lakefiles.remove(lake, batch.path)
     return action
 
 

@@ -513,6 +513,68 @@ def s3_endpoint() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+S3_KEY_ID = "blockhub-test-key"
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A fresh bucket on moto's server and settings that put a hub's lake in it.  The
+    secret is unique per bucket, so a test can look for it in logs and messages."""
+
+    endpoint: str
+    bucket: str
+    secret: str
+
+    @property
+    def warehouse(self) -> str:
+        return f"s3://{self.bucket}/lake"
+
+    def settings(self, home: Path, **overrides: Any) -> Settings:
+        return Settings(
+            home=home,
+            bus_poll_s=0.05,
+            warehouse=self.warehouse,
+            s3_endpoint=self.endpoint,
+            s3_access_key_id=S3_KEY_ID,
+            s3_secret_access_key=self.secret,
+            **overrides,
+        )
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=self.secret,
+        )
+
+    def objects(self, prefix: str = "") -> list[str]:
+        """Every object key of the bucket under ``prefix`` (less pyarrow's empty folder
+        markers, ``…/``, which it may leave after a delete)."""
+        pages = (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
+        )
+        keys = (o["Key"] for page in pages for o in page.get("Contents", []))
+        return sorted(k for k in keys if not k.endswith("/"))
+
+
+def make_s3_bucket(endpoint: str) -> S3Bucket:
+    bucket = S3Bucket(endpoint, f"lake-{uuid.uuid4().hex[:12]}", f"sk-{uuid.uuid4().hex}")
+    bucket.client().create_bucket(Bucket=bucket.bucket)
+    return bucket
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> S3Bucket:
+    """A fresh bucket on moto's server (S3 settings: :meth:`S3Bucket.settings`)."""
+    return make_s3_bucket(s3_endpoint)
+
+
 @pytest.fixture
 def make_feed(make_manifest: Callable[..., Manifest]) -> Callable[..., Manifest]:
     """A push feed manifest declaring ``columns`` (name → type) as its event fields."""

@@ -86,6 +86,15 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("rooms")
     hub = Hub.open(Settings(home=folder / "home"))
+    try:
+        yield build_world(hub, folder)
+    finally:
+        hub.close()
+
+
+def build_world(hub: Hub, folder: Path) -> World:
+    """The three datasets, the readers and the grant, in ``hub`` (its lake local or on S3:
+    tests/test_s3_rooms.py runs this module's attacks on an S3 lake)."""
     for agency in ("gy_12345", "gy_hbj", "gy_jyj", "gy_dsj"):
         hub.store.identity.upsert_agency(agency, agency)
     for p in (OWNER, GRANTEE, STRANGER, ADMIN):
@@ -113,10 +122,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     hub.grants.approve(g.id, by="owner", dataset=record)
     hub.exchange.small_rows = 10  # half the copies in memory, half as files: both kinds
-    try:
-        yield World(hub, folder)
-    finally:
-        hub.close()
+    return World(hub, folder)
 
 
 def forbidden(who: Principal, value: str) -> bool:

@@ -35,8 +35,16 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, I
 from pyiceberg.table import Table, TableProperties, Transaction, _parquet_files_to_data_files
 from sqlalchemy import select
 
-from catalog.errors import CommitUnsettled, Conflict, DatasetNotFound, SchemaDrift, unavailable
+from catalog.errors import (
+    CommitUnsettled,
+    ConfigError,
+    Conflict,
+    DatasetNotFound,
+    SchemaDrift,
+    unavailable,
+)
 from catalog.lake.deletes import PublishFiles, delete_data_file, write_position_deletes
+from catalog.lake.objectstore import S3Lake, is_s3
 from catalog.lake.prefetch import prefetch as prefetch_items
 from catalog.lake.transaction import transaction
 from catalog.vocabulary import SchemaPolicy, SyncMode
@@ -95,13 +103,17 @@ class Lake:
         *,
         namespace: str = "blockhub",
         properties: dict[str, str] | None = None,
+        s3: S3Lake | None = None,
     ) -> None:
         self.namespace = namespace
         self.warehouse = warehouse
+        # An S3 warehouse's connection (catalog/lake/objectstore.py): pyiceberg's FileIO and our
+        # own pyarrow writes use the same endpoint, region, credentials and addressing.
+        self.s3 = s3
+        self._s3_fs: pafs.FileSystem | None = s3.filesystem() if s3 is not None else None
         self._tables = threading.local()  # dataset id -> Table (see _load)
-        self.catalog = SqlCatalog(
-            "blockhub", uri=catalog_uri, warehouse=warehouse, **(properties or {})
-        )
+        props = {**(s3.iceberg_properties() if s3 is not None else {}), **(properties or {})}
+        self.catalog = SqlCatalog("blockhub", uri=catalog_uri, warehouse=warehouse, **props)
         with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace(namespace)
 
@@ -190,7 +202,21 @@ class Lake:
     # -- staging -------------------------------------------------------------------
 
     def _filesystem(self, location: str) -> tuple[pafs.FileSystem, str]:
-        fs, path = pafs.FileSystem.from_uri(location)
+        return self.filesystem(location)
+
+    def filesystem(self, location: str) -> tuple[pafs.FileSystem, str]:
+        """The filesystem of a lake location (a URI or a local path) and the path on it:
+        an ``s3://`` location goes through the lake's configured S3 connection, never
+        through pyarrow's defaults (which would read ``AWS_*`` and talk to AWS)."""
+        if is_s3(location):
+            if self._s3_fs is None:
+                raise ConfigError(
+                    f"{location} is on S3 but the lake has no S3 settings "
+                    "(BLOCKHUB_WAREHOUSE is not an s3:// warehouse)",
+                    setting="BLOCKHUB_WAREHOUSE",
+                )
+            return self._s3_fs, location[len("s3://") :]
+        fs, path = pafs.FileSystem.from_uri(location if "://" in location else f"file://{location}")
         return fs, path
 
     def stage(
@@ -224,7 +250,8 @@ class Lake:
         # Write with the table's own column order and types so add_files accepts them.
         target = pa.schema([target.field(f.name) for f in target if f.name in schema.names])
         fs, base = self._filesystem(table.location())
-        fs.create_dir(f"{base}/data", recursive=True)
+        if not is_s3(table.location()):  # S3 has no folders (a marker object is clutter)
+            fs.create_dir(f"{base}/data", recursive=True)
         location = table.location()
         staged: list[list[StagedFile]] = [[] for _ in parts]
         errors: list[BaseException] = []

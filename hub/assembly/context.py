@@ -21,6 +21,7 @@ from catalog.domain.workdays import (
     package_calendar,
 )
 from catalog.identity.store import SYSTEM, Actor
+from catalog.lake.objectstore import is_s3, s3_dir
 from catalog.lake.tables import Lake
 from catalog.ops.store import OpsStore
 from catalog.sources.guard import SourceGuard
@@ -35,7 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def local_root(warehouse: str) -> str | None:
-    """The local folder of a file:// warehouse (DuckDB's sandbox allows only it)."""
+    """The folder DuckDB's sandbox allows the exchange's loader: a file:// warehouse's
+    local folder, or an S3 warehouse's ``s3://bucket/prefix/``."""
+    if is_s3(warehouse):
+        return s3_dir(warehouse)
     parsed = urlparse(warehouse)
     if parsed.scheme in ("", "file"):
         return str(Path(parsed.path).resolve())
@@ -106,6 +110,7 @@ class Hub:
                 audit=self.audit,
                 replica_folder=self.settings.home / "cache",
                 replica_max_rows=self.settings.replica_max_rows,
+                s3=self.lake.s3,
             )
         return self._exchange
 

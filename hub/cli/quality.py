@@ -160,7 +160,8 @@ def register(
         record = get_hub().store.get_dataset(dataset)
         b = qstore().get_batch(batch, dataset)
         viewer = acting(as_, "quarantine show")
-        rows = quarantine_rows(b, get_hub().exchange.access(viewer, dataset), limit=limit)
+        h = get_hub()
+        rows = quarantine_rows(b, h.exchange.access(viewer, dataset), limit=limit, lake=h.lake)
         keys = record.manifest.primary_key or ["_bh_row"]
         t = Table(*keys, "failed expectations", "values")
         for r in rows:
@@ -215,7 +216,9 @@ def register(
         h = get_hub()
         record = h.store.get_dataset(dataset)
         actor = _manager(acting(as_, "quarantine discard"), record.agency_id)
-        a = discard(batch, record.manifest, store=h.store, principal=actor.id, note=note)
+        a = discard(
+            batch, record.manifest, store=h.store, principal=actor.id, note=note, lake=h.lake
+        )
         out.print(f"discarded {a.rows_discarded:,} row(s) of batch {a.batch_id}")
 
     @app.command("freshness")

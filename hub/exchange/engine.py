@@ -42,8 +42,16 @@ from catalog.access.effective import Access, decide
 from catalog.access.grants import Grant, GrantStore
 from catalog.audit.log import AuditLog
 from catalog.datasets.store import CatalogStore, DatasetRecord, Version
-from catalog.errors import AccessDenied, DatasetNotFound, HubError, QueryFailed, QueryTimeout
+from catalog.errors import (
+    AccessDenied,
+    ConfigError,
+    DatasetNotFound,
+    HubError,
+    QueryFailed,
+    QueryTimeout,
+)
 from catalog.identity.store import Principal
+from catalog.lake.objectstore import S3Lake, is_s3
 from catalog.sqltext import quote_ident
 from connectors.duck import connect, reader_batches
 from hub.exchange.jsonrows import row_projection
@@ -104,6 +112,7 @@ class Exchange:
         replica_folder: Path | None = None,
         replica_max_rows: int = 200_000_000,
         max_rooms: int = 32,
+        s3: S3Lake | None = None,
     ) -> None:
         self.store = store
         self.lake_root = lake_root
@@ -128,7 +137,16 @@ class Exchange:
             config["memory_limit"] = memory_limit
         # The loader: reads the lake and writes copies into the exchange's folder, nothing
         # else; it never runs user SQL (rooms do).
-        self._db = connect("iceberg", config=config)
+        on_s3 = lake_root is not None and is_s3(lake_root)
+        self._db = connect("iceberg", *(("httpfs",) if on_s3 else ()), config=config)
+        if on_s3:
+            # The loader's credentials reach the warehouse prefix, not the whole bucket.
+            if s3 is None:
+                raise ConfigError(
+                    f"the lake {lake_root} is on S3 but no S3 settings were given",
+                    setting="BLOCKHUB_WAREHOUSE",
+                )
+            s3.duckdb_secret(self._db, [lake_root])  # type: ignore[list-item]
         allowed = [str(self.folder), *([lake_root] if lake_root else [])]
         self._db.execute("SET allowed_directories=?", [allowed])
         self._db.execute("SET enable_progress_bar=false")
@@ -261,9 +279,9 @@ class Exchange:
     def _room_key(principal: Principal, snap: _Snapshot) -> RoomKey:
         # decide() looks at the reader's agency and admin role only: the readers of one
         # agency (admins apart) see the same things, so they share a room.
-        return RoomKey(
-            principal.agency_id, principal.is_admin, snap.lake_dirs.get(principal.agency_id, ())
-        )
+        # Only local table folders: a room never reads an S3 lake itself (hub/rooms.py).
+        dirs = tuple(d for d in snap.lake_dirs.get(principal.agency_id, ()) if not is_s3(d))
+        return RoomKey(principal.agency_id, principal.is_admin, dirs)
 
     def _collect(self, snap: _Snapshot, *, now: bool = False) -> None:
         """Let rooms drop what their readers may no longer see as it is (a revoked grant,

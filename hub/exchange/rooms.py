@@ -49,6 +49,7 @@ import pyarrow as pa
 
 from catalog.access.effective import Access
 from catalog.datasets.store import Version
+from catalog.lake.objectstore import is_s3, s3_dir
 from catalog.sqltext import quote_ident, quote_literal
 from connectors.duck import connect
 
@@ -66,8 +67,11 @@ def profile_digest(access: Access) -> str:
 
 
 def table_dir(version: Version) -> str:
-    """The folder of a version's Iceberg table (its metadata, data and delete files)."""
+    """The folder of a version's Iceberg table (its metadata, data and delete files); on
+    S3 ``s3://bucket/…/<table>/`` — the form DuckDB's sandbox and a secret's scope take."""
     location = version.metadata_location
+    if is_s3(location):
+        return s3_dir(location.rsplit("/", 2)[0])
     path = unquote(urlparse(location).path) if location.startswith("file:") else location
     return str(Path(path).parent.parent)
 
@@ -146,6 +150,8 @@ class Room:
             config["threads"] = str(threads)
         if memory_limit:
             config["memory_limit"] = memory_limit
+        if any(is_s3(d) for d in key.lake_dirs):
+            raise ValueError("a room never reads an S3 lake itself (the loader copies)")
         self.db = connect(*(("iceberg",) if key.lake_dirs else ()), config=config)
         self.db.execute("SET allowed_directories=?", [[str(folder), *key.lake_dirs]])
         self.db.execute(f"SET temp_directory={quote_literal(str(folder / 'tmp'))}")
@@ -203,12 +209,25 @@ class Room:
             version.total_rows <= self.limits.small_rows and self._copies() < self.limits.max_copies
         )
         owner = access.via == "owner"
+        # On an S3 lake the room has no table folders (RoomKey.lake_dirs): it holds no
+        # credential and no httpfs, so the owner's versions come from the loader as
+        # everyone else's do (a copy, its replica, or a file copy), never from S3.
+        reads_lake = bool(self.key.lake_dirs)
         cur = self.db.cursor()
         try:
-            if owner and small:
+            if owner and not reads_lake and not small:
+                replica = loader.replica_file(version)
+                if replica is not None:
+                    obj = RoomObject(name, version, profile_digest(access), "replica")
+                    try:
+                        self._attach(cur, obj, replica)
+                        return obj
+                    except FileNotFoundError:  # superseded a moment ago: a file copy
+                        pass
+            elif owner and reads_lake and small:
                 cur.execute(f"CREATE TABLE {_q(name)} AS {scan_sql(version)}")
                 return RoomObject(name, version, profile_digest(access), "copy")
-            if owner:
+            elif owner and reads_lake:
                 obj = RoomObject(name, version, profile_digest(access), "replica")
                 replica = loader.replica_file(version)
                 if replica is not None:

@@ -145,7 +145,7 @@ def quarantine_batch_rows(
     record = _managed(hub, principal, dataset_id)
     batch = _quality(hub).get_batch(batch_id, dataset_id)
     access = hub.exchange.access(principal, record.id)
-    rows = quarantine_rows(batch, access, limit=limit, offset=offset)
+    rows = quarantine_rows(batch, access, limit=limit, offset=offset, lake=hub.lake)
     if rows:
         audit_unmasked(hub, principal, record, access, f"quarantine:{batch_id}")
     return {"batch": batch.to_dict(), "rows": rows}
@@ -197,6 +197,11 @@ def discard_batch(
 ) -> dict[str, Any]:
     record = _managed(hub, principal, dataset_id)
     action = discard(
-        batch_id, record.manifest, store=hub.store, principal=principal.id, note=body.note
+        batch_id,
+        record.manifest,
+        store=hub.store,
+        principal=principal.id,
+        note=body.note,
+        lake=hub.lake,
     )
     return action.to_dict()

@@ -44,6 +44,7 @@ from catalog.runtime import settle_heap
 from catalog.sources import source_problems
 from catalog.store import Principal, Run
 from catalog.workdays import BEIJING
+from hub.cli_db import register as _register_db
 from hub.cli_quality import register as _register_quality
 from hub.cli_sources import register as _register_sources
 from hub.context import Hub
@@ -514,6 +515,7 @@ def demo(
 
 _register_quality(app, hub, out, acting)
 _register_sources(app, hub, out, cli_caller)
+_register_db(app, settings, out)
 audit_app = typer.Typer(
     help="The hash-chained audit log of exchanges and state changes.", no_args_is_help=True
 )

@@ -14,14 +14,16 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import Engine
 
 from catalog.audit import AuditLog
 from catalog.auditseal import AuditKeys
 from catalog.errors import ConfigError
 from catalog.eventlog import LogBackend, open_event_log
 from catalog.lake import Lake
+from catalog.schema import adopt_with, ensure_schema
 from catalog.sources import Protected, SourceGuard, SourceStore, protected_places
-from catalog.store import CatalogStore
+from catalog.store import CatalogStore, make_engine
 
 MIN_KEY_CHARS = 32
 
@@ -152,10 +154,28 @@ class StorageSettings(BaseSettings):
         keys = self.audit_keys()  # before anything is created: a refusal leaves no trace
         (self.home / "lake").mkdir(parents=True, exist_ok=True)
         store = CatalogStore(self.catalog_db, lease_s=self.run_lease_s, audit_keys=keys)
+        try:
+            self.check_schemas(store.engine, keys)
+        except BaseException:
+            store.dispose()
+            raise
         store.create_all()
         return Storage(
             store, Lake(self.lake_db, self.lake_warehouse), open_event_log(self.events_db)
         )
+
+    def check_schemas(self, catalog_engine: Engine, keys: AuditKeys) -> None:
+        """The catalog's (and a SQL event log's) schema against this code, before anything
+        is created (catalog.schema): an older schema is upgraded in development and refused
+        in production, naming ``blockhub db upgrade``."""
+        auto = not self.production
+        ensure_schema(catalog_engine, "catalog", auto_upgrade=auto, adopt=adopt_with(keys))
+        if not self.events_db.startswith("redis"):
+            engine = make_engine(self.events_db)
+            try:
+                ensure_schema(engine, "events", auto_upgrade=auto)
+            finally:
+                engine.dispose()
 
 
 @dataclass

@@ -88,9 +88,13 @@ def register(app: typer.Typer, settings: Callable[[], Settings], out: Console) -
         from hub.backup import backup
 
         m = backup(settings(), folder, lake=not no_lake)
+        if m["audit_problem"]:
+            out.print(f"[red]warning:[/] backed up as it is: {m['audit_problem']}")
+        head = (m["audit_anchor"] or {}).get("seq")
         out.print(
             f"backup in {folder}: {len(m['databases'])} database(s), "
-            f"{len(m['datasets'])} dataset(s), audit head {(m['audit_head'] or {}).get('seq')}"
+            f"{len(m['datasets'])} dataset(s), audit chain anchored at entry {head}",
+            soft_wrap=True,
         )
 
     @app.command("restore")

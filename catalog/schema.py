@@ -320,3 +320,27 @@ def adopt_with(keys: Any) -> Any:
         AuditLog(engine, keys=keys)
 
     return adopt
+
+
+def new_revision(schema_name: SchemaName, message: str) -> Path:
+    """For developers: write the migration of the models' changes since the last revision
+    (Alembic's autogenerate against a scratch SQLite database brought to head); review it,
+    keep it dialect-neutral, and run tests/test_migrations.py."""
+    import tempfile
+
+    from alembic import command
+
+    from catalog.store import make_engine
+
+    schema = SCHEMAS[schema_name]
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/scratch.db")
+        try:
+            with engine.connect() as conn:
+                _upgrade(conn, schema)
+                script = command.revision(
+                    alembic_config(schema, conn), message=message, autogenerate=True
+                )
+        finally:
+            engine.dispose()
+    return Path(script.path)  # type: ignore[union-attr]

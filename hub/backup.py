@@ -72,6 +72,25 @@ def databases(settings: Settings) -> list[Database]:
     return out
 
 
+def _sqlite_files(dbs: list[Database]) -> set[Path]:
+    """The SQLite files of the stack (with their journals): in the embedded layout the
+    Iceberg catalog's file lies inside the warehouse folder, and is dumped, not copied."""
+    out: set[Path] = set()
+    for d in dbs:
+        if not d.is_pg and make_url(d.url).database:
+            f = Path(make_url(d.url).database or "").resolve()
+            out |= {f, *(f.with_name(f.name + x) for x in ("-wal", "-shm", "-journal"))}
+            out.add(f.with_name(f.name + ".schema-lock"))
+    return out
+
+
+def _copy_lake(src: Path, dst: Path, skip: set[Path]) -> None:
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if (Path(folder) / n).resolve() in skip}
+
+    shutil.copytree(src, dst, symlinks=False, ignore=ignore, dirs_exist_ok=True)
+
+
 def _same(a: str, b: str) -> bool:
     ua, ub = make_url(a), make_url(b)
     return (ua.get_backend_name(), ua.host, ua.port, ua.database) == (
@@ -181,7 +200,7 @@ def backup(settings: Settings, folder: Path, *, lake: bool = True) -> dict[str, 
     for db in dbs:  # the databases first, the lake's files after (module docstring)
         _dump(db, folder / db.file())
     if lake_dir is not None and lake_dir.exists():
-        shutil.copytree(lake_dir, folder / "lake", symlinks=False)
+        _copy_lake(lake_dir, folder / "lake", _sqlite_files(dbs))
     manifest = {
         "format": FORMAT,
         "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -197,6 +216,10 @@ def backup(settings: Settings, folder: Path, *, lake: bool = True) -> dict[str, 
 
 
 def _empty(url: str) -> bool:
+    if make_url(url).get_backend_name() == "sqlite":
+        f = Path(make_url(url).database or "")
+        if not f.exists() or f.stat().st_size == 0:
+            return True  # not even created: nothing to make for the check
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -263,14 +286,16 @@ def restore(settings: Settings, folder: Path) -> dict[str, Any]:
                 field="BLOCKHUB_CATALOG_URL",
             )
     lake_dir = _local_lake(settings) if manifest["lake_copied"] else None
-    if lake_dir is not None and lake_dir.exists() and any(lake_dir.iterdir()):
+    ours = _sqlite_files(dbs)
+    lake_files = lake_dir.rglob("*") if lake_dir is not None and lake_dir.exists() else ()
+    if any(p.resolve() not in ours for p in lake_files if p.is_file()):
         raise InvalidRequest(
             f"the warehouse folder {lake_dir} is not empty", field="BLOCKHUB_WAREHOUSE"
         )
+    if lake_dir is not None and (folder / "lake").exists():
+        _copy_lake(folder / "lake", lake_dir, ours)
     for db in dbs:
         _load(db, folder / db.file())
-    if lake_dir is not None and (folder / "lake").exists():
-        shutil.copytree(folder / "lake", lake_dir, dirs_exist_ok=True)
     return manifest
 
 

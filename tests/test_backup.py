@@ -124,3 +124,37 @@ def test_backup_then_restore_into_an_empty_stack(tmp_path: Path) -> None:
         assert again.returncode == 2
         assert "is not empty" in " ".join(again.stderr.split())
         assert "Traceback" not in again.stderr
+
+
+def test_the_embedded_stack_backs_up_and_restores_in_place(tmp_path: Path) -> None:
+    """The embedded layout (SQLite files, the Iceberg catalog's file inside the lake
+    folder): the databases are dumped, not copied with the lake; the home is lost and
+    restored where it was; the check finds every version and row again."""
+    from hub.backup import backup, check, restore
+
+    home = tmp_path / "home"
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    pq.write_table(ticket_rows(1, 40), exports / "tickets-1.parquet")
+    s = Settings(home=home)
+    h = Hub.open(s)
+    try:
+        h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+        publish_file(h, exports / "tickets-1.parquet", "tickets")
+        before = _state(h)
+    finally:
+        h.close()
+    m = backup(s, tmp_path / "backup")
+    assert sorted(d["file"] for d in m["databases"]) == [
+        "catalog.db",
+        "events.db",
+        "lake-catalog.db",
+    ]
+    assert not list((tmp_path / "backup" / "lake").glob("iceberg.db*"))
+    shutil.move(home, tmp_path / "home.lost")
+    assert check(s, restore(s, tmp_path / "backup")) == []
+    h = Hub.open(s)
+    try:
+        assert _state(h) == before
+    finally:
+        h.close()

@@ -5,6 +5,7 @@ not fit its code, and the diff that fails when a model changes without a migrati
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,12 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, inspect, text
 
-from catalog.grants import GrantStore
-from catalog.opsstore import OpsStore
 from catalog.quality import QualityStore
 from catalog.schema import SCHEMAS, Schema, SchemaError, head, schema_diff, state_of, upgrade
-from catalog.sources import SourceStore
-from catalog.store import CatalogStore, make_engine
+from catalog.store import make_engine
 from hub.context import Hub
 from hub.settings import Settings
 from tests.conftest import fresh_pg_database
@@ -130,23 +128,32 @@ def test_a_fresh_hub_creates_the_current_schema(settings: Settings) -> None:
         assert _diff(settings.events_db, "events") == []
 
 
-def _pre_migration_catalog(url: str, home: Path) -> None:
-    """A catalog as today's main made it, before migrations: the stores' own create_all
-    and table creation on open, some data and audit entries; no version table."""
-    store = CatalogStore(url, audit_keys=Settings(home=home, audit_key=KEY).audit_keys())
-    store.create_all()
-    SourceStore(store)
-    GrantStore(store)
-    OpsStore(store.engine, audit=store.audit)
-    store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
-    store.create_principal("wangmin", "gy_12345", "王敏", "steward")
-    store.issue_token("wangmin")
-    store.dispose()
-    # quality tables are made at a dataset's first validation: this one never had any
+DATA = Path(__file__).parent / "data"
+
+
+def _pre_migration_catalog(url: str) -> None:
+    """A catalog as the release before migrations made it: tests/data holds one made by
+    that release's own code (commit 582d27a: its ``Hub.open`` in production with the audit
+    key ``KEY``, an agency, a steward ``wangmin`` and a token), dumped with pg_dump and
+    SQLite's iterdump. It has no version table, and no quality tables (made at a dataset's
+    first validation)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.executescript((DATA / "pre_migration_catalog.sqlite.sql").read_text("utf-8"))
+        conn.close()
+    else:
+        database = url.rsplit("/", 1)[1]
+        sql = DATA / "pre_migration_catalog.pg.sql"
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-v",
+             "ON_ERROR_STOP=1", "-q", "-f", str(sql)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
     engine = make_engine(url)
     try:
-        assert "quality_results" not in inspect(engine).get_table_names()
-        assert "alembic_version" not in inspect(engine).get_table_names()
+        names = set(inspect(engine).get_table_names())
+        assert "audit_log" in names and "alembic_version" not in names
+        assert "quality_results" not in names
     finally:
         engine.dispose()
 
@@ -157,7 +164,7 @@ def test_a_catalog_made_before_migrations_is_refused_then_adopted(tmp_path: Path
     tables made) and the hub starts."""
     with fresh_pg_database() as url:
         home = tmp_path / "home"
-        _pre_migration_catalog(url, home)
+        _pre_migration_catalog(url)
         env = {"BLOCKHUB_CATALOG_URL": url, "BLOCKHUB_AUDIT_KEY": KEY}
         refused = _blockhub(home, "agency", "list", **env)
         assert refused.returncode == 2, refused.stderr
@@ -195,7 +202,7 @@ def test_development_adopts_a_pre_migration_catalog_by_itself(tmp_path: Path) ->
     home = tmp_path / "home"
     home.mkdir()
     url = f"sqlite:///{home / 'catalog.db'}"
-    _pre_migration_catalog(url, home)
+    _pre_migration_catalog(url)
     h = Hub.open(Settings(home=home, audit_key=KEY))
     try:
         assert h.store.get_agency("gy_12345").name.startswith("贵阳市")

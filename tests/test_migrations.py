@@ -5,14 +5,16 @@ not fit its code, and the diff that fails when a model changes without a migrati
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, inspect, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, text
 
 from catalog.quality import QualityStore
 from catalog.schema import SCHEMAS, Schema, SchemaError, head, schema_diff, state_of, upgrade
@@ -255,3 +257,93 @@ def test_replicas_starting_together_on_an_empty_database_stamp_it_once(tmp_path:
                 assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
         finally:
             engine.dispose()
+
+
+NEXT_REVISION = '''"""A later release's change: a table and an index (tests/test_migrations.py)."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "c9999_next"
+down_revision = "c0001_baseline"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "next_release_notes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("agencies") as batch:
+        batch.add_column(sa.Column("short_name", sa.String(length=32), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_table("next_release_notes")
+'''
+
+
+def test_a_schema_one_revision_behind_is_refused_then_upgraded(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next release's code (a model change and its migration) meets a database at
+    this release's revision: production refuses naming the command, `db upgrade` brings
+    it to the new head with the data kept, and development upgrades by itself."""
+    _this_release(tmp_path, db_url)
+    versions = tmp_path / "versions"
+    shutil.copytree(SCHEMAS["catalog"].versions, versions)
+    (versions / "c9999_next.py").write_text(NEXT_REVISION, encoding="utf-8")
+    later = MetaData()
+    for m in SCHEMAS["catalog"].metadata():
+        for t in m.tables.values():
+            t.to_metadata(later)
+    later.tables["agencies"].append_column(Column("short_name", String(32), nullable=True))
+    Table("next_release_notes", later, Column("id", Integer, primary_key=True),
+          Column("note", Text, nullable=False))  # fmt: skip
+
+    class NextRelease(Schema):
+        @property
+        def versions(self) -> Path:
+            return versions
+
+        def metadata(self) -> list[MetaData]:
+            return [later]
+
+    monkeypatch.setitem(SCHEMAS, "catalog", NextRelease("catalog", "alembic_version"))
+    assert _state(db_url) == ("behind", "c0001_baseline")
+    with pytest.raises(SchemaError, match=r"is at revision c0001_baseline.*c9999_next"):
+        _db_settings(tmp_path, db_url, env="production").open_storage()
+
+    if db_url.startswith("sqlite"):  # development: the embedded catalog upgrades itself
+        h = Hub.open(_db_settings(tmp_path, db_url, env="development"))
+        h.close()
+    else:
+        engine = make_engine(db_url)
+        try:
+            assert upgrade(engine, "catalog") == ("behind", "c0001_baseline", "c9999_next")
+        finally:
+            engine.dispose()
+    assert _state(db_url) == ("current", "c9999_next")
+    assert _diff(db_url) == []
+    h = Hub.open(_db_settings(tmp_path, db_url, env="production"))
+    try:
+        assert h.store.get_agency("gy_12345").id == "gy_12345"
+        assert h.audit.verify().ok
+    finally:
+        h.close()
+
+
+def _db_settings(tmp_path: Path, url: str, **overrides: Any) -> Settings:
+    return Settings(home=tmp_path / "home", catalog_url=url, audit_key=KEY, **overrides)
+
+
+def _this_release(tmp_path: Path, url: str) -> None:
+    """A catalog made and used by this release: its schema, an agency, an audit chain."""
+    h = Hub.open(_db_settings(tmp_path, url))
+    try:
+        h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+    finally:
+        h.close()

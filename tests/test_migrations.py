@@ -347,3 +347,19 @@ def _this_release(tmp_path: Path, url: str) -> None:
         h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
     finally:
         h.close()
+
+
+def test_database_passwords_never_reach_the_output(tmp_path: Path) -> None:
+    """The schema commands and the refusal name the database with its password hidden
+    (the machine's PostgreSQL trusts 127.0.0.1, so the password is carried, not checked)."""
+    secret = "Pw-never-shown-7f3a"
+    with fresh_pg_database() as url:
+        _pre_migration_catalog(url)
+        with_pw = url.replace("postgres@", f"postgres:{secret}@")
+        env = {"BLOCKHUB_CATALOG_URL": with_pw, "BLOCKHUB_AUDIT_KEY": KEY}
+        home = tmp_path / "home"
+        for args in (("agency", "list"), ("db", "upgrade")):  # the refusal, the command
+            done = _blockhub(home, *args, **env)
+            said = done.stdout + done.stderr
+            assert secret not in said, args
+            assert "postgres:***@127.0.0.1" in " ".join(said.split()), args

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -118,6 +120,20 @@ def hub_settings(home: Path, **overrides: Any) -> Settings:
             **overrides,
         }
     return Settings(home=home, bus_poll_s=0.05, **overrides)
+
+
+def blockhub_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    """``blockhub ARGS`` as an operator runs it: a new process, only the ``BLOCKHUB_*``
+    variables given in ``env`` (none inherited from the test's environment)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")}
+    return subprocess.run(
+        [sys.executable, "-c", "from hub.cli import main; main()", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

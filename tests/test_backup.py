@@ -5,10 +5,7 @@ log in another, the lake on disk — backed up with `blockhub backup`, restored 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,22 +14,9 @@ import pyarrow.parquet as pq
 
 from hub.context import Hub
 from hub.settings import Settings
-from tests.conftest import fresh_pg_database, publish_file, ticket_rows
+from tests.conftest import blockhub_cli, fresh_pg_database, publish_file, ticket_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "b" * 40
-
-
-def _blockhub(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")}
-    return subprocess.run(
-        [sys.executable, "-c", "from hub.cli import main; main()", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _env(home: Path, catalog: str, events: str, lake: Path) -> dict[str, str]:
@@ -94,7 +78,7 @@ def test_backup_then_restore_into_an_empty_stack(tmp_path: Path) -> None:
         finally:
             h.close()
 
-        taken = _blockhub("backup", str(tmp_path / "backup"), **env)
+        taken = blockhub_cli("backup", str(tmp_path / "backup"), **env)
         assert taken.returncode == 0, taken.stderr
         assert {p.name for p in (tmp_path / "backup").iterdir()} == {
             "backup.json",
@@ -106,7 +90,7 @@ def test_backup_then_restore_into_an_empty_stack(tmp_path: Path) -> None:
         # The disaster: the lake's disk is gone; the databases are new and empty.
         shutil.move(lake, tmp_path / "lake.lost")
         env2 = _env(tmp_path / "home2", catalog2, events2, lake)
-        restored = _blockhub("restore", str(tmp_path / "backup"), **env2)
+        restored = blockhub_cli("restore", str(tmp_path / "backup"), **env2)
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert "audit chain verifies" in " ".join(restored.stdout.split())
 
@@ -120,7 +104,7 @@ def test_backup_then_restore_into_an_empty_stack(tmp_path: Path) -> None:
             h.close()
 
         # A restore goes into an empty stack only: a second one is refused, nothing written.
-        again = _blockhub("restore", str(tmp_path / "backup"), **env2)
+        again = blockhub_cli("restore", str(tmp_path / "backup"), **env2)
         assert again.returncode == 2
         assert "is not empty" in " ".join(again.stderr.split())
         assert "Traceback" not in again.stderr

@@ -21,7 +21,7 @@ from catalog.schema import SCHEMAS, Schema, SchemaError, head, schema_diff, stat
 from catalog.store import make_engine
 from hub.context import Hub
 from hub.settings import Settings
-from tests.conftest import fresh_pg_database
+from tests.conftest import blockhub_cli, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "k" * 40
@@ -56,15 +56,7 @@ def _state(url: str, schema: str = "catalog") -> tuple[str, str | None]:
 
 
 def _blockhub(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")}
-    return subprocess.run(
-        [sys.executable, "-c", "from hub.cli import main; main()", "--home", str(home), *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return blockhub_cli("--home", str(home), *args, **env)
 
 
 def test_migrations_from_an_empty_database_give_exactly_the_models(db_url: str) -> None:

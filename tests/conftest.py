@@ -136,6 +136,17 @@ def blockhub_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.Com
     )
 
 
+def settings_env(s: Settings) -> dict[str, str]:
+    """The ``BLOCKHUB_*`` variables that make a command open the stack ``s`` names (its
+    home, and its databases and warehouse when they are not the embedded defaults)."""
+    env = {"BLOCKHUB_HOME": str(s.home)}
+    for name in ("catalog_url", "lake_catalog_url", "events_url", "warehouse", "env"):
+        value = getattr(s, name)
+        if value is not None:
+            env[f"BLOCKHUB_{name.upper()}"] = str(value)
+    return env
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return hub_settings(tmp_path / "home")

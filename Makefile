@@ -60,9 +60,10 @@ test: lint typecheck pytest pytest-elsewhen pytest-pg
 # The hub's own state on PostgreSQL instead of the embedded SQLite files: every test hub
 # (the `settings`/`hub` fixtures) gets a fresh database of 127.0.0.1:5432 for its catalog,
 # Iceberg catalog and event log (tests/conftest.py `hub_settings`). `make test` runs the
-# tests of the stores, the catalog API, ingest and the exchange this way (PG_TESTS, ~N min);
-# `make test-pg` runs the whole suite (docs/operations.md, "Deploy on PostgreSQL").
-PG_TESTS = tests/test_migrations.py tests/test_backup.py
+# REST API's and the audit chain's tests this way (PG_TESTS); `make test-pg` runs the whole
+# suite (docs/operations.md, "Deploy on PostgreSQL"; the migration and backup tests make
+# their own PostgreSQL databases in every run).
+PG_TESTS = tests/test_api.py tests/test_audit.py
 pytest-pg: $(STAMP) browser
 	BLOCKHUB_TEST_CATALOG=pg $(BIN)/pytest -q -p no:cacheprovider $(PG_TESTS)
 

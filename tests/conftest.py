@@ -136,6 +136,27 @@ def blockhub_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.Com
     )
 
 
+class CatalogSQL:
+    """Raw SQL on a hub's catalog database, as someone with write access to it has it
+    (behind the hub's back): ``?`` placeholders on SQLite and PostgreSQL alike, the
+    ``execute``/``commit``/``close`` of a sqlite3 connection."""
+
+    def __init__(self, engine: Any) -> None:
+        self._conn = engine.raw_connection()
+        self._pg = engine.dialect.name == "postgresql"
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        cur = self._conn.cursor()
+        cur.execute(sql.replace("?", "%s") if self._pg else sql, params)
+        return cur
+
+    def commit(self) -> None:
+        self._conn.commit()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def settings_env(s: Settings) -> dict[str, str]:
     """The ``BLOCKHUB_*`` variables that make a command open the stack ``s`` names (its
     home, and its databases and warehouse when they are not the embedded defaults)."""

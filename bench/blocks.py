@@ -33,16 +33,23 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
+from catalog.datasets.manifest import load_manifests
 from catalog.errors import Conflict
-from catalog.manifest import load_manifests
-from catalog.store import Principal
+from catalog.identity.store import Principal
 from connectors.duck import connect
-from hub.blocks import Blocks, block_key, block_sql, find_region, region_prefix, region_where
-from hub.context import Hub
-from hub.demo import AGENCIES, MANIFESTS, configure_sources
-from hub.demo_blocks import readings_with_address, write_sources
-from hub.sampleworld import enterprises, hotline_tickets
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
+from hub.demo.blocks import readings_with_address, write_sources
+from hub.demo.sampleworld import enterprises, hotline_tickets
+from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
+from hub.exchange.blocks import (
+    Blocks,
+    block_key,
+    block_sql,
+    find_region,
+    region_prefix,
+    region_where,
+)
 from hub.settings import Settings
 from pipelines.feeds import is_feed
 
@@ -53,7 +60,7 @@ CHUNK = 1_000_000
 def build(hub: Hub, folder: Path, tickets: int, readings: int, companies: int) -> None:
     """Write the sources as Parquet (CSV would only slow the set-up) and ingest them."""
     for agency_id, name in AGENCIES.items():
-        hub.store.upsert_agency(agency_id, name)
+        hub.store.identity.upsert_agency(agency_id, name)
     write_sources(folder, seed=SEED, readings=20, companies=10)  # stations, population
     (folder / "hotline").mkdir(parents=True, exist_ok=True)
     start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -144,7 +151,7 @@ def main() -> None:
         print(f"{len(latest)} datasets, {total:,} rows: " + ", ".join(
             f"{d} {v.total_rows:,}" for d, v in sorted(latest.items())
         ))  # fmt: skip
-        hub.store.upsert_agency("gy_12345", AGENCIES["gy_12345"])
+        hub.store.identity.upsert_agency("gy_12345", AGENCIES["gy_12345"])
         principal = Principal("bench", "gy_12345", "bench", "steward")  # owns the tickets
         blocks = Blocks(hub.exchange, timeout_s=60)
         answer = blocks.region(args.code, principal)  # warm: views, caches, first scans
@@ -179,8 +186,8 @@ def main() -> None:
         token = None
         with serving(hub, port):
             with contextlib.suppress(Conflict):  # a world reused from an earlier run
-                hub.store.create_principal("bench_http", "gy_12345", "bench", "steward")
-            token = hub.store.issue_token("bench_http", ttl=timedelta(hours=1))
+                hub.store.identity.create_principal("bench_http", "gy_12345", "bench", "steward")
+            token = hub.store.identity.issue_token("bench_http", ttl=timedelta(hours=1))
             with httpx.Client(
                 base_url=f"http://127.0.0.1:{port}",
                 headers={"Authorization": f"Bearer {token}"},

@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
-from catalog.manifest import parse_manifest
-from hub.context import Hub
-from hub.server import free_port
+from catalog.datasets.manifest import parse_manifest
+from hub.api.server import free_port
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench"
@@ -81,8 +81,8 @@ def prepare(data: Path, home: Path, masked: bool) -> str:
     """Publish the two tables (once) and return a token of the reader."""
     hub = Hub.open(Settings(home=home))
     try:
-        hub.store.upsert_agency("bench_12345", "bench hotline")
-        hub.store.upsert_agency("bench_other", "bench consumer")
+        hub.store.identity.upsert_agency("bench_12345", "bench hotline")
+        hub.store.identity.upsert_agency("bench_other", "bench consumer")
         # The data folder is the owning agency's file root, as an admin would set it up.
         if hub.sources.sources.get_root("bench_12345", "data") is None:
             hub.sources.sources.add_root(
@@ -100,10 +100,10 @@ def prepare(data: Path, home: Path, masked: bool) -> str:
         agency = "bench_other" if masked else "bench_12345"
         role = "developer" if masked else "steward"
         try:
-            hub.store.get_principal(who)
+            hub.store.identity.get_principal(who)
         except Exception:
-            hub.store.create_principal(who, agency, who, role)
-        return hub.store.issue_token(who, ttl=timedelta(hours=6))
+            hub.store.identity.create_principal(who, agency, who, role)
+        return hub.store.identity.issue_token(who, ttl=timedelta(hours=6))
     finally:
         hub.close()
 

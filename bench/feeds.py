@@ -28,12 +28,13 @@ import httpx
 import paho.mqtt.client as mqtt
 from websockets.sync.client import connect
 
-from catalog.eventlog import EventLog
-from catalog.manifest import parse_manifest
-from hub.context import Hub
-from hub.server import free_port, serving
+from catalog.datasets.manifest import parse_manifest
+from catalog.domain.channels import feed_channel
+from eventlog.sqllog import EventLog
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
-from pipelines.feeds import check_events, feed_channel
+from pipelines.feeds import check_events
 
 COLUMNS = [
     {"name": "station_id", "type": "string"},
@@ -90,9 +91,9 @@ def wait(check: Any, timeout: float) -> float:
 
 def bench_push(root: Path, n: int, batch: int) -> dict[str, float]:
     hub = Hub.open(Settings(home=root / "push", bus_poll_s=0.05))
-    hub.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
-    hub.store.create_principal("hbj", "gy_hbj", "环保局", "steward")
-    token = hub.store.issue_token("hbj", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    hub.store.identity.create_principal("hbj", "gy_hbj", "环保局", "steward")
+    token = hub.store.identity.issue_token("hbj", ttl=timedelta(hours=1))
     m = manifest("aq_push", "push", {"flush_rows": 5000, "flush_seconds": 1})
     hub.store.register_dataset(m)
     data = events(n)
@@ -202,7 +203,7 @@ def bench_mqtt(root: Path, n: int) -> dict[str, float]:
     sub.loop_stop()
 
     hub = Hub.open(Settings(home=root / "mqtt", bus_poll_s=0.05))
-    hub.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    hub.store.identity.upsert_agency("gy_hbj", "贵阳市生态环境局")
     topic = f"bench/{uuid.uuid4().hex[:8]}/hub"
     hub.sources.sources.add_profile(
         "gy_hbj",

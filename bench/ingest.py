@@ -1,6 +1,6 @@
 """Gather benchmark: PostgreSQL → lake, against dlt and the server's own COPY floor.
 
-Loads an N-row 12345 hotline table (hub.sampleworld.hotline_tickets, via COPY) into
+Loads an N-row 12345 hotline table (hub.demo.sampleworld.hotline_tickets, via COPY) into
 the machine's PostgreSQL, then measures in the same run, each in its own process
 (so that peak RSS is that tool's alone):
 
@@ -59,7 +59,7 @@ def load(t: str, rows: int, *, first_id: int = 1, create: bool = True, day0: int
     import psycopg
     import pyarrow.csv as pacsv
 
-    from hub.sampleworld import hotline_tickets
+    from hub.demo.sampleworld import hotline_tickets
 
     with psycopg.connect(DSN, autocommit=True) as conn:
         if create:
@@ -140,14 +140,14 @@ def _manifest(t: str) -> dict[str, Any]:
 
 
 def run_blockhub(t: str, work: Path) -> int:
-    from catalog.manifest import parse_manifest
-    from hub.context import Hub
+    from catalog.datasets.manifest import parse_manifest
+    from hub.assembly.context import Hub
     from hub.settings import Settings
 
     # Registering the dataset is the steward's one-time set-up (dlt's source and pipeline
     # are likewise built before its clock starts); a run opens the hub and ingests.
     setup = Hub.open(Settings(home=work / "blockhub-home"))
-    setup.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+    setup.store.identity.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
     setup.sources.sources.add_profile(
         "gy_12345",
         "hotline_db",
@@ -230,7 +230,7 @@ def child(tool: str, t: str, work: Path) -> None:
         import sqlalchemy.dialects.sqlite  # noqa: F401
 
         import connectors.postgres  # noqa: F401
-        import hub.context  # noqa: F401
+        import hub.assembly.context  # noqa: F401
         from catalog.runtime import settle_heap
 
         settle_heap()  # what the blockhub CLI and the Airflow steps do at start

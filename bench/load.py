@@ -42,10 +42,10 @@ import psutil
 import pyarrow.parquet as pq
 import yaml
 
-from catalog.manifest import parse_manifest
-from hub.context import Hub
-from hub.sampleworld import hotline_tickets
-from hub.server import free_port
+from catalog.datasets.manifest import parse_manifest
+from hub.api.server import free_port
+from hub.assembly.context import Hub
+from hub.demo.sampleworld import hotline_tickets
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
     h = Hub.open(Settings(home=home))
     try:
         for agency, name in AGENCIES.items():
-            h.store.upsert_agency(agency, name)
+            h.store.identity.upsert_agency(agency, name)
         # The owning agency's export folder, beside the home (a root may not overlap it),
         # as an admin gives it (`blockhub source root add`).
         data = home.parent / f"{home.name}-exports"
@@ -96,7 +96,7 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
             rows, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 3, 1, tzinfo=UTC)
         )
         pq.write_table(table, data / "tickets.parquet")
-        doc = yaml.safe_load((ROOT / "hub/demo_world/hotline_tickets.yaml").read_text("utf-8"))
+        doc = yaml.safe_load((ROOT / "hub/demo/world/hotline_tickets.yaml").read_text("utf-8"))
         for ident, sharing in (
             ("tickets_open", {"type": "unconditional"}),
             ("tickets_cond", {"type": "conditional", "conditions": "state the purpose"}),
@@ -121,8 +121,8 @@ def seed(home: Path, rows: int = 20_000) -> dict[str, str]:
                 raise RuntimeError(f"seeding {ident} failed: {run.error}")
         tokens = {}
         for pid, agency, role in PEOPLE:
-            h.store.create_principal(pid, agency, pid, role)
-            tokens[pid] = h.store.issue_token(pid, ttl=timedelta(hours=6))
+            h.store.identity.create_principal(pid, agency, pid, role)
+            tokens[pid] = h.store.identity.issue_token(pid, ttl=timedelta(hours=6))
         record = h.store.get_dataset("tickets_cond")
         g = h.grants.request(
             record,

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from catalog.lake import Lake  # after the path is set
+from catalog.lake.tables import Lake  # after the path is set
 
 ROWS, INCREMENT = 1_000_000, 100_000
 SCHEMA = pa.schema(

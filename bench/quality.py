@@ -3,7 +3,7 @@
     .venv/bin/python bench/quality.py                  # 5,000,000 rows, 3 rounds
     .venv/bin/python bench/quality.py --rows 200000 --rounds 1   # smoke size
 
-Data: ``hub.sampleworld.hotline_tickets`` (seed 20240601), with bad rows injected every
+Data: ``hub.demo.sampleworld.hotline_tickets`` (seed 20240601), with bad rows injected every
 1,000 rows (a mistyped phone, ID number, district, category, latitude, a duplicated ticket
 id, a missing district, an overlong name), staged in the lake exactly as ``extract``
 stages it (zstd Parquet files of up to 4M rows in the Iceberg table's data folder).
@@ -75,9 +75,9 @@ FLOOR_CHECKS = [
 def _manifest() -> object:
     import yaml
 
-    from catalog.manifest import parse_manifest
+    from catalog.datasets.manifest import parse_manifest
 
-    data = yaml.safe_load((ROOT / "hub" / "demo_world" / "hotline_tickets.yaml").read_text())
+    data = yaml.safe_load((ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml").read_text())
     data["quality"] = {"policy": "drop-rows"}
     return parse_manifest(data, file="hotline_tickets.yaml")
 
@@ -94,7 +94,7 @@ def generate(work: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from hub.sampleworld import hotline_tickets
+    from hub.demo.sampleworld import hotline_tickets
 
     manifest = _manifest()
     table = hotline_tickets(
@@ -124,7 +124,7 @@ def generate(work: Path, rows: int) -> None:
     table = table.set_column(0, "ticket_id", dup)
 
     st = _storage(work / "home")
-    st.store.upsert_agency("gy_12345", "贵阳市12345热线")
+    st.store.identity.upsert_agency("gy_12345", "贵阳市12345热线")
     st.store.register_dataset(manifest)
     schema = manifest.arrow_schema
     st.lake.ensure_table(manifest.id, schema, identifier_fields=manifest.primary_key)
@@ -140,7 +140,7 @@ def _files(work: Path) -> list[list[object]]:
 def phase(work: Path, name: str) -> dict[str, float]:
     import duckdb
 
-    from catalog.regions import region_codes_table
+    from catalog.domain.regions import region_codes_table
     from expectations.runner import BatchValidator
     from expectations.suite import load_suite
 
@@ -179,9 +179,9 @@ def phase(work: Path, name: str) -> dict[str, float]:
         out["quarantined"] = quarantined
         out["failed_expectations"] = len(validation.failed)
     else:
-        from catalog.lake import StagedFile
-        from pipelines.ingest import Staged
+        from catalog.lake.tables import StagedFile
         from pipelines.quality import gate
+        from pipelines.staged import Staged
 
         st = _storage(work / "home")
         copies = []
@@ -199,9 +199,9 @@ def phase(work: Path, name: str) -> dict[str, float]:
         out["seconds"] = time.perf_counter() - started
         out["commit_seconds"] = time.perf_counter() - gated_at
         assert gated.quality is not None
-        out["quarantined"] = gated.quality["rows_quarantined"]
+        out["quarantined"] = gated.quality.rows_quarantined
         out["published"] = snap.added_rows
-        assert snap.added_rows + gated.quality["rows_quarantined"] == s.rows_read
+        assert snap.added_rows + gated.quality.rows_quarantined == s.rows_read
         st.close()
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out

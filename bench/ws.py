@@ -189,7 +189,7 @@ async def run_clients(
 def publish(events_url: str, rate: float, duration: float, size: int) -> dict[str, Any]:
     """Append to the hub's event log at ``rate`` for ``duration`` s, then an end marker."""
     sys.path.insert(0, str(ROOT))
-    from catalog.eventlog import open_event_log
+    from eventlog.backend import open_event_log
 
     log = open_event_log(events_url)
     source = {"agency": "bench", "feed": "bench"}
@@ -217,14 +217,14 @@ class Hub:
         self.home, self.port = home, free_port()
         self.events_url = events_url or f"sqlite:///{home / 'events.db'}"
         sys.path.insert(0, str(ROOT))
-        from hub.context import Hub as HubCtx
+        from hub.assembly.context import Hub as HubCtx
         from hub.settings import Settings
 
         h = HubCtx.open(Settings(home=home, events_url=events_url))
-        h.store.upsert_agency("bench", "bench")
+        h.store.identity.upsert_agency("bench", "bench")
         h.register_manifests(ROOT / "bench" / "manifests")
-        h.store.create_principal("bench", "bench", "bench", "operator")
-        self.token = h.store.issue_token("bench", ttl=timedelta(hours=2))
+        h.store.identity.create_principal("bench", "bench", "bench", "operator")
+        self.token = h.store.identity.issue_token("bench", ttl=timedelta(hours=2))
         h.close()
         env = {
             **os.environ,
@@ -366,14 +366,14 @@ def run_hub_case(args: Any, n: int, rate: float) -> dict[str, Any]:
     finally:
         hub.stop()
         if events_url:
-            from catalog.redislog import RedisEventLog
+            from eventlog.redislog import RedisEventLog
 
             RedisEventLog(events_url).delete_all()
 
 
 def catch_up(args: Any, hub: Hub, tmp: str, live_rate: float) -> dict[str, Any]:
     """A client that missed ``args.catchup`` messages replays them; its msg/s vs live."""
-    from catalog.eventlog import open_event_log
+    from eventlog.backend import open_event_log
 
     log = open_event_log(hub.events_url)
     head = log.head(CHANNEL)

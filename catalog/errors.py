@@ -2,7 +2,7 @@
 
 Every error a user can cause or meet is a :class:`HubError` subclass that carries
 its context as attributes.  The HTTP layer maps them to a status code and one
-JSON body (``hub.api.errors``); the CLI prints ``error.message`` and the detail.
+JSON body (``hub.api.common.errors``); the CLI prints ``error.message`` and the detail.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def unavailable(exc: BaseException) -> ServiceUnavailable | None:
 
     Covers SQLAlchemy's connection errors (PostgreSQL refused, shut down, the connection
     lost mid-query; SQLite busy or locked past its timeout), the event log's own
-    :class:`~catalog.eventlog.LogUnavailable`, and redis-py's connection and timeout errors
+    :class:`~eventlog.message.LogUnavailable`, and redis-py's connection and timeout errors
     (a Redis down, restarting or still loading its data)."""
     if isinstance(exc, ServiceUnavailable):
         return exc

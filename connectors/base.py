@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from catalog.errors import ConnectorError
-from catalog.sources import ResolvedSource
+from catalog.sources.store import ResolvedSource
 
 ENTRY_POINT_GROUP = "blockhub.connectors"
 
@@ -39,7 +39,7 @@ class Connector(ABC):
 
     def bind(self, resolved: ResolvedSource) -> None:
         """The source as the hub resolved it from the agency's root or profile
-        (catalog.sources).  File connectors then open only files inside the root, checked
+        (catalog.sources.store).  File connectors then open only files inside the root, checked
         on the open descriptor; the HTTP connector only requests URLs under the profile's
         base.  Called by the ingest flow before anything is read."""
         self.resolved = resolved

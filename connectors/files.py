@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from catalog.errors import ConnectorError, SourceRefused
-from catalog.locations import LocationRefused, is_within, s3_key_problem
+from catalog.sources.locations import LocationRefused, is_within, s3_key_problem
 from connectors.base import Connector, CursorValue
 from connectors.duck import connect, stream
 from connectors.sql import incremental, quote_ident, quote_literal

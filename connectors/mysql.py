@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.errors import ConnectorError
+from catalog.sqltext import quote_ident, quote_literal
 from connectors.base import CursorValue
 from connectors.postgres import PostgresConnector
 
@@ -97,10 +98,10 @@ class MySQLConnector(PostgresConnector):
     def _duck_sql(self, cursor: str | None, since: CursorValue) -> str:
         if self.table and (cursor is None or since is None):
             parts = self.table.split(".")
-            ref = ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+            ref = ".".join(quote_ident(p) for p in parts)
             return f"SELECT * FROM src.{ref}"
-        sql = self._server_sql(cursor, since).replace("'", "''")
-        return f"SELECT * FROM mysql_query('src', '{sql}')"
+        sql = quote_literal(self._server_sql(cursor, since))
+        return f"SELECT * FROM mysql_query('src', {sql})"
 
     def _describe_sql(self) -> str:
         return self._duck_sql(None, None)

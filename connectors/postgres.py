@@ -23,7 +23,7 @@ from connectors.sql import incremental, quote_ident, quote_literal
 
 # A server stream (a query, an incremental read) comes in batches this small: the lake
 # encodes each row group while the next is still being read, so a small increment costs
-# its read plus the encoding of its last group (catalog.lake.row_groups gathers the
+# its read plus the encoding of its last group (catalog.lake.tables.row_groups gathers the
 # batches into row groups again).  The full table's parallel scan keeps ``batch_rows``.
 STREAM_BATCH_ROWS = 16_384
 

@@ -2,7 +2,7 @@
 
 Publishing it through the ordinary ingest flow makes the region dimension a versioned lake
 table (``regions`` in the sample world) that every agency can join in SQL, with its
-source and date in ``catalog/data/README.md``.  No options; use ``mode: replace``.
+source and date in ``catalog/domain/data/README.md``.  No options; use ``mode: replace``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from catalog.regions import region_codes_table
+from catalog.domain.regions import region_codes_table
 from connectors.base import Connector, CursorValue
 
 

@@ -3,8 +3,8 @@
 Each class is a real GX ``ColumnMapExpectation``: defining it registers its snake-case
 name (``expect_column_values_to_be_valid_resident_id`` …) with GX, so suite files can
 use it and GX itself validates and runs it (pandas engine, row by row with the pure
-checkers of :mod:`catalog.identifiers` / :mod:`catalog.regions`).  The hot path does not
-run these methods: :mod:`expectations.sql` compiles the same names to DuckDB SQL, and
+checkers of :mod:`catalog.domain.identifiers` / :mod:`catalog.domain.regions`).  The hot
+path does not run these methods: :mod:`expectations.sql` compiles the same names to DuckDB SQL, and
 ``tests/test_quality_gx.py`` checks that both give the same unexpected counts.
 
 Importing this module imports GX (about 3 s of CPU), so only the suite loader and the
@@ -23,10 +23,10 @@ from great_expectations.expectations.metrics import (
     column_condition_partial,
 )
 
-from catalog.clock import SystemClock
-from catalog.identifiers import is_valid_id_number, is_valid_mobile, is_valid_uscc
-from catalog.regions import region_exists
-from catalog.workdays import beijing_date
+from catalog.domain.clock import SystemClock
+from catalog.domain.identifiers import is_valid_id_number, is_valid_mobile, is_valid_uscc
+from catalog.domain.regions import region_exists
+from catalog.domain.workdays import beijing_date
 
 
 def _valid(check: Callable[[str], bool]) -> Callable[[Any], bool]:
@@ -89,7 +89,7 @@ class ExpectColumnValuesToBeValidUnifiedSocialCreditCode(ColumnMapExpectation):
 
 class ExpectColumnValuesToBeValidGbt2260Code(ColumnMapExpectation):
     """An administrative division code (6 or 12 digits) present in the shipped GB/T 2260
-    list (``catalog/data/gbt2260.csv``)."""
+    list (``catalog/domain/data/gbt2260.csv``)."""
 
     map_metric = "column_values.valid_gbt2260_code"
     success_keys: ClassVar[tuple[str, ...]] = ("mostly",)

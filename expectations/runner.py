@@ -27,10 +27,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from catalog.clock import SystemClock
+from catalog.access.masking import mask_value as catalog_mask
+from catalog.domain.clock import SystemClock
+from catalog.domain.workdays import beijing_date
 from catalog.errors import SuiteInvalid
-from catalog.masking import mask_value as catalog_mask
-from catalog.workdays import beijing_date
 from expectations.sql import BATCH, Check, ident, install, literal, mask_sql
 from expectations.suite import GX_VERSION, Suite
 
@@ -41,7 +41,7 @@ SAMPLE_SIZE = 20
 
 def mask_value(value: Any, pii: str | None) -> Any:
     """A sample value as results keep it: personal data masked with the one set of masks
-    (catalog.masking), the ones every reader's query answers use."""
+    (catalog.access.masking), the ones every reader's query answers use."""
     if pii is None or value is None:
         return value
     return catalog_mask(pii, str(value))
@@ -380,7 +380,7 @@ class BatchValidator:
     def failing_positions(self) -> list[np.ndarray]:
         """Per staged file, the row numbers (ascending) of the rows that broke a failed
         expectation: what ``drop-rows`` leaves out of the published files (position
-        deletes, catalog.deletes).  Read from ``findings`` alone, not from the batch."""
+        deletes, catalog.lake.deletes).  Read from ``findings`` alone, not from the batch."""
         assert self.validation is not None, "validate() first"
         assert not self.has_row_ids, "staged files carry no row ids of their own"
         got = self.con.execute(

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import duckdb
 
-from catalog.errors import SuiteInvalid
-from catalog.identifiers import (
+from catalog.access.masking import normalize_phone_sql, normalize_sql
+from catalog.domain.identifiers import (
     ID_CHECK_CHARS,
     ID_WEIGHTS,
     MIN_BIRTH_DATE,
@@ -31,8 +31,8 @@ from catalog.identifiers import (
     USCC_CHARSET,
     USCC_WEIGHTS,
 )
-from catalog.masking import normalize_phone_sql, normalize_sql
-from catalog.regions import id_prefixes_table, region_codes_table
+from catalog.domain.regions import id_prefixes_table, region_codes_table
+from catalog.errors import SuiteInvalid
 from catalog.sqltext import quote_ident, quote_literal
 
 BATCH = "__bh_batch"
@@ -64,7 +64,7 @@ def macros(today: date) -> list[str]:
     """``CREATE MACRO`` statements for the domain checks (vectorised by DuckDB).
 
     Each validator normalises first, with the SQL generated from the same fold table
-    and prefix pattern as ``catalog.identifiers`` (``catalog.masking.normalize_sql``).
+    and prefix pattern as ``catalog.domain.identifiers`` (``catalog.access.masking.normalize_sql``).
     The check characters are the ISO 7064 MOD 11-2 and GB 32100 MOD 31 sums written
     out over single-character substrings, which DuckDB evaluates column-at-a-time.
     ``today`` (the Beijing date validated on) bounds ID birth dates; the ID prefix check
@@ -91,7 +91,7 @@ def macros(today: date) -> list[str]:
         "CREATE OR REPLACE MACRO bh_uscc_ok(s) AS bh_uscc_canon_ok(bh_norm(s))",
         f"CREATE OR REPLACE MACRO bh_mobile_ok(s) AS "
         f"regexp_full_match(bh_phone_norm(s), '{MOBILE_RE}')",
-        # catalog.regions.normalize_code: a 12-digit county-or-above code maps to 6 digits.
+        # catalog.domain.regions.normalize_code: a 12-digit county-or-above code maps to 6 digits.
         "CREATE OR REPLACE MACRO bh_region_key(s) AS (CASE WHEN length(trim(s)) = 12 "
         "AND trim(s)[7:12] = '000000' THEN trim(s)[1:6] ELSE trim(s) END)",
     ]

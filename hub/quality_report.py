@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from catalog.quality import QualityResult
+from catalog.datasets.quality import QualityResult
 from pipelines.freshness import FreshnessStatus
 
 _STYLE = """

@@ -4,7 +4,7 @@ It runs on every conformed batch between reading and staging (``extract``), and 
 additive: a dataset without block keys passes through untouched.
 
 - An ``address`` block key gets a derived lake column ``<column>_region_code`` holding the
-  GB/T 2260 code the address resolves to (:func:`catalog.addresses.resolve_address`), or
+  GB/T 2260 code the address resolves to (:func:`catalog.domain.addresses.resolve_address`), or
   null.  Non-empty addresses that do not resolve are counted per column and reported in
   the run; they are never guessed.
 - For every region-like key (region codes and resolved addresses) the step counts the
@@ -19,9 +19,9 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.addresses import resolve_address
-from catalog.manifest import Manifest
-from catalog.regions import normalize_code
+from catalog.datasets.manifest import Manifest
+from catalog.domain.addresses import resolve_address
+from catalog.domain.regions import normalize_code
 
 MAX_REGIONS_IN_EVENT = 500
 """Beyond this many distinct codes an increment's counts are rolled up (township → county

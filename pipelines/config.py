@@ -16,14 +16,15 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
-from catalog.audit import AuditLog
-from catalog.auditseal import AuditKeys
+from catalog.audit.log import AuditLog
+from catalog.audit.seal import AuditKeys
+from catalog.datasets.store import CatalogStore
+from catalog.db import make_engine
 from catalog.errors import ConfigError
-from catalog.eventlog import LogBackend, open_event_log
-from catalog.lake import Lake
-from catalog.schema import adopt_with, ensure_schema
-from catalog.sources import Protected, SourceGuard, SourceStore, protected_places
-from catalog.store import CatalogStore, make_engine
+from catalog.lake.tables import Lake
+from catalog.sources.store import Protected, SourceGuard, SourceStore, protected_places
+from eventlog.backend import LogBackend, open_event_log
+from pipelines.schema import adopt_with, ensure_schema
 
 MIN_KEY_CHARS = 32
 
@@ -87,7 +88,7 @@ class StorageSettings(BaseSettings):
         return self.events_url or f"sqlite:///{self.home / 'events.db'}"
 
     def protected(self) -> Protected:
-        """The hub's own places, never a source (catalog.sources): the home folder, the
+        """The hub's own places, never a source (catalog.sources.store): the home folder, the
         lake, the database files and the databases named by URL."""
         return protected_places(
             home=str(self.home),
@@ -166,7 +167,7 @@ class StorageSettings(BaseSettings):
 
     def check_schemas(self, catalog_engine: Engine, keys: AuditKeys) -> None:
         """The catalog's (and a SQL event log's) schema against this code, before anything
-        is created (catalog.schema): an older schema is upgraded in development and refused
+        is created (pipelines.schema): an older schema is upgraded in development and refused
         in production, naming ``blockhub db upgrade``."""
         auto = not self.production
         ensure_schema(catalog_engine, "catalog", auto_upgrade=auto, adopt=adopt_with(keys))

@@ -24,23 +24,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.store import CatalogStore, Version
+from catalog.domain.channels import feed_channel
 from catalog.errors import CommitUnsettled, HubError, InvalidRequest, ManifestError, unavailable
-from catalog.eventlog import Message, Publisher
-from catalog.lake import Lake
-from catalog.manifest import Manifest
-from catalog.sources import source_problems
-from catalog.store import CatalogStore, Version
-from pipelines.ingest import Staged, announce, publish, version_event
+from catalog.lake.tables import Lake
+from catalog.sources.store import source_problems
+from eventlog.message import Message, Publisher
+from pipelines.ingest import publish
+from pipelines.notify import announce, version_event
+from pipelines.staged import Staged
 
 log = logging.getLogger(__name__)
 
 FEED_CONNECTORS = ("mqtt", "push")
 EVENT_TYPE = "feed.event"
 MAX_EVENTS_PER_BATCH = 10_000
-
-
-def feed_channel(feed_id: str) -> str:
-    return f"feed:{feed_id}"
 
 
 def is_feed(manifest: Manifest) -> bool:
@@ -64,7 +63,7 @@ def feed_options(manifest: Manifest, *, file: str | None = None) -> FeedOptions:
     """The feed options of a manifest; a :class:`ManifestError` names the file and field."""
     where = file or f"<dataset {manifest.id}>"
     # The broker and its credentials are the agency's connection profile's
-    # (catalog.sources): a manifest naming its own is refused with that reason.
+    # (catalog.sources.store): a manifest naming its own is refused with that reason.
     located = [p for p in source_problems(manifest) if p["field"].startswith("source.options.")]
     if located:
         raise ManifestError(where, located)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog.eventlog import Publisher
+from catalog.datasets.quality import QualityStore
+from catalog.datasets.store import CatalogStore, DatasetRecord, Version
+from catalog.domain.channels import dataset_channel
 from catalog.outbox import Event
-from catalog.quality import QualityStore
-from catalog.store import CatalogStore, DatasetRecord, Version
-from pipelines.ingest import announce, dataset_channel
+from eventlog.message import Publisher
+from pipelines.notify import announce
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def check_freshness(
     now: datetime | None = None,
 ) -> list[FreshnessStatus]:
     """Check every dataset; announce the ones that just turned stale."""
-    qstore = quality or QualityStore(store.engine)
+    qstore = quality or store.quality
     latest = store.latest_versions()
     statuses = []
     for record in store.list_datasets():

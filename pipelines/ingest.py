@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.store import CatalogStore, Run, Version
 from catalog.errors import (
     CommitUnsettled,
     ConnectorError,
@@ -30,80 +31,20 @@ from catalog.errors import (
     SourceRefused,
     unavailable,
 )
-from catalog.eventlog import Publisher
-from catalog.lake import Lake, StagedFile
-from catalog.manifest import Manifest
-from catalog.outbox import Event
-from catalog.sources import ResolvedSource, SourceGuard
-from catalog.store import CatalogStore, Run, RunStatus, Version
-from connectors.base import Connector, CursorValue, cursor_value, get_connector
+from catalog.lake.tables import Lake
+from catalog.sources.store import ResolvedSource, SourceGuard
+from catalog.vocabulary import RunStatus
+from connectors.base import Connector, get_connector
+from connectors.incremental import Incremental
+from eventlog.message import Publisher
 from pipelines.blockkeys import BlockKeyStep
+from pipelines.notify import announce, version_event
+from pipelines.quality import gate
+from pipelines.staged import Staged
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class Staged:
-    """What ``extract`` hands to ``publish``: staged files and the cursor they reach."""
-
-    dataset_id: str
-    run_id: str
-    files: list[StagedFile]
-    rows_read: int
-    cursor: CursorValue
-    previous_cursor: CursorValue
-    seconds: float = 0.0
-    bytes_written: int = field(default=0)
-    unresolved: dict[str, int] = field(default_factory=dict)
-    """Non-empty addresses per address key column that did not resolve to a region."""
-    regions: dict[str, int] = field(default_factory=dict)
-    """Rows of the increment per region code (block keys), for block channels."""
-    quality: dict[str, Any] | None = None
-    """The quality gate's summary once the batch was validated (pipelines.quality)."""
-    state: Any = None
-    base_snapshot: int | None = None
-    """The table's snapshot when the run read its cursor: the commit must still find it."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset_id": self.dataset_id,
-            "run_id": self.run_id,
-            "files": [f.to_list() for f in self.files],
-            "rows_read": self.rows_read,
-            "cursor": self.cursor,
-            "previous_cursor": self.previous_cursor,
-            "base_snapshot": self.base_snapshot,
-            "seconds": self.seconds,
-            "unresolved": self.unresolved,
-            "regions": self.regions,
-            "quality": self.quality,
-            "state": self.state,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Staged:
-        files = [StagedFile.from_list(f) for f in d["files"]]
-        return cls(
-            dataset_id=d["dataset_id"],
-            run_id=d["run_id"],
-            files=files,
-            rows_read=int(d["rows_read"]),
-            cursor=d["cursor"],
-            previous_cursor=d["previous_cursor"],
-            seconds=float(d.get("seconds", 0.0)),
-            bytes_written=sum(f.bytes for f in files),
-            unresolved=dict(d.get("unresolved") or {}),
-            regions=dict(d.get("regions") or {}),
-            quality=d.get("quality"),
-            state=d.get("state"),
-            base_snapshot=d.get("base_snapshot"),
-        )
-
-    def details(self) -> dict[str, Any]:
-        """What the run reports beyond its counts (empty when there is nothing to say)."""
-        return {"unresolved_addresses": self.unresolved} if self.unresolved else {}
 
 
 def target_schema(manifest: Manifest, source: pa.Schema) -> pa.Schema:
@@ -242,8 +183,7 @@ def _extract(
             connector.resume(current.state)
         since = previous if incremental else None
         cursor_col = src.cursor
-        high: list[CursorValue] = [previous if incremental else None]
-        counted = [0]
+        cursor = Incremental(cursor_col, start_value=since)
         boundary = _Boundary(manifest, lake, schema, since) if since is not None else None
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -258,13 +198,7 @@ def _extract(
                     if batch.num_rows == 0:
                         continue
                 batch = keys.apply(batch)
-                if cursor_col is not None:
-                    top = pc.max(batch.column(batch.schema.get_field_index(cursor_col))).as_py()
-                    if top is not None:
-                        value = cursor_value(top)
-                        if high[0] is None or _greater(value, high[0]):
-                            high[0] = value
-                counted[0] += batch.num_rows
+                cursor.observe(batch)
                 if progress is not None:
                     progress(batch.num_rows)
                 yield batch
@@ -277,8 +211,8 @@ def _extract(
         dataset_id=manifest.id,
         run_id=run_id,
         files=files,
-        rows_read=counted[0],
-        cursor=high[0],
+        rows_read=cursor.rows,
+        cursor=cursor.last_value,
         previous_cursor=previous,
         base_snapshot=current.snapshot_id if current is not None else None,
         seconds=time.perf_counter() - started,
@@ -352,12 +286,6 @@ class _Boundary:
         return both.combine_chunks().to_batches()[0] if both.num_rows else batch.slice(0, 0)
 
 
-def _greater(a: CursorValue, b: CursorValue) -> bool:
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a > b
-    return str(a) > str(b)
-
-
 def publish(
     staged: Staged, manifest: Manifest, *, lake: Lake, store: CatalogStore
 ) -> Version | None:
@@ -391,7 +319,7 @@ def publish(
             run_id=staged.run_id,
             cursor=snap.cursor,
             committed_at=snap.committed_at,
-            events=lambda v: [version_event(v, manifest, staged.regions, staged.quality)],
+            events=lambda v: [version_event(v, manifest, staged.regions, _summary(staged))],
         )
     except Exception as e:
         if unavailable(e) is None:
@@ -399,60 +327,8 @@ def publish(
         raise CommitUnsettled(manifest.id, staged.run_id) from e
 
 
-def dataset_channel(dataset_id: str) -> str:
-    return f"dataset:{dataset_id}"
-
-
-def version_event(
-    version: Version,
-    manifest: Manifest,
-    regions: Mapping[str, int] | None = None,
-    quality: Mapping[str, Any] | None = None,
-) -> Event:
-    """The ``dataset.updated`` announcing a committed version on the dataset's channel, with
-    the quality gate's summary and, for datasets with block keys, the rows added per region
-    code (which lets block channels route it)."""
-    data: dict[str, Any] = {
-        "dataset": manifest.id,
-        "version": version.version,
-        "snapshot_id": str(version.snapshot_id),
-        "rows_added": version.rows_added,
-        "total_rows": version.total_rows,
-        "committed_at": version.committed_at.isoformat(),
-        "run_id": version.run_id,
-    }
-    if regions:
-        data["regions"] = dict(regions)
-    if quality is not None:
-        data["quality"] = dict(quality)
-    return Event(
-        dataset_channel(manifest.id),
-        "dataset.updated",
-        data,
-        {"agency": manifest.agency, "dataset": manifest.id, "version": version.version},
-        ref=f"version:{manifest.id}:{version.version}",
-    )
-
-
-def announce(store: CatalogStore, publisher: Publisher | None) -> None:
-    """Publish what the catalog's outbox holds (the events of what was just committed, and
-    any left from before), best effort: what the log does not take now stays in the outbox
-    until the next drain — a serving hub's, or the next run's.  Never raises: the commit
-    these events belong to has happened, whatever the log's state."""
-    if publisher is None:
-        return
-    try:
-        drained = store.outbox.drain(publisher)
-    except Exception as e:
-        log.warning("events not published yet (%s); they wait in the catalog's outbox", e)
-        return
-    if drained.error is not None:
-        log.warning(
-            "event log unavailable (%s): %s event(s) wait in the catalog's outbox; a serving "
-            "hub publishes them once the log is back",
-            drained.error,
-            "some" if drained.pending < 0 else drained.pending,
-        )
+def _summary(staged: Staged) -> Mapping[str, Any] | None:
+    return None if staged.quality is None else staged.quality.summary
 
 
 def reconcile(
@@ -689,17 +565,14 @@ def _run(
             prepared=prepared,
         )
         if manifest.expectations is not None:
-            # Imported here: pipelines.quality builds on this module's Staged.
-            from pipelines.quality import blocked_message, gate
-
             staged = gate(staged, manifest, lake=lake, store=store, suites_dir=suites_dir)
-            if staged.quality is not None and staged.quality["status"] == "blocked":
+            if staged.quality is not None and staged.quality.blocked:
                 return _finish(
                     store,
                     run,
                     "failed",
                     rows_read=staged.rows_read,
-                    error=blocked_message(staged.quality),
+                    error=staged.quality.message(),
                 )
         version = publish(staged, manifest, lake=lake, store=store)
     except CommitUnsettled as e:

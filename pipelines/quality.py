@@ -6,12 +6,12 @@
 - ``warn``: the staged files, flagged (status ``warned``, a ``quality.failed`` event);
 - ``drop-rows``: the rows that broke a failed expectation go to a quarantine file; the
   staged files are published with Iceberg position-delete files that leave those rows
-  out (catalog.deletes), so the passing rows are not written again;
+  out (catalog.lake.deletes), so the passing rows are not written again;
 - ``block``: the whole batch goes to quarantine and nothing is published; the table
   stays at its last good version and its cursor does not move.
 
 Every run's result (each expectation, observed value, unexpected count, a masked sample)
-is stored in the catalog (:class:`catalog.quality.QualityStore`).  Quarantine files live
+is stored in the catalog (:class:`catalog.datasets.quality.QualityStore`).  Quarantine files live
 next to the table's data, under ``<table>/quarantine/``.
 """
 
@@ -26,16 +26,19 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.quality import QualityResult, QualityStore
+from catalog.datasets.store import CatalogStore
+from catalog.domain.channels import dataset_channel
 from catalog.errors import SuiteInvalid
-from catalog.eventlog import Publisher
-from catalog.lake import Lake, StagedFile
-from catalog.manifest import Manifest
+from catalog.lake.tables import Lake, StagedFile
 from catalog.outbox import Event
-from catalog.quality import GateStatus, QualityResult, QualityStore
-from catalog.store import CatalogStore
+from catalog.vocabulary import GateStatus
+from eventlog.message import Publisher
 from expectations.runner import BatchValidator, Validation
 from expectations.suite import load_suite
-from pipelines.ingest import Staged, announce, dataset_channel
+from pipelines.notify import announce
+from pipelines.staged import GateOutcome, Staged
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +58,12 @@ def quarantine_dir(lake: Lake, dataset_id: str) -> Path:
     return local_path(lake.table(dataset_id).location()) / "quarantine"
 
 
-def quality_store(store: CatalogStore) -> QualityStore:
-    return QualityStore(store.engine, audit=store.audit)
+_FAILED: dict[str, GateStatus] = {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}
+"""The gate's status for a failed validation, by the manifest's policy."""
 
 
 def _status(policy: str, validation: Validation) -> GateStatus:
-    if validation.success:
-        return "passed"
-    return {"warn": "warned", "drop-rows": "dropped", "block": "blocked"}[policy]  # type: ignore[return-value]
+    return "passed" if validation.success else _FAILED[policy]
 
 
 def gate(
@@ -80,7 +81,7 @@ def gate(
     ``publisher`` the outbox is drained at once (the ingest run drains after its commit)."""
     if manifest.expectations is None or not staged.files:
         return staged
-    qstore = quality or quality_store(store)
+    qstore = quality or store.quality
     suite = load_suite(manifest.expectations, suites_dir)
     policy = manifest.quality.policy
     files = [str(local_path(f.path)) for f in staged.files]
@@ -170,7 +171,7 @@ def gate(
         staged,
         files=result_files,
         bytes_written=sum(f.bytes for f in result_files),
-        quality=summary,
+        quality=GateOutcome(status, summary),
     )
 
 
@@ -184,11 +185,3 @@ def _supersede(qstore: QualityStore, dataset_id: str, previous_cursor: Any) -> N
     for b in qstore.batches(dataset_id, status="held"):
         if b.previous_cursor == previous_cursor and b.origin is None:
             qstore.set_batch_status(b.id, "superseded")
-
-
-def blocked_message(quality: dict[str, Any]) -> str:
-    failed = ", ".join(quality.get("failed_expectations", []))
-    return (
-        f"quality gate blocked the batch: {quality['rows_quarantined']:,} row(s) quarantined "
-        f"in batch {quality['quarantine_batch']} ({failed})"
-    )

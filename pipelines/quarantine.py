@@ -16,19 +16,20 @@ from typing import Any
 
 import duckdb
 
-from catalog.access import Access
-from catalog.disclosure import disclose_record
+from catalog.access.disclosure import disclose_record
+from catalog.access.effective import Access
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.quality import QualityStore, QuarantineAction, QuarantineBatch
+from catalog.datasets.store import CatalogStore
 from catalog.errors import CommitUnsettled, Conflict, unavailable
-from catalog.eventlog import Publisher
-from catalog.lake import Lake
-from catalog.manifest import Manifest
-from catalog.quality import QualityStore, QuarantineAction, QuarantineBatch
-from catalog.store import CatalogStore
+from catalog.lake.tables import Lake
+from connectors.incremental import greater
+from eventlog.message import Publisher
 from expectations.runner import FAILED, ROW_ID, BatchValidator
 from expectations.sql import ident, literal
 from expectations.suite import load_suite
-from pipelines.ingest import _greater, announce, version_event
-from pipelines.quality import quality_store, quarantine_dir
+from pipelines.notify import announce, version_event
+from pipelines.quality import quarantine_dir
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def quarantine_rows(
     """Rows of a batch with their row id and failed rules, as ``access`` (the viewer's
     access to the dataset) shows them: the owner's stewards see them as they came in,
     anyone else (an admin) with personal data masked and only the columns it may see —
-    by the same rule as every other outbound path (catalog/disclosure.py)."""
+    by the same rule as every other outbound path (catalog/access/disclosure.py)."""
     if not Path(batch.path).exists():
         return []
     con = duckdb.connect()
@@ -88,7 +89,7 @@ def release(
     note: str | None = None,
 ) -> ReleaseOutcome:
     """Re-validate a held batch and publish what passes (everything with ``force``)."""
-    qstore = quality_store(store)
+    qstore = store.quality
     batch = _held(qstore, batch_id, manifest.id)
     run = store.start_run(manifest.id, f"release:{principal}")
     suite = load_suite(manifest.expectations or "", suites_dir) if manifest.expectations else None
@@ -141,7 +142,7 @@ def release(
         current = lake.current(manifest.id)
         cursor = current.cursor if current else None
         # A blocked batch never moved the cursor; publishing it moves the cursor past it.
-        if batch.policy == "block" and (cursor is None or _greater(batch.cursor, cursor)):
+        if batch.policy == "block" and (cursor is None or greater(batch.cursor, cursor)):
             cursor = batch.cursor
         snap = lake.commit(
             manifest.id,
@@ -201,7 +202,7 @@ def discard(
     note: str | None = None,
 ) -> QuarantineAction:
     """Drop a held batch for good; the action and its row count are recorded."""
-    qstore = quality_store(store)
+    qstore = store.quality
     batch = _held(qstore, batch_id, manifest.id)
     action = qstore.record_action(
         batch,

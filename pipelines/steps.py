@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from catalog.datasets.manifest import Manifest, load_manifest
 from catalog.errors import CommitUnsettled, HubError
-from catalog.manifest import Manifest, load_manifest
 from catalog.runtime import settle_heap
 from pipelines.config import Storage, StorageSettings
-from pipelines.ingest import Staged, extract, publish, reconcile
-from pipelines.quality import blocked_message, gate
+from pipelines.ingest import extract, publish, reconcile
+from pipelines.quality import gate
+from pipelines.staged import Staged
 
 #: How long a run waits, held by no process, between two Airflow tasks before anyone may
 #: take it for interrupted (a task that takes it on renews its lease as it works).
@@ -66,7 +67,7 @@ def validate_step(
     """Run the quality gate on what was staged; returns what publish should commit.
 
     A blocked batch finishes the run as failed here (its rows are in quarantine) and
-    comes back with ``quality.status == "blocked"`` and no files.
+    comes back with a blocked :class:`~pipelines.staged.GateOutcome` and no files.
     """
     manifest, st = _open(manifest_path, settings)
     s = Staged.from_dict(staged)
@@ -85,9 +86,9 @@ def validate_step(
             st.lake.discard(s.files)
             _fail(st, s.run_id, e)
             raise
-        if gated.quality is not None and gated.quality["status"] == "blocked":
+        if gated.quality is not None and gated.quality.blocked:
             st.store.finish_run(
-                s.run_id, "failed", rows_read=s.rows_read, error=blocked_message(gated.quality)
+                s.run_id, "failed", rows_read=s.rows_read, error=gated.quality.message()
             )
         else:
             st.store.hand_over(s.run_id, HANDOVER_S)
@@ -101,7 +102,7 @@ def publish_step(
 ) -> dict[str, Any] | None:
     """Commit what was staged; returns the new version, or None when nothing was new."""
     s = Staged.from_dict(staged)
-    if s.quality is not None and s.quality["status"] == "blocked":
+    if s.quality is not None and s.quality.blocked:
         return None  # validate_step already recorded the run as failed
     manifest, st = _open(manifest_path, settings)
     try:
@@ -129,7 +130,8 @@ def publish_step(
             version=version.version,
             details=s.details(),
         )
-        return {**version.to_dict(), "regions": s.regions, "quality": s.quality}
+        quality = None if s.quality is None else s.quality.to_dict()
+        return {**version.to_dict(), "regions": s.regions, "quality": quality}
     finally:
         st.close()
 

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.manifest import Manifest, parse_manifest
-from hub.context import Hub
-from hub.server import free_port, serving
+from catalog.datasets.manifest import Manifest, parse_manifest
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -76,8 +76,8 @@ def _new_pg_database() -> str:
     migrated once (`CREATE DATABASE … TEMPLATE`, ~1.2 s less per hub than making the
     tables each time; the hub still checks and opens it as any other)."""
     if not _template:
-        from catalog.schema import upgrade
-        from catalog.store import make_engine
+        from catalog.db import make_engine
+        from pipelines.schema import upgrade
 
         name = f"t_tpl_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(_PG_ADMIN, autocommit=True) as conn:
@@ -176,9 +176,9 @@ def settings(tmp_path: Path) -> Settings:
 def _agencies(h: Hub) -> Hub:
     """The sample agencies, and the hotline's database profile that
     :func:`manifest_dict`'s default source names."""
-    h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
-    h.store.upsert_agency("gy_dsj", "贵阳市大数据发展管理局")
-    h.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    h.store.identity.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+    h.store.identity.upsert_agency("gy_dsj", "贵阳市大数据发展管理局")
+    h.store.identity.upsert_agency("gy_hbj", "贵阳市生态环境局")
     pg_profile(h, "gy_12345", name="hotline_db")
     return h
 
@@ -201,8 +201,8 @@ def tokens(hub: Hub) -> dict[str, str]:
     ]
     out = {}
     for pid, agency, role in people:
-        hub.store.create_principal(pid, agency, pid, role)
-        out[pid] = hub.store.issue_token(pid, ttl=timedelta(hours=1))
+        hub.store.identity.create_principal(pid, agency, pid, role)
+        out[pid] = hub.store.identity.issue_token(pid, ttl=timedelta(hours=1))
     return out
 
 
@@ -484,7 +484,7 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
     no grants."""
     import pyarrow.parquet as pq
 
-    from hub.sampleworld import hotline_tickets
+    from hub.demo.sampleworld import hotline_tickets
 
     table = hotline_tickets(
         300, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 2, 1, tzinfo=UTC)
@@ -494,7 +494,7 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
     pq.write_table(table, exports / "world.parquet")
     source = file_source(hub, exports, "world.parquet")
     yaml_doc = yaml.safe_load(
-        (Path(__file__).parent.parent / "hub/demo_world/hotline_tickets.yaml").read_text("utf-8")
+        (Path(__file__).parent.parent / "hub/demo/world/hotline_tickets.yaml").read_text("utf-8")
     )
     for ident, (sharing, classification) in EXCHANGE_DATASETS.items():
         m = parse_manifest(
@@ -508,9 +508,12 @@ def build_exchange_world(hub: Hub, tokens: dict[str, str], folder: Path) -> Exch
         )
         hub.register(m, file=f"<{ident}>")
         assert hub.ingest(ident).status == "succeeded"
-    hub.store.upsert_agency("gy_jyj", "贵阳市教育局")
-    hub.store.create_principal("stranger", "gy_jyj", "stranger", "developer")
-    tokens = {**tokens, "stranger": hub.store.issue_token("stranger", ttl=timedelta(hours=1))}
+    hub.store.identity.upsert_agency("gy_jyj", "贵阳市教育局")
+    hub.store.identity.create_principal("stranger", "gy_jyj", "stranger", "developer")
+    tokens = {
+        **tokens,
+        "stranger": hub.store.identity.issue_token("stranger", ttl=timedelta(hours=1)),
+    }
     record = hub.store.get_dataset("t_cond")
     g = hub.grants.request(
         record,
@@ -538,8 +541,8 @@ def exchange_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchang
               ("operator", "gy_dsj", "operator"), ("developer", "gy_hbj", "developer")]  # fmt: skip
     toks = {}
     for pid, agency, role in people:
-        h.store.create_principal(pid, agency, pid, role)
-        toks[pid] = h.store.issue_token(pid, ttl=timedelta(hours=1))
+        h.store.identity.create_principal(pid, agency, pid, role)
+        toks[pid] = h.store.identity.issue_token(pid, ttl=timedelta(hours=1))
     try:
         yield build_exchange_world(h, toks, folder)
     finally:

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from hub.server import free_port
+from hub.api.server import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from hub.sampleworld import hotline_tickets
+from hub.demo.sampleworld import hotline_tickets
 
 START = datetime(2024, 6, 1, tzinfo=UTC)
 END = datetime(2024, 6, 8, tzinfo=UTC)

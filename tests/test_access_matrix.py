@@ -1,4 +1,4 @@
-"""The access matrix, generated from the one list of outbound paths (hub/outbound.py):
+"""The access matrix, generated from the one list of outbound paths (hub/api/outbound.py):
 roles × sharing types × paths.  Each cell sends the path's request (or subscribes to its
 channel) as the role and asserts that nothing forbidden leaves: no row outside the
 reader's row filter, no column outside its grant, no raw value of a masked column, no
@@ -10,7 +10,7 @@ channel) owned by gy_12345, every value a canary named after ``s`` — so that a
 listing several datasets (alerts, orders) is judged per dataset.  Rows in district
 520102 are inside the row-filter grant, rows in 520103 outside.
 
-A route or websocket channel kind that exists but is not in hub/outbound.py fails
+A route or websocket channel kind that exists but is not in hub/api/outbound.py fails
 :func:`test_every_route_and_channel_kind_is_in_the_outbound_list`.
 """
 
@@ -32,17 +32,17 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Mount, Route
 
-from catalog.manifest import parse_manifest
-from catalog.masking import mask_value
-from catalog.store import Principal
-from hub import dispatch
-from hub.alert_rules import Rule
-from hub.alerts import AlertEngine
+from catalog.access.masking import mask_value
+from catalog.datasets.manifest import parse_manifest
+from catalog.domain.channels import CHANNEL_KINDS
+from catalog.identity.store import Principal
 from hub.api.app import create_app
-from hub.channels import CHANNEL_KINDS
-from hub.context import Hub
-from hub.outbound import PATHS, Outbound, channel_kinds, routes
-from hub.server import free_port, serving
+from hub.api.outbound import PATHS, Outbound, channel_kinds, routes
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
+from hub.live import dispatch
+from hub.live.alert_rules import Rule
+from hub.live.alerts import AlertEngine
 from hub.settings import Settings
 from tests.conftest import file_source
 from tests.wsclient import WS
@@ -230,11 +230,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("matrix")
     hub = Hub.open(Settings(home=folder / "home", bus_poll_s=0.05))
     for agency in {a for _, a, _ in ROLES.values()}:
-        hub.store.upsert_agency(agency, agency)
+        hub.store.identity.upsert_agency(agency, agency)
     tokens = {}
     for role, (pid, agency, platform) in ROLES.items():
-        hub.store.create_principal(pid, agency, pid, platform)
-        tokens[role] = hub.store.issue_token(pid, ttl=timedelta(hours=2))
+        hub.store.identity.create_principal(pid, agency, pid, platform)
+        tokens[role] = hub.store.identity.issue_token(pid, ttl=timedelta(hours=2))
     ids: dict[str, str] = {}
     for s in SHARING:
         table = pa.Table.from_pylist(rows_of(s))
@@ -380,8 +380,8 @@ def test_every_route_and_channel_kind_is_in_the_outbound_list(tmp_path: Path) ->
                 missing.append(f"GET {r.path}")
         else:
             missing.append(repr(r))
-    assert not missing, f"outbound paths missing from hub/outbound.py: {missing}"
-    assert set(CHANNEL_KINDS) == channel_kinds(), "a channel kind is not in hub/outbound.py"
+    assert not missing, f"outbound paths missing from hub/api/outbound.py: {missing}"
+    assert set(CHANNEL_KINDS) == channel_kinds(), "a channel kind is not in hub/api/outbound.py"
     for p in PATHS:
         assert p.enforces.strip(), f"{p.name} says nothing about what it enforces"
         if p.carries in ("values", "counts") and p.kind == "channel":

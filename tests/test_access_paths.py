@@ -1,6 +1,6 @@
-"""Outbound paths the matrix world cannot reach (hub/outbound.py names them): a feed's
+"""Outbound paths the matrix world cannot reach (hub/api/outbound.py names them): a feed's
 intake counts, quarantine rows, quality samples, run errors — each through the one rule
-of catalog/disclosure.py."""
+of catalog/access/disclosure.py."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catalog.access import Access
-from catalog.disclosure import disclose_run, scrub_message
-from catalog.manifest import Manifest
-from catalog.masking import mask_value
-from catalog.quality import QuarantineBatch
+from catalog.access.disclosure import disclose_run, scrub_message
+from catalog.access.effective import Access
+from catalog.access.masking import mask_value
+from catalog.datasets.manifest import Manifest
+from catalog.datasets.quality import QuarantineBatch
 from expectations.runner import mask_value as sample_mask
-from hub.context import Hub
+from hub.assembly.context import Hub
 from pipelines.quarantine import quarantine_rows
 
 

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.addresses import resolve_address
+from catalog.datasets.manifest import Manifest, parse_manifest
+from catalog.domain.addresses import resolve_address
 from catalog.errors import ManifestError
-from catalog.manifest import Manifest, parse_manifest
-from catalog.store import Principal
-from hub.context import Hub
+from catalog.identity.store import Principal
+from hub.assembly.context import Hub
 from pipelines.blockkeys import rollup
 from tests.conftest import file_source, manifest_dict
 

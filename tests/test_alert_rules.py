@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catalog.manifest import Manifest
-from hub.alert_rules import AlertRulesError, load_rules
-from hub.alerts import AlertEngine
-from hub.context import Hub
-from hub.dispatch import EVENT_TYPES
+from catalog.datasets.manifest import Manifest
+from hub.assembly.context import Hub
+from hub.live.alert_rules import AlertRulesError, load_rules
+from hub.live.alerts import AlertEngine
+from hub.live.dispatch import EVENT_TYPES
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.api.app import create_app
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import publish_file
 
 
@@ -63,12 +63,12 @@ def test_every_endpoint_needs_a_token(client: TestClient, method: str, path: str
 def test_revoked_and_expired_tokens_are_refused(client: TestClient, hub: Hub) -> None:
     from datetime import timedelta
 
-    token = hub.store.issue_token("developer", ttl=timedelta(hours=1))
+    token = hub.store.identity.issue_token("developer", ttl=timedelta(hours=1))
     assert client.get("/v1/datasets", headers=auth(token)).status_code == 200
-    hub.store.revoke_token(token.split("_")[1])
+    hub.store.identity.revoke_token(token.split("_")[1])
     r = client.get("/v1/datasets", headers=auth(token))
     assert r.status_code == 401 and "revoked" in r.json()["error"]
-    expired = hub.store.issue_token("developer", ttl=timedelta(seconds=-1))
+    expired = hub.store.identity.issue_token("developer", ttl=timedelta(seconds=-1))
     r = client.get("/v1/datasets", headers=auth(expired))
     assert r.status_code == 401 and "expired" in r.json()["error"]
 

@@ -30,10 +30,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from hub import dispatch
 from hub.api.app import create_app
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
+from hub.live import dispatch
 from hub.settings import Settings
 from tests.conftest import build_exchange_world, fresh_pg_database
 
@@ -103,7 +103,7 @@ def contract_hub(
         )
     )
     for agency, name in AGENCIES.items():
-        h.store.upsert_agency(agency, name)
+        h.store.identity.upsert_agency(agency, name)
     tokens: dict[str, str] = {}
     for pid, agency, role in [
         ("admin", "gy_dsj", "admin"),
@@ -111,8 +111,8 @@ def contract_hub(
         ("operator", "gy_dsj", "operator"),
         ("developer", "gy_hbj", "developer"),
     ]:
-        h.store.create_principal(pid, agency, pid, role)
-        tokens[pid] = h.store.issue_token(pid, ttl=timedelta(hours=2))
+        h.store.identity.create_principal(pid, agency, pid, role)
+        tokens[pid] = h.store.identity.issue_token(pid, ttl=timedelta(hours=2))
     try:
         world = build_exchange_world(h, tokens, folder)
         _seed_ops(world.hub)
@@ -125,7 +125,7 @@ def contract_hub(
 
 def _seed_ops(hub: Any) -> None:
     """An open alert and an order, so that their routes have something to find."""
-    from catalog.store import Principal
+    from catalog.identity.store import Principal
 
     hub.ops.raise_alert(
         rule_id="aqi_high",

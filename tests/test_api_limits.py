@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from hub.api.errors import ErrorBody
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.common.errors import ErrorBody
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import ExchangeWorld, build_exchange_world, fresh_pg_database
 
@@ -78,15 +78,15 @@ def open_world_hub(folder: Path, catalog_url: str | None, **overrides: Any) -> H
         )
     )
     for agency, name in AGENCIES.items():
-        h.store.upsert_agency(agency, name)
+        h.store.identity.upsert_agency(agency, name)
     return h
 
 
 def people(h: Hub) -> dict[str, str]:
     tokens = {}
     for pid, agency, role in PEOPLE:
-        h.store.create_principal(pid, agency, pid, role)
-        tokens[pid] = h.store.issue_token(pid, ttl=timedelta(hours=2))
+        h.store.identity.create_principal(pid, agency, pid, role)
+        tokens[pid] = h.store.identity.issue_token(pid, ttl=timedelta(hours=2))
     return tokens
 
 
@@ -641,7 +641,7 @@ _nested = st.recursive(
 def test_the_depth_check_agrees_with_a_recursive_count(doc: Any, limit: int) -> None:
     """The middleware's check (orjson, then an explicit stack) refuses exactly the
     documents nesting deeper than the limit, brackets inside strings not counted."""
-    from hub.api.limits import BadJson, check_json
+    from hub.api.common.limits import BadJson, check_json
 
     body = json.dumps(doc).encode()
     try:

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from catalog.audit import AuditEntry, AuditKeys, AuditLog
-from catalog.store import CatalogStore
-from hub.cli import app as cli_app
+from catalog.audit.log import AuditEntry, AuditKeys, AuditLog
+from catalog.datasets.store import CatalogStore
+from hub.cli.main import app as cli_app
 from tests.conftest import ExchangeWorld, settings_env
 
 
@@ -221,7 +221,7 @@ def test_who_reads_the_audit_log(
 ) -> None:
     dev = h(world, "developer")
     client.post("/v1/query", headers=dev, json={"sql": "SELECT count(*) FROM t_open"})
-    world.hub.store.upsert_agency("gy_other", "other")
+    world.hub.store.identity.upsert_agency("gy_other", "other")
     world.hub.audit.append(
         action="query",
         principal="x",

@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from catalog.audit import AuditLog
-from catalog.auditseal import GENESIS, AuditKeys, canonical_entry, head_payload, key_id, mac
-from catalog.opsstore import OpsStore
-from catalog.store import CatalogStore
+from catalog.audit.log import AuditLog
+from catalog.audit.seal import GENESIS, AuditKeys, canonical_entry, head_payload, key_id, mac
+from catalog.datasets.store import CatalogStore
+from catalog.ops.store import OpsStore
 from tests.conftest import PG_DSN
 
 KEY = b"the-real-audit-key-0123456789abcdef"
@@ -139,8 +139,8 @@ def new_world(backend: Backend, keys: AuditKeys | None = None) -> World:
     store = backend.open(keys or AuditKeys(current=KEY))
     store.create_all()
     ops = OpsStore(store.engine, audit=store.audit)
-    store.upsert_agency("a1", "一号局")
-    store.create_principal("p1", "a1", "张三", "developer")
+    store.identity.upsert_agency("a1", "一号局")
+    store.identity.create_principal("p1", "a1", "张三", "developer")
     return World(store, ops, [])
 
 
@@ -178,18 +178,18 @@ def apply(world: World, op: tuple[Any, ...]) -> None:
             detail={"note": who},
         )
     elif kind == "rename":
-        world.store.upsert_agency("a1", op[1] or "一号局")
+        world.store.identity.upsert_agency("a1", op[1] or "一号局")
     elif kind == "principal":
         pid = f"p{op[1]}"
         if not world.sql("SELECT 1 FROM principals WHERE id = :p", {"p": pid}):
-            world.store.create_principal(pid, "a1", pid, "developer", by="p1")
+            world.store.identity.create_principal(pid, "a1", pid, "developer", by="p1")
     elif kind == "role":
-        world.store.set_role("p1", op[1], by="p1")
+        world.store.identity.set_role("p1", op[1], by="p1")
     elif kind == "token":
-        world.tokens.append(world.store.issue_token("p1", label="t").split("_")[1])
+        world.tokens.append(world.store.identity.issue_token("p1", label="t").split("_")[1])
     elif kind == "revoke":
         if world.tokens:
-            world.store.revoke_token(world.tokens[op[1] % len(world.tokens)], by="p1")
+            world.store.identity.revoke_token(world.tokens[op[1] % len(world.tokens)], by="p1")
     elif kind == "order":
         order = world.ops.open_order(target="a1", instructions=op[1] or "去", opened_by="p1")
         world.ops.act_on_order(order.id, "acknowledge", "p1", note=op[1] or None)

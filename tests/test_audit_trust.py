@@ -23,21 +23,21 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
-from catalog.audit import AuditLog
-from catalog.auditseal import BOUND_TABLES
+from catalog.audit.log import AuditLog
+from catalog.audit.seal import BOUND_TABLES
+from catalog.datasets.manifest import Manifest, parse_manifest
+from catalog.db import Base
 from catalog.errors import ConfigError, Conflict
-from catalog.manifest import Manifest, parse_manifest
-from catalog.store import Base
 from hub.api.app import create_app
-from hub.cli import app as cli_app
-from hub.context import Hub
+from hub.assembly.context import Hub
+from hub.cli.main import app as cli_app
 from hub.settings import Settings
 from pipelines.quarantine import release
 from tests.conftest import CatalogSQL, file_source, manifest_dict, pg_profile, settings_env
 from tests.quality_data import bad_tickets
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = ROOT / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 KEY = "k" * 40
 
 
@@ -76,7 +76,7 @@ def cli(home: Path | Hub, *args: str, env: dict[str, str] | None = None) -> Any:
     """Run a CLI command in-process; the CLI keeps its hub between commands of one
     process (a real command is one process), so it is closed after each one here.
     ``home`` may be a hub: the command then opens the same stack (its databases too)."""
-    import hub.cli
+    import hub.cli.main
 
     if isinstance(home, Hub):
         env = {**settings_env(home.settings), **(env or {})}
@@ -84,9 +84,9 @@ def cli(home: Path | Hub, *args: str, env: dict[str, str] | None = None) -> Any:
     try:
         return CliRunner().invoke(cli_app, ["--home", str(home), *args], env=env)
     finally:
-        if hub.cli.state.hub is not None:
-            hub.cli.state.hub.close()
-            hub.cli.state.hub = None
+        if hub.cli.main.state.hub is not None:
+            hub.cli.main.state.hub.close()
+            hub.cli.main.state.hub = None
 
 
 # -- who exists and who may do what --------------------------------------------------------
@@ -244,10 +244,10 @@ def test_grant_transitions_are_on_record(
 
 
 def test_the_ops_tick_puts_expired_grants_on_record(hub: Hub) -> None:
-    from hub.ops import OpsRuntime
+    from hub.live.ops import OpsRuntime
 
     hub.store.register_dataset(parse_manifest(manifest_dict(sharing={"type": "conditional"})))
-    hub.store.create_principal("dev", "gy_hbj", "dev", "developer")
+    hub.store.identity.create_principal("dev", "gy_hbj", "dev", "developer")
     record = hub.store.get_dataset("tickets")
     then = datetime(2000, 1, 3, tzinfo=UTC)  # a grant that ended long before any test runs
     g = hub.grants.request(
@@ -465,16 +465,18 @@ def test_a_change_and_its_entry_commit_together(
     g2 = hub.grants.request(record, agency_id="gy_hbj", requested_by="developer", purpose="q")
     order = hub.ops.open_order(target="gy_hbj", instructions="go", opened_by="operator")
     alert, _ = hub.ops.raise_alert("r", "k", severity="low", title="t", source="s", detail={})
-    token_id = hub.store.issue_token("developer").split("_")[1]
+    token_id = hub.store.identity.issue_token("developer").split("_")[1]
     folder = tmp_path / "exports"
     folder.mkdir()
     changes: dict[str, Callable[[], Any]] = {
-        "agency": lambda: hub.store.upsert_agency("gy_new", "新"),
-        "rename": lambda: hub.store.upsert_agency("gy_hbj", "改名"),
-        "principal": lambda: hub.store.create_principal("new", "gy_hbj", "new", "developer"),
-        "role": lambda: hub.store.set_role("developer", "admin"),
-        "token": lambda: hub.store.issue_token("developer"),
-        "revoke": lambda: hub.store.revoke_token(token_id),
+        "agency": lambda: hub.store.identity.upsert_agency("gy_new", "新"),
+        "rename": lambda: hub.store.identity.upsert_agency("gy_hbj", "改名"),
+        "principal": lambda: hub.store.identity.create_principal(
+            "new", "gy_hbj", "new", "developer"
+        ),
+        "role": lambda: hub.store.identity.set_role("developer", "admin"),
+        "token": lambda: hub.store.identity.issue_token("developer"),
+        "revoke": lambda: hub.store.identity.revoke_token(token_id),
         "manifest": lambda: hub.store.register_dataset(
             parse_manifest(manifest_dict(sharing={"type": "unconditional"}))
         ),
@@ -531,10 +533,10 @@ def test_a_change_and_its_entry_commit_together(
 def test_every_column_of_a_bound_table_is_digested_or_excused() -> None:
     """A column added to a table the chain binds must be digested or named as unbound with
     its reason: a new access-relevant column cannot slip by unprotected."""
-    from catalog.grants import GrantRow
-    from catalog.opsstore import OpsBase
-    from catalog.quality import _meta
-    from catalog.sources import SourceProfileRow, SourceRootRow
+    from catalog.access.grants import GrantRow
+    from catalog.datasets.quality import _meta
+    from catalog.ops.store import OpsBase
+    from catalog.sources.store import SourceProfileRow, SourceRootRow
 
     tables = {**Base.metadata.tables, **OpsBase.metadata.tables, **_meta.tables}
     assert {GrantRow.__tablename__, SourceRootRow.__tablename__,
@@ -552,7 +554,7 @@ def test_every_column_of_a_bound_table_is_digested_or_excused() -> None:
 def _blockhub(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BLOCKHUB_")}
     return subprocess.run(
-        [sys.executable, "-c", "from hub.cli import main; main()", "--home", str(home), *args],
+        [sys.executable, "-c", "from hub.cli.main import main; main()", "--home", str(home), *args],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,
@@ -645,7 +647,7 @@ def test_anchor_export_and_verify_through_the_cli(tmp_path: Path) -> None:
     ok = run("audit", "verify", "--anchor", str(anchor))
     assert ok.exit_code == 0 and "extends 1 anchor" in ok.output
     # the insider: entry 1 rewritten, every seal recomputed with the real key
-    from catalog.auditseal import GENESIS, canonical_entry, head_payload, key_id, mac
+    from catalog.audit.seal import GENESIS, canonical_entry, head_payload, key_id, mac
 
     db = sqlite3.connect(home / "catalog.db")
     db.row_factory = sqlite3.Row
@@ -743,7 +745,7 @@ def test_rows_from_before_the_chain_had_bound_rows_verify_after_an_upgrade(tmp_p
         "detail_json": "{}",
         "prev_hash": "0" * 64,
     }
-    from catalog.auditseal import canonical_entry
+    from catalog.audit.seal import canonical_entry
 
     old["hash"] = hashlib.sha256(canonical_entry(old)).hexdigest()
     db.execute(f"INSERT INTO audit_log VALUES ({','.join('?' * 13)})", tuple(old.values()))

@@ -1,4 +1,4 @@
-"""Backup and restore of a production stack (hub/backup.py, docs/operations.md "Back up"
+"""Backup and restore of a production stack (hub/cli/backup.py, docs/operations.md "Back up"
 and "Restore"): the catalog and the Iceberg catalog in one PostgreSQL database, the event
 log in another, the lake on disk — backed up with `blockhub backup`, restored with
 `blockhub restore` into new empty databases after the lake was lost."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import blockhub_cli, fresh_pg_database, publish_file, ticket_rows
 
@@ -114,7 +114,7 @@ def test_the_embedded_stack_backs_up_and_restores_in_place(tmp_path: Path) -> No
     """The embedded layout (SQLite files, the Iceberg catalog's file inside the lake
     folder): the databases are dumped, not copied with the lake; the home is lost and
     restored where it was; the check finds every version and row again."""
-    from hub.backup import backup, check, restore
+    from hub.cli.backup import backup, check, restore
 
     home = tmp_path / "home"
     exports = tmp_path / "exports"

@@ -26,14 +26,15 @@ import pyarrow.parquet as pq
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from catalog.regions import load_regions
-from catalog.store import Principal
-from hub.blocks import Blocks
-from hub.context import Hub
-from hub.demo import AGENCIES, MANIFESTS, configure_sources
-from hub.demo_blocks import BLOCK_DATASETS, add_readings, write_sources
-from hub.sampleworld import GUIYANG_DISTRICT_CODES, hotline_tickets
-from hub.server import free_port, serving
+from catalog.domain.regions import load_regions
+from catalog.identity.store import Principal
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
+from hub.demo.blocks import BLOCK_DATASETS, add_readings, write_sources
+from hub.demo.sampleworld import hotline_tickets
+from hub.demo.synth import GUIYANG_DISTRICT_CODES
+from hub.demo.tour import AGENCIES, MANIFESTS, configure_sources
+from hub.exchange.blocks import Blocks
 from hub.settings import Settings
 
 SEED = 7
@@ -87,7 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("blocks")
     hub = Hub.open(Settings(home=root / "home", bus_poll_s=0.05))
     for agency_id, name in AGENCIES.items():
-        hub.store.upsert_agency(agency_id, name)
+        hub.store.identity.upsert_agency(agency_id, name)
     people = [
         ("admin", "gy_dsj", "admin"),
         ("steward", "gy_12345", "steward"),  # owns the conditional hotline tickets
@@ -95,8 +96,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ]
     tokens = {}
     for pid, agency, role in people:
-        hub.store.create_principal(pid, agency, pid, role)
-        tokens[pid] = hub.store.issue_token(pid, ttl=timedelta(hours=1))
+        hub.store.identity.create_principal(pid, agency, pid, role)
+        tokens[pid] = hub.store.identity.issue_token(pid, ttl=timedelta(hours=1))
     folder = root / "world"
     configure_sources(hub, folder, mqtt_prefix=f"blockhub-test/{root.name}")
     hub.register_manifests(MANIFESTS)
@@ -283,7 +284,7 @@ def test_block_figures_equal_the_callers_own_sql(world: World) -> None:
     )
     with world.http("env_dev") as http:
         direct = http.post("/v1/query", json={"sql": sql}).json()["rows"][0]
-    principal = world.hub.store.get_principal("env_dev")
+    principal = world.hub.store.identity.get_principal("env_dev")
     manifest = world.hub.store.get_dataset("enterprises").manifest
     extra = manifest.model_copy(
         update={
@@ -327,7 +328,7 @@ def test_a_broken_figure_spoils_only_its_dataset(world: World) -> None:
 
 
 def test_masking_holds_in_block_figures(world: World) -> None:
-    principal = world.hub.store.get_principal("env_dev")
+    principal = world.hub.store.identity.get_principal("env_dev")
     manifest = world.hub.store.get_dataset("enterprises").manifest
     fig = type(manifest.block_figures[0])(name="phones", aggregate="min(phone)")
     world.hub.store.register_dataset(

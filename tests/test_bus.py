@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from catalog.eventlog import EventLog, Message
-from hub.bus import Bus, Notice, SlowConsumer
+from eventlog.message import Message
+from eventlog.sqllog import EventLog
+from hub.live.bus import Bus
+from hub.live.frames import ws_text_frame
+from hub.live.subscription import Notice, SlowConsumer
 
 
 @pytest.fixture
@@ -295,12 +298,15 @@ def test_a_round_hands_new_messages_to_the_rest_of_the_round_in_one_write(
             if not bus._buf and all(sub.last["feed:a"] == 2 for sub in subs):
                 break
             await asyncio.sleep(0.01)
-        both = first.ws_frame + second[0].ws_frame
+        both = first.framed(ws_text_frame) + second[0].framed(ws_text_frame)
         assert sunk[1] == [0, 1] and sunk[2] == [0, 1]  # masked / filtered: their sink
         assert raw[1] == raw[2] == []
         framed = [raw[n] for n in range(40) if n not in (1, 2)]
         assert all(b"".join(w) == both for w in framed)  # everyone both, once, in order
-        assert [first.ws_frame, second[0].ws_frame] in framed  # served before the append
+        assert [
+            first.framed(ws_text_frame),
+            second[0].framed(ws_text_frame),
+        ] in framed  # served before the append
         assert [both] in framed  # served after it: both in one write
         assert bus._buf == []
         await bus.stop()

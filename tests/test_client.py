@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from hub.assembly.context import Hub
 from hub.client import ClientFatal, HubClient
-from hub.context import Hub
 
 
 def test_client_reconnects_and_replays_without_loss(

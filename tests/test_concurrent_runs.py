@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.errors import Conflict
-from hub.cli import CLI_PRINCIPAL
-from hub.context import Hub
+from hub.assembly.context import Hub
+from hub.cli.main import CLI_PRINCIPAL
 from pipelines.ingest import extract, publish
 from tests.conftest import publish_file, ticket_rows
 

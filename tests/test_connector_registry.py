@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from catalog.datasets.manifest import Manifest
 from catalog.errors import ConnectorError
-from catalog.manifest import Manifest
 from connectors.base import Connector, available, get_connector
 from connectors.postgres import PostgresConnector
-from hub.context import Hub
+from hub.assembly.context import Hub
 
 THIRD_PARTY = """
 from collections.abc import Iterator

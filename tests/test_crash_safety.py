@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catalog.lake import Lake
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
+from catalog.lake.tables import Lake
 from connectors.duck import connect
 from pipelines.config import StorageSettings
 from tests.conftest import PgSchema, manifest_dict

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.audit import AuditLog
-from catalog.eventlog import EventLog
-from catalog.sources import SourceStore
+from catalog.audit.log import AuditLog
+from catalog.sources.store import SourceStore
+from eventlog.sqllog import EventLog
 from hub.settings import Settings
 from tests.conftest import manifest_dict
 
@@ -81,7 +81,7 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
     home = tmp_path / "home"
     settings = Settings(home=home)
     st = settings.open_storage()
-    st.store.upsert_agency("gy_12345", "贵阳市12345热线")
+    st.store.identity.upsert_agency("gy_12345", "贵阳市12345热线")
     SourceStore(st.store).add_root(
         "gy_12345", "exports", str(data.parent), protected=settings.protected()
     )

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import publish_file, ticket_rows
 
 # Debian's chromium; `make test` installs it (the `browser` target) when it is missing.

@@ -1,4 +1,4 @@
-"""Position-delete files written by blockhub (catalog.deletes), read back by every reader.
+"""Position-delete files written by blockhub (catalog.lake.deletes), read back by every reader.
 
 pyiceberg 0.12 writes no delete files; these tests hold the lake to the Iceberg spec by
 reading what it commits through pyiceberg's scan and DuckDB's ``iceberg_scan`` — after an
@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.deletes import FILE_PATH_ID, POS_ID, deleted_from
-from catalog.lake import Lake, StagedFile
+from catalog.lake.deletes import FILE_PATH_ID, POS_ID, deleted_from
+from catalog.lake.tables import Lake, StagedFile
 from connectors.duck import connect
-from pipelines.ingest import Staged
+from pipelines.staged import Staged
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
 

@@ -1,4 +1,4 @@
-"""Property-based tests of catalog/disclosure.py: whatever the records, grants and
+"""Property-based tests of catalog/access/disclosure.py: whatever the records, grants and
 filters, a reader learns nothing beyond its own view — not through the values it gets,
 not through which events its filter lets through (bisection), not through counts."""
 
@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from catalog import disclosure
-from catalog.access import Access
-from catalog.masking import mask_value
+from catalog.access import disclosure
+from catalog.access.effective import Access
+from catalog.access.masking import mask_value
 
 
 def settings(max_examples: int, deadline: None) -> Any:

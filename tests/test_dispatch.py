@@ -16,8 +16,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from catalog.manifest import Manifest
-from hub.context import Hub
+from catalog.datasets.manifest import Manifest
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.wsclient import WS
 
@@ -219,8 +219,8 @@ def test_window_and_staleness_rules(
 
 
 def test_order_full_life(live: str, hub: Hub, tokens: dict[str, str]) -> None:
-    hub.store.create_principal("unit7", "gy_hbj", "环境监察七中队", "developer")
-    unit_token = hub.store.issue_token("unit7")
+    hub.store.identity.create_principal("unit7", "gy_hbj", "环境监察七中队", "developer")
+    unit_token = hub.store.identity.issue_token("unit7")
     unit = WS(live, unit_token)
     unit.subscribe("orders:unit7")
     desk = WS(live, tokens["developer"])  # the unit's agency desk
@@ -406,8 +406,8 @@ def test_a_backlogs_mask_answers_are_computed_once_per_principal_and_message(
 ) -> None:
     """A backlog is written connection by connection: each connection's pass over the
     same messages must reuse the answers, not recompute them for every connection."""
-    from catalog.eventlog import Message
-    from catalog.store import Principal
+    from catalog.identity.store import Principal
+    from eventlog.message import Message
     from hub.api import ws
 
     calls: list[tuple[str, int]] = []
@@ -438,8 +438,8 @@ def test_an_expired_access_answer_is_served_while_a_thread_reads_it_again(
     """The fan-out asks for a principal's access from the event loop: past its time the
     old answer is returned at once and the grants are read again in a worker thread;
     past the grace too, they are read before answering (a revoked grant still ends)."""
-    from catalog.store import Principal
-    from hub import channels
+    from catalog.identity.store import Principal
+    from hub.live import channels
 
     reads: list[str] = []
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub.server import free_port
+from hub.api.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

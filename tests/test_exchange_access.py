@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from catalog.access.masking import mask_value
+from catalog.domain.identifiers import mask_id_number, mask_name, mask_phone
 from catalog.errors import AccessDenied
-from catalog.identifiers import mask_id_number, mask_name, mask_phone
-from catalog.masking import mask_value
 from hub.api.app import create_app
 from hub.api.ws import check_channel
 from tests.conftest import GRANT_DISTRICTS, ExchangeWorld
@@ -121,7 +121,7 @@ def test_rows_sample_describe_and_channels(
     describe = client.get(f"/v1/datasets/{ds}", headers=hdr)
     entry = client.get(f"/v1/catalog/{ds}", headers=hdr)
     assert entry.status_code == 200  # the directory is public
-    principal = exchange_world.hub.store.get_principal(who)
+    principal = exchange_world.hub.store.identity.get_principal(who)
     if masked is None:
         for r in (rows, sample, describe):
             assert r.status_code == 403 and r.json()["code"] == "forbidden"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from catalog.store import Principal
-from hub.context import Hub
+from catalog.identity.store import Principal
+from hub.assembly.context import Hub
 from tests.conftest import publish_file, ticket_rows
 
 OWNER = Principal("w", "gy_12345", "w", "steward")

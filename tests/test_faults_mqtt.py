@@ -28,10 +28,10 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from catalog.manifest import parse_manifest
-from catalog.redislog import RedisEventLog
-from hub.context import Hub
-from hub.server import free_port, serving
+from catalog.datasets.manifest import parse_manifest
+from eventlog.redislog import RedisEventLog
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import manifest_dict
 from tests.private_services import PrivateMosquitto, PrivateRedis
@@ -123,9 +123,9 @@ def feed(tmp_path: Path) -> Iterator[FeedWorld]:
         home=tmp_path / "home", events_url=bus.url(), bus_poll_s=0.05, feed_flush="thread"
     )
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_hbj", "生态环境局")
-    hub.store.create_principal("hbj", "gy_hbj", "hbj", "steward")
-    token = hub.store.issue_token("hbj", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_hbj", "生态环境局")
+    hub.store.identity.create_principal("hbj", "gy_hbj", "hbj", "steward")
+    token = hub.store.identity.issue_token("hbj", ttl=timedelta(hours=1))
     topic = f"blockhub-test/{uuid.uuid4().hex[:8]}/aq"
     hub.sources.sources.add_profile(
         "gy_hbj",

@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 from websockets.sync.client import connect
 
-from catalog.manifest import parse_manifest
+from catalog.datasets.manifest import parse_manifest
 from connectors.duck import connect as duck_connect
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests import private_services
 from tests.conftest import file_source, manifest_dict, ticket_rows
@@ -81,9 +81,9 @@ def world(tmp_path: Path, private_postgres: PrivatePostgres) -> Iterator[World]:
         ops_tick_s=0.5,
     )
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_12345", "热线")
-    hub.store.create_principal("steward", "gy_12345", "steward", "steward")
-    token = hub.store.issue_token("steward", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_12345", "热线")
+    hub.store.identity.create_principal("steward", "gy_12345", "steward", "steward")
+    token = hub.store.identity.issue_token("steward", ttl=timedelta(hours=1))
     source = {**file_source(hub, folder, "*.parquet"), "cursor": "updated_at"}
     hub.store.register_dataset(parse_manifest(manifest_dict(source=source)))
     port = free_port()

@@ -28,10 +28,10 @@ import httpx
 import pytest
 import redis
 
-from catalog.redislog import RedisEventLog
+from eventlog.redislog import RedisEventLog
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.client import HubClient
-from hub.context import Hub
-from hub.server import free_port, serving
 from hub.settings import Settings
 from tests.private_services import PrivateRedis
 from tests.wsclient import WS
@@ -53,9 +53,9 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     server = PrivateRedis(tmp_path / "redis", persist=persist).start()
     settings = Settings(home=tmp_path / "home", events_url=server.url(), bus_poll_s=0.05)
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_dsj", "大数据局")
-    hub.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = hub.store.issue_token("op", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_dsj", "大数据局")
+    hub.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = hub.store.identity.issue_token("op", ttl=timedelta(hours=1))
     port = free_port()
     try:
         with serving(hub, port):
@@ -161,7 +161,7 @@ def current_epoch(server: PrivateRedis) -> str:
 def test_redis_losing_the_log_mid_stream_is_announced_never_silent(
     served: Served, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hub.bus")
+    caplog.set_level(logging.WARNING, logger="hub.live.bus")
     hub, server = served.hub, served.redis
     if how == "restart_older_snapshot":
         server.persist = "rdb"
@@ -211,7 +211,7 @@ def test_redis_losing_the_log_mid_stream_is_announced_never_silent(
         "requested_epoch": first,
     }
     # The outage was logged once or twice, not once per retry.
-    lines = [r.getMessage() for r in caplog.records if r.name == "hub.bus"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "hub.live.bus"]
     assert sum("unavailable" in m for m in lines) <= 3, lines
     assert any("started over" in m for m in lines), lines
     for c in (ws, fresh, late):
@@ -286,9 +286,9 @@ def test_a_hub_started_while_redis_is_down_waits_for_it(tmp_path: Path) -> None:
     server = PrivateRedis(tmp_path / "redis")
     settings = Settings(home=tmp_path / "home", events_url=server.url(), bus_poll_s=0.05)
     hub = Hub.open(settings)  # opening the log does not need the server
-    hub.store.upsert_agency("gy_dsj", "大数据局")
-    hub.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = hub.store.issue_token("op", ttl=timedelta(hours=1))
+    hub.store.identity.upsert_agency("gy_dsj", "大数据局")
+    hub.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = hub.store.identity.issue_token("op", ttl=timedelta(hours=1))
     port = free_port()
     from websockets.sync.client import connect
 

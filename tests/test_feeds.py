@@ -23,16 +23,15 @@ import pytest
 import yaml
 from websockets.sync.client import connect
 
+from catalog.datasets.manifest import Manifest
+from catalog.domain.channels import feed_channel
 from catalog.errors import ManifestError
-from catalog.eventlog import append_many
-from catalog.manifest import Manifest
-from hub.context import Hub
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from pipelines.feeds import (
     EVENT_TYPE,
     check_events,
-    feed_channel,
     feed_options,
     flush_feed,
     parse_batch,
@@ -215,8 +214,8 @@ def _ws_messages(ws: Any, n: int, timeout: float = 15.0) -> list[dict[str, Any]]
 
 @pytest.fixture
 def hbj_steward(hub: Hub) -> str:
-    hub.store.create_principal("hbj_steward", "gy_hbj", "环保局数据管理员", "steward")
-    return hub.store.issue_token("hbj_steward", ttl=timedelta(hours=1))
+    hub.store.identity.create_principal("hbj_steward", "gy_hbj", "环保局数据管理员", "steward")
+    return hub.store.identity.issue_token("hbj_steward", ttl=timedelta(hours=1))
 
 
 def test_mqtt_events_reach_the_websocket_at_once_and_the_lake_in_micro_batches(
@@ -437,7 +436,7 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-c",
-                "from hub.cli import main; main()",
+                "from hub.cli.main import main; main()",
                 "serve",
                 "--port",
                 str(port),
@@ -473,10 +472,10 @@ def test_killed_hub_loses_no_accepted_event(
         data = m.model_dump(mode="json", exclude_defaults=True)
         (folder / f"{m.id}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
     setup = Hub.open(settings)
-    setup.store.upsert_agency("gy_hbj", "贵阳市生态环境局")
+    setup.store.identity.upsert_agency("gy_hbj", "贵阳市生态环境局")
     broker(setup, topic)
-    setup.store.create_principal("hbj", "gy_hbj", "环保局数据管理员", "steward")
-    token = setup.store.issue_token("hbj", ttl=timedelta(hours=1))
+    setup.store.identity.create_principal("hbj", "gy_hbj", "环保局数据管理员", "steward")
+    token = setup.store.identity.issue_token("hbj", ttl=timedelta(hours=1))
     setup.close()
     env = {
         **os.environ,
@@ -551,7 +550,7 @@ def test_merge_feed_keeps_the_last_event_per_key(
     hub.store.register_dataset(m)
     events = [reading(hour=1, aqi=50), reading(hour=2), reading(hour=1, aqi=61)]
     checked = check_events(m, events)
-    append_many(hub.log, feed_channel(m.id), EVENT_TYPE, checked.records)
+    hub.log.append_many(feed_channel(m.id), EVENT_TYPE, checked.records)
     flush = functools.partial(
         flush_feed,
         m,
@@ -562,7 +561,7 @@ def test_merge_feed_keeps_the_last_event_per_key(
         publisher=hub.bus.publish,
     )
     assert flush() is not None
-    append_many(hub.log, feed_channel(m.id), EVENT_TYPE, [checked.records[1] | {"aqi": 70}])
+    hub.log.append_many(feed_channel(m.id), EVENT_TYPE, [checked.records[1] | {"aqi": 70}])
     v2 = flush()
     assert v2 is not None and v2.total_rows == 2
     assert flush() is None  # nothing past the committed offset

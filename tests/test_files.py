@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from connectors.duck import connect
-from hub.cli import CLI_PRINCIPAL
-from hub.context import Hub
+from hub.assembly.context import Hub
+from hub.cli.main import CLI_PRINCIPAL
 from tests.conftest import file_source
 
 HEADER = "工单编号,区县代码,诉求类别,来电号码,金额,更新时间\n"

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from catalog.access import decide
-from catalog.grants import Grant
-from catalog.store import Principal
+from catalog.access.effective import decide
+from catalog.access.grants import Grant
+from catalog.identity.store import Principal
 from tests.conftest import ExchangeWorld, SetClock
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from catalog.errors import QueryFailed
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
 from tests.conftest import ExchangeWorld
 
 TIMEOUT_S = 2.0
@@ -178,7 +178,7 @@ def test_an_error_deep_in_the_stream_is_a_clean_failure_without_values(
 ) -> None:
     exchange = exchange_world.hub.exchange
     monkeypatch.setattr(exchange, "batch_rows", batch_rows)
-    stranger = exchange_world.hub.store.get_principal("stranger")
+    stranger = exchange_world.hub.store.identity.get_principal("stranger")
     with pytest.raises(QueryFailed) as failed:
         result = exchange.query(DEEP_ERROR, stranger)
         for _ in result.batches():

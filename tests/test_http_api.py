@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from catalog.datasets.manifest import Manifest
 from catalog.errors import ConnectorError
-from catalog.manifest import Manifest
 from connectors.http_api import HttpApiConnector, _retry_after, dig
-from hub.context import Hub
-from hub.sampleworld import hospital_beds
-from hub.server import free_port
+from hub.api.server import free_port
+from hub.assembly.context import Hub
+from hub.demo.sampleworld import hospital_beds
 
 TOKEN = "s3cret-beds-token"
 BEIJING = timezone(timedelta(hours=8))

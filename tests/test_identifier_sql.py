@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from catalog.identifiers import (
+from catalog.access.masking import PY_MASKS, mask_sql, mask_value
+from catalog.domain.identifiers import (
     FOLD_FROM,
     FOLD_TO,
     MIN_BIRTH_DATE,
@@ -27,8 +28,7 @@ from catalog.identifiers import (
     normalize_phone,
     uscc_check_char,
 )
-from catalog.masking import PY_MASKS, mask_sql, mask_value
-from catalog.regions import id_prefixes_table
+from catalog.domain.regions import id_prefixes_table
 from expectations.sql import install
 
 TODAY = date(2026, 3, 4)  # the Beijing date validated on: injected, never the machine's

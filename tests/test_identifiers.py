@@ -1,4 +1,4 @@
-"""Check characters, normalisation, validators and masks of catalog.identifiers against
+"""Check characters, normalisation, validators and masks of catalog.domain.identifiers against
 known examples (generated values, and the SQL side, in tests/test_identifier_sql.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from catalog.identifiers import (
+from catalog.domain.identifiers import (
     USCC_CHARSET,
     id_number_check_char,
     is_valid_mobile,
@@ -20,7 +20,7 @@ from catalog.identifiers import (
     normalize_phone,
     uscc_check_char,
 )
-from catalog.identifiers import is_valid_id_number as _id_ok
+from catalog.domain.identifiers import is_valid_id_number as _id_ok
 
 TODAY = date(2026, 3, 4)  # the Beijing date IDs are validated on: injected, never the machine's
 

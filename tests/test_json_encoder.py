@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from catalog.store import Principal
-from hub.context import Hub
-from hub.encoders import _result_rows, _rows_text, dumps
+from catalog.identity.store import Principal
+from hub.assembly.context import Hub
+from hub.exchange.encoders import _result_rows, _rows_text, dumps
 from tests.conftest import publish_file
 
 

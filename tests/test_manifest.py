@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from catalog.datasets.manifest import load_manifest, parse_manifest
 from catalog.errors import ManifestError
-from catalog.manifest import load_manifest, parse_manifest
 from tests.conftest import manifest_dict
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from catalog.masking import PY_MASKS, mask_sql, mask_value
+from catalog.access.masking import PY_MASKS, mask_sql, mask_value
 
 VALUES = [
     None, "", "1", "13", "1381234", "13812345", "13812345678", "+8613812345678",

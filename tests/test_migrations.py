@@ -1,4 +1,4 @@
-"""Schema migrations (catalog/schema.py, Alembic): from an empty database, from the
+"""Schema migrations (pipelines/schema.py, Alembic): from an empty database, from the
 schema today's release made without migrations, the hub's refusal of a schema that does
 not fit its code, and the diff that fails when a model changes without a migration."""
 
@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from catalog.datasets.quality import QualityStore
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, text
 
-from catalog.quality import QualityStore
-from catalog.schema import SCHEMAS, Schema, SchemaError, head, schema_diff, state_of, upgrade
-from catalog.store import make_engine
-from hub.context import Hub
+from catalog.db import make_engine
+from hub.assembly.context import Hub
 from hub.settings import Settings
+from pipelines.schema import SCHEMAS, Schema, SchemaError, head, schema_diff, state_of, upgrade
 from tests.conftest import blockhub_cli, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from catalog.manifest import Manifest
+from catalog.datasets.manifest import Manifest
 from connectors.mysql import MySQLConnector
-from hub.cli import CLI_PRINCIPAL
-from hub.context import Hub
+from hub.assembly.context import Hub
+from hub.cli.main import CLI_PRINCIPAL
 from tests.conftest import MySQLDatabase, mysql_profile
 
 pytestmark = pytest.mark.mysql

@@ -27,12 +27,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from catalog.eventlog import EventLog, LogBackend, open_event_log
+from catalog.datasets.store import CatalogStore
 from catalog.outbox import Event, outbox_table, stage
-from catalog.redislog import RedisEventLog
-from catalog.store import CatalogStore
-from hub.context import Hub
-from hub.server import free_port, serving
+from eventlog.backend import LogBackend, open_event_log
+from eventlog.redislog import RedisEventLog
+from eventlog.sqllog import EventLog
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import file_source, manifest_dict, ticket_rows
 from tests.private_services import PrivateRedis
@@ -76,12 +77,12 @@ def test_an_api_ingest_answers_success_with_the_bus_down_and_announces_once_it_i
 ) -> None:
     settings = Settings(home=tmp_path / "home", events_url=bus_redis.url(), bus_poll_s=0.05)
     hub = Hub.open(settings)
-    hub.store.upsert_agency("gy_12345", "热线")
-    hub.store.create_principal("steward", "gy_12345", "steward", "steward")
-    hub.store.create_principal("op", "gy_12345", "op", "operator")
-    token = hub.store.issue_token("steward", ttl=timedelta(hours=1))
-    op_token = hub.store.issue_token("op", ttl=timedelta(hours=1))
-    from catalog.manifest import parse_manifest
+    hub.store.identity.upsert_agency("gy_12345", "热线")
+    hub.store.identity.create_principal("steward", "gy_12345", "steward", "steward")
+    hub.store.identity.create_principal("op", "gy_12345", "op", "operator")
+    token = hub.store.identity.issue_token("steward", ttl=timedelta(hours=1))
+    op_token = hub.store.identity.issue_token("op", ttl=timedelta(hours=1))
+    from catalog.datasets.manifest import parse_manifest
 
     source = {**file_source(hub, _exports(tmp_path), "*.parquet"), "cursor": "updated_at"}
     hub.store.register_dataset(parse_manifest(manifest_dict(source=source)))

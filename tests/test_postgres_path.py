@@ -11,8 +11,8 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from catalog.manifest import Manifest
-from hub.context import Hub
+from catalog.datasets.manifest import Manifest
+from hub.assembly.context import Hub
 from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres
@@ -119,7 +119,7 @@ def test_ingest_increment_query_notify_and_time_travel(
 
 def test_types_arrive_faithfully(hub: Hub, tickets: Manifest) -> None:
     hub.ingest("tickets")
-    from hub.cli import CLI_PRINCIPAL
+    from hub.cli.main import CLI_PRINCIPAL
 
     table = hub.exchange.query(
         "SELECT * FROM tickets WHERE ticket_id = 3", CLI_PRINCIPAL
@@ -202,7 +202,7 @@ def test_an_enum_column_reads_as_text_on_full_and_incremental_reads(
     assert hub.ingest("tickets").rows_written == 4
     pg.execute(insert, (5, 6))
     assert hub.ingest("tickets").rows_written == 2
-    from hub.cli import CLI_PRINCIPAL
+    from hub.cli.main import CLI_PRINCIPAL
 
     table = hub.exchange.query(
         "SELECT ticket_id, category FROM tickets ORDER BY ticket_id", CLI_PRINCIPAL
@@ -215,12 +215,12 @@ def test_a_streamed_increment_is_staged_in_growing_row_groups(
     hub: Hub, tickets: Manifest, pg: PgSchema
 ) -> None:
     """An incremental read streams 16,384-row batches, which the lake writes as row
-    groups of one batch, two, four and then at least 100,000 rows (catalog.lake
+    groups of one batch, two, four and then at least 100,000 rows (catalog.lake.tables
     .row_groups): each is encoded while the next is read, and every row arrives once.
     The first batch is one row short: the row at the watermark, already loaded."""
     import pyarrow.parquet as pq
 
-    from hub.cli import CLI_PRINCIPAL
+    from hub.cli.main import CLI_PRINCIPAL
 
     hub.ingest("tickets")
     fill(pg, 101, 250_000, 10_000)

@@ -15,16 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from catalog.manifest import Manifest, load_manifest, parse_manifest
-from catalog.quality import QualityStore
-from hub.context import Hub
-from hub.server import free_port, serving
+from catalog.datasets.manifest import Manifest, load_manifest, parse_manifest
+from catalog.datasets.quality import QualityStore
+from hub.api.server import free_port, serving
+from hub.assembly.context import Hub
 from pipelines.freshness import check_freshness
 from pipelines.quarantine import discard, quarantine_rows, release
 from tests.conftest import file_source
 from tests.quality_data import BAD, DUPLICATE, bad_tickets
 
-DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo_world" / "hotline_tickets.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "hub" / "demo" / "world" / "hotline_tickets.yaml"
 SUITES = Path(__file__).resolve().parents[1] / "expectations" / "suites"
 N = 2000
 
@@ -52,7 +52,7 @@ def _write(tmp_path: Path, name: str, table: Any) -> None:
 
 
 def _quality(hub: Hub) -> QualityStore:
-    return QualityStore(hub.store.engine)
+    return hub.store.quality
 
 
 def test_demo_manifest_names_a_suite_that_loads() -> None:
@@ -131,8 +131,8 @@ def test_drop_rows_leaves_out_a_staged_file_that_failed_whole(
 ) -> None:
     """A staged file none of whose rows passed is not published at all (no delete file
     for it), and its data file is removed; the other keeps its rows and gets one."""
-    from pipelines.ingest import Staged
     from pipelines.quality import gate
+    from pipelines.staged import Staged
 
     manifest = hotline("drop-rows")
     mixed, expected = bad_tickets(300)
@@ -149,7 +149,7 @@ def test_drop_rows_leaves_out_a_staged_file_that_failed_whole(
     ]
     staged = Staged(manifest.id, "r1", files, rows_read=340, cursor=None, previous_cursor=None)
     out = gate(staged, manifest, lake=hub.lake, store=hub.store, publisher=None)
-    assert out.quality is not None and out.quality["rows_quarantined"] == 40 + len(expected) + 1
+    assert out.quality is not None and out.quality.rows_quarantined == 40 + len(expected) + 1
     data = [f for f in out.files if f.deletes is None]
     deletes = [f for f in out.files if f.deletes is not None]
     assert data == [files[0]] and [d.deletes for d in deletes] == [files[0].path]
@@ -282,7 +282,7 @@ def hub_manifest(hub: Hub) -> Manifest:
 
 
 def _admin(hub: Hub) -> Any:
-    from catalog.store import Principal
+    from catalog.identity.store import Principal
 
     return Principal("admin", "gy_dsj", "admin", "admin")
 

@@ -16,14 +16,14 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from catalog.domain.identifiers import USCC_CHARSET, is_valid_mobile, is_valid_uscc
+from catalog.domain.identifiers import is_valid_id_number as _id_ok
+from catalog.domain.regions import load_regions, region_exists
 from catalog.errors import SuiteInvalid
-from catalog.identifiers import USCC_CHARSET, is_valid_mobile, is_valid_uscc
-from catalog.identifiers import is_valid_id_number as _id_ok
-from catalog.regions import load_regions, region_exists
 from expectations.runner import BatchValidator
 from expectations.sql import install
 from expectations.suite import GX_VERSION, load_suite
-from hub.sampleworld import enterprises
+from hub.demo.sampleworld import enterprises
 from tests.quality_data import bad_tickets
 
 TODAY = date(2026, 3, 4)  # the Beijing date IDs are validated on (never the machine's)

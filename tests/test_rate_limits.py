@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.api.errors import ErrorBody
-from hub.api.limits import Budget, Limiter, TooManyRequests
-from hub.server import free_port, serving
+from hub.api.common.errors import ErrorBody
+from hub.api.common.limits import Budget, Limiter, TooManyRequests
+from hub.api.server import free_port, serving
 from tests.conftest import ExchangeWorld
 
 # -- the limiter alone -----------------------------------------------------------------

@@ -22,11 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
-from catalog.eventlog import EventLog, open_event_log
-from catalog.redislog import RedisEventLog
-from hub.context import Hub
-from hub.ops import apply_retention
-from hub.server import free_port
+from eventlog.backend import open_event_log
+from eventlog.redislog import RedisEventLog
+from eventlog.sqllog import EventLog
+from hub.api.server import free_port
+from hub.assembly.context import Hub
+from hub.live.ops import apply_retention
 from hub.settings import Settings
 from tests.wsclient import WS
 
@@ -114,10 +115,10 @@ def test_slow_reader_does_not_delay_a_fast_one(tmp_path: Path) -> None:
         home=tmp_path / "home", bus_poll_s=0.05, ws_queue_size=200, ws_send_buffer_bytes=1 << 20
     )
     h = Hub.open(settings)
-    h.store.upsert_agency("gy_dsj", "大数据局")
-    h.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = h.store.issue_token("op")
-    from hub.server import serving
+    h.store.identity.upsert_agency("gy_dsj", "大数据局")
+    h.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = h.store.identity.issue_token("op")
+    from hub.api.server import serving
 
     port = free_port()
     with serving(h, port):
@@ -210,10 +211,10 @@ def test_a_client_closing_mid_stream_gets_nothing_after_the_close(tmp_path: Path
     """A client closes while messages stream to it: the hub answers with its close frame
     and writes nothing after it, and the subscribers that stay get every message."""
     h = Hub.open(Settings(home=tmp_path / "home", bus_poll_s=0.05))
-    h.store.upsert_agency("gy_dsj", "大数据局")
-    h.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = h.store.issue_token("op")
-    from hub.server import serving
+    h.store.identity.upsert_agency("gy_dsj", "大数据局")
+    h.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = h.store.identity.issue_token("op")
+    from hub.api.server import serving
 
     port = free_port()
     with serving(h, port):
@@ -314,10 +315,10 @@ def prepare_home(home: Path, events_url: str | None = None) -> str:
     """A home with an operator and its token (and the agency orders go to)."""
     s = Settings(home=home, events_url=events_url)
     h = Hub.open(s)
-    h.store.upsert_agency("gy_dsj", "大数据局")
-    h.store.upsert_agency("gy_hbj", "生态环境局")
-    h.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = h.store.issue_token("op", ttl=timedelta(hours=1))
+    h.store.identity.upsert_agency("gy_dsj", "大数据局")
+    h.store.identity.upsert_agency("gy_hbj", "生态环境局")
+    h.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = h.store.identity.issue_token("op", ttl=timedelta(hours=1))
     h.close()
     return token
 
@@ -457,13 +458,13 @@ def test_long_replay_is_paced_by_the_reader_not_refused(tmp_path: Path) -> None:
         home=tmp_path / "home", bus_poll_s=0.05, ws_queue_size=100, ws_send_buffer_bytes=64 << 10
     )
     h = Hub.open(settings)
-    h.store.upsert_agency("gy_dsj", "大数据局")
-    h.store.create_principal("op", "gy_dsj", "op", "operator")
-    token = h.store.issue_token("op")
+    h.store.identity.upsert_agency("gy_dsj", "大数据局")
+    h.store.identity.create_principal("op", "gy_dsj", "op", "operator")
+    token = h.store.identity.issue_token("op")
     pad = "y" * 5000
     for i in range(4000):  # ~20 MB of history: more than the socket buffers can absorb
         h.log.append("alerts", "e", {"i": i, "pad": pad})
-    from hub.server import serving
+    from hub.api.server import serving
 
     port = free_port()
     with serving(h, port):

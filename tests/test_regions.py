@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from catalog.regions import (
+from catalog.domain.regions import (
     Region,
     ancestors,
     children,

@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from catalog.store import Principal
-from hub.context import Hub
-from hub.exchange import Exchange
-from hub.replicas import remove_stale
-from hub.rooms import RoomObject
+from catalog.identity.store import Principal
+from hub.assembly.context import Hub
+from hub.exchange.engine import Exchange
+from hub.exchange.replicas import remove_stale
+from hub.exchange.rooms import RoomObject
 from tests.conftest import publish_file, ticket_rows
 
 OWNER = Principal("w", "gy_12345", "w", "steward")

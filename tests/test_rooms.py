@@ -24,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from catalog.datasets.manifest import parse_manifest
 from catalog.errors import HubError
-from catalog.manifest import parse_manifest
-from catalog.store import Principal
-from hub.context import Hub
-from hub.exchange import Exchange
+from catalog.identity.store import Principal
+from hub.assembly.context import Hub
+from hub.exchange.engine import Exchange
 from hub.settings import Settings
 from tests.conftest import file_source, manifest_dict
 
@@ -87,9 +87,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("rooms")
     hub = Hub.open(Settings(home=folder / "home"))
     for agency in ("gy_12345", "gy_hbj", "gy_jyj", "gy_dsj"):
-        hub.store.upsert_agency(agency, agency)
+        hub.store.identity.upsert_agency(agency, agency)
     for p in (OWNER, GRANTEE, STRANGER, ADMIN):
-        hub.store.create_principal(p.id, p.agency_id, p.name, p.role)
+        hub.store.identity.create_principal(p.id, p.agency_id, p.name, p.role)
     for dataset, sharing in SHARING.items():
         data = folder / dataset / "rows.parquet"
         data.parent.mkdir()
@@ -285,9 +285,9 @@ def test_a_revoked_grant_leaves_the_room(tmp_path: Path) -> None:
     hub = Hub.open(Settings(home=tmp_path / "home"))
     try:
         for agency in ("gy_12345", "gy_hbj"):
-            hub.store.upsert_agency(agency, agency)
+            hub.store.identity.upsert_agency(agency, agency)
         for p in (OWNER, GRANTEE):
-            hub.store.create_principal(p.id, p.agency_id, p.name, p.role)
+            hub.store.identity.create_principal(p.id, p.agency_id, p.name, p.role)
         data = tmp_path / "src" / "rows.parquet"
         data.parent.mkdir()
         pq.write_table(rows("cond_ds"), data)

@@ -142,3 +142,17 @@ def test_bad_requests_name_the_field(
     assert body["ok"] is False
     if field:
         assert body["detail"]["field"] == field
+
+
+def test_keyset_sql_follows_the_one_quoting_rule() -> None:
+    """Cursor values meet the SQL as catalog/sqltext.py writes them: finite numbers bare,
+    NaN and the infinities (a float column can hold them) cast from their text."""
+    from hub.exchange.rows import SortKey, _after
+
+    assert _after([SortKey("lat")], [26.5]) == '(("lat" > 26.5 OR "lat" IS NULL))'
+    assert "CAST('nan' AS DOUBLE)" in _after([SortKey("x")], [float("nan")])
+    assert "\"x\" < CAST('-inf' AS DOUBLE)" in _after([SortKey("x", desc=True)], [float("-inf")])
+    assert _after([SortKey("n"), SortKey("s")], [3, "o'k"]) == (
+        '(("n" > 3 OR "n" IS NULL)) OR '
+        '("n" IS NOT DISTINCT FROM 3 AND ("s" > \'o\'\'k\' OR "s" IS NULL))'
+    )

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
-from catalog.manifest import parse_manifest
-from catalog.store import CatalogStore
-from hub.context import Hub
-from hub.ops import settle_runs
+from catalog.datasets.manifest import parse_manifest
+from catalog.datasets.store import CatalogStore
+from hub.assembly.context import Hub
+from hub.live.ops import settle_runs
 from hub.settings import Settings
 from pipelines import steps
 from pipelines.ingest import reconcile
@@ -179,7 +179,7 @@ def test_a_lease_runs_out_when_its_holder_stops_renewing_and_not_before(tmp_path
     clock.advance(2)
     assert [r.id for r in sweeper.expired_runs("items")] == [run.id]
     # Settled with the lake's knowledge: nothing was committed, so interrupted.
-    from catalog.lake import Lake
+    from catalog.lake.tables import Lake
 
     lake = Lake(f"sqlite:///{tmp_path / 'iceberg.db'}", (tmp_path / "lake").as_uri())
     reconcile(m, lake=lake, store=sweeper, publisher=None, now=clock())
@@ -196,7 +196,7 @@ def test_an_airflow_run_between_tasks_is_not_taken_for_dead(tmp_path: Path) -> N
     clock = Clock()
     store = CatalogStore(f"sqlite:///{tmp_path / 'catalog.db'}", clock=clock)
     store.create_all()
-    store.upsert_agency("gy_12345", "热线")
+    store.identity.upsert_agency("gy_12345", "热线")
     store.register_dataset(parse_manifest(items_manifest()))
     run = store.start_run("items")
     store.hand_over(run.id, steps.HANDOVER_S)

@@ -11,21 +11,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from catalog.identifiers import (
+from catalog.domain.identifiers import (
     id_number_check_char,
     is_valid_id_number,
     is_valid_mobile,
     is_valid_uscc,
     uscc_check_char,
 )
-from catalog.regions import children, get_region
-from hub import sampleworld as sw
+from catalog.domain.regions import children, get_region
+from hub.demo import sampleworld as sw
+from hub.demo import synth
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 END = datetime(2024, 6, 1, tzinfo=UTC)
 TODAY = date(2026, 3, 4)  # the Beijing date IDs are validated on (never the machine's)
 GUIYANG = {r.code: r.name for r in children("520100")}
-LAT_MIN, LAT_MAX, LON_MIN, LON_MAX = sw.GUIYANG_BOUNDS
+LAT_MIN, LAT_MAX, LON_MIN, LON_MAX = synth.GUIYANG_BOUNDS
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +48,14 @@ def _in_bounds(table: pa.Table) -> bool:
 def test_vectorised_id_check_matches_scalar() -> None:
     digits = np.random.default_rng(1).integers(0, 10, size=(2000, 17), dtype=np.uint8)
     expected = [id_number_check_char("".join(map(str, row))) for row in digits]
-    assert sw.id_check_chars(digits).tolist() == expected
+    assert synth.id_check_chars(digits).tolist() == expected
 
 
 def test_vectorised_uscc_check_matches_scalar() -> None:
     values = np.random.default_rng(2).integers(0, 31, size=(2000, 17))
     chars = np.array(list(sw.USCC_CHARSET))
     expected = [uscc_check_char("".join(chars[row])) for row in values]
-    assert sw.uscc_check_chars(values).tolist() == expected
+    assert synth.uscc_check_chars(values).tolist() == expected
 
 
 # --- 12345 hotline ------------------------------------------------------------------------

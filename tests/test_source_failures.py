@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from catalog.datasets.manifest import Manifest
 from catalog.errors import ConnectorError
-from catalog.manifest import Manifest
-from hub.context import Hub
+from hub.assembly.context import Hub
 from tests.conftest import PG_DSN, PgSchema
 
 pytestmark = pytest.mark.postgres

@@ -29,13 +29,18 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.errors import InvalidRequest, SourceRefused
-from catalog.locations import Confinement, HttpOrigin, LocationRefused, relative_path_problem
-from catalog.manifest import Manifest, parse_manifest
-from catalog.sources import postgres_dsn, protected_places
+from catalog.sources.locations import (
+    Confinement,
+    HttpOrigin,
+    LocationRefused,
+    relative_path_problem,
+)
+from catalog.sources.store import postgres_dsn, protected_places
 from hub.api.app import create_app
-from hub.context import Hub
-from hub.server import free_port
+from hub.api.server import free_port
+from hub.assembly.context import Hub
 from tests.conftest import manifest_dict, pg_profile, ticket_rows
 
 BLOCKHUB = str(Path(sys.executable).parent / "blockhub")
@@ -638,7 +643,7 @@ ENV_OPTIONS = st.recursive(
 def test_no_environment_reference_survives_anywhere_in_the_options(value: Any, key: str) -> None:
     """``${NAME}`` used to be resolved against the hub's own environment (its audit key,
     its database passwords); now any reference, at any depth, refuses the manifest."""
-    from catalog.sources import source_problems
+    from catalog.sources.store import source_problems
 
     for connector in ("postgres", "http_api", "mqtt", "csv"):
         m = parse_manifest(
@@ -773,7 +778,7 @@ def test_an_http_profile_reads_under_its_base(hub: Hub, api: tuple[str, str]) ->
 def test_http_paths_stay_under_the_base(path: str) -> None:
     """A path either fails the manifest check, or its URL passes the origin check — no
     spelling gets a URL past the check that a server would place outside the base."""
-    from catalog.locations import url_path_problem
+    from catalog.sources.locations import url_path_problem
 
     origin = HttpOrigin.parse("http://api.example:8080/v1/beds")
     if url_path_problem(path) is not None:
@@ -855,7 +860,7 @@ def test_feed_connections_are_audited(hub: Hub, tmp_path: Path) -> None:
     """An MQTT feed's broker is its profile's; the connection is on the audit chain."""
     import asyncio
 
-    from hub.feeds import FeedRunner
+    from hub.live.feeds import FeedRunner
 
     hub.sources.sources.add_profile(
         "gy_hbj",

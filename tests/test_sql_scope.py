@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catalog.errors import AccessDenied, QueryRejected
-from hub.sqlcheck import check_sql
+from hub.exchange.sqlcheck import check_sql
 
 READABLE = {"tickets", "districts"}
 FORBIDDEN = {"secret", "t_none"}

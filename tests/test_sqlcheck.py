@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from catalog.errors import QueryRejected
-from hub.sqlcheck import check_sql
+from hub.exchange.sqlcheck import check_sql
 
 READABLE = {"tickets", "districts"}
 

@@ -1,10 +1,11 @@
-"""How the lake gathers a connector's batches into Parquet row groups (catalog.lake.row_groups)."""
+"""How the lake gathers a connector's batches into Parquet row groups
+(catalog.lake.tables.row_groups)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from catalog.lake import row_groups
+from catalog.lake.tables import row_groups
 
 
 def batches(*sizes: int) -> list[pa.RecordBatch]:

@@ -11,7 +11,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from hub.server import free_port, serving
+from hub.api.server import free_port, serving
 from tests.conftest import ExchangeWorld
 
 # 300 x 300 x 300 = 27,000,000 rows: far more than a batch, more than a client waits for.

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from catalog.manifest import Manifest
-from hub.cli import CLI_PRINCIPAL
-from hub.context import Hub
+from catalog.datasets.manifest import Manifest
+from hub.assembly.context import Hub
+from hub.cli.main import CLI_PRINCIPAL
 from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres
@@ -180,7 +180,7 @@ def test_evolve_adds_a_new_source_column(
     insert(source, 6, 2, minute=1)
     run = hub.ingest("tickets")
     assert run.status == "succeeded", run.error
-    owner = hub.store.create_principal("wm", "gy_12345", "王敏", "steward")
+    owner = hub.store.identity.create_principal("wm", "gy_12345", "王敏", "steward")
     sql = "SELECT * FROM tickets ORDER BY ticket_id"
     rows = hub.exchange.query(sql, owner).to_table().to_pylist()
     assert [r["handler"] for r in rows] == [None] * 5 + ["李娜"] * 2

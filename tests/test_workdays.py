@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalog.grants import ANSWER_WORKING_DAYS
-from catalog.manifest import Manifest
-from catalog.workdays import (
+from catalog.access.grants import ANSWER_WORKING_DAYS
+from catalog.datasets.manifest import Manifest
+from catalog.domain.workdays import (
     BEIJING,
     HolidayFileError,
     answer_deadline,
@@ -26,7 +26,7 @@ from catalog.workdays import (
     official_calendar,
     package_calendar,
 )
-from hub.context import Hub
+from hub.assembly.context import Hub
 from hub.settings import Settings
 from tests.conftest import ExchangeWorld, SetClock
 
@@ -172,12 +172,12 @@ def test_hub_warns_when_this_or_next_year_is_not_covered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings_ = Settings(home=tmp_path / "home")
-    with caplog.at_level(logging.WARNING, logger="hub.context"):
+    with caplog.at_level(logging.WARNING, logger="hub.assembly.context"):
         Hub.open(settings_, clock=SetClock(bj(2026, 3, 4, 10))).close()
     assert "does not cover 2027" in caplog.text
     caplog.clear()
     _write(settings_.holiday_folder, "2027.yaml", YEAR_2027)
-    with caplog.at_level(logging.WARNING, logger="hub.context"):
+    with caplog.at_level(logging.WARNING, logger="hub.assembly.context"):
         Hub.open(settings_, clock=SetClock(bj(2026, 3, 4, 10))).close()
     assert "does not cover" not in caplog.text
 
@@ -247,7 +247,7 @@ def test_cli_lists_requests_with_the_estimate_marked(
 
     m = make_manifest(sharing={"type": "conditional", "conditions": "state the purpose"})
     record = hub.store.register_dataset(m)
-    hub.store.create_principal("dev", "gy_hbj", "dev", "developer")
+    hub.store.identity.create_principal("dev", "gy_hbj", "dev", "developer")
     exact = hub.grants.request(
         record, agency_id="gy_hbj", requested_by="dev", purpose="p", now=bj(2026, 2, 13, 10)
     )

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from hub.api import errors
-from hub.api.limits import Budget, Limiter, RequestBounds, RequestLimits
+from hub.api.common import errors
+from hub.api.common.limits import Budget, Limiter, RequestBounds, RequestLimits
 from hub.api.routes import (
     audit,
     blocks,
@@ -27,11 +27,11 @@ from hub.api.routes import (
 )
 from hub.api.ws import RawSend
 from hub.api.ws import router as ws_router
-from hub.auditing import audit_start
-from hub.context import Hub
-from hub.feeds import FeedRunner
-from hub.freshness import freshness_task
-from hub.ops import OpsRuntime
+from hub.assembly.context import Hub
+from hub.live.auditing import audit_start
+from hub.live.feeds import FeedRunner
+from hub.live.freshness import freshness_task
+from hub.live.ops import OpsRuntime
 from hub.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"

@@ -14,7 +14,7 @@ block a row falls in is that column's value, or for an address key the region re
 from it), and for every message on the
 reader's current access — the row filter keeps rows outside it out, counts and
 ``regions`` are narrowed or withheld as on the ``dataset:`` channel, and the payload is
-disclosed by :func:`hub.channels.disclose_message` (catalog/disclosure.py), the one
+disclosed by :func:`hub.live.channels.disclose_message` (catalog/access/disclosure.py), the one
 rule of every outbound path.
 """
 
@@ -29,15 +29,29 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
-from catalog import disclosure
+from catalog.access import disclosure
+from catalog.datasets.manifest import Manifest
+from catalog.domain.channels import (
+    dataset_channel,
+    feed_channel,
+    is_block_channel,
+    is_feed_channel,
+    name_of,
+)
 from catalog.errors import HubError, InvalidRequest
-from catalog.eventlog import Message
-from catalog.manifest import Manifest
-from catalog.store import Principal
-from hub.blocks import block_channel, block_key, message_regions, region_prefix, rows_in_block
-from hub.bus import Notice, Subscription
-from hub.channels import disclose_message, source_view
-from hub.context import Hub
+from catalog.identity.store import Principal
+from eventlog.message import Message
+from hub.api.common.errors import error_message
+from hub.assembly.context import Hub
+from hub.exchange.blocks import (
+    block_channel,
+    block_key,
+    message_regions,
+    region_prefix,
+    rows_in_block,
+)
+from hub.live.channels import disclose_message, source_view
+from hub.live.subscription import Notice, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +74,7 @@ class BlockChannels:
                 "block channels are live: replay from the dataset:/feed: channels instead",
                 channel=channel,
             )
-        name, region = block_channel(channel.partition(":")[2])
+        name, region = block_channel(name_of(channel))
         if name in self._subs:
             self.remove(name)
         accesses = await asyncio.to_thread(self.hub.exchange.accesses, self.principal)
@@ -74,15 +88,12 @@ class BlockChannels:
             # The block a row falls in is its key's value (an address key: the region
             # resolved from the address): routable only if the reader sees that source
             # column unmasked — else subscribing per block would reveal the masked part.
-            routable = access.via == "owner" or (
-                key.column in access.columns and key.column not in access.masked
-            )
-            if routable:
+            if disclosure.shown_as_stored(access, key.column):
                 manifests[d.id] = d.manifest
         sub = self.hub.bus.subscription()
         for dataset_id in manifests:
-            await sub.add(f"dataset:{dataset_id}")
-            await sub.add(f"feed:{dataset_id}")
+            await sub.add(dataset_channel(dataset_id))
+            await sub.add(feed_channel(dataset_id))
         task = asyncio.create_task(self._pump(name, region_prefix(region), sub, manifests))
         self._subs[name] = (sub, task)
         return {
@@ -132,26 +143,20 @@ class BlockChannels:
             self._subs.pop(channel, None)
             sub.close()
             with contextlib.suppress(Exception):
+                stopped = f"{channel} stopped ({type(e).__name__}); subscribe again"
                 await self.send(
-                    {
-                        "type": "error",
-                        "ok": False,
-                        "status": 503,
-                        "code": "block_channel_stopped",
-                        "error": f"{channel} stopped ({type(e).__name__}); subscribe again",
-                        "channel": channel,
-                    }
+                    error_message(503, "block_channel_stopped", stopped, channel=channel)
                 )
 
     def _shown(
         self, msg: Message, prefix: str, manifests: dict[str, Manifest]
     ) -> dict[str, Any] | None:
         """The message as this reader sees it inside the block, or None."""
-        dataset_id = msg.channel.partition(":")[2]
+        dataset_id = name_of(msg.channel)
         view = source_view(self.hub, self.principal, dataset_id)
         if not view.access.readable:
             return None
-        if msg.channel.startswith("feed:") and not disclosure.row_visible(view.access, msg.data):
+        if is_feed_channel(msg.channel) and not disclosure.row_visible(view.access, msg.data):
             return None
         data = disclose_message(self.hub, self.principal, msg)
         if data is None:
@@ -188,7 +193,7 @@ def _for(ws: WebSocket, hub: Hub, principal: Principal) -> BlockChannels:
 
 
 def is_block_op(op: Any, channel: Any) -> bool:
-    return op in ("subscribe", "unsubscribe") and str(channel).startswith("block:")
+    return op in ("subscribe", "unsubscribe") and is_block_channel(str(channel))
 
 
 async def block_op(ws: WebSocket, hub: Hub, principal: Principal, msg: dict[str, Any]) -> None:
@@ -198,7 +203,7 @@ async def block_op(ws: WebSocket, hub: Hub, principal: Principal, msg: dict[str,
     if msg["op"] == "subscribe":
         reply = await channels.add(channel, msg.get("since"))
     else:
-        name, _ = block_channel(channel.partition(":")[2])
+        name, _ = block_channel(name_of(channel))
         channels.remove(name)
         reply = {"type": "unsubscribed", "channel": name}
     await ws.send_text(orjson.dumps(reply, default=str).decode())

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from websockets.protocol import State
 
+from catalog.domain.channels import ALERTS, dataset_channel, feed_channel, orders_channel
 from catalog.errors import (
     AccessDenied,
     HubError,
@@ -25,15 +26,16 @@ from catalog.errors import (
     Unauthenticated,
     unavailable,
 )
-from catalog.eventlog import Message, ws_text_frame
-from catalog.store import Principal
-from hub import alerts, dispatch
+from catalog.identity.store import Principal
+from eventlog.message import Message
 from hub.api.block_channels import block_op, close_block_channels, is_block_op
-from hub.api.errors import error_body, hub_error_body
-from hub.api.limits import MAX_INT, NUL_MESSAGE
-from hub.auditing import audit_subscription
-from hub.bus import Notice, SlowConsumer, Subscription
-from hub.channels import (
+from hub.api.common.errors import error_message, hub_error_message
+from hub.api.common.limits import MAX_INT, NUL_MESSAGE
+from hub.api.wsproto import DirectWebSocketProtocol, serving_protocol
+from hub.assembly.context import Hub
+from hub.live import alerts, dispatch
+from hub.live.auditing import audit_subscription
+from hub.live.channels import (
     audit_unmasked,
     check_channel,
     disclose_alert,
@@ -42,9 +44,10 @@ from hub.channels import (
     parse_filter,
     subscription_filter,
 )
-from hub.context import Hub
-from hub.ops import OpsRuntime
-from hub.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
+from hub.live.frames import ws_text_frame
+from hub.live.ops import OpsRuntime
+from hub.live.presence import CLOSE_TOO_MANY, Connection, TooManyConnections
+from hub.live.subscription import Notice, SlowConsumer, Subscription
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -68,13 +71,13 @@ def _dumps(obj: Any) -> str:
 
 
 def _error(err: HubError, **extra: Any) -> str:
-    return _dumps({"type": "error", **hub_error_body(err), **extra})
+    return _dumps(hub_error_message(err, **extra))
 
 
 async def _authenticate(ws: WebSocket, hub: Hub) -> Principal:
     header = ws.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return await asyncio.to_thread(hub.store.authenticate, header[7:].strip())
+        return await asyncio.to_thread(hub.store.identity.authenticate, header[7:].strip())
     try:
         raw = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
     except TimeoutError:
@@ -89,7 +92,7 @@ async def _authenticate(ws: WebSocket, hub: Hub) -> Principal:
         or not isinstance(msg.get("token"), str)
     ):
         raise Unauthenticated('first message must be {"op": "auth", "token": ...}')
-    return await asyncio.to_thread(hub.store.authenticate, msg["token"])
+    return await asyncio.to_thread(hub.store.identity.authenticate, msg["token"])
 
 
 async def _subscribe(
@@ -143,9 +146,7 @@ async def _subscribe(
 async def _order_op(
     ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
 ) -> None:
-    order_id = msg.get("order")
-    if not isinstance(order_id, str):
-        raise InvalidRequest(f"{op} needs an order id", op=op)
+    order_id = _id_of(msg, "order", op)
     note = msg.get("note")
     data = msg.get("data")
     if (note is not None and not isinstance(note, str)) or (
@@ -155,37 +156,30 @@ async def _order_op(
     order = await asyncio.to_thread(
         dispatch.act, hub, principal, order_id, ORDER_OPS[op], note, data
     )
-    await ws.send_text(
-        _dumps(
-            {
-                "type": "ok",
-                "op": op,
-                "id": msg.get("id"),
-                "order": disclose_order(hub, principal, order.to_dict()),
-            }
-        )
-    )
+    await _ok(ws, op, msg, order=disclose_order(hub, principal, order.to_dict()))
 
 
 async def _alert_op(
     ws: WebSocket, hub: Hub, principal: Principal, op: str, msg: dict[str, Any]
 ) -> None:
-    alert_id = msg.get("alert")
-    if not isinstance(alert_id, str):
-        raise InvalidRequest(f"{op} needs an alert id", op=op)
+    alert_id = _id_of(msg, "alert", op)
     note = msg.get("note") if isinstance(msg.get("note"), str) else None
     fn = alerts.acknowledge if op == "alert.ack" else alerts.resolve
     alert = await asyncio.to_thread(fn, hub, principal, alert_id, note)
-    await ws.send_text(
-        _dumps(
-            {
-                "type": "ok",
-                "op": op,
-                "id": msg.get("id"),
-                "alert": disclose_alert(hub, principal, alert.to_dict()),
-            }
-        )
-    )
+    await _ok(ws, op, msg, alert=disclose_alert(hub, principal, alert.to_dict()))
+
+
+def _id_of(msg: dict[str, Any], key: str, op: str) -> str:
+    """The id of the order or alert a command names (``{"order": "..."}``)."""
+    value = msg.get(key)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{op} needs an {key} id", op=op)
+    return value
+
+
+async def _ok(ws: WebSocket, op: str, msg: dict[str, Any], **shown: Any) -> None:
+    """The answer to a command: ``ok``, the op, the client's id, what it changed as shown."""
+    await ws.send_text(_dumps({"type": "ok", "op": op, "id": msg.get("id"), **shown}))
 
 
 async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connection) -> None:
@@ -198,7 +192,7 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
         except ValueError:
             await ws.send_text(_error(InvalidRequest("messages must be JSON objects")))
             continue
-        if "\x00" in raw or "\\u0000" in raw:  # as over HTTP (hub.api.limits)
+        if "\x00" in raw or "\\u0000" in raw:  # as over HTTP (hub.api.common.limits)
             await ws.send_text(_error(InvalidRequest(NUL_MESSAGE)))
             continue
         op = msg.get("op")
@@ -237,9 +231,7 @@ async def _commands(ws: WebSocket, hub: Hub, principal: Principal, conn: Connect
                 continue
             # A bug: the answer over HTTP would be a 500; the link stays up.
             log.exception("websocket op %r failed", op)
-            await ws.send_text(
-                _dumps({"type": "error", **error_body(500, "internal_error", "internal error")})
-            )
+            await ws.send_text(_dumps(error_message(500, "internal_error", "internal error")))
 
 
 def _frame(hub: Hub, principal: Principal, item: Message | Notice) -> bytes:
@@ -285,7 +277,7 @@ class _SameMessage:
 
 
 _same_message = _SameMessage()
-_DISCLOSED = ("feed:", "dataset:", "alerts", "orders:")
+_DISCLOSED = (feed_channel(""), dataset_channel(""), ALERTS, orders_channel(""))
 """Channels whose messages carry dataset values or counts (:func:`disclose_message`)."""
 
 
@@ -314,9 +306,11 @@ class _Direct:
     calls its ``send`` makes, without the ASGI hops and task switch per message — the
     way ``websockets.broadcast`` writes.  :meth:`write` frames items for this principal;
     :meth:`attach` lets the fan-out write frames built once for every subscriber straight
-    to the transport (see ``hub.bus``)."""
+    to the transport (see ``hub.live.bus``)."""
 
-    def __init__(self, proto: Any, hub: Hub, principal: Principal, limit: int) -> None:
+    def __init__(
+        self, proto: DirectWebSocketProtocol, hub: Hub, principal: Principal, limit: int
+    ) -> None:
         self.conn, self.transport, self.proto = proto.conn, proto.transport, proto
         self.hub, self.principal, self.limit = hub, principal, limit
 
@@ -324,11 +318,8 @@ class _Direct:
     def of(cls, ws: WebSocket, hub: Hub, principal: Principal, limit: int) -> _Direct | None:
         """The writer for this connection, or None when another server serves it (the
         queue + task path is used then)."""
-        proto: Any = getattr(ws.scope.get("blockhub.raw_send"), "__self__", None)
-        if type(proto).__name__ != "WebSocketsSansIOProtocol":
-            return None
-        conn, transport = getattr(proto, "conn", None), getattr(proto, "transport", None)
-        if conn is None or transport is None or not hasattr(proto, "close_sent"):
+        proto = serving_protocol(ws.scope.get("blockhub.raw_send"))
+        if proto is None:
             return None
         return cls(proto, hub, principal, limit)
 
@@ -340,8 +331,10 @@ class _Direct:
         )
 
     def _frame(self, item: Message | Notice) -> bytes:
-        if isinstance(item, Notice) or _unmasked(self.hub, self.principal, item):
-            return item.ws_frame  # one frame for every subscriber
+        if isinstance(item, Notice):
+            return item.ws_frame  # one frame for every connection
+        if _unmasked(self.hub, self.principal, item):
+            return item.framed(ws_text_frame)  # one frame for every subscriber
         return ws_text_frame(_frame(self.hub, self.principal, item))
 
     def write(self, items: Sequence[Message | Notice]) -> bool:
@@ -373,13 +366,7 @@ class _Direct:
         # transport's flow control, which calls ``pause_writing`` as the write that crosses
         # the limit returns; uvicorn's own handler (which holds its sends back) still runs.
         transport.set_write_buffer_limits(high=self.limit)
-        paused = proto.pause_writing
-
-        def pause_writing() -> None:
-            paused()
-            sub.too_slow()
-
-        proto.pause_writing = pause_writing
+        proto.on_pause_writing = sub.too_slow
         # Nothing more once the transport closes: uvicorn closes it in the same call that
         # answers a client's close, fails the connection or shuts down; the one close it
         # sends and keeps open for the handshake (``close_sent``) is this endpoint's own,

@@ -16,8 +16,8 @@ from typing import Any
 from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from catalog.datasets.manifest import load_manifest
 from catalog.errors import ManifestError
-from catalog.manifest import load_manifest
 
 
 def build_dag(manifest_path: Path) -> DAG:
@@ -44,15 +44,15 @@ def build_dag(manifest_path: Path) -> DAG:
 
         @task
         def validate(staged: dict[str, Any]) -> dict[str, Any]:
+            from pipelines.staged import Staged
             from pipelines.steps import validate_step
 
             gated = validate_step(path, staged)
-            quality = gated.get("quality") or {}
-            if quality.get("status") == "blocked":
+            outcome = Staged.from_dict(gated).quality
+            if outcome is not None and outcome.blocked:
                 # Not a transient error: retrying cannot make the batch pass.
-                batch = quality["quarantine_batch"]
                 raise AirflowFailException(
-                    f"quality gate blocked the batch; quarantined as {batch}"
+                    f"quality gate blocked the batch; quarantined as {outcome.quarantine_batch}"
                 )
             return gated
 

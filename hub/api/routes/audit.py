@@ -10,10 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from catalog.errors import AccessDenied
-from catalog.store import Principal
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.limits import MAX_INT32
+from catalog.identity.store import Principal
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import MAX_INT32
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=error_responses(401, 403, 422))
 

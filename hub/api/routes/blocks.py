@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
-from hub.api.deps import HubDep, LimiterDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.blocks import Blocks
+from catalog.identity.store import Principal
+from hub.api.common.deps import HubDep, LimiterDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import Limiter
+from hub.assembly.context import Hub
+from hub.exchange.blocks import Blocks
 
 router = APIRouter(
     prefix="/v1/blocks",
     tags=["blocks"],
     responses=error_responses(400, 401, 403, 404, 408, 422, 429),
 )
+
+
+async def _answer(
+    hub: Hub, principal: Principal, limiter: Limiter, ask: Callable[[Blocks], dict[str, Any]]
+) -> dict[str, Any]:
+    """A block answer under the caller's query limit (a block answer runs SQL like a query)."""
+    blocks = Blocks(hub.exchange, timeout_s=hub.settings.query_timeout_s)
+    slot = limiter.admit(principal.id, "query")
+    try:
+        answer = await run_in_threadpool(ask, blocks)
+    finally:
+        slot.release()
+    return {"ok": True, **answer}
 
 
 @router.get(
@@ -31,15 +48,9 @@ async def region_block(
         bool, Query(description="also break every dataset down by child region")
     ] = False,
 ) -> dict[str, Any]:
-    blocks = Blocks(hub.exchange, timeout_s=hub.settings.query_timeout_s)
-    slot = limiter.admit(principal.id, "query")
-    try:
-        answer: dict[str, Any] = await run_in_threadpool(
-            blocks.region, code, principal, with_children=children
-        )
-    finally:
-        slot.release()
-    return {"ok": True, **answer}
+    return await _answer(
+        hub, principal, limiter, lambda b: b.region(code, principal, with_children=children)
+    )
 
 
 @router.get(
@@ -65,10 +76,4 @@ async def enterprise_block(
     limiter: LimiterDep,
     credit_code: Annotated[str, Path(description="18-character unified social credit code")],
 ) -> dict[str, Any]:
-    blocks = Blocks(hub.exchange, timeout_s=hub.settings.query_timeout_s)
-    slot = limiter.admit(principal.id, "query")
-    try:
-        answer: dict[str, Any] = await run_in_threadpool(blocks.enterprise, credit_code, principal)
-    finally:
-        slot.release()
-    return {"ok": True, **answer}
+    return await _answer(hub, principal, limiter, lambda b: b.enterprise(credit_code, principal))

@@ -12,15 +12,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from catalog.access.policy import can_manage
+from catalog.datasets.manifest import Manifest, parse_manifest
+from catalog.datasets.search import freshness, search
+from catalog.datasets.store import DatasetRecord, Version
+from catalog.db import utcnow
 from catalog.errors import AccessDenied, Conflict, InvalidRequest, ManifestError
-from catalog.manifest import Manifest, parse_manifest
-from catalog.policy import can_manage
-from catalog.search import freshness, search
-from catalog.store import DatasetRecord, Principal, Version, utcnow
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.links import links
-from hub.context import Hub
+from catalog.identity.store import Principal
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.links import links
+from hub.assembly.context import Hub
 
 router = APIRouter(tags=["catalog"], responses=error_responses(400, 401, 403, 404, 409, 422))
 

@@ -9,15 +9,16 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from catalog.access import Access
-from catalog.disclosure import disclose_run, disclose_version
+from catalog.access.disclosure import disclose_run, disclose_version
+from catalog.access.effective import Access
+from catalog.access.policy import can_manage
+from catalog.datasets.store import DatasetRecord, Run, Version
 from catalog.errors import AccessDenied, NotFound
-from catalog.policy import can_manage
-from catalog.store import DatasetRecord, Principal, Run, Version
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.links import links
-from hub.context import Hub
+from catalog.identity.store import Principal
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.links import links
+from hub.assembly.context import Hub
 
 router = APIRouter(
     prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 403, 404, 422)

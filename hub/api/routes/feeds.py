@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from catalog.disclosure import WITHHELD, disclose_counts
+from catalog.access.disclosure import WITHHELD, disclose_counts
+from catalog.access.policy import can_manage, can_read
 from catalog.errors import AccessDenied, Conflict
-from catalog.policy import can_manage, can_read
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.feeds import FeedRunner
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.live.feeds import FeedRunner
 from pipelines.feeds import (
     MAX_EVENTS_PER_BATCH,
     BatchTooLarge,

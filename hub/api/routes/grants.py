@@ -8,15 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from catalog.access.grants import Grant
+from catalog.access.policy import can_manage
 from catalog.errors import AccessDenied
-from catalog.grants import Grant
-from catalog.policy import can_manage
-from catalog.store import Principal
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.limits import Moment
-from hub.api.links import links
-from hub.context import Hub
+from catalog.identity.store import Principal
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import Moment
+from hub.api.common.links import links
+from hub.assembly.context import Hub
 
 router = APIRouter(tags=["grants"], responses=error_responses(400, 401, 403, 404, 409, 422))
 

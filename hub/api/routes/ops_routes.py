@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -9,13 +10,15 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from catalog.errors import AccessDenied
-from catalog.store import Principal
-from hub import alerts, dispatch
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.limits import Moment
-from hub.api.links import links
-from hub.channels import disclose_alert, disclose_order, is_ops, order_targets
+from catalog.identity.store import Principal
+from catalog.ops.store import Alert
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import Moment
+from hub.api.common.links import links
+from hub.assembly.context import Hub
+from hub.live import alerts, dispatch
+from hub.live.channels import disclose_alert, disclose_order, is_ops, order_targets
 
 router = APIRouter(
     prefix="/v1", tags=["dispatch"], responses=error_responses(400, 401, 403, 404, 409, 422)
@@ -75,17 +78,25 @@ def get_alert(alert_id: str, hub: HubDep, principal: PrincipalDep) -> dict[str, 
 async def ack_alert(
     alert_id: str, hub: HubDep, principal: PrincipalDep, body: Note | None = None
 ) -> dict[str, Any]:
-    note = body.note if body else None
-    alert = await run_in_threadpool(alerts.acknowledge, hub, principal, alert_id, note)
-    return disclose_alert(hub, principal, alert.to_dict())
+    return await _alert_step(alerts.acknowledge, alert_id, hub, principal, body)
 
 
 @router.post("/alerts/{alert_id}/resolve", summary="Resolve an alert")
 async def resolve_alert(
     alert_id: str, hub: HubDep, principal: PrincipalDep, body: Note | None = None
 ) -> dict[str, Any]:
-    note = body.note if body else None
-    alert = await run_in_threadpool(alerts.resolve, hub, principal, alert_id, note)
+    return await _alert_step(alerts.resolve, alert_id, hub, principal, body)
+
+
+async def _alert_step(
+    step: Callable[[Hub, Principal, str, str | None], Alert],
+    alert_id: str,
+    hub: Hub,
+    principal: Principal,
+    body: Note | None,
+) -> dict[str, Any]:
+    """Acknowledge or resolve (the live wing checks the role), answer as the caller sees it."""
+    alert = await run_in_threadpool(step, hub, principal, alert_id, body.note if body else None)
     return disclose_alert(hub, principal, alert.to_dict())
 
 

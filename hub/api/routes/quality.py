@@ -10,17 +10,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from catalog.access import Access
-from catalog.disclosure import disclose_quality_results, quality_visible
+from catalog.access.disclosure import disclose_quality_results, quality_visible
+from catalog.access.effective import Access
+from catalog.access.policy import can_manage
+from catalog.datasets.quality import QualityResult, QualityStore
+from catalog.datasets.store import DatasetRecord
 from catalog.errors import AccessDenied, NotFound
-from catalog.policy import can_manage
-from catalog.quality import QualityResult, QualityStore
-from catalog.store import DatasetRecord, Principal
-from hub.api.deps import HubDep, PrincipalDep
-from hub.api.errors import error_responses, json_error_content
-from hub.api.limits import MAX_INT
-from hub.channels import audit_unmasked
-from hub.context import Hub
+from catalog.identity.store import Principal
+from hub.api.common.deps import HubDep, PrincipalDep
+from hub.api.common.errors import error_responses, json_error_content
+from hub.api.common.limits import MAX_INT
+from hub.assembly.context import Hub
+from hub.live.channels import audit_unmasked
 from hub.quality_report import render_report
 from pipelines.freshness import freshness
 from pipelines.quarantine import discard, quarantine_rows, release
@@ -64,7 +65,7 @@ def _managed(hub: Hub, principal: Principal, dataset_id: str) -> DatasetRecord:
 
 
 def _quality(hub: Hub) -> QualityStore:
-    return QualityStore(hub.store.engine, audit=hub.audit)
+    return hub.store.quality
 
 
 def _freshness(hub: Hub, record: DatasetRecord) -> Any:

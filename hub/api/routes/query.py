@@ -12,13 +12,20 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from catalog.errors import InvalidRequest
-from hub.api.answer import BULK_FORMATS, action_of, encode_small, finish, guard_core, pick_format
-from hub.api.deps import CredentialsDep, HubDep, LimiterDep, authenticate, bearer_token
-from hub.api.errors import error_responses
-from hub.api.limits import MAX_INT, MAX_INT32, Held, Limiter, Positive, Slot, VersionNumber
-from hub.context import Hub
-from hub.encoders import MEDIA_TYPES, ROW_SEPARATORS, Format
-from hub.exchange import QueryResult
+from hub.api.common.answer import (
+    BULK_FORMATS,
+    action_of,
+    encode_small,
+    finish,
+    guard_core,
+    pick_format,
+)
+from hub.api.common.deps import CredentialsDep, HubDep, LimiterDep, authenticate, bearer_token
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import MAX_INT, MAX_INT32, Held, Limiter, Positive, Slot, VersionNumber
+from hub.assembly.context import Hub
+from hub.exchange.encoders import MEDIA_TYPES, ROW_SEPARATORS, Format
+from hub.exchange.results import QueryResult
 
 router = APIRouter(
     prefix="/v1", tags=["query"], responses=error_responses(400, 401, 403, 404, 408, 422, 429)

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from catalog.access import disclosure
 from catalog.errors import AccessDenied, InvalidRequest
-from catalog.store import Principal
-from hub.api.answer import (
+from catalog.identity.store import Principal
+from catalog.sqltext import quote_ident
+from hub.api.common.answer import (
     BULK_FORMATS,
     action_of,
     answer,
@@ -20,12 +22,12 @@ from hub.api.answer import (
     replay,
     stream_doc,
 )
-from hub.api.deps import HubDep, LimiterDep, PrincipalDep
-from hub.api.errors import error_responses
-from hub.api.limits import MAX_INT32, Held
-from hub.context import Hub
-from hub.encoders import Format
-from hub.rows import MAX_PAGE, Cursor, Filter, RowsQuery, parse_sort
+from hub.api.common.deps import HubDep, LimiterDep, PrincipalDep
+from hub.api.common.errors import error_responses
+from hub.api.common.limits import MAX_INT32, Held
+from hub.assembly.context import Hub
+from hub.exchange.encoders import Format
+from hub.exchange.rows import MAX_PAGE, Cursor, Filter, RowsQuery, parse_sort
 
 router = APIRouter(
     prefix="/v1/datasets",
@@ -93,7 +95,7 @@ async def _rows(
         raise err
     record = hub.store.get_dataset(dataset_id)
     pk = list(record.manifest.primary_key)
-    keyset_ok = bool(pk) and all(c in access.columns and c not in access.masked for c in pk)
+    keyset_ok = bool(pk) and all(disclosure.shown_as_stored(access, c) for c in pk)
     rq = RowsQuery(
         dataset=dataset_id,
         visible=access.columns,
@@ -151,7 +153,7 @@ async def get_sample(
     limiter: LimiterDep,
     n: Annotated[int, Query(gt=0, le=100)] = 10,
 ) -> Response:
-    quoted = '"' + dataset_id.replace('"', '""') + '"'
+    quoted = quote_ident(dataset_id)
     slot = limiter.admit(principal.id, "query")
     try:
         result = await run_in_threadpool(

@@ -1,0 +1,2 @@
+"""The operations store: alerts, alert-rule cursors, dispatch orders and their history
+(additive ``ops_*`` tables on the catalog database)."""

@@ -2,6 +2,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY catalog catalog
+COPY eventlog eventlog
 COPY connectors connectors
 COPY expectations expectations
 COPY pipelines pipelines

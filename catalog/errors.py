@@ -135,11 +135,6 @@ class SchemaDrift(HubError):
     status = 409
 
 
-class QualityGateFailed(HubError):
-    code = "quality_gate_failed"
-    status = 422
-
-
 class SuiteInvalid(HubError):
     """An expectation suite file is malformed or uses what the gate cannot run."""
 

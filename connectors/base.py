@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from catalog.errors import ConnectorError
-from catalog.sources.store import ResolvedSource
+from catalog.sources.guard import ResolvedSource
 
 ENTRY_POINT_GROUP = "blockhub.connectors"
 

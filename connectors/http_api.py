@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.errors import ConnectorError, SourceRefused
+from catalog.sources.guard import ResolvedSource
 from catalog.sources.locations import LocationRefused
-from catalog.sources.store import ResolvedSource
 from connectors.base import Connector, CursorValue
 
 log = logging.getLogger(__name__)

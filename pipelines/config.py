@@ -22,7 +22,8 @@ from catalog.datasets.store import CatalogStore
 from catalog.db import make_engine
 from catalog.errors import ConfigError
 from catalog.lake.tables import Lake
-from catalog.sources.store import Protected, SourceGuard, SourceStore, protected_places
+from catalog.sources.guard import SourceGuard, protected_places
+from catalog.sources.store import Protected, SourceStore
 from eventlog.backend import LogBackend, open_event_log
 from pipelines.schema import adopt_with, ensure_schema
 

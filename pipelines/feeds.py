@@ -29,7 +29,7 @@ from catalog.datasets.store import CatalogStore, Version
 from catalog.domain.channels import feed_channel
 from catalog.errors import CommitUnsettled, HubError, InvalidRequest, ManifestError, unavailable
 from catalog.lake.tables import Lake
-from catalog.sources.store import source_problems
+from catalog.sources.guard import source_problems
 from eventlog.message import Message, Publisher
 from pipelines.ingest import publish
 from pipelines.notify import announce, version_event

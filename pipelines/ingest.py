@@ -32,7 +32,7 @@ from catalog.errors import (
     unavailable,
 )
 from catalog.lake.tables import Lake
-from catalog.sources.store import ResolvedSource, SourceGuard
+from catalog.sources.guard import ResolvedSource, SourceGuard
 from catalog.vocabulary import RunStatus
 from connectors.base import Connector, get_connector
 from connectors.incremental import Incremental

@@ -24,6 +24,7 @@ import ast
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,8 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def import_graph() -> tuple[dict[str, set[str]], dict[str, Path]]:
+@cache
+def _parsed() -> tuple[dict[str, set[str]], dict[str, Path]]:
     """Module → the project modules it imports (anywhere in it: function-level and
     ``TYPE_CHECKING`` imports are dependencies too)."""
     modules = _modules()
@@ -84,6 +86,12 @@ def import_graph() -> tuple[dict[str, set[str]], dict[str, Path]]:
                     elif node.module in modules:
                         edges[name].add(node.module)
     return edges, modules
+
+
+def import_graph() -> tuple[dict[str, set[str]], dict[str, Path]]:
+    """A fresh copy of the parsed graph (tests may edit it)."""
+    edges, modules = _parsed()
+    return {m: set(t) for m, t in edges.items()}, modules
 
 
 def circles(edges: Mapping[str, Iterable[str]]) -> list[list[str]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from catalog.datasets.quality import QualityStore
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, text
 
+from catalog.datasets.quality import QualityStore
 from catalog.db import make_engine
 from hub.assembly.context import Hub
 from hub.settings import Settings

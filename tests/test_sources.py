@@ -31,13 +31,13 @@ from hypothesis import strategies as st
 
 from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.errors import InvalidRequest, SourceRefused
+from catalog.sources.guard import postgres_dsn, protected_places
 from catalog.sources.locations import (
     Confinement,
     HttpOrigin,
     LocationRefused,
     relative_path_problem,
 )
-from catalog.sources.store import postgres_dsn, protected_places
 from hub.api.app import create_app
 from hub.api.server import free_port
 from hub.assembly.context import Hub
@@ -643,7 +643,7 @@ ENV_OPTIONS = st.recursive(
 def test_no_environment_reference_survives_anywhere_in_the_options(value: Any, key: str) -> None:
     """``${NAME}`` used to be resolved against the hub's own environment (its audit key,
     its database passwords); now any reference, at any depth, refuses the manifest."""
-    from catalog.sources.store import source_problems
+    from catalog.sources.guard import source_problems
 
     for connector in ("postgres", "http_api", "mqtt", "csv"):
         m = parse_manifest(

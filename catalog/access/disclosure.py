@@ -124,16 +124,6 @@ def unchanged(access: Access, record: Record) -> bool:
     return not any(record.get(c) is not None for c in access.masked)
 
 
-def disclose_records(access: Access, records: Iterable[Record]) -> list[dict[str, Any]]:
-    """Records as this reader sees them, the ones outside its rows left out."""
-    out = []
-    for r in records:
-        d = disclose_record(access, r)
-        if d is not None:
-            out.append(d)
-    return out
-
-
 def unmasked_personal(access: Access, personal: Mapping[str, str]) -> list[str]:
     """Personal columns this non-owner reader receives raw (a grant lifted their mask):
     each delivery of them is audited (``access.unmasked``).  Empty for the owner."""
@@ -148,11 +138,6 @@ def unmasked_personal(access: Access, personal: Mapping[str, str]) -> list[str]:
 def counts_visible(access: Access) -> bool:
     """Whether a count over every row of the dataset may be shown to this reader."""
     return access.readable and access.row_filters is None
-
-
-def disclose_count(access: Access, n: int | None) -> int | None:
-    """A count over all rows, or None (withheld) for a reader who sees only some rows."""
-    return n if counts_visible(access) else None
 
 
 def disclose_regions(

@@ -36,21 +36,3 @@ def parse_type(text: str) -> pa.DataType:
         if 1 <= precision <= 38 and scale <= precision:
             return pa.decimal128(precision, scale)
     raise ValueError(f"unknown type {text!r}; allowed: {ALLOWED_TYPES_TEXT}")
-
-
-def type_name(dtype: pa.DataType) -> str:
-    """Manifest type name of an Arrow type (inverse of :func:`parse_type`)."""
-    for name, t in SIMPLE_TYPES.items():
-        if dtype == t:
-            return name
-    if pa.types.is_timestamp(dtype):
-        return "timestamptz" if dtype.tz else "timestamp"
-    if pa.types.is_decimal(dtype):
-        return f"decimal({dtype.precision},{dtype.scale})"
-    if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
-        return "string"
-    if pa.types.is_integer(dtype):
-        return "int64"
-    if pa.types.is_floating(dtype):
-        return "float64"
-    return str(dtype)

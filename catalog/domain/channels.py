@@ -82,9 +82,5 @@ def is_feed_channel(channel: str) -> bool:
     return channel.startswith("feed:")
 
 
-def is_dataset_channel(channel: str) -> bool:
-    return channel.startswith("dataset:")
-
-
 def is_block_channel(channel: str) -> bool:
     return channel.startswith("block:")

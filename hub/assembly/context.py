@@ -22,7 +22,7 @@ from catalog.domain.workdays import (
 from catalog.identity.store import SYSTEM, Actor
 from catalog.lake.tables import Lake
 from catalog.ops.store import OpsStore
-from catalog.sources.store import SourceGuard
+from catalog.sources.guard import SourceGuard
 from eventlog.backend import LogBackend
 from hub.exchange.engine import Exchange
 from hub.live.bus import Bus

@@ -31,7 +31,7 @@ from catalog.errors import (
     unavailable,
 )
 from catalog.runtime import settle_heap
-from catalog.sources.store import source_problems
+from catalog.sources.guard import source_problems
 from hub.cli.audit import audit_app
 from hub.cli.console import CLI_PRINCIPAL, acting, cli_caller, err, hub, out, settings, state
 from hub.cli.db import register as _register_db

@@ -18,7 +18,7 @@ from catalog.datasets.store import CatalogStore, DatasetRecord
 from catalog.identity.store import Principal
 from catalog.lake.tables import Lake
 from catalog.ops.store import OpsStore
-from catalog.sources.store import SourceGuard
+from catalog.sources.guard import SourceGuard
 from eventlog.backend import LogBackend
 from hub.live.bus import Bus
 from hub.settings import Settings

@@ -66,9 +66,9 @@ def test_backup_then_restore_into_an_empty_stack(tmp_path: Path) -> None:
         env = _env(tmp_path / "home", catalog, events, lake)
         h = Hub.open(_settings(env))
         try:
-            h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
-            h.store.create_principal("wangmin", "gy_12345", "王敏", "steward")
-            token = h.store.issue_token("wangmin", ttl=timedelta(days=1))
+            h.store.identity.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+            h.store.identity.create_principal("wangmin", "gy_12345", "王敏", "steward")
+            token = h.store.identity.issue_token("wangmin", ttl=timedelta(days=1))
             publish_file(h, exports / "tickets-1.parquet", "tickets")
             more: pa.Table = ticket_rows(51, 30)
             pq.write_table(more, exports / "tickets-2.parquet")
@@ -99,7 +99,7 @@ def test_backup_then_restore_into_an_empty_stack(tmp_path: Path) -> None:
             assert _state(h) == before
             after = h.audit.verify([anchor])  # every entry up to the anchor, unchanged
             assert after.ok, after.problem
-            assert h.store.authenticate(token).id == "wangmin"
+            assert h.store.identity.authenticate(token).id == "wangmin"
         finally:
             h.close()
 
@@ -123,7 +123,7 @@ def test_the_embedded_stack_backs_up_and_restores_in_place(tmp_path: Path) -> No
     s = Settings(home=home)
     h = Hub.open(s)
     try:
-        h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+        h.store.identity.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
         publish_file(h, exports / "tickets-1.parquet", "tickets")
         before = _state(h)
     finally:

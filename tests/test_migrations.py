@@ -183,8 +183,8 @@ def test_a_catalog_made_before_migrations_is_refused_then_adopted(tmp_path: Path
         s = Settings(home=home, catalog_url=url, audit_key=KEY)
         h = Hub.open(s)
         try:
-            assert h.store.get_principal("wangmin").role == "steward"
-            assert h.store.list_agencies()[0].id == "gy_12345"
+            assert h.store.identity.get_principal("wangmin").role == "steward"
+            assert h.store.identity.list_agencies()[0].id == "gy_12345"
             assert h.audit.verify().ok
             QualityStore(h.store.engine)  # its tables exist already: nothing to create
         finally:
@@ -199,7 +199,7 @@ def test_development_adopts_a_pre_migration_catalog_by_itself(tmp_path: Path) ->
     _pre_migration_catalog(url)
     h = Hub.open(Settings(home=home, audit_key=KEY))
     try:
-        assert h.store.get_agency("gy_12345").name.startswith("贵阳市")
+        assert h.store.identity.get_agency("gy_12345").name.startswith("贵阳市")
         assert h.audit.verify().ok
     finally:
         h.close()
@@ -322,7 +322,7 @@ def test_a_schema_one_revision_behind_is_refused_then_upgraded(
     assert _diff(db_url) == []
     h = Hub.open(_db_settings(tmp_path, db_url, env="production"))
     try:
-        assert h.store.get_agency("gy_12345").id == "gy_12345"
+        assert h.store.identity.get_agency("gy_12345").id == "gy_12345"
         assert h.audit.verify().ok
     finally:
         h.close()
@@ -336,7 +336,7 @@ def _this_release(tmp_path: Path, url: str) -> None:
     """A catalog made and used by this release: its schema, an agency, an audit chain."""
     h = Hub.open(_db_settings(tmp_path, url))
     try:
-        h.store.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
+        h.store.identity.upsert_agency("gy_12345", "贵阳市12345政务服务便民热线")
     finally:
         h.close()
 

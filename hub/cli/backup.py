@@ -163,7 +163,7 @@ def _dump(db: Database, target: Path) -> None:
 def _facts(settings: Settings) -> dict[str, Any]:
     """What a restored stack must show again: every dataset's latest version and the audit
     chain's signed head, an anchor (read before the dump, which holds at least as much)."""
-    from catalog.store import CatalogStore
+    from catalog.datasets.store import CatalogStore
 
     store = CatalogStore(settings.catalog_db, audit_keys=settings.audit_keys())
     try:

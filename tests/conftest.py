@@ -127,7 +127,7 @@ def blockhub_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.Com
     variables given in ``env`` (none inherited from the test's environment)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")}
     return subprocess.run(
-        [sys.executable, "-c", "from hub.cli import main; main()", *args],
+        [sys.executable, "-c", "from hub.cli.main import main; main()", *args],
         cwd=Path(__file__).resolve().parents[1],
         env={**clean, **env},
         capture_output=True,

@@ -229,7 +229,7 @@ def test_replicas_starting_together_on_an_empty_database_stamp_it_once(tmp_path:
         env = {"BLOCKHUB_CATALOG_URL": url, "BLOCKHUB_AUDIT_KEY": KEY}
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", "from hub.cli import main; main()", "--home",
+                [sys.executable, "-c", "from hub.cli.main import main; main()", "--home",
                  str(tmp_path / f"h{i}"), "agency", "list"],
                 cwd=ROOT,
                 env={**{k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")},

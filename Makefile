@@ -6,13 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser faketime demo tour serve test quick lint typecheck pytest pytest-elsewhen \
-	test-pg pytest-pg clean
+.PHONY: install browser daft faketime demo tour serve test quick e2e lint typecheck pytest \
+	pytest-elsewhen test-pg pytest-pg clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,engines]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,7 +37,19 @@ typecheck: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-pytest: $(STAMP) browser
+# Daft reads the lake from its own environment: Daft 0.7 needs pyarrow<26, the hub pins 26
+# (docs/operations.md, "Other engines"; tests/test_engines.py runs it on a local Ray cluster).
+DAFT_VENV := .venv-daft
+DAFT_REQS := docs/examples/engines/daft-requirements.txt
+$(DAFT_VENV)/.installed: $(DAFT_REQS)
+	$(PYTHON) -m venv $(DAFT_VENV)
+	$(DAFT_VENV)/bin/pip install --quiet --upgrade pip
+	$(DAFT_VENV)/bin/pip install --quiet --no-deps -r $(DAFT_REQS)
+	touch $@
+
+daft: $(DAFT_VENV)/.installed
+
+pytest: $(STAMP) browser daft
 	$(BIN)/pytest
 
 # The date, weekday and zone must not matter: tests inject their clock and zone. This runs
@@ -78,5 +90,10 @@ QUICK_TESTS := tests/test_layering.py tests/test_sqlcheck.py tests/test_identifi
 quick: lint
 	$(BIN)/pytest -q -x -m "not load and not contract" $(QUICK_TESTS)
 
+# The production topology as processes (replicas behind the proxy, PostgreSQL, Redis, MQTT):
+# part of `make test`; alone here (~2 min).
+e2e: $(STAMP)
+	$(BIN)/pytest -q -m e2e
+
 clean:
-	rm -rf $(VENV) blockhub-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DAFT_VENV) blockhub-data .pytest_cache .mypy_cache .ruff_cache

@@ -183,6 +183,13 @@ class RedisEventLog:
     def epoch(self, value: str) -> None:
         self._epoch = value
 
+    def name_clients(self, name: str) -> None:
+        """Name this process's connections on the server (``CLIENT LIST`` shows
+        ``<name>:log`` and ``<name>:tail``): which replica holds which connection.  Applies
+        to connections made from now on; call it before the first use."""
+        for client, role in ((self.redis, "log"), (self._tail_redis, "tail")):
+            client.connection_pool.connection_kwargs["client_name"] = f"{name}:{role}"
+
     def _where(self) -> str:
         """host:port/db of the server, without credentials (for messages and logs)."""
         kw = self.redis.connection_pool.connection_kwargs

@@ -12,9 +12,11 @@ async with HubClient("ws://127.0.0.1:8000/v1/ws", token) as hub:
 It remembers the last offset it handed out per channel and the log's epoch; when
 the connection drops (or goes silent for three heartbeats) it reconnects with
 exponential backoff and re-subscribes every channel with ``since`` = that offset,
-so the caller sees every message once, in order.  Control frames (``history_gap``,
-``epoch_changed``, ``ok``, ``error``) are handed out as they come; heartbeats,
-pongs and ``subscribed`` are consumed here.
+so the caller sees every message once, in order.  Given several URLs (the hub's replicas,
+when no proxy stands in front of them) it connects to the first and, after each lost
+connection, to the next: every replica serves the same channels from the one event log.
+Control frames (``history_gap``, ``epoch_changed``, ``ok``, ``error``) are handed out as
+they come; heartbeats, pongs and ``subscribed`` are consumed here.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import websockets
@@ -48,14 +50,18 @@ class TryAgain(Exception):
 class HubClient:
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: str,
         *,
         backoff_s: float = 0.2,
         max_backoff_s: float = 10.0,
         silence_heartbeats: float = 3.0,
     ) -> None:
-        self.url, self.token = url, token
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("HubClient needs at least one URL")
+        self.token = token
+        self.url = self.urls[0]  # the replica of the current (or next) connection
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.silence_heartbeats = silence_heartbeats
         self.channels: dict[str, dict[str, Any] | None] = {}  # channel → filter
@@ -63,6 +69,7 @@ class HubClient:
         self.epoch: str | None = None
         self.heartbeat_s = 15.0
         self.reconnects = 0
+        self.replica: str | None = None
         self._ws: ClientConnection | None = None
         self._out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
@@ -156,6 +163,7 @@ class HubClient:
                 self._connected.clear()
                 self._ws = None
             self.reconnects += 1
+            self.url = self.urls[self.reconnects % len(self.urls)]
             await asyncio.sleep(delay * (0.5 + random.random()))  # jitter spreads a herd
             delay = min(delay * 2, self.max_backoff_s)
 
@@ -170,6 +178,7 @@ class HubClient:
             # The log was reset: offsets restart, so replay every channel from its start.
             self.last = dict.fromkeys(self.last, 0)
         self.epoch = welcome["epoch"]
+        self.replica = welcome.get("replica")  # the hub replica serving this connection
         self.heartbeat_s = float(welcome.get("heartbeat_s", self.heartbeat_s))
         self._ws = ws
         for channel in list(self.channels):

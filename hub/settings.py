@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from pipelines.config import StorageSettings
+
+_REPLICA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 class Settings(StorageSettings):
@@ -16,6 +20,17 @@ class Settings(StorageSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Replicas (docs/operations.md "Several replicas"): each `serve` process has an id of its
+    # own, in its lease holder names, Redis client names, welcome frames and feed status.
+    replica_id: str | None = Field(
+        default=None,
+        description="this replica's name (default: <hostname>-<port>); letters, digits, . _ -",
+    )
+    feed_lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a feed's leader that stops renewing its lease is replaced after this long",
+    )
     query_timeout_s: float = Field(default=30.0, gt=0)
     query_max_rows: int = Field(default=5_000_000, gt=0)
     batch_rows: int = Field(default=65_536, gt=0)
@@ -86,6 +101,25 @@ class Settings(StorageSettings):
         default_factory=dict,
         description='per channel prefix, e.g. {"feed:": {"keep_last": 10000, "keep_s": 86400}}',
     )
+
+    @field_validator("replica_id")
+    @classmethod
+    def _replica_name(cls, v: str | None) -> str | None:
+        if v is not None and not _REPLICA.match(v):
+            raise ValueError(
+                "a replica id is 1-63 letters, digits, '.', '_' or '-', starting with a letter"
+                " or digit"
+            )
+        return v
+
+    @property
+    def replica(self) -> str:
+        """This process's replica id: the setting, else ``<hostname>-<port>`` — unique per
+        container (its hostname) and per process of one machine (its port)."""
+        if self.replica_id:
+            return self.replica_id
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:50] or "hub"
+        return f"{host}-{self.port}"
 
     @property
     def holiday_folder(self) -> Path:

@@ -33,11 +33,11 @@ from catalog.sources.guard import source_problems
 from eventlog.message import Message, Publisher
 from pipelines.ingest import publish
 from pipelines.notify import announce, version_event
+from pipelines.registry import FEED_CONNECTORS
 from pipelines.staged import Staged
 
 log = logging.getLogger(__name__)
 
-FEED_CONNECTORS = ("mqtt", "push")
 EVENT_TYPE = "feed.event"
 MAX_EVENTS_PER_BATCH = 10_000
 

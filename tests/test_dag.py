@@ -1,4 +1,5 @@
-"""The Airflow DAG runs the same ingest steps, end to end, with ``dag.test()`` on SQLite."""
+"""The Airflow DAGs come from the catalog and run the same ingest steps, end to end, with
+``dag.test()`` on SQLite (tests/test_airflow_scheduler.py runs them on a real scheduler)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from catalog.audit.log import AuditLog
+from catalog.datasets.manifest import parse_manifest
 from catalog.sources.store import SourceStore
 from eventlog.sqllog import EventLog
 from hub.settings import Settings
 from tests.conftest import manifest_dict
+from tests.test_doc_commands import extract
 
 pytestmark = pytest.mark.airflow
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,31 +29,47 @@ SUITE = """{"name": "tickets", "expectations": [
   {"type": "expect_column_values_to_be_valid_mainland_mobile", "kwargs": {"column": "caller_phone"}}
 ]}"""
 
-RUN_DAG = """
-import pipelines.dags.blockhub_datasets as dags
-run = dags.blockhub_ingest_tickets.test()
-print("STATE", run.state)
-"""
+
+DAG_IDS = (
+    "import pipelines.dags.blockhub_datasets as d; "
+    "print(sorted(k for k in vars(d) if k.startswith('blockhub_ingest_')))"
+)
 
 
 def test_dag_imports_without_side_effects(tmp_path: Path) -> None:
+    """No catalog yet (a fresh installation): no DAG, and parsing creates nothing."""
     env = {
-        **os.environ,
-        "BLOCKHUB_MANIFESTS": str(tmp_path / "none"),
+        **{k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")},
+        "BLOCKHUB_HOME": str(tmp_path / "home"),
         "AIRFLOW_HOME": str(tmp_path),
     }
-    code = (
-        "import pipelines.dags.blockhub_datasets as d; "
-        "print(sorted(k for k in vars(d) if k.startswith('blockhub_ingest_')))"
-    )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", DAG_IDS], env=env, cwd=ROOT, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
     assert out.stdout.strip() == "[]"
     assert not (tmp_path / "home").exists()
 
 
-def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
+def _operations_airflow_block() -> list[str]:
+    """The commands of docs/operations.md's block that starts with ``airflow db migrate``
+    ("Right after installation"), as printed."""
+    for block in extract(ROOT / "docs" / "operations.md"):
+        texts = [c.text for c in block.commands]
+        if "airflow db migrate" in texts:
+            return texts
+    raise AssertionError("docs/operations.md shows no `airflow db migrate` block")
+
+
+def test_documented_airflow_commands_list_and_run_the_catalogs_dag(tmp_path: Path) -> None:
+    """docs/operations.md's commands, run as printed in a checkout-like folder whose
+    ``./blockhub-data`` catalog holds one registered dataset: `airflow dags list` shows its
+    DAG right after `airflow db migrate`, and `airflow dags test` ingests it through the
+    four tasks (quality gate included), announces the version and puts the read on the
+    audit chain."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "pipelines").symlink_to(ROOT / "pipelines")
     (tmp_path / "exports").mkdir()
     data = tmp_path / "exports" / "tickets.parquet"
     pq.write_table(
@@ -67,58 +85,49 @@ def test_dag_test_ingests_and_notifies(tmp_path: Path) -> None:
         ),
         data,
     )
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
     source = {"connector": "parquet", "root": "exports", "options": {"path": "tickets.parquet"}}
-    m = manifest_dict(source={**source, "cursor": "updated_at"})
+    m = manifest_dict(id="hotline_tickets", source={**source, "cursor": "updated_at"})
     m["schedule"] = "@hourly"
     m["expectations"] = "tickets"  # the validate task runs the gate between extract and publish
     suites = tmp_path / "suites"
     suites.mkdir()
     (suites / "tickets.json").write_text(SUITE, encoding="utf-8")
-    (manifests / "tickets.yaml").write_text(yaml.safe_dump(m, allow_unicode=True), encoding="utf-8")
 
-    home = tmp_path / "home"
-    settings = Settings(home=home)
+    home = checkout / "blockhub-data"
+    settings = Settings(home=home, suites=suites)
     st = settings.open_storage()
     st.store.identity.upsert_agency("gy_12345", "贵阳市12345热线")
     SourceStore(st.store).add_root(
         "gy_12345", "exports", str(data.parent), protected=settings.protected()
     )
+    st.store.register_dataset(parse_manifest(m))  # the DAG comes from the catalog
     st.close()
 
-    airflow_home = tmp_path / "airflow"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "pipelines" / "dags"),
-        "BLOCKHUB_HOME": str(home),
-        "BLOCKHUB_MANIFESTS": str(manifests),
-        "BLOCKHUB_SUITES": str(suites),
-    }
-    airflow = Path(sys.executable).parent / "airflow"
-    subprocess.run(
-        [str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=240
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", RUN_DAG],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert "STATE success" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLOCKHUB_", "AIRFLOW"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["BLOCKHUB_SUITES"] = str(suites)  # the test's suite; the docs use the shipped ones
+    exports: list[str] = []
+    said: dict[str, str] = {}
+    for cmd in _operations_airflow_block():
+        if cmd.startswith("export "):
+            exports.append(cmd)
+            continue
+        script = "set -e\n" + "\n".join(exports) + "\n" + cmd
+        r = subprocess.run(
+            ["bash", "-c", script], cwd=checkout, env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, f"`{cmd}` exited {r.returncode}:\n{r.stderr[-3000:]}"
+        said[cmd] = r.stdout
+    assert "blockhub_ingest_hotline_tickets" in said["airflow dags list"]
 
     st = settings.open_storage()
     try:
-        versions = st.store.versions("tickets")
+        versions = st.store.versions("hotline_tickets")
         assert [(v.version, v.rows_added) for v in versions] == [(1, 3)]
-        runs = st.store.list_runs("tickets")
-        assert runs[0].status == "succeeded" and runs[0].trigger.startswith("airflow:")
-        messages = EventLog(settings.events_db).read("dataset:tickets")
+        runs = st.store.list_runs("hotline_tickets")
+        assert (runs[0].status, runs[0].trigger) == ("succeeded", "airflow:manual")
+        messages = EventLog(settings.events_db).read("dataset:hotline_tickets")
         assert [(m.type, m.data["version"]) for m in messages] == [("dataset.updated", 1)]
         assert messages[0].data["quality"]["status"] == "passed"
         # The Airflow task's read is on the audit chain like any other (the agency, the

@@ -177,7 +177,8 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Checkout]:
     work = tmp_path_factory.mktemp("checkout")
     for entry in ROOT.iterdir():
         if entry.name in ("blockhub-data", ".git", ".pytest_cache", ".mypy_cache", "manifests",
-                          "exports", ".readme-state"):  # fmt: skip
+                          "exports", ".readme-state", ".pyiceberg.yaml",
+                          ".duckdb-ext"):  # fmt: skip
             continue
         (work / entry.name).symlink_to(entry)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BLOCKHUB_", "AIRFLOW"))}

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from websockets.sync.client import connect
 
-from catalog.datasets.manifest import Manifest
+from catalog.datasets.manifest import Manifest, parse_manifest
 from catalog.domain.channels import feed_channel
 from catalog.errors import ManifestError
 from hub.api.server import free_port, serving
@@ -36,7 +36,7 @@ from pipelines.feeds import (
     flush_feed,
     parse_batch,
 )
-from tests.conftest import manifest_dict
+from tests.conftest import file_source, manifest_dict
 
 MQTT = ("127.0.0.1", 1883)
 ROOT = Path(__file__).resolve().parents[1]
@@ -593,20 +593,23 @@ def test_a_feed_is_not_pulled_and_its_options_are_validated_by_the_cli(
 
 
 @pytest.mark.airflow
-def test_feeds_get_no_airflow_dag(tmp_path: Path, aq_feed: Callable[..., Manifest]) -> None:
-    folder = tmp_path / "manifests"
-    folder.mkdir()
+def test_feeds_get_no_airflow_dag(
+    tmp_path: Path, hub: Hub, aq_feed: Callable[..., Manifest], tickets_file: Path
+) -> None:
+    broker(hub, "blockhub-test/dag")
     for m in (aq_feed("push"), aq_feed("mqtt")):
-        (folder / f"{m.id}.yaml").write_text(yaml.safe_dump(m.model_dump(mode="json")))
-    ticket = manifest_dict(
-        source={"connector": "csv", "root": "exports", "options": {"path": "x.csv"}}
-    )
-    (folder / "tickets.yaml").write_text(yaml.safe_dump(ticket, allow_unicode=True))
+        hub.store.register_dataset(m)
+    source = {**file_source(hub, tickets_file.parent, "*.parquet"), "cursor": "updated_at"}
+    hub.register(parse_manifest(manifest_dict(source=source)), file="<tickets>")
     code = (
         "import pipelines.dags.blockhub_datasets as d; "
         "print(sorted(k for k in vars(d) if k.startswith('blockhub_ingest_')))"
     )
-    env = {**os.environ, "BLOCKHUB_MANIFESTS": str(folder), "AIRFLOW_HOME": str(tmp_path)}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BLOCKHUB_")},
+        "BLOCKHUB_HOME": str(hub.settings.home),
+        "AIRFLOW_HOME": str(tmp_path),
+    }
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -388,29 +388,22 @@ def test_the_app_checks_freshness_periodically(
 # --- the Airflow steps (the DAG's task bodies) -----------------------------------------
 
 
-def _manifest_file(tmp_path: Path, manifest: Manifest) -> Path:
-    """The manifest as a file, as the Airflow steps take it."""
-    path = tmp_path / "hotline.yaml"
-    data = manifest.model_dump(mode="json", exclude_none=True)
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
 def test_steps_block_a_bad_batch_between_extract_and_publish(
     tmp_path: Path, hub: Hub, hotline: Callable[..., Manifest], settings: Any
 ) -> None:
     from pipelines.steps import extract_step, notify_step, publish_step, validate_step
 
-    path = _manifest_file(tmp_path, hotline("block"))
+    hotline("block")
     table, _ = bad_tickets(300)
     _write(tmp_path, "a", table)
 
-    staged = extract_step(str(path), trigger="airflow:test", settings=settings)
-    gated = validate_step(str(path), staged, settings=settings)
-    assert gated["quality"]["status"] == "blocked" and gated["files"] == []
-    assert publish_step(str(path), gated, settings=settings) is None
-    assert notify_step(str(path), None, settings=settings) is None
-    run = hub.store.get_run(staged["run_id"])
+    ref = extract_step("hotline_tickets", origin="dag/test", settings=settings)
+    gated = validate_step(ref, settings=settings)
+    assert "quality gate blocked" in gated["blocked"]
+    published = publish_step(gated, settings=settings)
+    assert published["version"] is None
+    assert notify_step(published, settings=settings) is None
+    run = hub.store.get_run(ref["run_id"])
     assert run.status == "failed" and "quality gate blocked" in (run.error or "")
     assert hub.store.versions("hotline_tickets") == []
     [batch] = _quality(hub).batches("hotline_tickets")
@@ -420,20 +413,24 @@ def test_steps_block_a_bad_batch_between_extract_and_publish(
 def test_steps_hand_drop_rows_delete_files_to_publish(
     tmp_path: Path, hub: Hub, hotline: Callable[..., Manifest], settings: Any
 ) -> None:
-    """Between Airflow tasks the staged files travel as JSON: the delete files the gate
-    made must reach the commit, or the failing rows would be published."""
+    """Between Airflow tasks the staged files are handed over through the catalog: the
+    delete files the gate made must reach the commit, or the failing rows would be
+    published."""
+    from catalog.datasets.pipelinestate import PipelineState
     from pipelines.steps import extract_step, publish_step, validate_step
 
-    path = _manifest_file(tmp_path, hotline("drop-rows"))
+    hotline("drop-rows")
     table, expected = bad_tickets(300)
     _write(tmp_path, "a", table)
 
-    staged = extract_step(str(path), trigger="airflow:test", settings=settings)
-    gated = validate_step(str(path), staged, settings=settings)
+    ref = extract_step("hotline_tickets", origin="dag/test", settings=settings)
+    gated = validate_step(ref, settings=settings)
+    files = PipelineState(hub.store).handover(ref["run_id"]).payload["files"]
     bad_rows = len(expected) + 1  # both copies of the duplicated ticket id
-    assert [f[3] for f in gated["files"] if len(f) == 4] == [gated["files"][0][0]]
-    version = publish_step(str(path), gated, settings=settings)
-    assert version is not None and version["total_rows"] == 300 - bad_rows
+    assert [f[3] for f in files if len(f) == 4] == [files[0][0]]
+    version = publish_step(gated, settings=settings)["version"]
+    assert version == 1
+    assert hub.store.get_version("hotline_tickets", 1).total_rows == 300 - bad_rows
     ids = hub.exchange.query("SELECT ticket_id FROM hotline_tickets", _admin(hub)).to_table()
     assert ids.num_rows == 300 - bad_rows
     assert set(ids.column(0).to_pylist()).isdisjoint(expected)

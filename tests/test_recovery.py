@@ -29,6 +29,7 @@ from hub.api.server import free_port
 from hub.assembly.context import Hub
 from hub.live.ops import apply_retention
 from hub.settings import Settings
+from tests.replica_stack import start_serving
 from tests.wsclient import WS
 
 BLOCKHUB = str(Path(sys.executable).with_name("blockhub"))
@@ -277,25 +278,9 @@ class Proc:
         return self.home.parent / f"serve-{self.port}.log"
 
     def start(self) -> Proc:
-        # The server's log goes to a file: an unread pipe fills up and blocks the server.
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [BLOCKHUB, "--home", str(self.home), "serve", "--port", str(self.port)],
-                env={**os.environ, **self.env},
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{self.base}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log_path.read_text(errors="replace")[-4000:])
-            time.sleep(0.1)
-        raise RuntimeError("blockhub serve did not start")
+        args = [BLOCKHUB, "--home", str(self.home), "serve", "--port", str(self.port)]
+        self.proc = start_serving(args, {**os.environ, **self.env}, self.base, self.log_path)
+        return self
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -449,6 +449,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                     "epoch": hub.bus.epoch,
                     "connection": conn.id,
                     "heartbeat_s": ops.presence.heartbeat_s,
+                    "replica": hub.settings.replica,
                 }
             )
         )

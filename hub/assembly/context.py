@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 from catalog.access.grants import GrantStore
 from catalog.audit.log import AuditLog
 from catalog.datasets.manifest import Manifest, load_manifest
+from catalog.datasets.pipelinestate import PipelineState
 from catalog.datasets.store import CatalogStore, DatasetRecord, Run
 from catalog.domain.clock import Clock, SystemClock
 from catalog.domain.workdays import (
@@ -66,6 +67,9 @@ class Hub:
         if warning:
             log.warning(warning)
         st = settings.open_storage()
+        name_clients = getattr(st.log, "name_clients", None)
+        if name_clients is not None:  # the Redis log: its connections carry the replica id
+            name_clients(f"blockhub:{settings.replica}")
         bus = Bus(st.log, poll_s=settings.bus_poll_s, queue_size=settings.ws_queue_size)
         ops = OpsStore(st.store.engine, audit=st.store.audit)
         return cls(
@@ -118,7 +122,9 @@ class Hub:
         a refused source raises :class:`~catalog.errors.SourceRefused` naming ``file``
         and the field, and nothing is registered.  ``by`` is recorded on the audit chain."""
         self.sources.check(manifest, file=file)
-        return self.store.register_dataset(manifest, by=by)
+        record = self.store.register_dataset(manifest, by=by)
+        PipelineState(self.store).reinstate(manifest.id, by=by)  # registering again: wanted
+        return record
 
     def register_manifests(self, folder: Path | None = None) -> list[Manifest]:
         """Register every manifest of a folder (the settings' folder by default)."""
@@ -130,7 +136,7 @@ class Hub:
         for m, f in loaded:  # every file checked before any is registered
             self.sources.check(m, file=f)
         for m, _ in loaded:
-            self.store.register_dataset(m)
+            self.store.register_dataset(m)  # a retired one stays retired: not asked for
         return [m for m, _ in loaded]
 
     def ingest(
@@ -141,6 +147,7 @@ class Hub:
         progress: ProgressFn | None = None,
     ) -> Run:
         manifest = self.store.get_dataset(dataset_id).manifest
+        PipelineState(self.store).check_active(dataset_id)
         return run_ingest(
             manifest,
             store=self.store,

@@ -9,6 +9,7 @@ Errors print one line naming what is wrong, never a traceback (set ``BLOCKHUB_DE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,9 +22,11 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
 from catalog.datasets.manifest import load_manifest
+from catalog.datasets.pipelinestate import PipelineState
 from catalog.datasets.store import Run
 from catalog.domain.workdays import BEIJING
 from catalog.errors import (
+    AccessDenied,
     HubError,
     InvalidRequest,
     ManifestError,
@@ -35,6 +38,7 @@ from catalog.sources.guard import source_problems
 from hub.cli.audit import audit_app
 from hub.cli.console import CLI_PRINCIPAL, acting, cli_caller, err, hub, out, settings, state
 from hub.cli.db import register as _register_db
+from hub.cli.engines import register as _register_engines
 from hub.cli.identity import agency_app, principal_app, token_app
 from hub.cli.quality import register as _register_quality
 from hub.cli.sources import register as _register_sources
@@ -131,6 +135,27 @@ def register(paths: list[Path]) -> None:
         out.print(f"registered [bold]{record.id}[/] ({record.sharing}, {record.classification})")
 
 
+@app.command()
+def retire(
+    dataset: Annotated[str, typer.Argument(help="dataset id")],
+    reason: Annotated[str, typer.Option(help="why, for the audit log")] = "",
+) -> None:
+    """Stop ingesting a dataset: its Airflow DAG goes away; its versions stay readable.
+    `blockhub register` of its manifest reinstates it."""
+    h = hub()
+    caller = cli_caller()
+    record = h.store.get_dataset(dataset)
+    if not (caller.is_admin or (caller.role == "steward" and caller.agency_id == record.agency_id)):
+        raise AccessDenied(
+            f"{caller.id!r} may not retire {dataset!r}: an admin, or a steward of "
+            f"{record.agency_id!r}, may",
+            principal=caller.id,
+            dataset=dataset,
+        )
+    PipelineState(h.store).retire(dataset, by=caller, reason=reason)
+    out.print(f"retired [bold]{dataset}[/]: no more ingests; its versions stay readable")
+
+
 @app.command("datasets")
 def list_datasets() -> None:
     """Registered datasets and their latest version."""
@@ -174,7 +199,12 @@ def ingest(
 ) -> None:
     """Run an ingest now: read the source past the cursor, publish one new version."""
     h = hub()
-    ids = [d.id for d in h.store.list_datasets()] if all_ else list(datasets or [])
+    retired = PipelineState(h.store).retired() if all_ else {}
+    ids = (
+        [d.id for d in h.store.list_datasets() if d.id not in retired]
+        if all_
+        else list(datasets or [])
+    )
     if not ids:
         raise InvalidRequest("name datasets to ingest, or --all")
     failed = False
@@ -352,9 +382,35 @@ def serve(
 
     logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
     s = settings()
+    if port is not None:
+        s.port = port  # the default replica id (<hostname>-<port>) names the port served
     h = hub()
     h.register_manifests()
-    serve_app(h, host or s.host, port if port is not None else s.port)
+    serve_app(h, host or s.host, s.port)
+
+
+@app.command()
+def proxy(
+    backend: Annotated[
+        list[str], typer.Option("--backend", help="a replica's host:port (repeat for each)")
+    ],
+    listen: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1:8000",
+) -> None:
+    """One address in front of several `serve` replicas (a TCP proxy for one machine;
+    production puts nginx/Caddy/HAProxy with TLS there: docs/operations.md)."""
+    import asyncio
+
+    from hub.api.proxy import parse_address, run_proxy
+
+    try:
+        where = parse_address(listen, what="--listen")
+        replicas = [parse_address(b, what="--backend") for b in backend]
+    except ValueError as e:
+        err.print(f"[red]error[/] {e}")
+        raise typer.Exit(2) from None
+    logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_proxy(where, replicas))
 
 
 @app.command()
@@ -375,6 +431,7 @@ def demo(
 _register_quality(app, hub, out, acting)
 _register_sources(app, hub, out, cli_caller)
 _register_db(app, settings, out)
+_register_engines(app, settings)
 app.add_typer(audit_app, name="audit")
 
 

@@ -9,6 +9,11 @@ the bus, and the flusher commits them to the lake every ``flush_rows`` events or
 ``flush_seconds`` seconds, whichever comes first, resuming after a restart from the
 offset recorded in the table's last snapshot.
 
+With several replicas (``serve`` processes sharing the catalog, lake and event log) a
+feed is consumed once: the replica holding the feed's lease (:mod:`hub.live.leases`) runs its
+MQTT subscriber and its flusher; the others watch the lease and take over when its holder
+dies or gives it up.  HTTP pushes are accepted by any replica (docs/feeds.md, D-prod-replicas).
+
 A flush (reading the events back, encoding Parquet, the Iceberg commit: a quarter of a
 second of Python for a few thousand events) runs in a process of its own, one for all
 feeds (:class:`FlushWorker`), so that it never holds the serving process's interpreter
@@ -42,6 +47,7 @@ from catalog.errors import HubError, SourceRefused
 from catalog.runtime import settle_heap
 from connectors.mqtt import MqttSubscriber
 from hub.live.host import LiveHub
+from hub.live.leases import Leadership, Leases, holder_name, open_leases, replica_of
 from hub.settings import Settings
 from pipelines.feeds import (
     EVENT_TYPE,
@@ -220,10 +226,16 @@ class Feed:
     task: asyncio.Task[None] | None = None
     lake_ready: bool = False  # the table is made and loaded where flushes run
     epoch: str = ""  # the event log epoch ``committed`` counts in
+    lead: Leadership | None = None  # this replica's hold on the feed's lease
 
     @property
     def id(self) -> str:
         return self.manifest.id
+
+    @property
+    def leading(self) -> bool:
+        """This replica consumes the feed (its subscriber and flusher run here)."""
+        return self.task is not None
 
 
 class FeedRunner:
@@ -237,7 +249,10 @@ class FeedRunner:
         self.flusher = FlushWorker(hub)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scanner: asyncio.Task[None] | None = None
+        self._leader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        s = hub.settings
+        self.leases: Leases = open_leases(hub.log, s.home, holder_name(s.replica), s.feed_lease_s)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -245,9 +260,16 @@ class FeedRunner:
         self._loop = asyncio.get_running_loop()
         await self.scan()
         self._scanner = asyncio.create_task(self._rescan(), name="blockhub-feed-scan")
+        self._leader = asyncio.create_task(self._lead(), name="blockhub-feed-leases")
 
     async def stop(self, *, flush: bool = True) -> None:
-        """Stop intake, then (``flush``) commit whatever is still pending."""
+        """Stop intake, then (``flush``) commit whatever is still pending, then give the
+        leases up so that another replica takes the feeds over at once."""
+        if self._leader is not None:
+            self._leader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._leader
+        led = [f for f in self.feeds.values() if f.leading]
         tasks = [t for t in [self._scanner, *(f.task for f in self.feeds.values())] if t]
         for feed in self.feeds.values():
             if feed.subscriber is not None:
@@ -258,13 +280,67 @@ class FeedRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if flush:
-            for feed in self.feeds.values():
+            for feed in led:
                 try:
                     await self._flush(feed)
                 except Exception:  # the events stay in the log; the next start flushes them
                     log.exception("feed %s: final flush failed", feed.id)
+        for feed in self.feeds.values():
+            if feed.lead is not None:
+                await asyncio.to_thread(feed.lead.release)
         self.feeds.clear()
         await self.flusher.stop()
+        self.leases.close()
+
+    async def _lead(self) -> None:
+        """Renew the leases of the feeds this replica leads, every third of their time to
+        live; take over a feed whose lease is free; step down from one that is lost."""
+        period = self.hub.settings.feed_lease_s / 3
+        while True:
+            await asyncio.sleep(period)
+            for feed in list(self.feeds.values()):
+                try:
+                    await self._hold(feed)
+                except Exception:
+                    log.exception("feed %s: lease pass failed", feed.id)
+
+    async def _hold(self, feed: Feed) -> None:
+        async with self._lock:
+            if self.feeds.get(feed.id) is not feed or feed.lead is None:
+                return  # retired or replaced meanwhile
+            held = await asyncio.to_thread(feed.lead.attempt)
+            if held and not feed.leading:
+                try:
+                    await self._take_over(feed)
+                except HubError as e:
+                    log.error("feed %s not started: %s", feed.id, e.message)
+                    await asyncio.to_thread(feed.lead.release)
+            elif not held and feed.leading:
+                await self._step_down(feed)
+
+    async def _take_over(self, feed: Feed) -> None:
+        """Start consuming: the subscriber and the flusher (this replica holds the lease)."""
+        await asyncio.to_thread(self._prepare, feed)
+        self.flusher.start()
+        feed.task = asyncio.create_task(self._flusher(feed), name=f"blockhub-feed-{feed.id}")
+        log.info(
+            "feed %s running here, replica %s (%s)",
+            feed.id,
+            self.hub.settings.replica,
+            feed.manifest.source.connector,
+        )
+
+    async def _step_down(self, feed: Feed) -> None:
+        """Stop consuming (the lease is lost): no final flush, the new leader flushes."""
+        if feed.subscriber is not None:
+            await asyncio.to_thread(feed.subscriber.stop)
+            feed.subscriber = None
+        if feed.task is not None:
+            feed.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feed.task
+            feed.task = None
+        log.warning("feed %s: replica %s stepped down", feed.id, self.hub.settings.replica)
 
     async def _rescan(self) -> None:
         while True:
@@ -285,7 +361,8 @@ class FeedRunner:
                     log.error("feed %s not started: %s", record.id, e.message)
 
     async def ensure(self, manifest: Manifest) -> Feed:
-        """The running feed of a manifest, started if needed."""
+        """The feed of a manifest, known to this replica (it takes pushes) and consumed
+        here if this replica gets its lease (else the lease pass keeps trying)."""
         async with self._lock:
             feed = self.feeds.get(manifest.id)
             if feed is not None and feed.manifest == manifest:
@@ -293,12 +370,21 @@ class FeedRunner:
             if feed is not None:  # the manifest changed: restart with the new one
                 await self._retire(feed)
             options = feed_options(manifest)
-            feed = Feed(manifest, options)
-            await asyncio.to_thread(self._prepare, feed)
-            self.flusher.start()
-            feed.task = asyncio.create_task(self._flusher(feed), name=f"blockhub-feed-{feed.id}")
+            feed = Feed(manifest, options, lead=Leadership(self.leases, f"feed:{manifest.id}"))
+            assert feed.lead is not None
+            if await asyncio.to_thread(feed.lead.attempt):
+                try:
+                    await self._take_over(feed)
+                except BaseException:
+                    await asyncio.to_thread(feed.lead.release)
+                    raise
+            else:
+                log.info(
+                    "feed %s: led by replica %s",
+                    feed.id,
+                    replica_of(await asyncio.to_thread(feed.lead.holder)),
+                )
             self.feeds[feed.id] = feed
-            log.info("feed %s running (%s)", feed.id, manifest.source.connector)
             return feed
 
     async def _retire(self, feed: Feed) -> None:
@@ -308,6 +394,8 @@ class FeedRunner:
             feed.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feed.task
+        if feed.lead is not None:
+            await asyncio.to_thread(feed.lead.release)
         del self.feeds[feed.id]
 
     def _prepare(self, feed: Feed) -> None:
@@ -346,7 +434,10 @@ class FeedRunner:
         feed.subscriber = sub
 
     def _client_id(self, feed_id: str) -> str:
-        # Stable per installation and feed, so the broker keeps the session across restarts.
+        # Stable per installation and feed, so the broker keeps the session across restarts
+        # and hands it to the replica that takes the feed over: the session (the broker's
+        # queue of unacknowledged messages) is the feed's, held by one replica at a time —
+        # the lease holder.  Replicas share the home path (one volume in docker-compose).
         home = hashlib.sha1(str(self.hub.settings.home).encode()).hexdigest()[:10]
         return f"blockhub-{home}-{feed_id}"[:64]
 
@@ -458,11 +549,17 @@ class FeedRunner:
             )
 
     def status(self, feed_id: str) -> dict[str, Any]:
+        """The feed as this replica sees it (reads the lease's holder: call off the loop)."""
         feed = self.feeds.get(feed_id)
+        replica = self.hub.settings.replica
         if feed is None:
-            return {"running": False}
+            return {"running": False, "replica": replica}
+        holder = feed.lead.holder() if feed.lead is not None else None
         return {
             "running": True,
+            "replica": replica,
+            "leader": feed.leading,
+            "leader_replica": replica_of(holder),
             "connector": feed.manifest.source.connector,
             "accepted": feed.accepted,
             "rejected": feed.rejected,

@@ -6,6 +6,11 @@ left behind), and one periodic tick that escalates overdue orders, puts expired 
 on record, checks staleness, saves the alert engine's cursors, settles runs whose process
 is gone, applies event retention (per channel count and age, per channel prefix) and
 forgets old published outbox rows.
+
+With several replicas every one runs these (each is safe to repeat), except the alert
+engine: it runs on the replica holding the lease ``ops:alerts`` (:mod:`hub.live.leases`), so
+that a matching event bumps its alert once, not once per replica; another replica takes
+it over, from the cursors saved on each tick, when the holder dies.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from hub.live.alert_rules import load_rules
 from hub.live.alerts import AlertEngine
 from hub.live.dispatch import escalate_overdue
 from hub.live.host import LiveHub
+from hub.live.leases import Leadership, Leases, holder_name, open_leases
 from hub.live.outage import Outage, backoff_s
 from hub.live.presence import Presence
 from pipelines.ingest import reconcile
@@ -71,10 +77,14 @@ class OpsRuntime:
         self.presence = Presence(
             hub.bus, max_per_principal=s.ws_max_per_principal, heartbeat_s=s.ws_heartbeat_s
         )
-        rules = load_rules(s.alert_rules) if s.alert_rules else []
-        self.alerts = AlertEngine(hub, rules) if rules else None
+        self.rules = load_rules(s.alert_rules) if s.alert_rules else []
+        self.alerts = AlertEngine(hub, self.rules) if self.rules else None
+        self.alerts_running = False  # this replica holds ops:alerts and runs the engine
+        self._leases: Leases | None = None
+        self._alerts_lead: Leadership | None = None
         self._task: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._alerts_holder: asyncio.Task[None] | None = None
 
     #: How often the drainer looks at the outbox when all is well.
     DRAIN_S = 1.0
@@ -82,19 +92,55 @@ class OpsRuntime:
     async def start(self) -> None:
         await self.presence.start()
         if self.alerts is not None:
-            await self.alerts.start()
+            s = self.hub.settings
+            self._leases = open_leases(self.hub.log, s.home, holder_name(s.replica), s.feed_lease_s)
+            self._alerts_lead = Leadership(self._leases, "ops:alerts")
+            await self._hold_alerts()
+            self._alerts_holder = asyncio.create_task(
+                self._keep_alerts(), name="blockhub-alerts-lease"
+            )
         self._task = asyncio.create_task(self._tick(), name="blockhub-ops-tick")
         self._drainer = asyncio.create_task(self._drain(), name="blockhub-outbox")
 
     async def stop(self) -> None:
-        for task in (self._task, self._drainer):
+        for task in (self._task, self._drainer, self._alerts_holder):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self.alerts is not None:
+        if self.alerts is not None and self.alerts_running:
             await self.alerts.stop()
+            self.alerts_running = False
+        if self._alerts_lead is not None:
+            await asyncio.to_thread(self._alerts_lead.release)
+        if self._leases is not None:
+            self._leases.close()
         await self.presence.stop()
+
+    async def _hold_alerts(self) -> None:
+        """Take or renew ``ops:alerts``; start the engine when it is taken, stop it when
+        it is lost (a new engine resumes from the cursors saved in the catalog)."""
+        assert self._alerts_lead is not None
+        held = await asyncio.to_thread(self._alerts_lead.attempt)
+        if held and not self.alerts_running:
+            if self.alerts is None or self.alerts._task is not None:
+                self.alerts = AlertEngine(self.hub, self.rules)  # a fresh one after a loss
+            await self.alerts.start()
+            self.alerts_running = True
+            log.info("alert engine running here, replica %s", self.hub.settings.replica)
+        elif not held and self.alerts_running:
+            assert self.alerts is not None
+            self.alerts_running = False
+            await self.alerts.stop()
+            log.warning("alert engine: replica %s stepped down", self.hub.settings.replica)
+
+    async def _keep_alerts(self) -> None:
+        while True:
+            await asyncio.sleep(self.hub.settings.feed_lease_s / 3)
+            try:
+                await self._hold_alerts()
+            except Exception:
+                log.exception("alert engine lease pass failed")
 
     def tick(self) -> None:
         """One pass (runs in a worker thread); each part fails alone."""
@@ -105,7 +151,7 @@ class OpsRuntime:
             ("runs", lambda: settle_runs(self.hub)),
             ("outbox", lambda: self.hub.store.outbox.purge()),
         ]
-        if self.alerts is not None:
+        if self.alerts is not None and self.alerts_running:
             steps += [("staleness", self.alerts.check_staleness)]
             steps += [("alert cursors", self.alerts.save_cursors)]
         for name, step in steps:

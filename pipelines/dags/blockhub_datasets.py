@@ -1,72 +1,86 @@
-"""Airflow DAGs: one per dataset manifest in ``$BLOCKHUB_MANIFESTS``.
+"""Airflow DAGs: one per dataset registered in the blockhub catalog.
 
-Thin wiring around the same functions the embedded runner uses
-(:mod:`pipelines.steps`): extract >> validate >> publish >> notify.  Parsing is cheap and has
-no side effects: it lists manifest files and reads their id and schedule.
+The DAGs come from the catalog the ``BLOCKHUB_*`` variables name, not from files:
+registering a dataset (``blockhub register``) makes its DAG at the dag-processor's next
+parse, retiring it (``blockhub retire``) takes the DAG away; no file is edited.  Parsing
+only reads the catalog (``pipelines.registry.pipeline_manifests``) and creates nothing.
+
+Thin wiring around the steps of :mod:`pipelines.steps`: extract >> validate >> publish >>
+notify.  Tasks pass each other the dataset and run ids only; the staged batch is in the
+lake and its hand-over in the catalog, so any worker can run any task.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from catalog.datasets.manifest import load_manifest
-from catalog.errors import ManifestError
+from catalog.datasets.manifest import Manifest
+from pipelines.config import StorageSettings
+from pipelines.registry import pipeline_manifests
 
 
-def build_dag(manifest_path: Path) -> DAG:
-    manifest = load_manifest(manifest_path)
-    path = str(manifest_path.resolve())
+def build_dag(manifest: Manifest) -> DAG:
+    dataset_id = manifest.id
 
     @dag(
-        dag_id=f"blockhub_ingest_{manifest.id}",
+        dag_id=f"blockhub_ingest_{dataset_id}",
         description=f"Ingest {manifest.title} ({manifest.agency})",
         schedule=manifest.schedule,
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,  # runs of one dataset never overlap: the cursor is per table
+        # Registering the dataset is the decision to ingest it: no second switch to turn on.
+        is_paused_upon_creation=False,
         tags=["blockhub", manifest.agency],
         default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     )
     def ingest() -> None:
         @task
         def extract(**context: Any) -> dict[str, Any]:
+            from catalog.datasets.pipelinestate import DatasetRetired
             from pipelines.steps import extract_step
 
-            trigger = f"airflow:{context['dag_run'].run_id}"
-            return extract_step(path, trigger=trigger)
+            run = context["dag_run"]
+            try:
+                return extract_step(
+                    dataset_id,
+                    origin=f"{run.dag_id}/{run.run_id}",
+                    trigger=f"airflow:{getattr(run.run_type, 'value', run.run_type)}",
+                )
+            except DatasetRetired as e:  # queued before its DAG went away: retrying cannot help
+                raise AirflowFailException(e.message) from None
 
         @task
-        def validate(staged: dict[str, Any]) -> dict[str, Any]:
-            from pipelines.staged import Staged
-            from pipelines.steps import validate_step
+        def validate(ref: dict[str, Any]) -> dict[str, Any]:
+            from pipelines.steps import RunClosed, validate_step
 
-            gated = validate_step(path, staged)
-            outcome = Staged.from_dict(gated).quality
-            if outcome is not None and outcome.blocked:
+            try:
+                gated = validate_step(ref)
+            except RunClosed as e:
+                raise AirflowFailException(e.message) from None
+            if "blocked" in gated:
                 # Not a transient error: retrying cannot make the batch pass.
-                raise AirflowFailException(
-                    f"quality gate blocked the batch; quarantined as {outcome.quarantine_batch}"
-                )
+                raise AirflowFailException(gated["blocked"])
             return gated
 
         @task
-        def publish(staged: dict[str, Any]) -> dict[str, Any] | None:
-            from pipelines.steps import publish_step
+        def publish(ref: dict[str, Any]) -> dict[str, Any]:
+            from pipelines.steps import RunClosed, publish_step
 
-            return publish_step(path, staged)
+            try:
+                return publish_step(ref)
+            except RunClosed as e:
+                raise AirflowFailException(e.message) from None
 
         @task
-        def notify(version: dict[str, Any] | None) -> int | None:
+        def notify(ref: dict[str, Any]) -> int | None:
             from pipelines.steps import notify_step
 
-            return notify_step(path, version)
+            return notify_step(ref)
 
         # TaskFlow passes XComArgs where the functions declare their runtime values.
         notify(publish(validate(extract())))  # type: ignore[arg-type]
@@ -74,19 +88,6 @@ def build_dag(manifest_path: Path) -> DAG:
     return ingest()
 
 
-def _manifest_files() -> list[Path]:
-    folder = os.environ.get("BLOCKHUB_MANIFESTS")
-    if not folder or not Path(folder).is_dir():
-        return []
-    return sorted([*Path(folder).glob("*.yaml"), *Path(folder).glob("*.yml")])
-
-
-for _path in _manifest_files():
-    try:
-        if load_manifest(_path).source.connector in ("mqtt", "push"):
-            continue  # a live feed is fed by `blockhub serve`, not by runs (docs/feeds.md)
-        _dag = build_dag(_path)
-    except ManifestError as _err:  # one broken manifest must not hide the other DAGs
-        logging.getLogger(__name__).error("skipping manifest: %s", _err.message)
-        continue
+for _manifest in pipeline_manifests(StorageSettings().catalog_db):
+    _dag = build_dag(_manifest)
     globals()[_dag.dag_id] = _dag

@@ -54,6 +54,13 @@ class FeedStatus(BaseModel):
         default=None,
         description="the feed's lake table is made and loaded where flushes run (D37)",
     )
+    replica: str | None = Field(default=None, description="the replica that answered")
+    leader: bool | None = Field(
+        default=None, description="this replica consumes the feed (holds its lease)"
+    )
+    leader_replica: str | None = Field(
+        default=None, description="the replica that consumes the feed (null: none now)"
+    )
 
 
 async def _body(request: Request) -> bytes:
@@ -138,7 +145,7 @@ async def feed_status(feed_id: str, request: Request, hub: HubDep, principal: Pr
         raise AccessDenied(f"you may not read {feed_id!r}", dataset=feed_id)
     if not is_feed(record.manifest):
         raise Conflict(f"dataset {feed_id!r} is not a feed", dataset=feed_id)
-    state = _runner(request).status(feed_id)
+    state = await asyncio.to_thread(_runner(request).status, feed_id)
     # Event counts are of every event: withheld from a reader whose grant filters rows.
     shown = disclose_counts(access, state, ("accepted", "rejected"))
     shown.pop(WITHHELD, None)

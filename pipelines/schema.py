@@ -69,6 +69,7 @@ class Schema:
             return [events_meta]
         # Every store declares its rows on catalog.db's Base or its own metadata: import them.
         import catalog.access.grants
+        import catalog.datasets.pipelinestate
         import catalog.datasets.store
         import catalog.identity.store
         import catalog.sources.store  # noqa: F401

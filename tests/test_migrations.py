@@ -257,7 +257,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "c9999_next"
-down_revision = "c0001_baseline"
+down_revision = "{previous}"
 branch_labels = None
 depends_on = None
 
@@ -287,7 +287,10 @@ def test_a_schema_one_revision_behind_is_refused_then_upgraded(
     _this_release(tmp_path, db_url)
     versions = tmp_path / "versions"
     shutil.copytree(SCHEMAS["catalog"].versions, versions)
-    (versions / "c9999_next.py").write_text(NEXT_REVISION, encoding="utf-8")
+    previous = head(SCHEMAS["catalog"])
+    (versions / "c9999_next.py").write_text(
+        NEXT_REVISION.replace("{previous}", previous), encoding="utf-8"
+    )
     later = MetaData()
     for m in SCHEMAS["catalog"].metadata():
         for t in m.tables.values():
@@ -305,8 +308,8 @@ def test_a_schema_one_revision_behind_is_refused_then_upgraded(
             return [later]
 
     monkeypatch.setitem(SCHEMAS, "catalog", NextRelease("catalog", "alembic_version"))
-    assert _state(db_url) == ("behind", "c0001_baseline")
-    with pytest.raises(SchemaError, match=r"is at revision c0001_baseline.*c9999_next"):
+    assert _state(db_url) == ("behind", previous)
+    with pytest.raises(SchemaError, match=rf"is at revision {previous}.*c9999_next"):
         _db_settings(tmp_path, db_url, env="production").open_storage()
 
     if db_url.startswith("sqlite"):  # development: the embedded catalog upgrades itself
@@ -315,7 +318,7 @@ def test_a_schema_one_revision_behind_is_refused_then_upgraded(
     else:
         engine = make_engine(db_url)
         try:
-            assert upgrade(engine, "catalog") == ("behind", "c0001_baseline", "c9999_next")
+            assert upgrade(engine, "catalog") == ("behind", previous, "c9999_next")
         finally:
             engine.dispose()
     assert _state(db_url) == ("current", "c9999_next")

@@ -52,6 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from catalog import requestid
 from catalog.errors import unavailable
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,9 @@ def stage(conn: Session | Connection, events: Sequence[Event]) -> list[str]:
                 "channel": ev.channel,
                 "type": ev.type,
                 "data": json.dumps(ev.data, ensure_ascii=False, default=str),
-                "source": json.dumps({**ev.source, "event_id": event_id}, ensure_ascii=False),
+                "source": json.dumps(
+                    requestid.stamp({**ev.source, "event_id": event_id}), ensure_ascii=False
+                ),
                 "ref": ev.ref,
                 "created_at": now,
                 "attempts": 0,

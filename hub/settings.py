@@ -7,9 +7,10 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from catalog.errors import ConfigError
 from pipelines.config import StorageSettings
 
 _REPLICA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -101,6 +102,47 @@ class Settings(StorageSettings):
         default_factory=dict,
         description='per channel prefix, e.g. {"feed:": {"keep_last": 10000, "keep_s": 86400}}',
     )
+
+    # observability (docs/operations.md "Observability")
+    log_level: str | None = Field(
+        default=None, description="Python log level (default: INFO for serve, ERROR otherwise)"
+    )
+    log_format: Literal["text", "json"] | None = Field(
+        default=None, description="log lines as text or JSON objects (default: json in production)"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token Prometheus sends to GET /metrics (or an admin's)"
+    )
+    metrics_token_file: Path | None = Field(default=None, description="file holding metrics_token")
+    metrics_catalog_s: float = Field(
+        default=10.0, ge=0, description="how long /metrics reuses the catalog's totals"
+    )
+    ready_timeout_s: float = Field(
+        default=2.0, gt=0, description="time each /readyz check has before it counts as failed"
+    )
+
+    @property
+    def logs_as_json(self) -> bool:
+        return self.log_format == "json" or (self.log_format is None and self.production)
+
+    def metrics_secret(self) -> str | None:
+        """The metrics token, from the setting or its file (None: admins' tokens only)."""
+        if self.metrics_token is not None and self.metrics_token_file is not None:
+            raise ConfigError(
+                "set BLOCKHUB_METRICS_TOKEN or BLOCKHUB_METRICS_TOKEN_FILE, not both",
+                setting="BLOCKHUB_METRICS_TOKEN_FILE",
+            )
+        if self.metrics_token is not None:
+            return self.metrics_token.get_secret_value().strip() or None
+        if self.metrics_token_file is not None:
+            try:
+                return self.metrics_token_file.read_text(encoding="utf-8").strip() or None
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(
+                    f"cannot read the metrics token file {self.metrics_token_file}: {e}",
+                    setting="BLOCKHUB_METRICS_TOKEN_FILE",
+                ) from None
+        return None
 
     @field_validator("replica_id")
     @classmethod

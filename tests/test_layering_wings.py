@@ -29,12 +29,23 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "client": set(),
     "quality_report": set(),
-    "exchange": {"settings"},
-    "live": {"settings"},
-    "assembly": {"exchange", "live", "settings"},
-    "api": {"exchange", "live", "assembly", "settings", "quality_report"},
-    "demo": {"exchange", "live", "assembly", "api", "settings", "client"},
-    "cli": {"exchange", "live", "assembly", "api", "settings", "quality_report", "demo"},
+    # metrics, readiness, logs, request ids: a leaf every wing may report through
+    "observability": set(),
+    "exchange": {"settings", "observability"},
+    "live": {"settings", "observability"},
+    "assembly": {"exchange", "live", "settings", "observability"},
+    "api": {"exchange", "live", "assembly", "settings", "quality_report", "observability"},
+    "demo": {"exchange", "live", "assembly", "api", "settings", "client", "observability"},
+    "cli": {
+        "exchange",
+        "live",
+        "assembly",
+        "api",
+        "settings",
+        "quality_report",
+        "demo",
+        "observability",
+    },
 }
 
 

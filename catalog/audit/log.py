@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnClause
 
+from catalog import requestid
 from catalog.audit.check import check
 from catalog.audit.rows import (
     AuditDatasetRow,
@@ -196,7 +197,8 @@ def entry_values(
         "row_count": row_count,
         "sql_fingerprint": sql_fingerprint,
         "outcome": outcome,
-        "detail_json": _dumps(dict(detail or {})),
+        # the request the entry was made for (X-Request-ID), when there is one
+        "detail_json": _dumps(requestid.stamp(dict(detail or {}))),
         "prev_hash": "",
         "hash": "",
         "owners_json": _dumps({d: dataset_agencies[d] for d in datasets}),

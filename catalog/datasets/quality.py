@@ -62,6 +62,9 @@ _results = Table(
     Column("document", Text, nullable=False),
 )
 
+results_table = _results
+"""The gate's results, one row per validated run (read by the hub's metrics too)."""
+
 _batches = Table(
     "quarantine_batches",
     _meta,

@@ -21,6 +21,7 @@ from hub.api.routes import (
     feeds,
     grants,
     ops_routes,
+    probes,
     quality,
     query,
     rows,
@@ -32,12 +33,15 @@ from hub.live.auditing import audit_start
 from hub.live.feeds import FeedRunner
 from hub.live.freshness import freshness_task
 from hub.live.ops import OpsRuntime
+from hub.observability.metrics import HubCollector
+from hub.observability.requests import RequestObserver
 from hub.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
 
 DESCRIPTION = """\
-blockhub exchange API. Every endpoint but `/healthz` needs `Authorization: Bearer <token>`.
+blockhub exchange API. Every endpoint but the probes `/healthz` and `/readyz` needs
+`Authorization: Bearer <token>` (`/metrics`: the metrics token or an admin's).
 Errors share one body: `{"ok": false, "status", "code", "error", "detail"}`.
 Limits (docs/api.md): request bodies, URLs and JSON nesting are bounded (413, 414, 400);
 query and export answers per principal are limited in number at once and per second
@@ -106,6 +110,13 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(ws_router)
     app.include_router(ops_routes.router)
     app.include_router(feeds.router)
+    app.include_router(probes.router)
+    app.state.metrics = HubCollector(
+        the_hub, lambda: ops.presence, ttl_s=the_hub.settings.metrics_catalog_s
+    )
+    # Outermost: every answer gets its request id, metrics and access-log line, the limit
+    # checks' refusals included (hub.observability.requests).
+    app.add_middleware(RequestObserver)
 
     # The dashboard is static code with no data in it; everything it shows comes through
     # the authenticated API with the operator's own token.

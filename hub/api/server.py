@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from hub.api.app import create_app
 from hub.api.wsproto import DirectWebSocketProtocol
@@ -27,6 +28,11 @@ def config(hub: Hub, host: str, port: int, log_level: str = "info") -> uvicorn.C
         host=host,
         port=port,
         log_level=log_level,
+        # The app logs each request itself, with its id, route and time
+        # (hub.observability.requests); JSON logs: uvicorn's own lines go through the
+        # root logger's JSON handler instead of uvicorn's text handlers.
+        access_log=False,
+        log_config=None if hub.settings.logs_as_json else LOGGING_CONFIG,
         ws_ping_interval=20,
         ws_ping_timeout=20,
         # uvicorn's sans-I/O protocol, subclassed for the direct frame writer (hub.api.wsproto)

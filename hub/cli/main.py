@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -42,6 +41,7 @@ from hub.cli.engines import register as _register_engines
 from hub.cli.identity import agency_app, principal_app, token_app
 from hub.cli.quality import register as _register_quality
 from hub.cli.sources import register as _register_sources
+from hub.observability import logs
 from hub.settings import Settings
 from pipelines.feeds import feed_options, is_feed
 
@@ -73,9 +73,15 @@ def _main(
         state.settings.feed_flush = "process"
     # One-shot commands report through their own output; their library warnings (a run's
     # quality failure, say) would only repeat it.  `serve` logs from INFO up.
-    logging.basicConfig(
-        level=os.environ.get("BLOCKHUB_LOG_LEVEL", "ERROR").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    _logging(state.settings, "ERROR")
+
+
+def _logging(s: Settings, default_level: str) -> None:
+    """Text or JSON lines (``BLOCKHUB_LOG_FORMAT``), secrets masked (hub.observability.logs)."""
+    logs.setup(
+        level=s.log_level or default_level,
+        fmt="json" if s.logs_as_json else "text",
+        secrets=logs.settings_secrets(s),
     )
 
 
@@ -380,10 +386,10 @@ def serve(
     """Serve the REST API and the websocket."""
     from hub.api.server import serve as serve_app
 
-    logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
     s = settings()
     if port is not None:
         s.port = port  # the default replica id (<hostname>-<port>) names the port served
+    _logging(s, "INFO")
     h = hub()
     h.register_manifests()
     serve_app(h, host or s.host, s.port)
@@ -408,7 +414,7 @@ def proxy(
     except ValueError as e:
         err.print(f"[red]error[/] {e}")
         raise typer.Exit(2) from None
-    logging.getLogger().setLevel(os.environ.get("BLOCKHUB_LOG_LEVEL", "INFO").upper())
+    _logging(settings(), "INFO")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_proxy(where, replicas))
 

@@ -52,6 +52,7 @@ from hub.exchange.results import CloseHook, QueryResult, clean_error, fingerprin
 from hub.exchange.rooms import RoomKey, RoomObject, Rooms, profile_digest, scan_sql, table_dir
 from hub.exchange.sqlcheck import CheckedQuery, check_sql_cached
 from hub.exchange.views import Loader, columns_from_plan
+from hub.observability import metrics
 
 _q = quote_ident
 
@@ -526,6 +527,13 @@ class Exchange:
         }
 
         def hook(result: QueryResult, outcome: str) -> None:
+            metrics.observe_answer(
+                action,
+                outcome,
+                str((detail or {}).get("format", "json")),
+                result.query_ms / 1000,
+                result.row_count,
+            )
             audit.append(
                 action=action,
                 principal=principal.id,

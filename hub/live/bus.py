@@ -31,11 +31,13 @@ from collections.abc import Callable, Hashable, Sequence
 from itertools import pairwise
 from typing import Any
 
+from catalog import requestid
 from eventlog.backend import LogBackend, redacted_url
 from eventlog.message import Message
 from hub.live.frames import ws_text_frame
 from hub.live.outage import Outage, backoff_s
 from hub.live.subscription import Subscription
+from hub.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,19 @@ class Bus:
     def subscribers(self, channel: str) -> int:
         return len(self._subs.get(channel, ()))
 
+    def subscribers_by_kind(self) -> dict[str, int]:
+        """Subscriptions of this process per channel kind (``dataset``, ``feed``, …): the
+        ``blockhub_ws_subscribers`` gauge."""
+        out: dict[str, int] = defaultdict(int)
+        for channel, subs in list(self._subs.items()):
+            out[channel.partition(":")[0]] += len(subs)
+        return dict(out)
+
+    @property
+    def buffered(self) -> int:
+        """Messages read from the log and not yet offered to every subscriber."""
+        return len(self._buf)
+
     def _register(self, channel: str, sub: Subscription) -> None:
         self._subs[channel].add(sub)
 
@@ -171,6 +186,7 @@ class Bus:
     ) -> Message:
         """Append to the log and wake the tailer (safe to call from any thread).  With an
         ``event_id`` the append is made once (the catalog's outbox)."""
+        source = requestid.stamp(dict(source or {}))  # the request that caused it, if any
         msg = self.log.append(channel, type, data, source, event_id=event_id)
         self.nudge()
         return msg
@@ -180,6 +196,7 @@ class Bus:
     async def publish_async(
         self, channel: str, type: str, data: dict[str, Any], source: dict[str, Any] | None = None
     ) -> Message:
+        source = requestid.stamp(dict(source or {}))
         msg = await asyncio.to_thread(self.log.append, channel, type, data, source)
         self.nudge()
         return msg
@@ -235,6 +252,7 @@ class Bus:
         if not msgs:
             return
         assert self._more is not None and self._room is not None
+        metrics.bus_read(msgs)
         self._seq = msgs[-1].seq
         buf = self._buf
         single = msgs[0].channel if not buf else self._single

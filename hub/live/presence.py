@@ -70,6 +70,10 @@ class Presence:
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
 
+    def connections(self) -> int:
+        """Connections open on this process (the ``blockhub_ws_connections`` gauge)."""
+        return len(self._conns)
+
     def count(self, principal_id: str) -> int:
         return self._per_principal.get(principal_id, 0)
 

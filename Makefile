@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser daft faketime demo tour serve test quick e2e lint typecheck pytest pytest-elsewhen clean
+.PHONY: install browser daft faketime demo tour serve test quick e2e lint typecheck pytest \
+	pytest-elsewhen test-pg pytest-pg clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +67,20 @@ pytest-elsewhen: $(STAMP) faketime
 	TZ=Pacific/Kiritimati faketime -f '@2028-03-01 13:59:00' \
 		$(BIN)/pytest -q -p no:cacheprovider $(ELSEWHEN_TESTS)
 
-test: lint typecheck pytest pytest-elsewhen
+test: lint typecheck pytest pytest-elsewhen pytest-pg
+
+# The hub's own state on PostgreSQL instead of the embedded SQLite files: every test hub
+# (the `settings`/`hub` fixtures) gets a fresh database of 127.0.0.1:5432 for its catalog,
+# Iceberg catalog and event log (tests/conftest.py `hub_settings`). `make test` runs the
+# REST API's and the audit chain's tests this way (PG_TESTS); `make test-pg` runs the whole
+# suite (docs/operations.md, "Deploy on PostgreSQL"; the migration and backup tests make
+# their own PostgreSQL databases in every run).
+PG_TESTS = tests/test_api.py tests/test_audit.py
+pytest-pg: $(STAMP) browser
+	BLOCKHUB_TEST_CATALOG=pg $(BIN)/pytest -q -p no:cacheprovider $(PG_TESTS)
+
+test-pg: $(STAMP) browser
+	BLOCKHUB_TEST_CATALOG=pg $(BIN)/pytest -q -p no:cacheprovider -m "not load and not contract"
 
 # The inner loop: lint and a fast subset (~2 min). `make test` (and CI) runs everything,
 # the load test (marker load) and the OpenAPI fuzzing (marker contract) included.

@@ -15,16 +15,19 @@ from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import Engine
 
 from catalog.audit.log import AuditLog
 from catalog.audit.seal import AuditKeys
 from catalog.datasets.store import CatalogStore
+from catalog.db import make_engine
 from catalog.errors import ConfigError
 from catalog.lake.objectstore import S3Lake, is_s3, split_s3
 from catalog.lake.tables import Lake
 from catalog.sources.guard import SourceGuard, protected_places
 from catalog.sources.store import Protected, SourceStore
 from eventlog.backend import LogBackend, open_event_log
+from pipelines.schema import adopt_with, ensure_schema
 
 MIN_KEY_CHARS = 32
 
@@ -223,6 +226,11 @@ class StorageSettings(BaseSettings):
         self.s3_lake()  # likewise
         (self.home / "lake").mkdir(parents=True, exist_ok=True)
         store = CatalogStore(self.catalog_db, lease_s=self.run_lease_s, audit_keys=keys)
+        try:
+            self.check_schemas(store.engine, keys)
+        except BaseException:
+            store.dispose()
+            raise
         store.create_all()
         return Storage(store, self.open_lake(), open_event_log(self.events_db))
 
@@ -244,6 +252,19 @@ def _one_of(value: str | None, file: Path | None, name: str) -> str | None:
             f"cannot read BLOCKHUB_S3_{name}_FILE ({file}): {type(e).__name__}",
             setting=f"BLOCKHUB_S3_{name}_FILE",
         ) from None
+
+    def check_schemas(self, catalog_engine: Engine, keys: AuditKeys) -> None:
+        """The catalog's (and a SQL event log's) schema against this code, before anything
+        is created (pipelines.schema): an older schema is upgraded in development and refused
+        in production, naming ``blockhub db upgrade``."""
+        auto = not self.production
+        ensure_schema(catalog_engine, "catalog", auto_upgrade=auto, adopt=adopt_with(keys))
+        if not self.events_db.startswith("redis"):
+            engine = make_engine(self.events_db)
+            try:
+                ensure_schema(engine, "events", auto_upgrade=auto)
+            finally:
+                engine.dispose()
 
 
 @dataclass

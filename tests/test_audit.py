@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,13 +10,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from catalog.audit.log import AuditEntry, AuditKeys, AuditLog
 from catalog.datasets.store import CatalogStore
 from hub.cli.main import app as cli_app
-from tests.conftest import ExchangeWorld
+from tests.conftest import ExchangeWorld, settings_env
 
 
 @pytest.fixture
@@ -77,25 +77,25 @@ def test_tampering_is_detected_and_named(client: TestClient, world: ExchangeWorl
     _, second, last = (e.seq for e in reversed(world.hub.audit.entries(action="query")))
     runner = CliRunner()
     home = str(world.hub.settings.home)
-    ok = runner.invoke(cli_app, ["--home", home, "audit", "verify"])
+    env = settings_env(world.hub.settings)  # the CLI on the same catalog (SQLite or PG)
+    ok = runner.invoke(cli_app, ["--home", home, "audit", "verify"], env=env)
     assert ok.exit_code == 0 and f"{check.entries} entries" in ok.output
-    db = sqlite3.connect(world.hub.settings.home / "catalog.db")
-    db.execute("UPDATE audit_log SET row_count = 0 WHERE seq = ?", (second,))
-    db.commit()
+    # someone with write access to the catalog database, outside the hub
+    with world.hub.store.engine.begin() as db:
+        db.execute(text("UPDATE audit_log SET row_count = 0 WHERE seq = :s"), {"s": second})
     r = world.hub.audit.verify()
     assert not r.ok and r.bad_seq == second and f"entry {second} was altered" in r.problem
-    bad = runner.invoke(cli_app, ["--home", home, "audit", "verify"])
+    bad = runner.invoke(cli_app, ["--home", home, "audit", "verify"], env=env)
     assert bad.exit_code == 1 and f"entry {second}" in bad.output
     # deleting the last entry is caught by the head, re-hashing without the key by HMAC
-    db.execute("UPDATE audit_log SET row_count = 1 WHERE seq = ?", (second,))
-    db.commit()
+    with world.hub.store.engine.begin() as db:
+        db.execute(text("UPDATE audit_log SET row_count = 1 WHERE seq = :s"), {"s": second})
     assert world.hub.audit.verify().ok
-    db.execute("DELETE FROM audit_datasets WHERE seq = ?", (last,))
-    db.execute("DELETE FROM audit_log WHERE seq = ?", (last,))
-    db.commit()
+    with world.hub.store.engine.begin() as db:
+        db.execute(text("DELETE FROM audit_datasets WHERE seq = :s"), {"s": last})
+        db.execute(text("DELETE FROM audit_log WHERE seq = :s"), {"s": last})
     r = world.hub.audit.verify()
     assert not r.ok and "removed" in r.problem
-    db.close()
 
 
 def test_hmac_key_makes_the_chain_unforgeable(tmp_path: Path) -> None:
@@ -149,14 +149,16 @@ def test_verify_while_entries_are_appended(world: ExchangeWorld) -> None:
         writer.join()
     assert all(r.ok for r in results), [r.problem for r in results if not r.ok]
     assert audit.verify().ok
-    db = sqlite3.connect(world.hub.settings.home / "catalog.db")
-    last = db.execute("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-    marks = ",".join("?" * len(last))
-    db.execute(f"INSERT INTO audit_log VALUES ({marks})", (last[0] + 1, *last[1:]))
-    db.commit()
-    db.close()
+    with world.hub.store.engine.begin() as db:
+        last = dict(
+            db.execute(text("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1")).mappings().one()
+        )
+        last["seq"] += 1
+        names = ", ".join(f'"{k}"' for k in last)
+        binds = ", ".join(f":{k}" for k in last)
+        db.execute(text(f"INSERT INTO audit_log ({names}) VALUES ({binds})"), last)
     r = audit.verify()
-    assert not r.ok and r.bad_seq == last[0] + 1 and "past the head" in r.problem
+    assert not r.ok and r.bad_seq == last["seq"] and "past the head" in r.problem
 
 
 def test_appends_from_many_threads_share_transactions(world: ExchangeWorld) -> None:

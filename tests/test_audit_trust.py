@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
 from catalog.audit.log import AuditLog
@@ -33,7 +33,7 @@ from hub.assembly.context import Hub
 from hub.cli.main import app as cli_app
 from hub.settings import Settings
 from pipelines.quarantine import release
-from tests.conftest import file_source, manifest_dict, pg_profile
+from tests.conftest import CatalogSQL, file_source, manifest_dict, pg_profile, settings_env
 from tests.quality_data import bad_tickets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def head(hub: Hub) -> int:
 
 def all_text(hub: Hub) -> str:
     """Every stored byte of the audit tables, as text (to look for secrets in)."""
-    db = sqlite3.connect(hub.settings.home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     try:
         rows = db.execute("SELECT * FROM audit_log").fetchall()
         rows += db.execute("SELECT * FROM audit_head").fetchall()
@@ -72,11 +72,15 @@ def auth(tokens: dict[str, str], who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens[who]}"}
 
 
-def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+def cli(home: Path | Hub, *args: str, env: dict[str, str] | None = None) -> Any:
     """Run a CLI command in-process; the CLI keeps its hub between commands of one
-    process (a real command is one process), so it is closed after each one here."""
+    process (a real command is one process), so it is closed after each one here.
+    ``home`` may be a hub: the command then opens the same stack (its databases too)."""
     import hub.cli.main
 
+    if isinstance(home, Hub):
+        env = {**settings_env(home.settings), **(env or {})}
+        home = home.settings.home
     try:
         return CliRunner().invoke(cli_app, ["--home", str(home), *args], env=env)
     finally:
@@ -92,7 +96,7 @@ def test_agencies_principals_roles_and_tokens_are_on_record(hub: Hub) -> None:
     """Through the CLI (the operator's console): each change names ``cli`` as the actor,
     a rename and a role change carry before and after, a token entry names the token but
     never its secret; repeating a change that changes nothing records nothing."""
-    home = hub.settings.home
+    home = hub  # the CLI on the hub's own stack
     start = head(hub)
 
     def ok(*args: str) -> str:
@@ -231,7 +235,7 @@ def test_grant_transitions_are_on_record(
     assert client.get(f"/v1/access-requests/{ids[0]}", headers=dev).json()["status"] == "expired"
     assert hub.audit.verify().ok
     # widening a grant in the database, behind the hub's back, is named by verify
-    db = sqlite3.connect(hub.settings.home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     db.execute("UPDATE grants SET status = 'approved', expires_at = NULL WHERE id = ?", (ids[0],))
     db.commit()
     db.close()
@@ -316,7 +320,7 @@ def test_order_history_is_bound_to_the_chain(
     assert [e.action for e in entries] == ["order.open", "order.acknowledge"]
     assert [b[0] for b in entries[1].binds or []] == ["ops_orders", "ops_order_events"]
     assert hub.audit.verify().ok
-    db = sqlite3.connect(hub.settings.home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     try:
         db.execute("UPDATE ops_order_events SET actor = 'someone' WHERE action = 'acknowledge'")
         db.commit()
@@ -352,11 +356,10 @@ def quarantined(tmp_path: Path, hub: Hub) -> Callable[[], str]:
         pq.write_table(table, src / f"b{n[0]}.parquet")
         n[0] += 1
         run = hub.ingest("hotline_tickets")
-        batch = (
-            hub.store.engine.connect()
-            .exec_driver_sql("SELECT id FROM quarantine_batches WHERE run_id = ?", (run.id,))
-            .scalar()
-        )
+        with hub.store.engine.connect() as conn:
+            batch = conn.execute(
+                text("SELECT id FROM quarantine_batches WHERE run_id = :r"), {"r": run.id}
+            ).scalar()
         assert batch
         return str(batch)
 
@@ -391,7 +394,7 @@ def test_quarantine_release_and_discard_are_on_record(
     assert discard_entry.owners == {"hotline_tickets": "gy_12345"}
     assert discard_entry.detail["note"] == "junk" and discard_entry.detail["rows_discarded"] > 0
     assert hub.audit.verify().ok
-    db = sqlite3.connect(hub.settings.home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     db.execute("UPDATE quarantine_actions SET principal = 'nobody' WHERE action = 'discard'")
     db.commit()
     db.close()
@@ -407,7 +410,7 @@ def test_source_configuration_is_on_record_and_bound(hub: Hub, tmp_path: Path) -
     does not fail verify: that limit is pinned here."""
     exports = tmp_path / "exports"
     exports.mkdir()
-    home = hub.settings.home
+    home = hub  # the CLI on the hub's own stack
     start = head(hub)
     root = cli(home, "source", "root", "add", "gy_12345", "exports", str(exports))
     assert root.exit_code == 0, root.output
@@ -431,7 +434,7 @@ def test_source_configuration_is_on_record_and_bound(hub: Hub, tmp_path: Path) -
     assert entries[1].detail["after"]["target"] == "postgres://db.example/hotline"
     assert "s3cr3t-pw-value" not in all_text(hub)
     assert hub.audit.verify().ok
-    db = sqlite3.connect(home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     try:
         db.execute("""UPDATE source_profiles SET secrets_json = '{"password": "x"}'""")
         db.commit()
@@ -502,7 +505,7 @@ def test_a_change_and_its_entry_commit_together(
     tables = [t.name for t in BOUND_TABLES if inspect(hub.store.engine).has_table(t.name)]
 
     def snapshot() -> dict[str, Any]:
-        db = sqlite3.connect(hub.settings.home / "catalog.db")
+        db = CatalogSQL(hub.store.engine)
         try:
             return {t: sorted(map(repr, db.execute(f"SELECT * FROM {t}"))) for t in tables}
         finally:
@@ -687,7 +690,7 @@ def test_anchor_endpoint_is_for_admins_and_refuses_a_tampered_chain(
     assert anchor["kind"] == "blockhub.audit.anchor" and anchor["seq"] == head(hub)
     checked = client.post("/v1/audit/verify", headers=admin, json={"anchors": [anchor]})
     assert checked.json()["ok"] is True
-    db = sqlite3.connect(hub.settings.home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     db.execute("DELETE FROM audit_datasets WHERE seq = (SELECT max(seq) FROM audit_log)")
     db.execute("DELETE FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log)")
     db.execute(
@@ -769,7 +772,7 @@ def test_rows_from_before_the_chain_had_bound_rows_verify_after_an_upgrade(tmp_p
 
 def test_verify_refuses_an_entry_it_cannot_parse(hub: Hub) -> None:
     hub.audit.append(action="query", principal="p", agency="a", datasets={}, dataset_agencies={})
-    db = sqlite3.connect(hub.settings.home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     db.execute(
         "UPDATE audit_log SET detail_json = '{not json' WHERE seq = (SELECT max(seq) "
         "FROM audit_log)"
@@ -782,7 +785,7 @@ def test_verify_refuses_an_entry_it_cannot_parse(hub: Hub) -> None:
 
 def test_an_anchor_of_a_chain_that_does_not_verify_is_refused(hub: Hub) -> None:
     hub.audit.append(action="query", principal="p", agency="a", datasets={}, dataset_agencies={})
-    db = sqlite3.connect(hub.settings.home / "catalog.db")
+    db = CatalogSQL(hub.store.engine)
     db.execute("UPDATE audit_log SET row_count = 9 WHERE seq = 1")
     db.commit()
     db.close()

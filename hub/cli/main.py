@@ -36,6 +36,7 @@ from catalog.runtime import settle_heap
 from catalog.sources.guard import source_problems
 from hub.cli.audit import audit_app
 from hub.cli.console import CLI_PRINCIPAL, acting, cli_caller, err, hub, out, settings, state
+from hub.cli.db import register as _register_db
 from hub.cli.engines import register as _register_engines
 from hub.cli.identity import agency_app, principal_app, token_app
 from hub.cli.quality import register as _register_quality
@@ -435,6 +436,7 @@ def demo(
 
 _register_quality(app, hub, out, acting)
 _register_sources(app, hub, out, cli_caller)
+_register_db(app, settings, out)
 _register_engines(app, settings)
 app.add_typer(audit_app, name="audit")
 

@@ -234,6 +234,19 @@ class StorageSettings(BaseSettings):
         store.create_all()
         return Storage(store, self.open_lake(), open_event_log(self.events_db))
 
+    def check_schemas(self, catalog_engine: Engine, keys: AuditKeys) -> None:
+        """The catalog's (and a SQL event log's) schema against this code, before anything
+        is created (pipelines.schema): an older schema is upgraded in development and refused
+        in production, naming ``blockhub db upgrade``."""
+        auto = not self.production
+        ensure_schema(catalog_engine, "catalog", auto_upgrade=auto, adopt=adopt_with(keys))
+        if not self.events_db.startswith("redis"):
+            engine = make_engine(self.events_db)
+            try:
+                ensure_schema(engine, "events", auto_upgrade=auto)
+            finally:
+                engine.dispose()
+
 
 def _one_of(value: str | None, file: Path | None, name: str) -> str | None:
     """A credential from ``BLOCKHUB_S3_<name>`` or the file ``BLOCKHUB_S3_<name>_FILE``
@@ -252,19 +265,6 @@ def _one_of(value: str | None, file: Path | None, name: str) -> str | None:
             f"cannot read BLOCKHUB_S3_{name}_FILE ({file}): {type(e).__name__}",
             setting=f"BLOCKHUB_S3_{name}_FILE",
         ) from None
-
-    def check_schemas(self, catalog_engine: Engine, keys: AuditKeys) -> None:
-        """The catalog's (and a SQL event log's) schema against this code, before anything
-        is created (pipelines.schema): an older schema is upgraded in development and refused
-        in production, naming ``blockhub db upgrade``."""
-        auto = not self.production
-        ensure_schema(catalog_engine, "catalog", auto_upgrade=auto, adopt=adopt_with(keys))
-        if not self.events_db.startswith("redis"):
-            engine = make_engine(self.events_db)
-            try:
-                ensure_schema(engine, "events", auto_upgrade=auto)
-            finally:
-                engine.dispose()
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Engines that are not blockhub read the lake through its Iceberg catalog (docs/operations.md,
-"Other engines"; decision D-prod-engines).
+"Other engines"; decision D51).
 
 Each engine runs as its own process, importing nothing of blockhub: the examples in
 ``docs/examples/engines`` find the catalog through ``blockhub lake catalog``'s

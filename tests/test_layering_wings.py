@@ -1,6 +1,6 @@
 """The top floor's direction holds: routes lean on the wings, the wings never on routes.
 
-``hub/`` is in wings (docs/architecture.md, docs/decisions.md D-house-top).  Each may import
+``hub/`` is in wings (docs/architecture.md, docs/decisions.md D47).  Each may import
 only what is written down here — what it imports is read from its source (every ``import``,
 module-level or in a function, except those under ``if TYPE_CHECKING:``), so a new arrow
 that points the wrong way fails this test before it becomes a habit.

@@ -6,7 +6,7 @@ A backup is a folder:
   backup) — the catalog database, with the Iceberg catalog and the event log when they
   share it;
 - ``lake-catalog.*`` and ``events.*`` likewise when they are databases of their own (a
-  Redis event log is not backed up: it is a notification stream, D-prod-pg);
+  Redis event log is not backed up: it is a notification stream, D54);
 - ``lake/`` — the warehouse's files (metadata, manifests, data and delete files);
 - ``backup.json`` — what was taken: the schema revisions, the warehouse, the audit head and
   every dataset's latest version (snapshot, rows), which ``restore`` checks against.

@@ -12,7 +12,7 @@ offset recorded in the table's last snapshot.
 With several replicas (``serve`` processes sharing the catalog, lake and event log) a
 feed is consumed once: the replica holding the feed's lease (:mod:`hub.live.leases`) runs its
 MQTT subscriber and its flusher; the others watch the lease and take over when its holder
-dies or gives it up.  HTTP pushes are accepted by any replica (docs/feeds.md, D-prod-replicas).
+dies or gives it up.  HTTP pushes are accepted by any replica (docs/feeds.md, D50).
 
 A flush (reading the events back, encoding Parquet, the Iceberg commit: a quarter of a
 second of Python for a few thousand events) runs in a process of its own, one for all

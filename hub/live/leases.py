@@ -5,7 +5,7 @@ Most of what a replica does is per connection and needs no agreement; consuming 
 feed does: an MQTT feed read by every replica would put every event on the log once per
 replica, and every replica would flush it to the lake.  A feed is therefore *led* by the
 replica holding the lease ``feed:<id>``: it alone runs the feed's MQTT subscriber and its
-lake flusher (docs/decisions.md, D-prod-replicas).  Any replica still accepts HTTP pushes.
+lake flusher (docs/decisions.md, D50).  Any replica still accepts HTTP pushes.
 
 Two backends, chosen by the event log the replicas share (:func:`open_leases`):
 

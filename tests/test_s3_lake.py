@@ -113,6 +113,34 @@ def test_an_s3_warehouse_is_configured_in_one_place_and_the_secret_never_shows(
     assert "very-secret-value-123" not in str(e.value)
 
 
+def test_the_lake_catalog_for_other_engines_names_the_s3_endpoint_not_the_keys(
+    tmp_path: Path,
+) -> None:
+    """``blockhub lake catalog`` on an S3 lake: what a reader needs to reach the objects
+    (endpoint, region, addressing) is in the file, the key pair is not (docs/operations.md,
+    "Other engines"; tests/test_e2e_production.py reads through it with Ray)."""
+    from hub.cli.engines import lake_catalog
+
+    settings = Settings(
+        home=tmp_path,
+        warehouse="s3://lake-bucket/prefix",
+        s3_endpoint="http://minio:9000",
+        s3_region="cn-southwest-1",
+        s3_access_key_id="hub-key-id",
+        s3_secret_access_key="very-secret-value-123",
+    )
+    cat = lake_catalog(settings)
+    props = cat.pyiceberg_properties()  # an in-process reader: everything it needs
+    assert props["s3.endpoint"] == "http://minio:9000"
+    assert props["s3.secret-access-key"] == "very-secret-value-123"
+    written = yaml.safe_load(cat.pyiceberg_yaml())["catalog"]["blockhub"]
+    assert written["warehouse"] == "s3://lake-bucket/prefix"
+    assert (written["s3.endpoint"], written["s3.region"]) == ("http://minio:9000", "cn-southwest-1")
+    assert written["s3.force-virtual-addressing"] == "false"
+    text = cat.pyiceberg_yaml()
+    assert "very-secret-value-123" not in text and "hub-key-id" not in text
+
+
 def test_a_hub_refuses_to_start_on_an_s3_warehouse_without_credentials(
     tmp_path: Path, s3_bucket: S3Bucket
 ) -> None:

@@ -21,8 +21,12 @@ from hub.settings import Settings
 
 
 def lake_catalog(settings: Settings) -> LakeCatalog:
-    """The lake's catalog as the hub's settings name it."""
-    return LakeCatalog(uri=settings.lake_db, warehouse=settings.lake_warehouse)
+    """The lake's catalog as the hub's settings name it; on S3 with the FileIO properties
+    (endpoint, region, addressing) a reader needs to reach the objects — the key pair is
+    left out of what is printed (``PYICEBERG_CATALOG__BLOCKHUB__S3__*`` variables)."""
+    s3 = settings.s3_lake()
+    props = s3.iceberg_properties() if s3 is not None else {}
+    return LakeCatalog(uri=settings.lake_db, warehouse=settings.lake_warehouse, properties=props)
 
 
 def register(app: typer.Typer, settings: Callable[[], Settings]) -> None:

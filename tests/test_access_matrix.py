@@ -392,7 +392,8 @@ def test_the_matrix_covers_every_value_carrying_read() -> None:
     """Every GET route and channel that carries values or counts is exercised, unless its
     inputs cannot exist in the matrix world (named here, with the test that covers it)."""
     covered_elsewhere = {"block-enterprise": "tests/test_blocks.py",
-                         "feed-status": "tests/test_access_paths.py"}  # fmt: skip
+                         "feed-status": "tests/test_access_paths.py",
+                         "metrics": "tests/test_observability.py"}  # fmt: skip
     for p in PATHS:
         reads = p.kind == "channel" or p.match.startswith("GET ")
         if reads and p.carries in ("values", "counts") and p.exercise is None:

@@ -166,7 +166,7 @@ def test_a_lease_runs_out_when_its_holder_stops_renewing_and_not_before(tmp_path
     runner = CatalogStore(url, clock=clock, lease_s=60)
     runner.create_all()
     sweeper = CatalogStore(url, clock=clock, lease_s=60)
-    runner.upsert_agency("gy_12345", "热线")
+    runner.identity.upsert_agency("gy_12345", "热线")
     m = parse_manifest(items_manifest())
     runner.register_dataset(m)
     run = runner.start_run("items")

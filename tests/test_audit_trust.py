@@ -33,7 +33,14 @@ from hub.assembly.context import Hub
 from hub.cli.main import app as cli_app
 from hub.settings import Settings
 from pipelines.quarantine import release
-from tests.conftest import CatalogSQL, file_source, manifest_dict, pg_profile, settings_env
+from tests.conftest import (
+    CatalogSQL,
+    SetClock,
+    file_source,
+    manifest_dict,
+    pg_profile,
+    settings_env,
+)
 from tests.quality_data import bad_tickets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +190,7 @@ def test_manifest_register_and_change_are_on_record(
 
 
 def test_grant_transitions_are_on_record(
-    client: TestClient, hub: Hub, tokens: dict[str, str]
+    client: TestClient, hub: Hub, tokens: dict[str, str], clock: SetClock
 ) -> None:
     """Request, approval (the requested and the granted scope), refusal, revocation, and the
     expiry put on record by the periodic pass (``system``), each with the grantee and the
@@ -200,7 +207,7 @@ def test_grant_transitions_are_on_record(
         client.post("/v1/datasets/tickets/access-requests", headers=dev, json=body).json()["id"]
         for _ in range(3)
     ]
-    soon = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    soon = (clock.now() + timedelta(days=2)).isoformat()
     ok = client.post(
         f"/v1/access-requests/{ids[0]}/approve",
         headers=steward,
@@ -210,7 +217,7 @@ def test_grant_transitions_are_on_record(
     client.post(f"/v1/access-requests/{ids[1]}/refuse", headers=steward, json={"reason": "无依据"})
     client.post(f"/v1/access-requests/{ids[2]}/approve", headers=steward, json={})
     client.post(f"/v1/access-requests/{ids[2]}/revoke", headers=steward, json={"reason": "结束"})
-    later = datetime.now(UTC) + timedelta(days=3)
+    later = clock.now() + timedelta(days=3)
     assert [g.id for g in hub.grants.expire_due(later)] == [ids[0]]
     assert hub.grants.expire_due(later) == []  # once
     got = [
